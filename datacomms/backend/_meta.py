@@ -1,0 +1,180 @@
+"""Frame meta shared by both backends: dtype descriptions, array checks, and the
+table of raw buffers carried beside a JSON document.
+
+Everything here is cold-path Python (it runs once per array, not per byte);
+the backends differ in how they pack the header, encode JSON and copy bytes.
+The frame format is specified in docs/frame-format.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..errors import FrameError
+
+# An entry of the buffer table: [path, dtype descr or None for bytes, shape or None, nbytes].
+Path = list  # list[str | int]
+
+
+def dtype_to_json(dt: np.dtype) -> Any:
+    """A JSON description of a dtype that round-trips through ``dtype_from_json``."""
+    if dt.hasobject:
+        raise FrameError(f"arrays of dtype {dt} hold Python objects and cannot be sent")
+    return np.lib.format.dtype_to_descr(dt)
+
+
+def _tuplify(descr: Any) -> Any:
+    if isinstance(descr, list):
+        out = []
+        for field in descr:
+            if not isinstance(field, list) or not 2 <= len(field) <= 3:
+                raise FrameError(f"bad structured dtype field in meta: {field!r}")
+            name, sub = field[0], field[1]
+            if not isinstance(name, (str, list)):
+                raise FrameError(f"bad structured dtype field name in meta: {name!r}")
+            item = [tuple(name) if isinstance(name, list) else name, _tuplify(sub)]
+            if len(field) == 3:
+                item.append(tuple(field[2]) if isinstance(field[2], list) else field[2])
+            out.append(tuple(item))
+        return out
+    return descr
+
+
+_DTYPE_CACHE: dict[str, np.dtype] = {}
+
+
+def dtype_from_json(descr: Any) -> np.dtype:
+    if isinstance(descr, str):
+        dt = _DTYPE_CACHE.get(descr)
+        if dt is not None:
+            return dt
+    try:
+        dt = np.lib.format.descr_to_dtype(_tuplify(descr))
+    except FrameError:
+        raise
+    except Exception as exc:  # numpy raises several types for nonsense
+        raise FrameError(f"bad dtype in frame meta: {descr!r} ({exc})") from None
+    if dt.hasobject:
+        raise FrameError(f"dtype {descr!r} holds Python objects; refused")
+    if isinstance(descr, str) and len(_DTYPE_CACHE) < 256:
+        _DTYPE_CACHE[descr] = dt
+    return dt
+
+
+def contiguous(arr: np.ndarray) -> np.ndarray:
+    """The array itself if it is C-contiguous, else a C-contiguous copy."""
+    if arr.flags.c_contiguous:
+        return arr
+    return np.ascontiguousarray(arr)
+
+
+def array_meta(arr: np.ndarray) -> dict[str, Any]:
+    return {"dtype": dtype_to_json(arr.dtype), "shape": list(arr.shape)}
+
+
+def check_shape(shape: Any, dt: np.dtype, nbytes: int) -> tuple[int, ...]:
+    """Validates a shape read from outside against the byte count it must fill."""
+    if not isinstance(shape, list) or len(shape) > 64:
+        raise FrameError(f"bad shape in frame meta: {shape!r}")
+    count = 1
+    for d in shape:
+        if type(d) is not int or d < 0:
+            raise FrameError(f"bad shape in frame meta: {shape!r}")
+        count *= d
+    if count * dt.itemsize != nbytes:
+        raise FrameError(f"shape {shape} of {dt} needs {count * dt.itemsize} bytes, frame has {nbytes}")
+    return tuple(shape)
+
+
+def view_array(buf: Any, offset: int, nbytes: int, dt: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+    """An array viewing nbytes of buf at offset (zero-copy; read-only when buf is)."""
+    if nbytes == 0 or dt.itemsize == 0:
+        return np.empty(shape, dt)
+    return np.frombuffer(buf, dt, nbytes // dt.itemsize, offset).reshape(shape)
+
+
+def has_buffers(obj: Any) -> bool:
+    """True when a JSON-like value holds an array or a bytes-like object anywhere inside."""
+    t = type(obj)
+    if t is dict:
+        return any(has_buffers(v) for v in obj.values())
+    if t is list or t is tuple:
+        return any(has_buffers(v) for v in obj)
+    return isinstance(obj, (np.ndarray, bytes, bytearray, memoryview))
+
+
+def extract_buffers(obj: Any) -> tuple[Any, list[list[Any]], list[Any]]:
+    """Splits a value into a JSON skeleton (buffers replaced by None), the buffer
+    table, and the buffers themselves (contiguous, not copied when already so)."""
+    table: list[list[Any]] = []
+    bufs: list[Any] = []
+
+    def walk(o: Any, path: list[Any]) -> Any:
+        t = type(o)
+        if t is dict:
+            return {k: walk(v, path + [k]) for k, v in o.items()}
+        if t is list or t is tuple:
+            return [walk(v, path + [i]) for i, v in enumerate(o)]
+        if isinstance(o, np.ndarray):
+            a = contiguous(o)
+            table.append([path, dtype_to_json(a.dtype), list(a.shape), a.nbytes])
+            bufs.append(a)
+            return None
+        if isinstance(o, (bytes, bytearray, memoryview)):
+            m = memoryview(o)
+            if not m.c_contiguous:
+                m = memoryview(m.tobytes())
+            table.append([path, None, None, m.nbytes])
+            bufs.append(m)
+            return None
+        return o
+
+    skeleton = walk(obj, [])
+    return skeleton, table, bufs
+
+
+def insert_buffers(skeleton: Any, table: Any, buf: Any, start: int, payload_len: int) -> Any:
+    """Puts views of the payload region of buf back where the table says, checking
+    every entry read from outside: paths, dtypes, shapes and byte ranges."""
+    if not isinstance(table, list):
+        raise FrameError("frame meta has no buffer table")
+    off = end = 0
+    for entry in table:
+        if not isinstance(entry, list) or len(entry) != 4:
+            raise FrameError(f"bad buffer table entry: {entry!r}")
+        path, descr, shape, nbytes = entry
+        if type(nbytes) is not int or nbytes < 0 or off + nbytes > payload_len:
+            raise FrameError(f"buffer of {nbytes!r} bytes at {off} overruns a payload of {payload_len}")
+        if descr is None:
+            value: Any = memoryview(buf)[start + off:start + off + nbytes]
+        else:
+            dt = dtype_from_json(descr)
+            value = view_array(buf, start + off, nbytes, dt, check_shape(shape, dt, nbytes))
+        skeleton = _set_path(skeleton, path, value)
+        end = off + nbytes
+        off += (nbytes + 63) & ~63
+    if end != payload_len:
+        raise FrameError(f"buffers end at {end} but the header says the payload is {payload_len} bytes")
+    return skeleton
+
+
+def _set_path(root: Any, path: Any, value: Any) -> Any:
+    if not isinstance(path, list):
+        raise FrameError(f"bad buffer path: {path!r}")
+    if not path:
+        return value
+    node = root
+    for key in path[:-1]:
+        node = node[_checked_key(node, key, path)]
+    node[_checked_key(node, path[-1], path)] = value
+    return root
+
+
+def _checked_key(node: Any, key: Any, path: Any) -> Any:
+    if type(key) is str and type(node) is dict and key in node:
+        return key
+    if type(key) is int and type(node) is list and 0 <= key < len(node):
+        return key
+    raise FrameError(f"buffer path {path!r} does not name a place in the frame's document")

@@ -1,0 +1,1 @@
+"""The compiled backend: Cython modules over the C headers in csrc/."""

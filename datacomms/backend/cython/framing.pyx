@@ -1,0 +1,272 @@
+# cython: language_level=3
+"""The framing layer, compiled: the header is packed and validated by
+csrc/dc_frame.h, JSON goes through orjson. The readable reference of the same
+API is backend/python/framing.py; docs/frame-format.md specifies the format.
+
+Ownership: every frame lives in a buffer owned by Python (bytes, bytearray,
+mmap, numpy); C only reads (pointer, length) pairs it is handed, after the
+length checks in dc_header_unpack.
+"""
+
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
+from libc.string cimport memcpy, memset
+
+import numpy as np
+import orjson
+
+from ...errors import FrameError
+from .. import _meta
+from ._csrc cimport (
+    DC_OK, DC_ERR_TRUNCATED, DC_ERR_MAGIC, DC_ERR_VERSION, DC_ERR_KIND, DC_ERR_LENGTH,
+    DC_ERR_TOO_BIG, DC_ERR_RESERVED, dc_align64, dc_header, dc_header_pack, dc_header_unpack,
+    dc_frame_len,
+)
+
+HEADER_SIZE = 64
+VERSION = 1
+KIND_RAW = 0
+KIND_ARRAY = 1
+KIND_JSON = 2
+KIND_JSON_BUFFERS = 3
+FLAG_CONTROL = 1
+DEFAULT_MAX_FRAME_SIZE = 1 << 30
+MAX_FRAME_SIZE_LIMIT = 1 << 62
+
+# Raw payloads up to this size are copied into the header's bytes object: one
+# part is cheaper to hand around than three for small messages.
+cdef enum:
+    INLINE_RAW_MAX = 4096
+
+cdef object _dumps = orjson.dumps
+cdef object _loads = orjson.loads
+cdef int _OPTS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+cdef bytes _ZEROS = bytes(64)
+cdef object _ndarray = np.ndarray
+cdef object _frombuffer = np.frombuffer
+
+
+cdef int check_status(int rc, const dc_header *h, Py_ssize_t have, uint64_t max_frame) except -1:
+    if rc == DC_OK:
+        return 0
+    if rc == DC_ERR_TRUNCATED:
+        raise FrameError(f"truncated frame: need {HEADER_SIZE} header bytes, have {max(have, 0)}")
+    if rc == DC_ERR_MAGIC:
+        raise FrameError("not a datacomms frame (bad magic)")
+    if rc == DC_ERR_VERSION:
+        raise FrameError(f"frame version is not supported (this build reads {VERSION})")
+    if rc == DC_ERR_KIND:
+        raise FrameError(f"unknown frame kind {h.kind} or flags {h.flags:#x}")
+    if rc == DC_ERR_RESERVED:
+        raise FrameError("reserved header bytes are not zero")
+    if rc == DC_ERR_TOO_BIG:
+        raise FrameError(f"frame of {max(h.frame_len, h.payload_len)} bytes exceeds max_frame_size {max_frame}")
+    if rc == DC_ERR_LENGTH:
+        raise FrameError("inconsistent frame lengths in header")
+    raise FrameError(f"frame rejected (code {rc})")
+
+
+cdef int read_header(const uint8_t *p, Py_ssize_t have, uint64_t max_frame, dc_header *h) except -1:
+    if have < 0:
+        have = 0
+    return check_status(dc_header_unpack(p, <size_t>have, max_frame, h), h, have, max_frame)
+
+
+cdef bytes _head(int kind, int flags, uint64_t seq, int64_t ts, const char *meta, uint32_t meta_len,
+                 uint32_t nbufs, uint64_t payload_len, Py_ssize_t inline_payload):
+    """Header + meta + padding in one new bytes object; with inline_payload > 0 the
+    payload (given as meta) is laid after the header instead, as a raw frame's body."""
+    cdef dc_header h
+    cdef Py_ssize_t body = inline_payload if inline_payload >= 0 else meta_len
+    cdef Py_ssize_t n = 64 + <Py_ssize_t>dc_align64(body)
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, n)
+    cdef uint8_t *o = <uint8_t *>PyBytes_AS_STRING(out)
+    h.kind = kind
+    h.flags = flags
+    h.seq = seq
+    h.timestamp_ns = ts
+    h.meta_len = meta_len
+    h.nbufs = nbufs
+    h.payload_len = payload_len
+    dc_header_pack(o, &h)
+    if body:
+        memcpy(o + 64, meta, body)
+    memset(o + 64 + body, 0, n - 64 - body)
+    return out
+
+
+def pack_header(int kind, int flags, uint64_t seq, int64_t timestamp_ns, uint32_t meta_len, uint32_t nbufs,
+                uint64_t payload_len):
+    """The 64 header bytes of a frame with these fields."""
+    cdef dc_header h
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, 64)
+    if not 0 <= kind <= 255 or not 0 <= flags <= 0xFFFF:
+        raise FrameError("header field out of range")
+    h.kind = kind
+    h.flags = flags
+    h.seq = seq
+    h.timestamp_ns = timestamp_ns
+    h.meta_len = meta_len
+    h.nbufs = nbufs
+    h.payload_len = payload_len
+    dc_header_pack(<uint8_t *>PyBytes_AS_STRING(out), &h)
+    return out
+
+
+def unpack_header(buf, Py_ssize_t offset=0, uint64_t max_frame_size=DEFAULT_MAX_FRAME_SIZE):
+    """Validates the header at offset and returns
+    (kind, flags, seq, timestamp_ns, meta_len, nbufs, payload_len, frame_len)."""
+    cdef Py_buffer view
+    cdef dc_header h
+    PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE)
+    try:
+        if offset < 0 or offset > view.len:
+            raise FrameError(f"offset {offset} outside a buffer of {view.len} bytes")
+        read_header(<const uint8_t *>view.buf + offset, view.len - offset, max_frame_size, &h)
+    finally:
+        PyBuffer_Release(&view)
+    return (h.kind, h.flags, h.seq, h.timestamp_ns, h.meta_len, h.nbufs, h.payload_len, h.frame_len)
+
+
+cpdef bytes dumps_json(object obj):
+    try:
+        return _dumps(obj, option=_OPTS)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise FrameError(f"cannot encode {type(obj).__name__} as JSON: {exc}") from None
+
+
+cpdef object loads_json(object b):
+    try:
+        return _loads(b)
+    except (ValueError, RecursionError) as exc:
+        raise FrameError(f"bad JSON in frame: {exc}") from None
+
+
+cdef bint _has_buffers(object o):
+    cdef type t = type(o)
+    if t is float or t is int or t is str or t is bool or o is None:
+        return False
+    if t is dict:
+        for v in (<dict>o).values():
+            if _has_buffers(v):
+                return True
+        return False
+    if t is list or t is tuple:
+        for v in o:
+            if _has_buffers(v):
+                return True
+        return False
+    return isinstance(o, (_ndarray, bytes, bytearray, memoryview))
+
+
+cdef object _byte_view(object obj):
+    cdef object m = memoryview(obj)
+    if m.format != "B" or m.ndim != 1:
+        m = m.cast("B") if m.c_contiguous else memoryview(m.tobytes())
+    return m
+
+
+cdef inline void _pad(list parts, Py_ssize_t n):
+    cdef Py_ssize_t pad = <Py_ssize_t>dc_align64(n) - n
+    if pad:
+        parts.append(_ZEROS[:pad])
+
+
+cpdef tuple encode(object data, uint64_t seq, int64_t timestamp_ns, int flags=0):
+    """Encodes data as a frame: (parts, frame_len). Parts are bytes-like, to be
+    written in order; large buffers are referenced, never copied."""
+    cdef type t = type(data)
+    cdef bytes meta
+    cdef Py_ssize_t n
+    cdef uint64_t payload_len
+    cdef list parts
+    if t is dict or t is list or t is str or t is float or t is int:
+        if not _has_buffers(data):
+            meta = dumps_json(data)
+            head = _head(2, flags, seq, timestamp_ns, meta, len(meta), 0, 0, -1)
+            return [head], len(head)
+    if t is bytes:
+        n = len(<bytes>data)
+        if n <= INLINE_RAW_MAX:
+            head = _head(0, flags, seq, timestamp_ns, data, 0, 1, n, n)
+            return [head], len(head)
+        parts = [_head(0, flags, seq, timestamp_ns, NULL, 0, 1, n, 0), data]
+        _pad(parts, n)
+        return parts, 64 + <Py_ssize_t>dc_align64(n)
+    if isinstance(data, (bytearray, memoryview)):
+        view = _byte_view(data)
+        n = view.nbytes
+        parts = [_head(0, flags, seq, timestamp_ns, NULL, 0, 1, n, 0), view]
+        _pad(parts, n)
+        return parts, 64 + <Py_ssize_t>dc_align64(n)
+    if isinstance(data, _ndarray):
+        arr = _meta.contiguous(data)
+        meta = dumps_json(_meta.array_meta(arr))
+        n = arr.nbytes
+        parts = [_head(1, flags, seq, timestamp_ns, meta, len(meta), 1, n, -1),
+                 memoryview(arr.reshape(-1).view(np.uint8))]
+        _pad(parts, n)
+        return parts, 64 + <Py_ssize_t>dc_align64(len(meta)) + <Py_ssize_t>dc_align64(n)
+    if not _has_buffers(data):
+        meta = dumps_json(data)
+        head = _head(2, flags, seq, timestamp_ns, meta, len(meta), 0, 0, -1)
+        return [head], len(head)
+    skeleton, table, bufs = _meta.extract_buffers(data)
+    meta = dumps_json({"data": skeleton, "buffers": table})
+    payload_len = 0
+    parts = [None]
+    for entry, b in zip(table, bufs):
+        payload_len = dc_align64(payload_len)
+        parts.append(memoryview(b.reshape(-1).view(np.uint8)) if isinstance(b, _ndarray) else b)
+        _pad(parts, entry[3])
+        payload_len += <uint64_t>entry[3]
+    parts[0] = _head(3, flags, seq, timestamp_ns, meta, len(meta), len(bufs), payload_len, -1)
+    return parts, <Py_ssize_t>dc_frame_len(len(meta), payload_len)
+
+
+def encode_bytes(data, uint64_t seq, int64_t timestamp_ns, int flags=0):
+    """The whole frame as one bytes object (copies; for small frames and tests)."""
+    parts, _ = encode(data, seq, timestamp_ns, flags)
+    if len(parts) == 1:
+        return parts[0]
+    return b"".join(parts)
+
+
+def decode(buf, Py_ssize_t offset=0, uint64_t max_frame_size=DEFAULT_MAX_FRAME_SIZE):
+    """Decodes the frame at offset: (data, seq, timestamp_ns, flags, frame_len).
+    Arrays and bytes-like results are views of buf (read-only when buf is)."""
+    cdef Py_buffer view
+    cdef dc_header h
+    cdef const uint8_t *p
+    cdef Py_ssize_t start
+    PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE)
+    try:
+        if offset < 0 or offset > view.len:
+            raise FrameError(f"offset {offset} outside a buffer of {view.len} bytes")
+        p = <const uint8_t *>view.buf + offset
+        read_header(p, view.len - offset, max_frame_size, &h)
+        if h.frame_len > <uint64_t>(view.len - offset):
+            raise FrameError(f"truncated frame: header says {h.frame_len} bytes, have {view.len - offset}")
+        if h.kind != 0:
+            meta = loads_json(PyBytes_FromStringAndSize(<const char *>p + 64, h.meta_len))
+    finally:
+        PyBuffer_Release(&view)
+    if h.kind == 2:
+        return meta, h.seq, h.timestamp_ns, h.flags, h.frame_len
+    start = offset + 64 + <Py_ssize_t>dc_align64(h.meta_len)
+    mv = _byte_view(buf)
+    if h.kind == 0:
+        return mv[start:start + <Py_ssize_t>h.payload_len], h.seq, h.timestamp_ns, h.flags, h.frame_len
+    if type(meta) is not dict:
+        raise FrameError("frame meta is not a JSON object")
+    if h.kind == 1:
+        dt = _meta.dtype_from_json(meta.get("dtype"))
+        shape = _meta.check_shape(meta.get("shape"), dt, h.payload_len)
+        data = _meta.view_array(mv, start, h.payload_len, dt, shape)
+        return data, h.seq, h.timestamp_ns, h.flags, h.frame_len
+    table = meta.get("buffers")
+    if not isinstance(table, list) or len(table) != h.nbufs:
+        raise FrameError(f"buffer table does not list the {h.nbufs} buffers the header announces")
+    data = _meta.insert_buffers(meta.get("data"), table, mv, start, h.payload_len)
+    return data, h.seq, h.timestamp_ns, h.flags, h.frame_len

@@ -1,0 +1,1 @@
+"""The pure-Python backend: the readable reference and the fallback."""

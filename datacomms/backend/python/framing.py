@@ -1,0 +1,207 @@
+"""The framing layer in pure Python: the readable reference of the frame format
+(docs/frame-format.md) and the fallback when the Cython backend is not built.
+Its compiled twin is backend/cython/framing.pyx over csrc/dc_frame.h.
+
+A frame is a 64-byte little-endian header, then an optional JSON meta padded
+to 64 bytes, then raw buffers each padded to 64 bytes. ``encode`` returns the
+frame as a list of parts for scatter-gather (large buffers are never copied);
+``decode`` returns views of the buffer it is given.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from typing import Any
+
+import numpy as np
+
+from ...errors import FrameError
+from .. import _meta
+
+HEADER_SIZE = 64
+VERSION = 1
+MAGIC = b"DCMF"
+KIND_RAW = 0
+KIND_ARRAY = 1
+KIND_JSON = 2
+KIND_JSON_BUFFERS = 3
+FLAG_CONTROL = 1
+DEFAULT_MAX_FRAME_SIZE = 1 << 30
+MAX_FRAME_SIZE_LIMIT = 1 << 62
+
+_HEADER = struct.Struct("<4sBBHQqIIQQ16s")
+_ZEROS = bytes(64)
+_RESERVED = bytes(16)
+_BYTES_LIKE = (bytes, bytearray, memoryview)
+
+
+def _align(n: int) -> int:
+    return (n + 63) & ~63
+
+
+def pack_header(kind: int, flags: int, seq: int, timestamp_ns: int, meta_len: int, nbufs: int,
+                payload_len: int) -> bytes:
+    """The 64 header bytes of a frame with these fields."""
+    frame_len = HEADER_SIZE + _align(meta_len) + _align(payload_len)
+    try:
+        return _HEADER.pack(MAGIC, VERSION, kind, flags, seq, timestamp_ns, meta_len, nbufs, payload_len,
+                            frame_len, _RESERVED)
+    except struct.error as exc:
+        raise FrameError(f"header field out of range: {exc}") from None
+
+
+def unpack_header(buf: Any, offset: int = 0, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
+                  ) -> tuple[int, int, int, int, int, int, int, int]:
+    """Validates the header at offset and returns
+    (kind, flags, seq, timestamp_ns, meta_len, nbufs, payload_len, frame_len).
+    The rest of the frame need not be present yet: compare frame_len with what you hold."""
+    if offset < 0 or len(buf) - offset < HEADER_SIZE:
+        raise FrameError(f"truncated frame: need {HEADER_SIZE} header bytes, have {max(0, len(buf) - offset)}")
+    (magic, version, kind, flags, seq, ts, meta_len, nbufs, payload_len, frame_len,
+     reserved) = _HEADER.unpack_from(buf, offset)
+    if magic != MAGIC:
+        raise FrameError(f"not a datacomms frame (magic {bytes(magic)!r})")
+    if version != VERSION:
+        raise FrameError(f"frame version {version} is not supported (this build reads {VERSION})")
+    if kind > KIND_JSON_BUFFERS or flags & ~FLAG_CONTROL:
+        raise FrameError(f"unknown frame kind {kind} or flags {flags:#x}")
+    if reserved != _RESERVED:
+        raise FrameError("reserved header bytes are not zero")
+    if frame_len > max_frame_size or payload_len > max_frame_size:
+        raise FrameError(f"frame of {max(frame_len, payload_len)} bytes exceeds max_frame_size {max_frame_size}")
+    if frame_len != HEADER_SIZE + _align(meta_len) + _align(payload_len):
+        raise FrameError("inconsistent frame lengths in header")
+    if kind in (KIND_RAW, KIND_ARRAY) and nbufs != 1:
+        raise FrameError("inconsistent frame lengths in header")
+    if kind == KIND_RAW and meta_len != 0:
+        raise FrameError("inconsistent frame lengths in header")
+    if kind == KIND_JSON and (nbufs != 0 or payload_len != 0):
+        raise FrameError("inconsistent frame lengths in header")
+    if kind == KIND_JSON_BUFFERS and not 0 < nbufs <= meta_len:
+        raise FrameError("inconsistent frame lengths in header")
+    return kind, flags, seq, ts, meta_len, nbufs, payload_len, frame_len
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    raise TypeError(f"{type(o).__name__} is not JSON serializable")
+
+
+def _finite(o: Any) -> Any:
+    # orjson writes NaN and infinities as null; the reference does the same.
+    t = type(o)
+    if t is float or isinstance(o, np.floating):
+        return o if math.isfinite(o) else None
+    if t is dict:
+        return {k: _finite(v) for k, v in o.items()}
+    if t is list or t is tuple:
+        return [_finite(v) for v in o]
+    return o
+
+
+def dumps_json(obj: Any) -> bytes:
+    try:
+        try:
+            s = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False,
+                           default=_json_default)
+        except ValueError:
+            s = json.dumps(_finite(obj), separators=(",", ":"), ensure_ascii=False, allow_nan=False,
+                           default=_json_default)
+        return s.encode("utf-8")
+    except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+        raise FrameError(f"cannot encode {type(obj).__name__} as JSON: {exc}") from None
+
+
+def loads_json(b: Any) -> Any:
+    try:
+        return json.loads(bytes(b))
+    except (ValueError, RecursionError) as exc:
+        raise FrameError(f"bad JSON in frame: {exc}") from None
+
+
+def _bytes_view(obj: Any) -> memoryview:
+    m = memoryview(obj)
+    if m.format != "B" or m.ndim != 1:
+        m = m.cast("B") if m.c_contiguous else memoryview(m.tobytes())
+    return m
+
+
+def _array_bytes(arr: np.ndarray) -> memoryview:
+    return memoryview(arr.reshape(-1).view(np.uint8))
+
+
+def _with_padding(parts: list[Any], n: int) -> None:
+    pad = _align(n) - n
+    if pad:
+        parts.append(_ZEROS[:pad])
+
+
+def encode(data: Any, seq: int, timestamp_ns: int, flags: int = 0) -> tuple[list[Any], int]:
+    """Encodes data as a frame: (parts, frame_len). Parts are bytes-like, to be
+    written in order (sendmsg, writev, or copied into a ring slot)."""
+    if isinstance(data, _BYTES_LIKE):
+        view = _bytes_view(data)
+        parts: list[Any] = [pack_header(KIND_RAW, flags, seq, timestamp_ns, 0, 1, view.nbytes), view]
+        _with_padding(parts, view.nbytes)
+        return parts, HEADER_SIZE + _align(view.nbytes)
+    if isinstance(data, np.ndarray):
+        arr = _meta.contiguous(data)
+        meta = dumps_json(_meta.array_meta(arr))
+        head = pack_header(KIND_ARRAY, flags, seq, timestamp_ns, len(meta), 1, arr.nbytes) + meta
+        parts = [head + _ZEROS[:_align(len(meta)) - len(meta)], _array_bytes(arr)]
+        _with_padding(parts, arr.nbytes)
+        return parts, HEADER_SIZE + _align(len(meta)) + _align(arr.nbytes)
+    if _meta.has_buffers(data):
+        skeleton, table, bufs = _meta.extract_buffers(data)
+        meta = dumps_json({"data": skeleton, "buffers": table})
+        payload_len = 0
+        body: list[Any] = []
+        for entry, b in zip(table, bufs):
+            payload_len = _align(payload_len)
+            body.append(_array_bytes(b) if isinstance(b, np.ndarray) else b)
+            _with_padding(body, entry[3])
+            payload_len += entry[3]
+        head = pack_header(KIND_JSON_BUFFERS, flags, seq, timestamp_ns, len(meta), len(bufs), payload_len)
+        parts = [head + meta + _ZEROS[:_align(len(meta)) - len(meta)]] + body
+        return parts, HEADER_SIZE + _align(len(meta)) + _align(payload_len)
+    meta = dumps_json(data)
+    frame = pack_header(KIND_JSON, flags, seq, timestamp_ns, len(meta), 0, 0) + meta
+    frame += _ZEROS[:_align(len(meta)) - len(meta)]
+    return [frame], len(frame)
+
+
+def encode_bytes(data: Any, seq: int, timestamp_ns: int, flags: int = 0) -> bytes:
+    """The whole frame as one bytes object (copies; for small frames and tests)."""
+    parts, _ = encode(data, seq, timestamp_ns, flags)
+    return b"".join(parts)
+
+
+def decode(buf: Any, offset: int = 0, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
+           ) -> tuple[Any, int, int, int, int]:
+    """Decodes the frame at offset: (data, seq, timestamp_ns, flags, frame_len).
+    Arrays and bytes-like results are views of buf (read-only when buf is)."""
+    mv = _bytes_view(buf)
+    kind, flags, seq, ts, meta_len, nbufs, payload_len, frame_len = unpack_header(mv, offset, max_frame_size)
+    if len(mv) - offset < frame_len:
+        raise FrameError(f"truncated frame: header says {frame_len} bytes, have {len(mv) - offset}")
+    meta_start = offset + HEADER_SIZE
+    start = meta_start + _align(meta_len)
+    if kind == KIND_RAW:
+        return mv[start:start + payload_len], seq, ts, flags, frame_len
+    meta = loads_json(mv[meta_start:meta_start + meta_len])
+    if kind == KIND_JSON:
+        return meta, seq, ts, flags, frame_len
+    if type(meta) is not dict:
+        raise FrameError("frame meta is not a JSON object")
+    if kind == KIND_ARRAY:
+        dt = _meta.dtype_from_json(meta.get("dtype"))
+        shape = _meta.check_shape(meta.get("shape"), dt, payload_len)
+        return _meta.view_array(mv, start, payload_len, dt, shape), seq, ts, flags, frame_len
+    table = meta.get("buffers")
+    if not isinstance(table, list) or len(table) != nbufs:
+        raise FrameError(f"buffer table does not list the {nbufs} buffers the header announces")
+    data = _meta.insert_buffers(meta.get("data"), table, mv, start, payload_len)
+    return data, seq, ts, flags, frame_len

@@ -1,0 +1,19 @@
+"""The exceptions datacomms raises. Every one derives from DataCommsError."""
+
+from __future__ import annotations
+
+
+class DataCommsError(Exception):
+    """Base class of every datacomms error."""
+
+
+class Timeout(DataCommsError, TimeoutError):
+    """A wait ran out of time (``recv``, ``latest``, ``send`` in block mode, ...)."""
+
+
+class Closed(DataCommsError):
+    """The channel or its peer is gone: closed locally, or the other side died."""
+
+
+class FrameError(DataCommsError, ValueError):
+    """Malformed, oversized or unencodable data."""

@@ -1,0 +1,27 @@
+"""The Message a subscriber receives."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class Message:
+    """One received message.
+
+    ``data`` is what the publisher sent (numpy arrays as arrays, bytes-like
+    payloads as a bytes-like object, JSON values as Python values), ``seq`` is
+    the publisher's counter (None when the source has no counter, such as a
+    plain JSON file written by another program) and ``timestamp_ns`` is the
+    publisher's ``time.time_ns()`` at send.
+    """
+
+    __slots__ = ("data", "seq", "timestamp_ns")
+
+    def __init__(self, data: Any, seq: int | None, timestamp_ns: int) -> None:
+        self.data = data
+        self.seq = seq
+        self.timestamp_ns = timestamp_ns
+
+    def __repr__(self) -> str:
+        kind = type(self.data).__name__
+        return f"Message(seq={self.seq}, timestamp_ns={self.timestamp_ns}, data=<{kind}>)"
