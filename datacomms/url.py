@@ -9,6 +9,7 @@ from .errors import DataCommsError
 
 # scheme -> (module, publisher class, subscriber class); a transport registers here when it lands.
 TRANSPORTS: dict[str, tuple[str, str, str]] = {}
+TRANSPORTS["shm"] = ("datacomms.transports.shm", "ShmPublisher", "ShmSubscriber")
 
 
 class URL(NamedTuple):

@@ -1,0 +1,1 @@
+"""One module per transport, each written against the backend API (datacomms.backend)."""
