@@ -173,9 +173,11 @@ def _slot(config: Config, i: int) -> int:
     return OFF_SLOTS + i * SLOT_SIZE
 
 
-def claim_slot(fd: int, buf: Any, config: Config, pid: int) -> int:
+def claim_slot(fd: int, buf: Any, config: Config, pid: int, from_oldest: bool = False) -> int:
     """Finds a free slot, locks it for this open of the file, and activates it
-    with its cursor at the current TAIL (a new subscriber sees what comes next)."""
+    with its cursor at the current TAIL (a new subscriber sees what comes next),
+    or with from_oldest at HEAD (a subscriber that was waiting for this publisher
+    gets everything still in the ring: all of it was sent after it started waiting)."""
     u32 = memoryview(buf).cast("B")[:OFF_SLOTS + config.max_subs * SLOT_SIZE].cast("I")
     u64 = memoryview(buf).cast("B")[:OFF_SLOTS + config.max_subs * SLOT_SIZE].cast("Q")
     try:
@@ -187,7 +189,7 @@ def claim_slot(fd: int, buf: Any, config: Config, pid: int) -> int:
                 continue
             # The slot is ours now; whoever held it before is gone.
             u32[(off + SLOT_PID) // 4] = pid & 0xFFFFFFFF
-            u64[(off + SLOT_CURSOR) // 8] = u64[OFF_TAIL // 8]
+            u64[(off + SLOT_CURSOR) // 8] = u64[(OFF_HEAD if from_oldest else OFF_TAIL) // 8]
             u32[(off + SLOT_STATE) // 4] = SLOT_ACTIVE
             u32[OFF_SUBS_WORD // 4] = (u32[OFF_SUBS_WORD // 4] + 1) & 0xFFFFFFFF
             return i

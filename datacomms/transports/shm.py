@@ -19,7 +19,8 @@ Lifecycle:
   0.1 s of waiting and get dc.Closed.
 - A subscriber takes a slot (a cursor) and locks it; a dead subscriber's
   slot is reaped by a blocked publisher. A subscriber created before its
-  publisher attaches on its first recv/latest once the publisher is there.
+  publisher attaches on its first recv/latest once the publisher is there,
+  and then reads from the oldest message still in the ring.
 """
 
 from __future__ import annotations
@@ -257,7 +258,7 @@ class ShmSubscriber(Subscriber):
         self._closed = False
         self._attach()
 
-    def _attach(self) -> bool:
+    def _attach(self, from_oldest: bool = False) -> bool:
         seg = _Segment.open(path_of(self.name))
         if seg is None:
             return False
@@ -265,7 +266,7 @@ class ShmSubscriber(Subscriber):
             seg.close()  # stale: wait for the next publisher of the name
             return False
         try:
-            self._slot = S.claim_slot(seg.fd, seg.mm, seg.config, os.getpid())
+            self._slot = S.claim_slot(seg.fd, seg.mm, seg.config, os.getpid(), from_oldest)
         except BaseException:
             seg.close()
             raise
@@ -284,7 +285,7 @@ class ShmSubscriber(Subscriber):
         if self._closed:
             raise Closed("this subscriber is closed")
         start = time.monotonic()
-        while not self._attach():
+        while not self._attach(from_oldest=True):
             waited = time.monotonic() - start
             if timeout is not None and waited >= timeout:
                 raise Timeout(f"no publisher on {self.url}")
@@ -292,12 +293,14 @@ class ShmSubscriber(Subscriber):
         return None if timeout is None else max(0.0, timeout - (time.monotonic() - start))
 
     def recv(self, timeout: float | None = None, copy: bool = True) -> Message:  # until attached
-        return self._reader.recv(self._attach_wait(timeout), copy) if self._reader is None else \
-            self._reader.recv(timeout, copy)
+        if self._reader is None:
+            timeout = self._attach_wait(timeout)
+        return self._reader.recv(timeout, copy)
 
     def latest(self, timeout: float | None = None, copy: bool = True) -> Message:  # until attached
-        return self._reader.latest(self._attach_wait(timeout), copy) if self._reader is None else \
-            self._reader.latest(timeout, copy)
+        if self._reader is None:
+            timeout = self._attach_wait(timeout)
+        return self._reader.latest(timeout, copy)
 
     def release(self) -> None:
         """Ends the zero-copy hold of the last message."""

@@ -408,7 +408,9 @@ cdef class Reader:
             if dc_ring_tail(self.r.base) - self.r.cursor > self.r.cap:
                 dc_reader_resync(&self.r, 1)
             rc = dc_ring_latest(self.r.base, &pos, &length, &seq)
-            if rc == DC_OK and pos >= self.r.cursor:
+            # A subscriber that has received nothing yet may take the record that was
+            # newest when it joined (it ends at the join cursor): a late joiner is never blind.
+            if rc == DC_OK and (pos >= self.r.cursor or (not self.have_seq and pos + length >= self.r.cursor)):
                 rc = dc_reader_check_at(&self.r, pos, length, &h)
                 if rc == DC_OK:
                     skipped = 0

@@ -193,7 +193,10 @@ class Reader:
             if m.u64[S.OFF_TAIL // 8] - self.cursor > m.cap:
                 self._resync(True)
             latest = m.latest()
-            if latest is not None and latest[0] >= self.cursor:
+            # A subscriber that has received nothing yet may take the record that was
+            # newest when it joined (it ends at the join cursor): a late joiner is never blind.
+            if latest is not None and (latest[0] >= self.cursor or
+                                       (self._last_seq is None and latest[0] + latest[1] >= self.cursor)):
                 pos, length, _ = latest
                 off = pos & m.mask
                 try:
