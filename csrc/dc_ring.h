@@ -284,6 +284,7 @@ typedef struct {
     uint64_t mask;
     int block;
     uint64_t cursor;      /* next position to read; published in the slot by dc_reader_advance */
+    uint64_t tail_seen;   /* the last TAIL loaded: records before it need no new load of the shared line */
     dc_au64 *slot_cursor;
 } dc_reader;
 
@@ -295,6 +296,7 @@ static inline void dc_reader_init(dc_reader *r, uint8_t *base, uint32_t slot) {
     r->block = (dc_ld32(base + DC_RING_OFF_FLAGS) & DC_RING_FLAG_BLOCK) != 0;
     r->slot_cursor = DC_AU64(base, DC_RING_OFF_SLOTS + (uint64_t)slot * DC_RING_SLOT_SIZE + DC_RING_SLOT_CURSOR);
     r->cursor = atomic_load_explicit(r->slot_cursor, memory_order_relaxed);
+    r->tail_seen = r->cursor;
 }
 
 static inline uint64_t dc_ring_tail(const uint8_t *base) {
@@ -317,9 +319,15 @@ static inline int dc_reader_valid(const dc_reader *r, uint64_t pos) {
  * of the ring), DC_RING_EMPTY, DC_RING_LAPPED, or a DC_ERR_* code. */
 static inline int dc_reader_next(dc_reader *r, uint64_t *pos, dc_header *h) {
     for (;;) {
-        uint64_t tail = dc_ring_tail(r->base);
         uint64_t c = r->cursor;
-        if (c == tail) return DC_RING_EMPTY;
+        uint64_t tail = r->tail_seen;
+        /* A reader behind the writer reads a batch of records per load of TAIL (the
+         * acquire of that load covers them all). A stale value only understates what
+         * exists; overwrites are caught by the INTENT check after the copy. */
+        if (tail - c - 1 >= r->cap) {
+            tail = r->tail_seen = dc_ring_tail(r->base);
+            if (c == tail) return DC_RING_EMPTY;
+        }
         if (tail - c > r->cap) return DC_RING_LAPPED;   /* also a cursor past TAIL */
         uint64_t off = c & r->mask;
         uint64_t avail = tail - c;
