@@ -6,6 +6,7 @@ import inspect
 import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -16,7 +17,9 @@ from conftest import NO_EXTENSIONS
 def run_py(code: str, **env: str) -> subprocess.CompletedProcess:
     e = {k: v for k, v in os.environ.items() if not k.startswith("DATACOMMS_")}
     e.update(env)
-    return subprocess.run([sys.executable, "-c", code], env=e, capture_output=True, text=True, timeout=60)
+    # from a neutral directory, so the installed package is imported, not a checkout's source tree
+    return subprocess.run([sys.executable, "-c", code], env=e, capture_output=True, text=True, timeout=60,
+                          cwd=tempfile.gettempdir())
 
 
 @pytest.mark.skipif(NO_EXTENSIONS, reason="DATACOMMS_NO_EXTENSIONS=1: the build was asked to skip compiling")
