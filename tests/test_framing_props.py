@@ -10,11 +10,10 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import datacomms as dc
+from conftest import AVAILABLE
 from test_framing import same
 
-BACKENDS = [dc.backend.get("python")]
-if not __import__("conftest").NO_EXTENSIONS:
-    BACKENDS.insert(0, dc.backend.get("cython"))
+BACKENDS = [dc.backend.get(name) for name in AVAILABLE]
 
 json_scalars = (st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1)
                 | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20))
