@@ -8,9 +8,10 @@ anything else. A new file is built under a temporary name and linked into place
 with its datasets already made, because SWMR forbids creating datasets later;
 readers never see a half-built file. Messages are staged in memory and
 written in blocks; ``flush_interval`` (seconds, default 5 ms) bounds how long a
-message may wait before a flush makes it visible to followers; 0 flushes every
-message. A flush happens on the send that finds the oldest pending message due,
-or else on a timer thread, so an idle publisher still publishes what it has.
+message may wait before a flush makes it visible to followers, and how often
+the file is flushed; 0 flushes every message. A message is flushed by its own
+send when the last flush is an interval old, else by the send that finds it due
+or by a timer thread, so an idle publisher still publishes what it has.
 One lock serialises every h5py call of a publisher, so the timer and the
 sending thread never touch the file at once.
 
@@ -80,6 +81,7 @@ class Hdf5Publisher(pubsub.Publisher):
         self._seq = 0
         self._rows = 0                        # rows written to the datasets
         self._due: float | None = None        # when the oldest unflushed message must be flushed
+        self._last_flush = 0.0
         self._closed = False
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -164,6 +166,7 @@ class Hdf5Publisher(pubsub.Publisher):
             self._rows = write_block(self._layout, self._rows, self._stage.take())
 
     def _flush(self) -> None:
+        self._last_flush = time.monotonic()
         self._write()
         self._f.flush()
         self._due = None
@@ -174,10 +177,17 @@ class Hdf5Publisher(pubsub.Publisher):
             return
         if self._stage.full():
             self._write()
+        # Flushes are rate-limited, not delayed: the first message after a quiet
+        # spell is flushed at once, later ones wait at most until one interval
+        # after the previous flush. Staleness and flush rate are both bounded by
+        # the interval, and a slow publisher's messages are not held back.
         now = time.monotonic()
         if self._due is None:
-            self._due = now + self.flush_interval
-            self._wake.set()
+            if now - self._last_flush >= self.flush_interval:
+                self._flush()
+            else:
+                self._due = self._last_flush + self.flush_interval
+                self._wake.set()
         elif now >= self._due:
             self._flush()
 
