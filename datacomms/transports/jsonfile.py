@@ -202,6 +202,7 @@ class JsonSubscriber(pubsub.Subscriber):
         self._loads = self.backend.framing.loads_json
         self._key: tuple[int, ...] | None = None
         self._held_fd = -1
+        self._last_id: tuple[int, int] | None = None
         self._closed = False
 
     def _look(self) -> tuple[Any, int | None, int] | None:
@@ -241,7 +242,13 @@ class JsonSubscriber(pubsub.Subscriber):
             raise FrameError(f"{self.path} is not a JSON document ({exc})") from None
         self._hold(fd, key)
         data, seq, ts = _unpack(doc)
-        return data, seq, (ts if ts is not None else after.st_mtime_ns)
+        if ts is None:
+            return data, None, after.st_mtime_ns
+        if (seq, ts) == self._last_id:
+            # the same version under a new stat key (metadata touched): not news
+            return None
+        self._last_id = (seq, ts)
+        return data, seq, ts
 
     def _hold(self, fd: int, key: tuple[int, ...]) -> None:
         # Holding the version just read keeps its inode allocated, so the next
