@@ -19,8 +19,8 @@ sys.path.insert(0, os.path.dirname(__file__))
 from file_workers import check_joint_state, joint_state  # noqa: E402
 
 WORKERS = os.path.join(os.path.dirname(__file__), "file_workers.py")
-# The 10,000-message runs take over a minute per backend: opt in with DATACOMMS_SLOW=1.
-slow = [pytest.mark.slow, pytest.mark.skipif(not os.environ.get("DATACOMMS_SLOW"), reason="set DATACOMMS_SLOW=1")]
+# The 10,000-message runs take over a minute per backend: `pytest -m slow` runs them.
+slow = [pytest.mark.slow]
 
 
 def url_of(path: Path) -> str:
