@@ -10,6 +10,8 @@ from .errors import DataCommsError
 # scheme -> (module, publisher class, subscriber class); a transport registers here when it lands.
 TRANSPORTS: dict[str, tuple[str, str, str]] = {}
 TRANSPORTS["shm"] = ("datacomms.transports.shm", "ShmPublisher", "ShmSubscriber")
+TRANSPORTS["json"] = ("datacomms.transports.jsonfile", "JsonPublisher", "JsonSubscriber")
+TRANSPORTS["hdf5"] = ("datacomms.transports.hdf5", "Hdf5Publisher", "Hdf5Subscriber")
 
 
 class URL(NamedTuple):

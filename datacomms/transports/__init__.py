@@ -1,1 +1,5 @@
-"""One module per transport, each written against the backend API (datacomms.backend)."""
+"""One module per transport, each written against the backend interface.
+
+``datacomms.url.TRANSPORTS`` maps a URL scheme to its module here; the
+modules are imported only when a URL of their scheme is first used.
+"""
