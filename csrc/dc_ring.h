@@ -92,6 +92,7 @@
 #define DC_RING_SLOT_STATE       0    /* u32: DC_SLOT_* */
 #define DC_RING_SLOT_PID         4    /* u32 (diagnostics; liveness is a lock on the slot's byte) */
 #define DC_RING_SLOT_CURSOR      16   /* u64 */
+#define DC_RING_SLOT_JOIN_SEQ    24   /* u64: seq of the record at the cursor the subscriber joined at */
 
 #define DC_SLOT_FREE    0u
 #define DC_SLOT_ACTIVE  1u
@@ -187,6 +188,7 @@ typedef struct {
     uint64_t res_pos;     /* the reservation being filled: [res_pos, res_end) */
     uint64_t res_len;
     uint64_t res_end;
+    uint64_t latest_lock; /* the seqlock count of the latest-value descriptor, even */
 } dc_writer;
 
 static inline void dc_writer_init(dc_writer *w, uint8_t *base) {
@@ -200,6 +202,7 @@ static inline void dc_writer_init(dc_writer *w, uint8_t *base) {
     w->head = atomic_load_explicit(DC_AU64(base, DC_RING_OFF_HEAD), memory_order_relaxed);
     w->min_cursor = w->tail;
     w->res_pos = w->res_len = w->res_end = 0;
+    w->latest_lock = atomic_load_explicit(DC_AU64(base, DC_RING_OFF_LATEST_LOCK), memory_order_relaxed) & ~(uint64_t)1;
 }
 
 /* Block mode: whether every live cursor leaves room for [t, e), refreshing
@@ -257,11 +260,12 @@ static inline int dc_writer_commit(dc_writer *w, uint64_t seq, int64_t now_ns) {
     uint8_t *b = w->base;
     w->tail = w->res_end;
     atomic_store_explicit(DC_AU64(b, DC_RING_OFF_TAIL), w->res_end, memory_order_release);
-    dc_seqlock_write_begin(DC_AU64(b, DC_RING_OFF_LATEST_LOCK));
+    dc_seqlock_write_begin(DC_AU64(b, DC_RING_OFF_LATEST_LOCK), w->latest_lock);
     atomic_store_explicit(DC_AU64(b, DC_RING_OFF_LATEST_POS), w->res_pos, memory_order_relaxed);
     atomic_store_explicit(DC_AU64(b, DC_RING_OFF_LATEST_LEN), w->res_len, memory_order_relaxed);
     atomic_store_explicit(DC_AU64(b, DC_RING_OFF_LATEST_SEQ), seq, memory_order_relaxed);
-    dc_seqlock_write_end(DC_AU64(b, DC_RING_OFF_LATEST_LOCK));
+    dc_seqlock_write_end(DC_AU64(b, DC_RING_OFF_LATEST_LOCK), w->latest_lock);
+    w->latest_lock += 2;
     atomic_store_explicit(DC_AU64(b, DC_RING_OFF_HEARTBEAT), (uint64_t)now_ns, memory_order_relaxed);
     atomic_thread_fence(memory_order_seq_cst);
     return dc_wake_if_sleeping(DC_AU32(b, DC_RING_OFF_DATA_WORD), DC_AU32(b, DC_RING_OFF_DATA_SLEEPERS));
@@ -366,10 +370,12 @@ static inline void dc_reader_hold(dc_reader *r, uint64_t pos, uint64_t next) {
 }
 
 /* The latest-value descriptor: DC_OK with the newest record's position,
- * length and seq, or DC_RING_EMPTY when nothing was ever published. */
+ * length and seq, or DC_RING_EMPTY when nothing was ever published. The
+ * writer holds the lock for a few stores; a lock that stays odd means it died
+ * in between (or the header was scribbled on), so the retries are bounded. */
 static inline int dc_ring_latest(uint8_t *base, uint64_t *pos, uint64_t *len, uint64_t *seq) {
     dc_au64 *lock = DC_AU64(base, DC_RING_OFF_LATEST_LOCK);
-    for (;;) {
+    for (int tries = 0; tries < (1 << 16); tries++) {
         uint64_t s = dc_seqlock_read_begin(lock);
         if (s == 0) return DC_RING_EMPTY;
         *pos = atomic_load_explicit(DC_AU64(base, DC_RING_OFF_LATEST_POS), memory_order_relaxed);
@@ -378,6 +384,7 @@ static inline int dc_ring_latest(uint8_t *base, uint64_t *pos, uint64_t *len, ui
         if (!dc_seqlock_read_retry(lock, s)) return DC_OK;
         dc_cpu_relax();
     }
+    return DC_RING_EMPTY;
 }
 
 /* After a lap: the cursor goes to the oldest intact record, or with newest

@@ -17,15 +17,15 @@
 typedef _Atomic uint64_t dc_au64;
 typedef _Atomic uint32_t dc_au32;
 
-static inline void dc_seqlock_write_begin(dc_au64 *lock) {
-    uint64_t s = atomic_load_explicit(lock, memory_order_relaxed);
+/* The writer keeps the count itself (s, even): it is the only writer, and a
+ * count read back from shared memory could have been scribbled on. */
+static inline void dc_seqlock_write_begin(dc_au64 *lock, uint64_t s) {
     atomic_store_explicit(lock, s + 1, memory_order_relaxed);
     atomic_thread_fence(memory_order_release);
 }
 
-static inline void dc_seqlock_write_end(dc_au64 *lock) {
-    uint64_t s = atomic_load_explicit(lock, memory_order_relaxed);
-    atomic_store_explicit(lock, s + 1, memory_order_release);
+static inline void dc_seqlock_write_end(dc_au64 *lock, uint64_t s) {
+    atomic_store_explicit(lock, s + 2, memory_order_release);
 }
 
 /* The counter to hand to dc_seqlock_read_retry; odd means a write is under way. */

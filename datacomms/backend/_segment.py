@@ -54,6 +54,7 @@ SLOT_SIZE = 64
 SLOT_STATE = 0
 SLOT_PID = 4
 SLOT_CURSOR = 16
+SLOT_JOIN_SEQ = 24
 SLOT_FREE = 0
 SLOT_ACTIVE = 1
 FLAG_BLOCK = 1
@@ -173,11 +174,34 @@ def _slot(config: Config, i: int) -> int:
     return OFF_SLOTS + i * SLOT_SIZE
 
 
+def _join_point(u64: memoryview, from_oldest: bool) -> tuple[int, int]:
+    """(cursor, seq of the record that will be found there) for a new subscriber.
+
+    From TAIL: the latest-value descriptor and TAIL are read until they agree
+    (the writer stores TAIL, then the descriptor), so the next record at TAIL
+    is the descriptor's seq + 1. From the oldest record: only while nothing
+    has been overwritten yet (HEAD is 0, where seq 0 lies); else from TAIL.
+    The reader counts a lap before its first message as exact loss from here.
+    """
+    if from_oldest and u64[OFF_HEAD // 8] == 0:
+        return 0, 0
+    while True:
+        lock = u64[OFF_LATEST_LOCK // 8]
+        pos, length, seq = u64[OFF_LATEST_POS // 8], u64[OFF_LATEST_LEN // 8], u64[OFF_LATEST_SEQ // 8]
+        tail = u64[OFF_TAIL // 8]
+        if lock & 1 or u64[OFF_LATEST_LOCK // 8] != lock:
+            continue
+        if lock == 0 and tail == 0:
+            return 0, 0
+        if lock and pos + length == tail:
+            return tail, seq + 1
+
+
 def claim_slot(fd: int, buf: Any, config: Config, pid: int, from_oldest: bool = False) -> int:
     """Finds a free slot, locks it for this open of the file, and activates it
     with its cursor at the current TAIL (a new subscriber sees what comes next),
-    or with from_oldest at HEAD (a subscriber that was waiting for this publisher
-    gets everything still in the ring: all of it was sent after it started waiting)."""
+    or with from_oldest at the first record ever sent if it is still there (a
+    subscriber that was waiting for this publisher then misses nothing)."""
     u32 = memoryview(buf).cast("B")[:OFF_SLOTS + config.max_subs * SLOT_SIZE].cast("I")
     u64 = memoryview(buf).cast("B")[:OFF_SLOTS + config.max_subs * SLOT_SIZE].cast("Q")
     try:
@@ -189,7 +213,9 @@ def claim_slot(fd: int, buf: Any, config: Config, pid: int, from_oldest: bool = 
                 continue
             # The slot is ours now; whoever held it before is gone.
             u32[(off + SLOT_PID) // 4] = pid & 0xFFFFFFFF
-            u64[(off + SLOT_CURSOR) // 8] = u64[(OFF_HEAD if from_oldest else OFF_TAIL) // 8]
+            cursor, join_seq = _join_point(u64, from_oldest)
+            u64[(off + SLOT_CURSOR) // 8] = cursor
+            u64[(off + SLOT_JOIN_SEQ) // 8] = join_seq
             u32[(off + SLOT_STATE) // 4] = SLOT_ACTIVE
             u32[OFF_SUBS_WORD // 4] = (u32[OFF_SUBS_WORD // 4] + 1) & 0xFFFFFFFF
             return i

@@ -61,6 +61,7 @@ cdef extern from "dc_ring.h" nogil:
     int DC_RING_OFF_SLOTS
     int DC_RING_SLOT_SIZE
     int DC_RING_SLOT_CURSOR
+    int DC_RING_SLOT_JOIN_SEQ
     unsigned long long DC_RING_MAGIC
 
     ctypedef struct dc_writer:

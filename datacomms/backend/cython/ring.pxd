@@ -28,6 +28,7 @@ cdef class Reader:
     cdef int64_t next_check_ns
     cdef bint have_seq
     cdef uint64_t last_seq
+    cdef uint64_t join_seq
     cdef bint holding
     cdef uint64_t hold_pos
     cdef int wait(self, int64_t deadline) except -1

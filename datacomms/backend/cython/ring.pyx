@@ -25,6 +25,9 @@ from .._segment import SLOT_SIZE, OFF_SLOTS
 from ._csrc cimport (
     DC_OK, DC_RING_EMPTY, DC_RING_LAPPED, DC_RING_FULL, DC_ERR_CORRUPT, DC_RING_OFF_DATA_WORD,
     DC_RING_OFF_DATA_SLEEPERS, DC_RING_OFF_SPACE_WORD, DC_RING_OFF_SPACE_SLEEPERS, DC_KIND_RAW,
+    DC_RING_OFF_TAIL, DC_RING_OFF_INTENT, DC_RING_OFF_HEAD, DC_RING_OFF_CLOSED, DC_RING_OFF_SUBS_WORD,
+    DC_RING_OFF_LATEST_LOCK, DC_RING_OFF_LATEST_POS, DC_RING_OFF_LATEST_SEQ, DC_RING_OFF_SLOTS,
+    DC_RING_SLOT_SIZE, DC_RING_SLOT_CURSOR, DC_RING_SLOT_JOIN_SEQ, DC_RING_MAGIC, dc_ld64,
     dc_au32, dc_header, dc_header_pack, dc_align64, dc_frame_len, dc_st64, dc_cpu_relax, dc_realtime_ns,
     dc_monotonic_ns, dc_futex_wait, dc_sleep_prepare, dc_writer_init, dc_writer_reserve, dc_writer_ptr,
     dc_writer_commit, dc_writer_close, dc_reader_init, dc_ring_tail, dc_ring_closed, dc_reader_valid,
@@ -43,6 +46,17 @@ cdef int64_t CHECK_NS = 100_000_000      # how often a waiting reader asks wheth
 cdef int64_t REAP_AFTER_NS = 100_000_000 # a blocked publisher looks for dead subscribers after this long
 
 cdef object _Message = Message
+
+
+def _layout():
+    """The header offsets as csrc/dc_ring.h defines them (a test compares them with _segment)."""
+    return {"TAIL": DC_RING_OFF_TAIL, "INTENT": DC_RING_OFF_INTENT, "HEAD": DC_RING_OFF_HEAD,
+            "CLOSED": DC_RING_OFF_CLOSED, "DATA_WORD": DC_RING_OFF_DATA_WORD,
+            "DATA_SLEEPERS": DC_RING_OFF_DATA_SLEEPERS, "SPACE_WORD": DC_RING_OFF_SPACE_WORD,
+            "SPACE_SLEEPERS": DC_RING_OFF_SPACE_SLEEPERS, "SUBS_WORD": DC_RING_OFF_SUBS_WORD,
+            "LATEST_LOCK": DC_RING_OFF_LATEST_LOCK, "LATEST_POS": DC_RING_OFF_LATEST_POS,
+            "LATEST_SEQ": DC_RING_OFF_LATEST_SEQ, "SLOTS": DC_RING_OFF_SLOTS, "SLOT_SIZE": DC_RING_SLOT_SIZE,
+            "SLOT_CURSOR": DC_RING_SLOT_CURSOR, "SLOT_JOIN_SEQ": DC_RING_SLOT_JOIN_SEQ, "MAGIC": DC_RING_MAGIC}
 
 
 cdef inline int64_t _deadline(object timeout) except -2:
@@ -227,7 +241,10 @@ cdef class Writer:
             dc_writer_close(&self.w)
             PyBuffer_Release(&self.view)
             self.has_view = False
-            self._mv.release()
+            try:
+                self._mv.release()
+            except BufferError:
+                pass  # a loan's array still views the ring; the mapping lives until it goes
 
     def __dealloc__(self):
         if self.has_view:
@@ -273,6 +290,8 @@ cdef class Reader:
             self.has_view = False
             raise ValueError(f"slot {slot} lies outside the segment")
         dc_reader_init(&self.r, <uint8_t *>self.view.buf, slot)
+        self.join_seq = dc_ld64(<uint8_t *>self.view.buf + DC_RING_OFF_SLOTS + slot * DC_RING_SLOT_SIZE
+                                + DC_RING_SLOT_JOIN_SEQ)
         self.stats = Stats() if stats is None else stats
         self.alive = alive
         self.name = name
@@ -357,6 +376,8 @@ cdef class Reader:
             dc_reader_hold(&self.r, pos, pos + flen)
             self.holding = True
             self.hold_pos = pos
+        if not self.have_seq and seq > self.join_seq and skipped == 0:
+            self.stats.add_lost(seq - self.join_seq)  # lapped before the first message
         self.stats.fast_record(seq, ts, dc_realtime_ns(), skipped)
         self.have_seq = True
         self.last_seq = seq
@@ -384,8 +405,13 @@ cdef class Reader:
                     return msg
                 rc = DC_RING_LAPPED
             if rc == DC_RING_LAPPED:
+                # first to the oldest intact record, then to the newest; a header
+                # scribbled on so that neither holds sends the cursor to TAIL
                 laps += 1
-                dc_reader_resync(&self.r, laps > 1)
+                if laps > 3:
+                    dc_reader_advance(&self.r, dc_ring_tail(self.r.base))
+                else:
+                    dc_reader_resync(&self.r, laps > 1)
             elif rc == DC_RING_EMPTY:
                 if deadline == -2:
                     deadline = _deadline(timeout)
@@ -400,6 +426,7 @@ cdef class Reader:
         cdef int rc
         cdef long long skipped
         cdef int64_t deadline = -2
+        cdef int misses = 0
         if not self.has_view:
             raise Closed("this subscriber is closed")
         if self.holding:
@@ -416,11 +443,16 @@ cdef class Reader:
                     skipped = 0
                     if self.have_seq and h.seq > self.last_seq + 1:
                         skipped = <long long>(h.seq - self.last_seq - 1)
+                    elif not self.have_seq and h.seq > self.join_seq:
+                        skipped = <long long>(h.seq - self.join_seq)
                     msg = self.take(pos, &h, copy, skipped)
                     if msg is not None:
                         return msg
-                elif rc != DC_RING_LAPPED:
-                    self._corrupt(rc)
+                    if misses > 1000:
+                        self._corrupt(DC_RING_LAPPED)
+                elif rc != DC_RING_LAPPED or misses > 1000:
+                    self._corrupt(rc)  # a descriptor that never names an intact record
+                misses += 1
                 continue
             if deadline == -2:
                 deadline = _deadline(timeout)

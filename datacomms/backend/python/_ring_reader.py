@@ -27,6 +27,7 @@ class Reader:
             raise ValueError(f"slot {slot} lies outside the segment")
         self._slot_cursor = (S.OFF_SLOTS + slot * S.SLOT_SIZE + S.SLOT_CURSOR) // 8
         self.cursor = self._m.u64[self._slot_cursor]
+        self._join_seq = self._m.u64[(S.OFF_SLOTS + slot * S.SLOT_SIZE + S.SLOT_JOIN_SEQ) // 8]
         self.stats = Stats() if stats is None else stats
         self.alive = alive
         self.name = name
@@ -152,6 +153,8 @@ class Reader:
             self.cursor = pos + flen
             m.u64[self._slot_cursor] = pos
             self._hold = pos
+        if self._last_seq is None and seq > self._join_seq and skipped == 0:
+            self.stats.add_lost(seq - self._join_seq)  # lapped before the first message
         self.stats.record(seq, ts, skipped=skipped)
         self._last_seq = seq
         return Message(data, seq, ts)
@@ -174,8 +177,13 @@ class Reader:
                     return msg
                 rc = LAPPED
             if rc == LAPPED:
+                # first to the oldest intact record, then to the newest; a header
+                # scribbled on so that neither holds sends the cursor to TAIL
                 laps += 1
-                self._resync(laps > 1)
+                if laps > 3:
+                    self._advance(self._m.u64[S.OFF_TAIL // 8])
+                else:
+                    self._resync(laps > 1)
             else:
                 if deadline is None:
                     deadline = _deadline(timeout)
@@ -189,6 +197,7 @@ class Reader:
             self.release()
         m = self._m
         deadline: int | None = None
+        misses = 0
         while True:
             if m.u64[S.OFF_TAIL // 8] - self.cursor > m.cap:
                 self._resync(True)
@@ -206,14 +215,21 @@ class Reader:
                     if h[7] != length:
                         raise FrameError("latest record length disagrees with its header")
                 except FrameError as exc:
-                    if self._valid(pos):
-                        self._corrupt(str(exc))
+                    if self._valid(pos) or misses > 1000:
+                        self._corrupt(str(exc))  # a descriptor that never names an intact record
+                    misses += 1
                     continue
                 last = self._last_seq
-                skipped = h[2] - last - 1 if last is not None and h[2] > last + 1 else 0
+                if last is not None:
+                    skipped = h[2] - last - 1 if h[2] > last + 1 else 0
+                else:
+                    skipped = h[2] - self._join_seq if h[2] > self._join_seq else 0
                 msg = self._take(pos, h, copy, skipped)
                 if msg is not None:
                     return msg
+                if misses > 1000:
+                    self._corrupt("the latest-value descriptor names an overwritten record")
+                misses += 1
                 continue
             if deadline is None:
                 deadline = _deadline(timeout)

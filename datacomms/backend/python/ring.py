@@ -118,7 +118,7 @@ class _Mapped:
 
     def latest(self) -> tuple[int, int, int] | None:
         u64 = self.u64
-        while True:
+        for _ in range(1 << 12):  # a lock that stays odd: the writer died mid-update
             s = u64[S.OFF_LATEST_LOCK // 8]
             if s == 0:
                 return None
@@ -126,6 +126,7 @@ class _Mapped:
                                 u64[S.OFF_LATEST_SEQ // 8])
             if not s & 1 and u64[S.OFF_LATEST_LOCK // 8] == s:
                 return pos, length, seq
+        return None
 
     def release(self) -> None:
         del self._anchor
@@ -148,6 +149,7 @@ class Writer:
         self.tail = m.u64[S.OFF_TAIL // 8]
         self._head = m.u64[S.OFF_HEAD // 8]
         self._min_cursor = self.tail
+        self._lock = m.u64[S.OFF_LATEST_LOCK // 8] & 0xFFFFFFFFFFFFFFFC
         self._res = (0, 0, 0)
         self.loaned: Loan | None = None
 
@@ -229,12 +231,13 @@ class Writer:
         self.tail = e
         u64 = m.u64
         u64[S.OFF_TAIL // 8] = e  # TSO: the record's bytes are visible before TAIL
-        lock = u64[S.OFF_LATEST_LOCK // 8]
+        lock = self._lock  # the only writer keeps its own count: the shared one may be scribbled on
         u64[S.OFF_LATEST_LOCK // 8] = lock + 1
         u64[S.OFF_LATEST_POS // 8] = s
         u64[S.OFF_LATEST_LEN // 8] = length
         u64[S.OFF_LATEST_SEQ // 8] = seq
         u64[S.OFF_LATEST_LOCK // 8] = lock + 2
+        self._lock = (lock + 2) & 0xFFFFFFFFFFFFFFFE
         u64[S.OFF_HEARTBEAT // 8] = now
         _full_fence()
         m.wake_if_sleeping(S.OFF_DATA_WORD, S.OFF_DATA_SLEEPERS)
