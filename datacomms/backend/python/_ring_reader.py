@@ -27,6 +27,7 @@ class Reader:
             raise ValueError(f"slot {slot} lies outside the segment")
         self._slot_cursor = (S.OFF_SLOTS + slot * S.SLOT_SIZE + S.SLOT_CURSOR) // 8
         self.cursor = self._m.u64[self._slot_cursor]
+        self._tail_seen = self.cursor
         self._join_seq = self._m.u64[(S.OFF_SLOTS + slot * S.SLOT_SIZE + S.SLOT_JOIN_SEQ) // 8]
         self.stats = Stats() if stats is None else stats
         self.alive = alive
@@ -63,10 +64,13 @@ class Reader:
         """(DC_OK, (pos, header)), (EMPTY, None), (LAPPED, None); raises FrameError on corruption."""
         m = self._m
         while True:
-            tail = m.u64[S.OFF_TAIL // 8]
             c = self.cursor
-            if c == tail:
-                return EMPTY, None
+            tail = self._tail_seen
+            # a reader behind the writer reads a batch of records per load of TAIL
+            if not 0 < tail - c <= m.cap:
+                tail = self._tail_seen = m.u64[S.OFF_TAIL // 8]
+                if c == tail:
+                    return EMPTY, None
             if tail - c > m.cap or c > tail:
                 return LAPPED, None
             off = c & m.mask
