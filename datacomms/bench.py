@@ -55,7 +55,9 @@ def _make_sender(kind: str, address: Any, size: int) -> tuple[Callable[[], Any],
     datacomms frames carry their own timestamp, so both senders are the same there."""
     if kind in ("cython", "python", "cython-zc"):
         backend = "cython" if kind == "cython-zc" else kind
-        pub = dc.Publisher(address, backend=backend, on_full="block", capacity=max(64 << 20, 4 * size))
+        # a ring of a few big messages stays in the last-level cache; small ones get 16 MiB
+        pub = dc.Publisher(address, backend=backend, on_full="block",
+                           capacity=4 * size if size >= (1 << 20) else 16 << 20)
         pub.wait_for_subscribers(1, timeout=60)
         if kind == "cython-zc":
             def send() -> None:
