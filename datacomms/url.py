@@ -11,6 +11,7 @@ from .errors import DataCommsError
 TRANSPORTS: dict[str, tuple[str, str, str]] = {}
 TRANSPORTS["json"] = ("datacomms.transports.jsonfile", "JsonPublisher", "JsonSubscriber")
 TRANSPORTS["hdf5"] = ("datacomms.transports.hdf5", "Hdf5Publisher", "Hdf5Subscriber")
+TRANSPORTS["zenoh"] = ("datacomms.transports.zenohbus", "ZenohPublisher", "ZenohSubscriber")
 
 
 class URL(NamedTuple):
