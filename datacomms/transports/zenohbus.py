@@ -35,6 +35,7 @@ from . import zenohsession
 _TOKEN_ROOT = "@datacomms/sub"
 DEFAULT_QUEUE_SIZE = 1024
 DEFAULT_QUEUE_BYTES = 256 << 20
+_RECHECK = 0.1  # seconds between token queries while waiting for subscribers
 
 
 def _stats(be: Any) -> Any:
@@ -75,11 +76,13 @@ class ZenohPublisher(pubsub.Publisher):
         if "*" in opts.key or "$" in opts.key:
             raise DataCommsError(f"a publisher needs a concrete key, not the wildcard {opts.key!r}")
         self.id = uuid.uuid4().bytes
+        self._ke = ke  # before any callback can need it
         self._seq = 0
         self._closed = False
         self._cond = threading.Condition()
         self._subs: set[str] = set()
         self._put_kind = zenoh.SampleKind.PUT
+        self._query_timeout = 1.0
         self._session, self._share = zenohsession.acquire(opts)
         try:
             cc = zenoh.CongestionControl.BLOCK if on_full == "block" else zenoh.CongestionControl.DROP
@@ -92,17 +95,12 @@ class ZenohPublisher(pubsub.Publisher):
         except BaseException:
             zenohsession.release(self._share)
             raise
-        self._ke = ke
 
     def _on_token(self, sample: Any) -> None:
         # Runs on a zenoh callback thread: keeps the set of subscriber tokens whose
         # key expression reaches this publisher's key.
         token = str(sample.key_expr)
-        try:
-            sub_key = bytes.fromhex(token.rsplit("/", 1)[1]).decode()
-            if not self._ke.intersects(sub_key):
-                return
-        except Exception:  # not a token of ours (bad hex, bad key): ignore it
+        if not self._covers(token):
             return
         with self._cond:
             if sample.kind == self._put_kind:
@@ -110,6 +108,13 @@ class ZenohPublisher(pubsub.Publisher):
             else:
                 self._subs.discard(token)
             self._cond.notify_all()
+
+    def _covers(self, token: str) -> bool:
+        """Whether a subscriber token names a key expression that reaches this key."""
+        try:
+            return self._ke.intersects(bytes.fromhex(token.rsplit("/", 1)[1]).decode())
+        except Exception:  # not a token of ours (bad hex, bad key expression)
+            return False
 
     def send(self, data: Any, timeout: float | None = None) -> int:
         """Publishes data as one frame; returns its seq."""
@@ -122,24 +127,43 @@ class ZenohPublisher(pubsub.Publisher):
         self._seq = seq + 1
         return seq
 
+    def _query_tokens(self) -> None:
+        # Asks the network for the subscriber tokens present now. The liveliness
+        # subscriber alone can miss a token that appears while this session is
+        # still meeting its peers through a router, so counts rest on a query too.
+        found = set()
+        try:
+            for reply in self._session.liveliness().get(f"{_TOKEN_ROOT}/**", timeout=self._query_timeout):
+                sample = reply.ok
+                if sample is not None and self._covers(str(sample.key_expr)):
+                    found.add(str(sample.key_expr))
+        except Exception:  # a closed session or a network error: keep what the events said
+            return
+        with self._cond:
+            self._subs |= found
+            self._cond.notify_all()
+
     @property
     def subscribers(self) -> int:
         """How many datacomms subscribers whose key expression covers this key are attached."""
+        self._query_tokens()
         with self._cond:
             return len(self._subs)
 
     def wait_for_subscribers(self, n: int = 1, timeout: float | None = None) -> int:
         """Blocks until at least n datacomms subscribers are attached; dc.Timeout after timeout s."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            while len(self._subs) < n:
+        while True:
+            self._query_tokens()
+            with self._cond:
+                if len(self._subs) >= n:
+                    return len(self._subs)
                 if self._closed:
                     raise Closed(f"publisher on {self.url} is closed")
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     raise Timeout(f"{len(self._subs)} of {n} subscribers on {self.url} after {timeout} s")
-                self._cond.wait(left)
-            return len(self._subs)
+                self._cond.wait(_RECHECK if left is None else min(left, _RECHECK))
 
     def close(self) -> None:
         if self._closed:

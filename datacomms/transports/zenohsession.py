@@ -112,8 +112,10 @@ def make_config(zenoh: ModuleType, opts: Options) -> Any:
                 listen = [DEFAULT_ROUTER]
             else:
                 connect = [DEFAULT_ROUTER]
-                if mode == "peer":
-                    listen = ["tcp/127.0.0.1:0"]
+        if mode == "peer" and not listen:
+            # Peers that meet through a router connect to each other directly
+            # (gossip tells them where); without a listener of their own they can't.
+            listen = ["tcp/127.0.0.1:0"]
         cfg.insert_json5("connect/endpoints", json.dumps(connect))
         cfg.insert_json5("listen/endpoints", json.dumps(listen))
         if mode == "peer":
