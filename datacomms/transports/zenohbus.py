@@ -86,10 +86,13 @@ class ZenohPublisher(pubsub.Publisher):
         self._session, self._share = zenohsession.acquire(opts)
         try:
             cc = zenoh.CongestionControl.BLOCK if on_full == "block" else zenoh.CongestionControl.DROP
-            self._pub = zext.declare_advanced_publisher(
-                self._session, ke, congestion_control=cc, express=express,
-                cache=zext.CacheConfig(max_samples=history) if history > 0 else None,
-                publisher_detection=True)
+            if hasattr(zext, "declare_advanced_publisher"):
+                self._pub = zext.declare_advanced_publisher(
+                    self._session, ke, congestion_control=cc, express=express,
+                    cache=zext.CacheConfig(max_samples=history) if history > 0 else None,
+                    publisher_detection=True)
+            else:  # zenoh-python before advanced pub/sub: no late-joiner cache (docs/zenoh.md)
+                self._pub = self._session.declare_publisher(ke, congestion_control=cc, express=express)
             self._live = self._session.liveliness().declare_subscriber(
                 f"{_TOKEN_ROOT}/**", self._on_token, history=True)
         except BaseException:
@@ -224,9 +227,12 @@ class ZenohSubscriber(pubsub.Subscriber):
         self._closed = False
         self._session, self._share = zenohsession.acquire(opts)
         try:
-            hist = zext.HistoryConfig(detect_late_publishers=True, max_samples=1) if history else None
-            self._sub = zext.declare_advanced_subscriber(
-                self._session, ke, zenoh.handlers.Callback(self._on_sample), history=hist)
+            callback = zenoh.handlers.Callback(self._on_sample)
+            if hasattr(zext, "declare_advanced_subscriber"):
+                hist = zext.HistoryConfig(detect_late_publishers=True, max_samples=1) if history else None
+                self._sub = zext.declare_advanced_subscriber(self._session, ke, callback, history=hist)
+            else:  # zenoh-python before advanced pub/sub: no late-joiner query (docs/zenoh.md)
+                self._sub = self._session.declare_subscriber(ke, callback)
             self._token = self._session.liveliness().declare_token(
                 f"{_TOKEN_ROOT}/{uuid.uuid4().hex}/{opts.key.encode().hex()}")
         except BaseException:
