@@ -12,6 +12,7 @@ TRANSPORTS: dict[str, tuple[str, str, str]] = {}
 TRANSPORTS["shm"] = ("datacomms.transports.shm", "ShmPublisher", "ShmSubscriber")
 TRANSPORTS["json"] = ("datacomms.transports.jsonfile", "JsonPublisher", "JsonSubscriber")
 TRANSPORTS["hdf5"] = ("datacomms.transports.hdf5", "Hdf5Publisher", "Hdf5Subscriber")
+TRANSPORTS["zenoh"] = ("datacomms.transports.zenohbus", "ZenohPublisher", "ZenohSubscriber")
 
 
 class URL(NamedTuple):

@@ -33,23 +33,32 @@ def backend_name(backend: dc.backend.Backend) -> str:
     return backend.name
 
 
-def _shm_entries() -> set[str]:
+# Every name the shm_name fixture hands out in this run; the leak check looks
+# for exactly these, so other programs' segments (or a parallel test run) never
+# make a test fail.
+_ISSUED: set[str] = set()
+
+
+def _leftovers() -> set[str]:
     try:
-        return {n for n in os.listdir("/dev/shm") if n.startswith("dc")}
+        present = set(os.listdir("/dev/shm"))
     except FileNotFoundError:
         return set()
+    return {n for n in present if any(name in n for name in _ISSUED)}
 
 
 @pytest.fixture
 def shm_name() -> str:
     """A shared-memory name no other test (or earlier run) uses."""
-    return "t" + uuid.uuid4().hex[:12]
+    name = "t" + uuid.uuid4().hex[:12]
+    _ISSUED.add(name)
+    return name
 
 
 @pytest.fixture(autouse=True)
 def no_shm_leak():
-    """Every test leaves /dev/shm as it found it."""
-    before = _shm_entries()
+    """No test leaves a segment of a name this run handed out behind in /dev/shm."""
+    before = _leftovers()
     yield
-    leaked = _shm_entries() - before
+    leaked = _leftovers() - before
     assert not leaked, f"test left shared-memory segments behind: {sorted(leaked)}"

@@ -1,0 +1,195 @@
+"""zenoh:// beside bare zenoh-python doing the same work.
+
+Both sides run two zenoh peer sessions in one process joined over loopback TCP
+(the subscriber listens, the publisher connects), blocking congestion control,
+and a receive path that copies the payload out of zenoh and hands it to the
+reading thread through a condition-guarded deque, the least a bare zenoh user
+writing a recv(timeout) must do. Bare zenoh sends the array's bytes and turns
+them back into an array with np.frombuffer; datacomms sends and decodes its
+frame (header, dtype, shape, seq, timestamp, per-publisher loss accounting).
+64 B messages are bytes on both sides (raw frames), 8 MiB ones numpy arrays.
+
+Run with pytest-benchmark (``pytest benchmarks/test_zenoh.py``; results in each
+benchmark's extra_info) or as a script (``python benchmarks/test_zenoh.py``)
+for a plain table. Figures are ratios within one run, never assertions.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections import deque
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+
+zenoh = pytest.importorskip("zenoh")
+
+import datacomms as dc  # noqa: E402
+
+SIZES = {"64B": 64, "8MiB": 8 << 20}
+COUNTS = {"64B": 20000, "8MiB": 60}
+N_LATENCY = 2000
+BACKENDS = ("cython", "python")
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Bare:
+    """The bare zenoh pair: one publisher, one callback subscriber with a queue."""
+
+    def __init__(self) -> None:
+        port = _port()
+        self.sessions = [zenoh.open(self._config(listen=f"tcp/127.0.0.1:{port}")),
+                         zenoh.open(self._config(connect=f"tcp/127.0.0.1:{port}"))]
+        self.q: deque[bytes] = deque()
+        self.cond = threading.Condition()
+        self.sub = self.sessions[0].declare_subscriber("bench/bare", self._on)
+        self.pub = self.sessions[1].declare_publisher("bench/bare", congestion_control=zenoh.CongestionControl.BLOCK)
+        deadline = time.monotonic() + 10
+        while not self.pub.matching_status.matching and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    @staticmethod
+    def _config(listen: str = "", connect: str = "") -> Any:
+        c = zenoh.Config()
+        c.insert_json5("mode", '"peer"')
+        c.insert_json5("scouting/multicast/enabled", "false")
+        c.insert_json5("listen/endpoints", json.dumps([listen] if listen else []))
+        c.insert_json5("connect/endpoints", json.dumps([connect] if connect else []))
+        return c
+
+    def _on(self, sample: Any) -> None:
+        b = sample.payload.to_bytes()
+        with self.cond:
+            self.q.append(b)
+            self.cond.notify()
+
+    def send(self, data: Any) -> None:
+        self.pub.put(data if isinstance(data, bytes) else data.tobytes())
+
+    def recv(self) -> Any:
+        with self.cond:
+            while not self.q:
+                self.cond.wait()
+            b = self.q.popleft()
+        return b if len(b) < 1024 else np.frombuffer(b, dtype=np.uint8)
+
+    def close(self) -> None:
+        self.sub.undeclare()
+        self.pub.undeclare()
+        for s in self.sessions:
+            s.close()
+
+
+class Ours:
+    """The same pair through datacomms' zenoh:// transport."""
+
+    def __init__(self, backend: str) -> None:
+        port = _port()
+        self.sub = dc.Subscriber(f"zenoh://bench/dc?listen=tcp/127.0.0.1:{port}", backend=backend,
+                                 history=False)
+        self.pub = dc.Publisher(f"zenoh://bench/dc?connect=tcp/127.0.0.1:{port}", backend=backend,
+                                on_full="block", history=0)
+        self.pub.wait_for_subscribers(1, timeout=10)
+
+    def send(self, data: Any) -> None:
+        self.pub.send(data)
+
+    def recv(self) -> Any:
+        return self.sub.recv().data
+
+    def close(self) -> None:
+        self.pub.close()
+        self.sub.close()
+
+
+def _payload(size: int) -> Any:
+    return bytes(size) if size < 1024 else np.ones(size, dtype=np.uint8)
+
+
+def throughput(make: Callable[[], Any], size: int, n: int) -> dict[str, float]:
+    """Messages and bytes per second for n messages of size bytes, sender and reader on two threads."""
+    pair = make()
+    try:
+        arr = _payload(size)
+        pair.send(arr)
+        pair.recv()  # warm-up: routes are in place
+        got: list[int] = []
+        reader = threading.Thread(target=lambda: got.extend(len(pair.recv()) for _ in range(n)))
+        t0 = time.perf_counter()
+        reader.start()
+        for _ in range(n):
+            pair.send(arr)
+        reader.join()
+        dt = time.perf_counter() - t0
+        assert len(got) == n and got[-1] == size
+        return {"msg_per_s": n / dt, "MiB_per_s": n * size / dt / (1 << 20)}
+    finally:
+        pair.close()
+
+
+def latency(make: Callable[[], Any], size: int = 64, n: int = N_LATENCY) -> dict[str, float]:
+    """One-way latency of one message at a time, send to the reader holding the array: p50/p99 us."""
+    pair = make()
+    try:
+        arr = _payload(size)
+        lat = []
+        for i in range(n + 50):
+            t0 = time.perf_counter_ns()
+            pair.send(arr)
+            pair.recv()
+            if i >= 50:
+                lat.append(time.perf_counter_ns() - t0)
+        a = np.array(lat) / 1000.0
+        return {"p50_us": float(np.percentile(a, 50)), "p99_us": float(np.percentile(a, 99))}
+    finally:
+        pair.close()
+
+
+def makers() -> dict[str, Callable[[], Any]]:
+    return {"bare_zenoh": Bare, **{f"datacomms:{b}": (lambda b=b: Ours(b)) for b in BACKENDS}}
+
+
+def run_all() -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for name, make in makers().items():
+        row: dict[str, Any] = {}
+        for label, size in SIZES.items():
+            row[label] = throughput(make, size, COUNTS[label])
+        row["latency_64B"] = latency(make)
+        out[name] = row
+    return out
+
+
+def _once(benchmark: Any, fn: Callable[[], Any]) -> Any:
+    result = benchmark.pedantic(fn, rounds=1, iterations=1)
+    benchmark.extra_info["result"] = result
+    print(json.dumps(result, indent=1))
+    return result
+
+
+@pytest.mark.parametrize("label", list(SIZES))
+def test_throughput(benchmark: Any, label: str) -> None:
+    """Throughput of 64 B and 8 MiB messages: bare zenoh vs datacomms (both backends)."""
+    _once(benchmark, lambda: {k: throughput(m, SIZES[label], COUNTS[label]) for k, m in makers().items()})
+
+
+def test_latency(benchmark: Any) -> None:
+    """One-way p50/p99 latency of 64 B messages sent one at a time: bare zenoh vs datacomms."""
+    _once(benchmark, lambda: {k: latency(m) for k, m in makers().items()})
+
+
+if __name__ == "__main__":
+    results = run_all()
+    print(f"{'':18}{'64B msg/s':>12}{'8MiB MiB/s':>12}{'p50 us':>9}{'p99 us':>9}")
+    for name, row in results.items():
+        print(f"{name:18}{row['64B']['msg_per_s']:12.0f}{row['8MiB']['MiB_per_s']:12.0f}"
+              f"{row['latency_64B']['p50_us']:9.1f}{row['latency_64B']['p99_us']:9.1f}")

@@ -1,0 +1,358 @@
+"""zenoh://KEY/EXPR: datacomms frames carried by Eclipse Zenoh (docs/zenoh.md).
+
+Each ``send`` is one zenoh ``put`` of one whole datacomms frame, so seq,
+timestamp_ns, numpy payloads and loss accounting are those of every other
+transport. The put's attachment is the publisher's 16-byte id, fresh for every
+Publisher object, which keeps the sequences of several publishers on one key
+(or under one wildcard) apart: a restarted publisher is a new id whose seq
+starts at 0, never a loss.
+
+Publishers are zenoh advanced publishers with a one-sample cache, subscribers
+advanced subscribers asking for that history, so a late joiner gets the newest
+value of every live publisher at once. Each subscriber holds a liveliness token
+naming its key expression, which is how a publisher counts its subscribers.
+
+The module is named zenohbus so that it never shadows the zenoh package.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import deque
+from typing import Any
+
+from .. import backend as _backend
+from .. import pubsub
+from ..errors import Closed, DataCommsError, FrameError, Timeout
+from ..message import Message
+from . import zenohsession
+
+# Liveliness tokens of subscribers live under a verbatim chunk ('@'), which
+# user wildcards such as '**' never match: @datacomms/sub/<id>/<hex of key expr>.
+# The key expression is hex-encoded because a token's key may not hold wildcards.
+_TOKEN_ROOT = "@datacomms/sub"
+DEFAULT_QUEUE_SIZE = 1024
+DEFAULT_QUEUE_BYTES = 256 << 20
+_RECHECK = 0.1  # seconds between token queries while waiting for subscribers
+
+
+def _stats(be: Any) -> Any:
+    return be.stats.Stats()
+
+
+def _check_on_full(on_full: str) -> None:
+    if on_full not in ("drop", "block"):
+        raise ValueError(f"on_full must be 'drop' or 'block', not {on_full!r}")
+
+
+class ZenohPublisher(pubsub.Publisher):
+    """Publishes frames on one key (no wildcards) through a shared zenoh session.
+
+    ``on_full="drop"`` (default) lets zenoh drop a message its queues cannot take
+    (the subscriber sees the gap); ``"block"`` makes ``put`` wait for room
+    (zenoh's blocking congestion control; zenoh bounds the wait itself, see
+    docs/zenoh.md, so ``send``'s timeout is not used). ``history`` is how many of
+    the newest messages late subscribers get (0: none). Session options: ``mode``,
+    ``connect``, ``listen``, ``config`` (see zenohsession.parse_url).
+    """
+
+    def __init__(self, url: str, backend: Any = None, on_full: str = "drop", history: int = 1,
+                 mode: str | None = None, connect: Any = None, listen: Any = None, config: Any = None,
+                 express: bool = False) -> None:
+        _check_on_full(on_full)
+        zenoh = zenohsession.load()
+        from zenoh import ext as zext
+        self.url = url
+        self.backend = _backend.get(backend)
+        self._encode = self.backend.framing.encode
+        opts = zenohsession.parse_url(url, mode, connect, listen, config)
+        self.key = opts.key
+        try:
+            ke = zenoh.KeyExpr(opts.key)
+        except zenoh.ZError as exc:
+            raise DataCommsError(f"bad zenoh key expression {opts.key!r}: {exc}") from None
+        if "*" in opts.key or "$" in opts.key:
+            raise DataCommsError(f"a publisher needs a concrete key, not the wildcard {opts.key!r}")
+        self.id = uuid.uuid4().bytes
+        self._ke = ke  # before any callback can need it
+        self._seq = 0
+        self._closed = False
+        self._cond = threading.Condition()
+        self._subs: set[str] = set()
+        self._put_kind = zenoh.SampleKind.PUT
+        self._query_timeout = 1.0
+        self._session, self._share = zenohsession.acquire(opts)
+        try:
+            cc = zenoh.CongestionControl.BLOCK if on_full == "block" else zenoh.CongestionControl.DROP
+            if hasattr(zext, "declare_advanced_publisher"):
+                self._pub = zext.declare_advanced_publisher(
+                    self._session, ke, congestion_control=cc, express=express,
+                    cache=zext.CacheConfig(max_samples=history) if history > 0 else None,
+                    publisher_detection=True)
+            else:  # zenoh-python before advanced pub/sub: no late-joiner cache (docs/zenoh.md)
+                self._pub = self._session.declare_publisher(ke, congestion_control=cc, express=express)
+            self._live = self._session.liveliness().declare_subscriber(
+                f"{_TOKEN_ROOT}/**", self._on_token, history=True)
+        except BaseException:
+            zenohsession.release(self._share)
+            raise
+
+    def _on_token(self, sample: Any) -> None:
+        # Runs on a zenoh callback thread: keeps the set of subscriber tokens whose
+        # key expression reaches this publisher's key.
+        token = str(sample.key_expr)
+        if not self._covers(token):
+            return
+        with self._cond:
+            if sample.kind == self._put_kind:
+                self._subs.add(token)
+            else:
+                self._subs.discard(token)
+            self._cond.notify_all()
+
+    def _covers(self, token: str) -> bool:
+        """Whether a subscriber token names a key expression that reaches this key."""
+        try:
+            return self._ke.intersects(bytes.fromhex(token.rsplit("/", 1)[1]).decode())
+        except Exception:  # not a token of ours (bad hex, bad key expression)
+            return False
+
+    def send(self, data: Any, timeout: float | None = None) -> int:
+        """Publishes data as one frame; returns its seq."""
+        if self._closed:
+            raise Closed(f"publisher on {self.url} is closed")
+        seq = self._seq
+        parts, _ = self._encode(data, seq, time.time_ns())
+        frame = parts[0] if len(parts) == 1 else b"".join(parts)
+        self._pub.put(frame, attachment=self.id)
+        self._seq = seq + 1
+        return seq
+
+    def _query_tokens(self) -> None:
+        # Asks the network for the subscriber tokens present now. The liveliness
+        # subscriber alone can miss a token that appears while this session is
+        # still meeting its peers through a router, so counts rest on a query too.
+        found = set()
+        try:
+            for reply in self._session.liveliness().get(f"{_TOKEN_ROOT}/**", timeout=self._query_timeout):
+                sample = reply.ok
+                if sample is not None and self._covers(str(sample.key_expr)):
+                    found.add(str(sample.key_expr))
+        except Exception:  # a closed session or a network error: keep what the events said
+            return
+        with self._cond:
+            self._subs |= found
+            self._cond.notify_all()
+
+    @property
+    def subscribers(self) -> int:
+        """How many datacomms subscribers whose key expression covers this key are attached."""
+        self._query_tokens()
+        with self._cond:
+            return len(self._subs)
+
+    def wait_for_subscribers(self, n: int = 1, timeout: float | None = None) -> int:
+        """Blocks until at least n datacomms subscribers are attached; dc.Timeout after timeout s."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            self._query_tokens()
+            with self._cond:
+                if len(self._subs) >= n:
+                    return len(self._subs)
+                if self._closed:
+                    raise Closed(f"publisher on {self.url} is closed")
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise Timeout(f"{len(self._subs)} of {n} subscribers on {self.url} after {timeout} s")
+                self._cond.wait(_RECHECK if left is None else min(left, _RECHECK))
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with self._cond:
+            self._cond.notify_all()
+        try:
+            self._live.undeclare()
+            self._pub.undeclare()
+        finally:
+            zenohsession.release(self._share)
+
+
+class ZenohSubscriber(pubsub.Subscriber):
+    """Receives frames from every publisher whose key matches KEY/EXPR (wildcards allowed).
+
+    Samples are queued by a zenoh callback thread in a queue bounded by
+    ``queue_size`` messages and ``queue_bytes`` bytes. When it is full, a sample
+    from a dropping publisher pushes out the oldest one (counted in
+    ``overflows`` and, through its seq gap, in ``stats.lost``); a sample from a
+    blocking publisher waits for room, which holds zenoh back and so the
+    publisher. Frames that do not decode are dropped and counted in
+    ``bad_frames``; duplicates (a cached value also seen live) in ``duplicates``.
+    ``history=False`` turns off the late-joiner query.
+    """
+
+    def __init__(self, url: str, backend: Any = None, queue_size: int = DEFAULT_QUEUE_SIZE,
+                 queue_bytes: int = DEFAULT_QUEUE_BYTES, history: bool = True, mode: str | None = None,
+                 connect: Any = None, listen: Any = None, config: Any = None,
+                 max_frame_size: int | None = None) -> None:
+        zenoh = zenohsession.load()
+        from zenoh import ext as zext
+        if queue_size < 1 or queue_bytes < 1:
+            raise ValueError("queue_size and queue_bytes must be at least 1")
+        self.url = url
+        self.backend = _backend.get(backend)
+        self._decode = self.backend.framing.decode
+        self._max_frame = max_frame_size or self.backend.framing.DEFAULT_MAX_FRAME_SIZE
+        self.stats = _stats(self.backend)
+        opts = zenohsession.parse_url(url, mode, connect, listen, config)
+        self.key = opts.key
+        try:
+            ke = zenoh.KeyExpr(opts.key)
+        except zenoh.ZError as exc:
+            raise DataCommsError(f"bad zenoh key expression {opts.key!r}: {exc}") from None
+        self.queue_size = queue_size
+        self.queue_bytes = queue_bytes
+        self.overflows = 0    # samples pushed out of a full queue
+        self.bad_frames = 0   # samples that were not datacomms frames
+        self.duplicates = 0   # samples seen before (history replay overlapping live data)
+        self._block = zenoh.CongestionControl.BLOCK
+        self._queue: deque[tuple[bytes, Any]] = deque()
+        self._bytes = 0
+        self._cond = threading.Condition()
+        self._last: dict[Any, int] = {}         # source -> last seq handed out
+        self._pending_skip: dict[Any, int] = {}  # source -> messages latest() passed over
+        self._closed = False
+        self._session, self._share = zenohsession.acquire(opts)
+        try:
+            callback = zenoh.handlers.Callback(self._on_sample)
+            if hasattr(zext, "declare_advanced_subscriber"):
+                hist = zext.HistoryConfig(detect_late_publishers=True, max_samples=1) if history else None
+                self._sub = zext.declare_advanced_subscriber(self._session, ke, callback, history=hist)
+            else:  # zenoh-python before advanced pub/sub: no late-joiner query (docs/zenoh.md)
+                self._sub = self._session.declare_subscriber(ke, callback)
+            self._token = self._session.liveliness().declare_token(
+                f"{_TOKEN_ROOT}/{uuid.uuid4().hex}/{opts.key.encode().hex()}")
+        except BaseException:
+            zenohsession.release(self._share)
+            raise
+
+    def _on_sample(self, sample: Any) -> None:
+        # Runs on zenoh's callback thread; keeps the work here to a copy out of
+        # zenoh's buffer so the network side is never held up by decoding.
+        att = sample.attachment
+        source = att.to_bytes() if att is not None else str(sample.key_expr)
+        payload = sample.payload.to_bytes()
+        blocking = sample.congestion_control == self._block
+        with self._cond:
+            while self._queue and (len(self._queue) >= self.queue_size
+                                   or self._bytes + len(payload) > self.queue_bytes):
+                if blocking and not self._closed:
+                    self._cond.wait(0.1)
+                    continue
+                old, _ = self._queue.popleft()
+                self._bytes -= len(old)
+                self.overflows += 1
+            if self._closed:
+                return
+            self._queue.append((payload, source))
+            self._bytes += len(payload)
+            self._cond.notify_all()
+
+    def _pop(self, deadline: float | None, timeout: float | None, newest: bool) -> list[tuple[bytes, Any]]:
+        """Takes the oldest queued sample, or all of them when newest; waits until deadline."""
+        with self._cond:
+            while not self._queue:
+                if self._closed:
+                    raise Closed(f"subscriber on {self.url} is closed")
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise Timeout(f"nothing new on {self.url}" + (f" after {timeout} s" if timeout else ""))
+                self._cond.wait(left)
+            if newest:
+                items = list(self._queue)
+                self._queue.clear()
+                self._bytes = 0
+            else:
+                item = self._queue.popleft()
+                self._bytes -= len(item[0])
+                items = [item]
+            self._cond.notify_all()
+            return items
+
+    def _decode_one(self, payload: bytes, source: Any) -> tuple[Any, int, int] | None:
+        """(data, seq, ts) of a frame, or None for a bad frame or one already handed out."""
+        try:
+            data, seq, ts, flags, _ = self._decode(payload, 0, self._max_frame)
+        except FrameError:
+            self.bad_frames += 1
+            return None
+        last = self._last.get(source)
+        if last is not None and seq <= last:
+            self.duplicates += 1
+            return None
+        return data, seq, ts
+
+    def _deliver(self, data: Any, seq: int, ts: int, source: Any) -> Message:
+        skipped = self._pending_skip.pop(source, 0)
+        self.stats.record(seq, ts, time.time_ns(), skipped, source)
+        self._last[source] = seq
+        return Message(data, seq, ts)
+
+    def recv(self, timeout: float | None = None) -> Message:
+        """The next message in arrival order (each publisher's in its seq order)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            (payload, source), = self._pop(deadline, timeout, newest=False)
+            got = self._decode_one(payload, source)
+            if got is not None:
+                return self._deliver(*got, source)
+
+    def latest(self, timeout: float | None = None) -> Message:
+        """The newest queued message; the ones passed over count as skipped."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            items = self._pop(deadline, timeout, newest=True)
+            # Newest first: the first frame that decodes is the answer; the valid
+            # frames before it are skipped, per publisher, so no gap reads as loss.
+            chosen = None
+            for payload, source in reversed(items):
+                if chosen is None:
+                    got = self._decode_one(payload, source)
+                    if got is not None:
+                        chosen = (got, source)
+                    continue
+                if self._is_news(payload, source):
+                    self._pending_skip[source] = self._pending_skip.get(source, 0) + 1
+            if chosen is not None:
+                (data, seq, ts), source = chosen
+                return self._deliver(data, seq, ts, source)
+
+    def _is_news(self, payload: bytes, source: Any) -> bool:
+        # Only the header is read: a passed-over frame's payload is never decoded.
+        try:
+            seq = self.backend.framing.unpack_header(payload, 0, self._max_frame)[2]
+        except FrameError:
+            self.bad_frames += 1
+            return False
+        last = self._last.get(source)
+        if last is not None and seq <= last:
+            self.duplicates += 1
+            return False
+        return True
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        with self._cond:
+            self._closed = True
+            self._queue.clear()
+            self._bytes = 0
+            self._cond.notify_all()
+        try:
+            self._token.undeclare()
+            self._sub.undeclare()
+        finally:
+            zenohsession.release(self._share)

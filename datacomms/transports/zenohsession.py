@@ -1,0 +1,194 @@
+"""Zenoh sessions for zenoh:// URLs: the optional import, the URL's options,
+the session configuration, and one shared session per configuration.
+
+Opening a zenoh session costs a few milliseconds, a handful of threads and, in
+peer mode, a listening socket, so every Publisher and Subscriber of one process
+that asks for the same configuration shares one session (reference counted;
+the last close closes it). Sharing is also what lets a publisher and a
+subscriber of one process both use ``listen=tcp/127.0.0.1:PORT``.
+
+Run ``python -m datacomms.transports.zenohsession router [ENDPOINT ...]`` for a
+zenoh router through the Python API, for machines without the ``zenohd`` binary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+from types import ModuleType
+from typing import Any, NamedTuple, Sequence
+
+from ..errors import DataCommsError
+from ..url import parse
+
+# Where a default session looks for a router: zenoh's well-known port, on
+# loopback only. Peers find each other through the router's gossip and then
+# talk directly, the way ROS 2's zenoh middleware is set up.
+DEFAULT_ROUTER = "tcp/127.0.0.1:7447"
+MODES = ("peer", "client", "router")
+
+
+def load() -> ModuleType:
+    """The zenoh package, or a DataCommsError naming the extra that installs it."""
+    try:
+        import zenoh
+    except ImportError as exc:
+        raise DataCommsError(
+            f"zenoh:// needs the eclipse-zenoh package ({exc}); install it with "
+            "`pip install 'datacomms[zenoh]'` (or `pip install eclipse-zenoh`)") from None
+    return zenoh
+
+
+class Options(NamedTuple):
+    """A zenoh:// URL taken apart: the key expression and the session options."""
+
+    key: str
+    mode: str | None  # None: the config file's, else peer
+    connect: tuple[str, ...]
+    listen: tuple[str, ...]
+    config: str | None
+
+
+def _endpoints(value: str | Sequence[str] | None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = value.split(",")
+    return tuple(e.strip() for e in value if e.strip())
+
+
+def parse_url(url: str, mode: str | None = None, connect: str | Sequence[str] | None = None,
+              listen: str | Sequence[str] | None = None, config: str | os.PathLike | None = None) -> Options:
+    """Splits 'zenoh://KEY/EXPR?mode=client&connect=tcp/H:P,..&listen=..&config=FILE'.
+
+    Keyword arguments win over the query string. With neither, the session is a
+    peer that connects to a router on loopback and listens on an ephemeral
+    loopback port, with multicast scouting off.
+    """
+    u = parse(url)
+    if u.scheme != "zenoh":
+        raise DataCommsError(f"{url!r} is not a zenoh:// URL")
+    key, _, query = u.rest.partition("?")
+    key = key.strip("/")
+    if not key:
+        raise DataCommsError(f"{url!r} has no key expression: expected zenoh://KEY/EXPR")
+    params: dict[str, str] = {}
+    for item in filter(None, query.split("&")):
+        name, sep, value = item.partition("=")
+        if not sep or name not in ("mode", "connect", "listen", "config"):
+            raise DataCommsError(f"unknown zenoh:// option {item!r} in {url!r}; "
+                                 "known: mode=, connect=, listen=, config=")
+        params[name] = value
+    mode = mode or params.get("mode") or None
+    if mode is not None and mode not in MODES:
+        raise DataCommsError(f"zenoh mode must be one of {', '.join(MODES)}, not {mode!r}")
+    conn = _endpoints(connect) if connect is not None else _endpoints(params.get("connect"))
+    lis = _endpoints(listen) if listen is not None else _endpoints(params.get("listen"))
+    cfg = os.fspath(config) if config is not None else params.get("config")
+    return Options(key, mode, conn, lis, cfg)
+
+
+def make_config(zenoh: ModuleType, opts: Options) -> Any:
+    """A zenoh.Config for these options. A config file is taken as written, except
+    that timestamping is switched on, which publication caches need."""
+    if opts.config:
+        try:
+            cfg = zenoh.Config.from_file(opts.config)
+        except Exception as exc:  # zenoh raises its own ZError for unreadable or invalid files
+            raise DataCommsError(f"cannot load zenoh config {opts.config!r}: {exc}") from None
+        if opts.mode is not None:
+            cfg.insert_json5("mode", json.dumps(opts.mode))
+    else:
+        mode = opts.mode or "peer"
+        cfg = zenoh.Config()
+        cfg.insert_json5("mode", json.dumps(mode))
+        cfg.insert_json5("scouting/multicast/enabled", "false")
+        connect = list(opts.connect)
+        listen = list(opts.listen)
+        if not connect and not listen:
+            if mode == "router":
+                listen = [DEFAULT_ROUTER]
+            else:
+                connect = [DEFAULT_ROUTER]
+        if mode == "peer" and not listen:
+            # Peers that meet through a router connect to each other directly
+            # (gossip tells them where); without a listener of their own they can't.
+            listen = ["tcp/127.0.0.1:0"]
+        cfg.insert_json5("connect/endpoints", json.dumps(connect))
+        cfg.insert_json5("listen/endpoints", json.dumps(listen))
+        if mode == "peer":
+            # A peer whose router is not up yet starts anyway and keeps trying,
+            # so start-up order between processes does not matter.
+            cfg.insert_json5("connect/exit_on_failure", "false")
+            cfg.insert_json5("connect/timeout_ms", "200")
+    if opts.config and opts.connect:
+        cfg.insert_json5("connect/endpoints", json.dumps(list(opts.connect)))
+    if opts.config and opts.listen:
+        cfg.insert_json5("listen/endpoints", json.dumps(list(opts.listen)))
+    cfg.insert_json5("timestamping/enabled", "true")
+    return cfg
+
+
+_lock = threading.Lock()
+_sessions: dict[tuple[Any, ...], list[Any]] = {}  # key -> [session, users]
+
+
+def _share_key(opts: Options) -> tuple[Any, ...]:
+    cfg_id: Any = None
+    if opts.config:
+        try:
+            st = os.stat(opts.config)
+            cfg_id = (os.path.abspath(opts.config), st.st_mtime_ns, st.st_size)
+        except OSError:
+            cfg_id = opts.config
+    return (opts.mode, opts.connect, opts.listen, cfg_id, os.getpid())
+
+
+def acquire(opts: Options) -> tuple[Any, tuple[Any, ...]]:
+    """A session for these options (shared within the process) and the key to release it."""
+    zenoh = load()
+    key = _share_key(opts)
+    with _lock:
+        entry = _sessions.get(key)
+        if entry is None or entry[0].is_closed():
+            try:
+                session = zenoh.open(make_config(zenoh, opts))
+            except zenoh.ZError as exc:
+                raise DataCommsError(f"cannot open a zenoh session ({opts.mode or 'peer'}, connect={list(opts.connect)}, "
+                                     f"listen={list(opts.listen)}): {exc}") from None
+            entry = _sessions[key] = [session, 0]
+        entry[1] += 1
+        return entry[0], key
+
+
+def release(key: tuple[Any, ...]) -> None:
+    """Drops one user of a shared session, closing it with the last."""
+    with _lock:
+        entry = _sessions.get(key)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] > 0:
+            return
+        del _sessions[key]
+    entry[0].close()
+
+
+def router_main(endpoints: Sequence[str]) -> None:
+    """Runs a zenoh router listening on endpoints until stdin closes or SIGTERM."""
+    zenoh = load()
+    opts = Options("", "router", (), tuple(endpoints) or (DEFAULT_ROUTER,), None)
+    session = zenoh.open(make_config(zenoh, opts))
+    try:
+        print("router", session.zid(), " ".join(opts.listen), flush=True)
+        sys.stdin.read()
+    finally:
+        session.close()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2 or sys.argv[1] != "router":
+        sys.exit("usage: python -m datacomms.transports.zenohsession router [ENDPOINT ...]")
+    router_main(sys.argv[2:])

@@ -1,0 +1,370 @@
+"""zenoh:// — datacomms frames over Eclipse Zenoh, across processes on loopback.
+
+Every session here is on 127.0.0.1 with multicast scouting off and a port of
+its own; children are real processes (tests/zenoh_workers.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from typing import Iterator
+
+import numpy as np
+import pytest
+
+zenoh = pytest.importorskip("zenoh", reason="zenoh:// needs eclipse-zenoh: pip install '.[zenoh]'")
+
+import datacomms as dc  # noqa: E402
+from datacomms.transports import zenohbus, zenohsession  # noqa: E402
+
+WORKERS = os.path.join(os.path.dirname(__file__), "zenoh_workers.py")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def key() -> str:
+    return "dctest/" + uuid.uuid4().hex[:10]
+
+
+class Child:
+    """A worker process whose stdout lines the test waits for. A thread reads them:
+    select() on a buffered pipe would miss lines already read into the buffer."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen([sys.executable, WORKERS, *args], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        self.lines: queue.Queue[str] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.put(line.strip())
+        self.lines.put("")  # end of output
+
+    def expect(self, line: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                got = self.lines.get(timeout=max(left, 0.001))
+            except queue.Empty:
+                raise AssertionError(f"child did not say {line!r} in {timeout} s") from None
+            assert got, f"child exited (rc={self.proc.poll()}) before saying {line!r}"
+            if got == line:
+                return
+
+    def finish(self, timeout: float = 30.0) -> int:
+        """Closes the child's stdin (lingering roles exit on it) and waits for it."""
+        if self.proc.stdin and not self.proc.stdin.closed:
+            self.proc.stdin.close()
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            self._reader.join(5)
+            self.proc.stdout.close()
+
+
+@pytest.fixture
+def children() -> Iterator[list[Child]]:
+    started: list[Child] = []
+    yield started
+    for c in started:
+        c.finish()
+
+
+@pytest.fixture
+def router() -> Iterator[str]:
+    """A zenoh router in a process of its own (through the Python API: PyPI ships no zenohd)."""
+    endpoint = f"tcp/127.0.0.1:{free_port()}"
+    proc = subprocess.Popen([sys.executable, "-m", "datacomms.transports.zenohsession", "router", endpoint],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().startswith("router"), "the router did not start"
+        yield endpoint
+    finally:
+        proc.stdin.close()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+
+
+def recv_all(sub: dc.Subscriber, n: int, timeout: float = 20.0) -> list[dc.Message]:
+    return [sub.recv(timeout=timeout) for _ in range(n)]
+
+
+def check_payload(msg: dc.Message, size: int) -> None:
+    i = msg.data["i"]
+    arr = msg.data["arr"]
+    assert isinstance(arr, np.ndarray) and arr.shape == (size,) and (arr == i % 251).all()
+
+
+# --- across processes, peer to peer ----------------------------------------------------------
+
+def test_order_and_payloads_peer(backend, children) -> None:
+    port = free_port()
+    k = key()
+    pub = Child("pub", f"zenoh://{k}?listen=tcp/127.0.0.1:{port}", backend.name, "300", "block", "1", "1000")
+    children.append(pub)
+    with dc.Subscriber(f"zenoh://{k}?connect=tcp/127.0.0.1:{port}", backend=backend) as sub:
+        msgs = recv_all(sub, 300)
+        pub.expect("done")
+    assert [m.seq for m in msgs] == list(range(300))
+    assert [m.data["i"] for m in msgs] == list(range(300))
+    for m in msgs[::37]:
+        check_payload(m, 1000)
+    ts = [m.timestamp_ns for m in msgs]
+    assert ts == sorted(ts) and ts[0] <= time.time_ns()
+    assert (sub.stats.received, sub.stats.lost, sub.stats.skipped, sub.stats.restarts) == (300, 0, 0, 0)
+
+
+def test_slow_subscriber_in_drop_mode_counts_losses(backend, children) -> None:
+    port = free_port()
+    k = key()
+    n = 3000
+    pub = Child("pub", f"zenoh://{k}?listen=tcp/127.0.0.1:{port}", backend.name, str(n), "drop", "1", "4096")
+    children.append(pub)
+    with dc.Subscriber(f"zenoh://{k}?connect=tcp/127.0.0.1:{port}", backend=backend, queue_size=8) as sub:
+        first = sub.recv(timeout=20)
+        pub.expect("done")  # the publisher never waited for this slow reader
+        seqs = [first.seq]
+        while True:
+            try:
+                seqs.append(sub.recv(timeout=1.0).seq)
+            except dc.Timeout:
+                break
+            time.sleep(0.0005)
+        st = sub.stats
+        assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)  # in order, never twice
+        # each message the full queue pushed out is counted lost, unless it came
+        # before the first one received (no gap to read it from)
+        assert sub.overflows > 0 and st.lost + seqs[0] >= sub.overflows
+        # every seq from the first to the last received is either received or lost
+        assert st.received + st.lost == seqs[-1] - seqs[0] + 1
+        assert st.received == len(seqs) < n and st.skipped == 0
+
+
+def test_block_mode_loses_nothing_to_a_slow_subscriber(backend, children) -> None:
+    port = free_port()
+    k = key()
+    n = 1500
+    pub = Child("pub", f"zenoh://{k}?listen=tcp/127.0.0.1:{port}", backend.name, str(n), "block", "1", "64")
+    children.append(pub)
+    with dc.Subscriber(f"zenoh://{k}?connect=tcp/127.0.0.1:{port}", backend=backend, queue_size=4) as sub:
+        seqs = []
+        for i in range(n):
+            seqs.append(sub.recv(timeout=20).seq)
+            if i % 100 == 0:
+                time.sleep(0.02)  # the queue of 4 fills; the publisher must wait
+        pub.expect("done")
+    assert seqs == list(range(n))
+    assert (sub.stats.lost, sub.overflows) == (0, 0)
+
+
+def test_two_publishers_on_one_key_are_told_apart(backend, children) -> None:
+    port = free_port()
+    k = key()
+    url = f"zenoh://{k}?connect=tcp/127.0.0.1:{port}"
+    with dc.Subscriber(f"zenoh://{k}?listen=tcp/127.0.0.1:{port}", backend=backend) as sub:
+        for _ in range(2):
+            children.append(Child("pub", url, backend.name, "200", "block", "1", "16"))
+        msgs = recv_all(sub, 400)
+        for c in children:
+            c.expect("done")
+        with pytest.raises(dc.Timeout):
+            sub.recv(timeout=0.3)
+    by_arr_seq = sorted((m.seq, m.data["i"]) for m in msgs)
+    assert by_arr_seq == sorted([(i, i) for i in range(200)] * 2)
+    # interleaved seqs of two counters would read as restarts or losses if not kept apart
+    assert (sub.stats.received, sub.stats.lost, sub.stats.restarts) == (400, 0, 0)
+
+
+def test_wildcard_subscription(backend, children) -> None:
+    port = free_port()
+    k = key()
+    child = Child("multi-pub", f"zenoh://{k}?listen=tcp/127.0.0.1:{port}", backend.name, "50",
+                  "r1/joints", "r2/joints", "r1/camera")
+    children.append(child)
+    with dc.Subscriber(f"zenoh://{k}/*/joints?connect=tcp/127.0.0.1:{port}", backend=backend) as sub:
+        child.expect("ready")
+        msgs = recv_all(sub, 100)
+        child.expect("done")
+        with pytest.raises(dc.Timeout):
+            sub.recv(timeout=0.3)
+    assert sorted((m.data["key"], m.data["i"]) for m in msgs) == sorted(
+        (r, i) for r in ("r1/joints", "r2/joints") for i in range(50))
+    assert (sub.stats.lost, sub.stats.restarts) == (0, 0)
+
+
+def test_restarted_publisher_is_a_new_stream_not_a_loss(backend, children) -> None:
+    port = free_port()
+    k = key()
+    url = f"zenoh://{k}?connect=tcp/127.0.0.1:{port}"
+    with dc.Subscriber(f"zenoh://{k}?listen=tcp/127.0.0.1:{port}", backend=backend) as sub:
+        seqs = []
+        for _ in range(2):
+            c = Child("pub", url, backend.name, "40", "block", "1", "8")
+            children.append(c)
+            seqs += [m.seq for m in recv_all(sub, 40)]
+            c.expect("done")
+            assert c.finish() == 0
+    assert seqs == list(range(40)) * 2
+    assert (sub.stats.received, sub.stats.lost) == (80, 0)
+    assert sub.duplicates == 0
+
+
+def test_late_joiner_gets_the_newest_value(backend, children) -> None:
+    port = free_port()
+    k = key()
+    pub = Child("pub", f"zenoh://{k}?listen=tcp/127.0.0.1:{port}", backend.name, "25", "block", "0", "32",
+                "linger")
+    children.append(pub)
+    pub.expect("done")  # everything is sent before the subscriber exists
+    with dc.Subscriber(f"zenoh://{k}?connect=tcp/127.0.0.1:{port}", backend=backend) as sub:
+        msg = sub.latest(timeout=20)
+        assert msg.seq == 24 and msg.data["i"] == 24
+        check_payload(msg, 32)
+        with pytest.raises(dc.Timeout):
+            sub.latest(timeout=0.3)  # never the same message twice
+
+
+# --- through a router --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", ["client", "peer"])
+def test_through_a_router(backend, children, router, mode) -> None:
+    k = key()
+    url = f"zenoh://{k}?mode={mode}&connect={router}"
+    pub = Child("pub", url, backend.name, "200", "block", "1", "100")
+    children.append(pub)
+    with dc.Subscriber(url, backend=backend) as sub:
+        msgs = recv_all(sub, 200)
+        pub.expect("done")
+    assert [m.seq for m in msgs] == list(range(200))
+    check_payload(msgs[-1], 100)
+    assert sub.stats.lost == 0
+
+
+# --- in one process -----------------------------------------------------------------------------
+
+def local(k: str, port: int) -> str:
+    return f"zenoh://{k}?listen=tcp/127.0.0.1:{port}"
+
+
+def test_subscribers_counted_by_key_expression(backend) -> None:
+    port, k = free_port(), key()
+    with dc.Publisher(local(k + "/a", port), backend=backend) as pub:
+        assert isinstance(pub, zenohbus.ZenohPublisher) and pub.subscribers == 0
+        with pytest.raises(dc.Timeout):
+            pub.wait_for_subscribers(1, timeout=0.2)
+        with dc.Subscriber(local(k + "/b", port), backend=backend):  # another key: not ours
+            with dc.Subscriber(local(k + "/*", port), backend=backend):
+                assert pub.wait_for_subscribers(1, timeout=10) == 1
+                time.sleep(0.2)
+                assert pub.subscribers == 1
+        deadline = time.monotonic() + 10
+        while pub.subscribers and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert pub.subscribers == 0
+
+
+def test_latest_skips_and_big_arrays(backend) -> None:
+    port, k = free_port(), key()
+    with dc.Subscriber(local(k, port), backend=backend) as sub, \
+            dc.Publisher(local(k, port), backend=backend) as pub:
+        pub.wait_for_subscribers(1, timeout=10)
+        big = np.arange(1 << 20, dtype=np.float64)  # 8 MiB
+        for i in range(6):
+            pub.send({"i": i, "big": big if i == 5 else big[:4]})
+        msg = sub.latest(timeout=10)
+        rest = []
+        while msg.seq + len(rest) < 5:
+            rest.append(sub.recv(timeout=10))
+        last = rest[-1] if rest else msg
+        assert last.seq == 5 and np.array_equal(last.data["big"], big)
+        st = sub.stats
+        assert st.lost == 0 and st.received + st.skipped == 6 and st.received == 1 + len(rest)
+
+
+def test_bad_frames_are_dropped_and_counted(backend) -> None:
+    port, k = free_port(), key()
+    with dc.Subscriber(local(k, port), backend=backend) as sub, \
+            dc.Publisher(local(k, port), backend=backend) as pub:
+        pub.wait_for_subscribers(1, timeout=10)
+        session, share = zenohsession.acquire(zenohsession.parse_url(local(k, port)))
+        try:
+            session.put(k, b"not a frame")
+        finally:
+            zenohsession.release(share)
+        pub.send("after")
+        assert sub.recv(timeout=10).data == "after"
+        assert sub.bad_frames == 1
+
+
+def test_closed_and_bad_input(backend) -> None:
+    port, k = free_port(), key()
+    sub = dc.Subscriber(local(k, port), backend=backend)
+    sub.close()
+    with pytest.raises(dc.Closed):
+        sub.recv(timeout=0)
+    with pytest.raises(dc.DataCommsError, match="concrete key"):
+        dc.Publisher(local(k + "/*", port), backend=backend)
+    with pytest.raises(dc.DataCommsError, match="unknown zenoh:// option"):
+        dc.Subscriber(f"zenoh://{k}?lisen=tcp/127.0.0.1:1")
+    with pytest.raises(ValueError, match="on_full"):
+        dc.Publisher(local(k, port), on_full="wait")
+    pub = dc.Publisher(local(k, port), backend=backend)
+    pub.close()
+    with pytest.raises(dc.Closed):
+        pub.send(1)
+
+
+def test_options_and_defaults() -> None:
+    o = zenohsession.parse_url("zenoh://a/b?mode=client&connect=tcp/127.0.0.1:1,tcp/127.0.0.1:2")
+    assert o == ("a/b", "client", ("tcp/127.0.0.1:1", "tcp/127.0.0.1:2"), (), None)
+    assert zenohsession.parse_url("zenoh://a?mode=client", mode="peer", listen=["x"]).mode == "peer"
+    cfg = zenohsession.make_config(zenoh, zenohsession.parse_url("zenoh://a"))
+    assert json.loads(cfg.get_json("scouting/multicast/enabled")) is False
+    assert json.loads(cfg.get_json("timestamping/enabled")) is True  # the late-joiner cache needs it
+    assert json.loads(cfg.get_json("connect/endpoints")) == [zenohsession.DEFAULT_ROUTER]
+    listen = json.loads(cfg.get_json("listen/endpoints"))
+    assert listen and all(e.startswith("tcp/127.0.0.1:") for e in listen)
+
+
+def test_config_file(tmp_path, backend) -> None:
+    port, k = free_port(), key()
+    path = tmp_path / "z.json5"
+    path.write_text('{mode: "peer", scouting: {multicast: {enabled: false}}, '
+                    f'listen: {{endpoints: ["tcp/127.0.0.1:{port}"]}}}}')
+    with dc.Publisher(f"zenoh://{k}?config={path}", backend=backend) as pub, \
+            dc.Subscriber(f"zenoh://{k}?connect=tcp/127.0.0.1:{port}", backend=backend) as sub:
+        pub.wait_for_subscribers(1, timeout=10)
+        pub.send([1, 2])
+        assert sub.recv(timeout=10).data == [1, 2]
+    with pytest.raises(dc.DataCommsError, match="cannot load zenoh config"):
+        dc.Publisher(f"zenoh://{k}?config={tmp_path / 'missing.json5'}")
+
+
+def test_without_zenoh_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "zenoh", None)
+    with pytest.raises(dc.DataCommsError, match=r"datacomms\[zenoh\]"):
+        dc.Publisher("zenoh://a/b")
+    with pytest.raises(dc.DataCommsError, match=r"datacomms\[zenoh\]"):
+        dc.Subscriber("zenoh://a/b")
