@@ -312,6 +312,7 @@ def test_longest_name_works(backend):
     with dc.Publisher(f"shm://{name}", backend=backend) as pub, dc.Subscriber(f"shm://{name}", backend=backend) as s:
         pub.send(1)
         assert s.recv(timeout=5).data == 1
+    assert not os.path.exists(f"/dev/shm/dc-{name}")
 
 
 def test_frame_larger_than_ring(backend, shm_name):
