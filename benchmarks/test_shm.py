@@ -57,3 +57,11 @@ def test_latency_1khz(benchmark, kind, spin_us):
             result.update(bench.percentiles(pump.latencies(1000, 1000)))
         benchmark.pedantic(once, rounds=2, iterations=1)
     benchmark.extra_info.update(result)
+
+
+def test_tcp_echo_round_trip(benchmark):
+    """Reference: 64 B round trip through a plain Python TCP echo child at 1 kHz (the wake-up cost here)."""
+    benchmark.group = "latency 64B at 1 kHz"
+    result: dict = {}
+    benchmark.pedantic(lambda: result.update(bench.tcp_echo_rtt(1000)), rounds=1, iterations=1)
+    benchmark.extra_info.update(result)

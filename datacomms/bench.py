@@ -212,6 +212,49 @@ class Pump:
         self.close()
 
 
+def _echo_main(port_out: Any) -> None:
+    import socket
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    port_out.send(srv.getsockname()[1])
+    conn, _ = srv.accept()
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    while True:
+        data = conn.recv(64)
+        if not data:
+            break
+        conn.sendall(data)
+    conn.close()
+    srv.close()
+
+
+def tcp_echo_rtt(n: int = 2000, hz: float = 1000.0) -> dict[str, float]:
+    """Round trip of 64 B through a plain Python TCP echo child at hz: this machine's wake-up reference."""
+    import socket
+    parent, child = _CTX.Pipe()
+    proc = _CTX.Process(target=_echo_main, args=(child,), daemon=True)
+    proc.start()
+    sock = socket.create_connection(("127.0.0.1", parent.recv()))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    msg = b"x" * 64
+    rtt = []
+    try:
+        for i in range(n + 100):
+            time.sleep(1.0 / hz)
+            t0 = time.perf_counter_ns()
+            sock.sendall(msg)
+            got = 0
+            while got < 64:
+                got += len(sock.recv(64 - got))
+            if i >= 100:
+                rtt.append(time.perf_counter_ns() - t0)
+    finally:
+        sock.close()
+        proc.join(10)
+    return percentiles(rtt)
+
+
 def burst_size(size: int) -> int:
     """Messages per burst: about 64 MiB or 200k messages, whichever is fewer."""
     return max(20, min(200_000, (64 << 20) // max(size, 64)))
@@ -242,6 +285,8 @@ def main() -> None:  # pragma: no cover - a report, not a test
         mode = "busy-poll" if spin else "sleeping"
         print(f"{kind:<12}{mode:<10} p50 {p['p50_us']:8.1f} us  p99 {p['p99_us']:8.1f} us  max {p['max_us']:8.1f} us",
               flush=True)
+    p = tcp_echo_rtt()
+    print(f"{'tcp echo':<12}{'RTT':<10} p50 {p['p50_us']:8.1f} us  p99 {p['p99_us']:8.1f} us  max {p['max_us']:8.1f} us")
 
 
 if __name__ == "__main__":
