@@ -189,8 +189,9 @@ static inline void dc_sl_deadline(struct timespec *ts, double timeout) {
 /* Queues m on connection id (or on every connection when id < 0). A full
  * drop-mode queue, or a block-mode one with timeout 0, skips m and counts it
  * in *dropped; a block-mode queue waits up to timeout seconds (< 0: forever).
- * When nothing took m (m->refs == 0 afterwards) the caller still owns it. */
-static inline int dc_sl_push(dc_sendloop *sl, int id, dc_sl_msg *m, double timeout, int *dropped) {
+ * *taken says whether any queue took m; when none did the caller still owns
+ * it, otherwise m may be written and freed by the loop at any moment. */
+static inline int dc_sl_push(dc_sendloop *sl, int id, dc_sl_msg *m, double timeout, int *dropped, int *taken) {
     struct timespec dl;
     int rc = DC_SL_OK, have_dl = 0;
     *dropped = 0;
@@ -216,7 +217,8 @@ static inline int dc_sl_push(dc_sendloop *sl, int id, dc_sl_msg *m, double timeo
         c->qbytes += m->len;
         m->refs++;
     }
-    if (m->refs) dc_sl_wake(sl);
+    *taken = m->refs > 0;
+    if (*taken) dc_sl_wake(sl);
     pthread_mutex_unlock(&sl->mu);
     return rc;
 }

@@ -8,7 +8,10 @@ from typing import NamedTuple
 from .errors import DataCommsError
 
 # scheme -> (module, publisher class, subscriber class); a transport registers here when it lands.
-TRANSPORTS: dict[str, tuple[str, str, str]] = {}
+TRANSPORTS: dict[str, tuple[str, str, str]] = {
+    "tcp": ("datacomms.transports.tcp", "TcpPublisher", "TcpSubscriber"),
+    "udp": ("datacomms.transports.udp", "UdpPublisher", "UdpSubscriber"),
+}
 
 
 class URL(NamedTuple):

@@ -70,7 +70,7 @@ cdef extern from "dc_sendloop.h" nogil:
     uint8_t *dc_sl_msg_inline(dc_sl_msg *m)
     int dc_sl_add(dc_sendloop *sl, int fd, size_t max_msgs, size_t max_bytes, int block)
     void dc_sl_remove(dc_sendloop *sl, int id)
-    int dc_sl_push(dc_sendloop *sl, int id, dc_sl_msg *m, double timeout, int *dropped)
+    int dc_sl_push(dc_sendloop *sl, int id, dc_sl_msg *m, double timeout, int *dropped, int *taken)
     int dc_sl_flush(dc_sendloop *sl, int id, double timeout)
     int dc_sl_info_get(dc_sendloop *sl, int id, dc_sl_info *info)
     int dc_sl_dead(dc_sendloop *sl, int *ids, int max)

@@ -128,16 +128,16 @@ cdef class SendLoop:
         because their queue was full; raises Timeout when a block-mode queue
         stayed full for timeout seconds (None: wait for ever)."""
         cdef double t = -1.0 if timeout is None else max(<double>timeout, 0.0)
-        cdef int dropped = 0, rc
+        cdef int dropped = 0, taken = 0, rc
         cdef dc_sl_msg *m
         if self.closed:
             raise Closed("send loop is closed")
         self.release_freed()
         m = self.build(parts)
         with nogil:
-            rc = dc_sl_push(&self.sl, cid, m, t, &dropped)
-        if m.refs == 0:
-            # no queue took it; nobody else can see it
+            rc = dc_sl_push(&self.sl, cid, m, t, &dropped, &taken)
+        if not taken:
+            # no queue took it, so nobody else can see it (once taken, m belongs to the loop)
             if m.owner != NULL:
                 Py_DECREF(<object>m.owner)
             free(m)

@@ -1,0 +1,1 @@
+"""One module per transport, written against the backend API."""
