@@ -11,6 +11,8 @@ import pytest
 import datacomms as dc
 
 NO_EXTENSIONS = os.environ.get("DATACOMMS_NO_EXTENSIONS", "") not in ("", "0")
+# The backends this run can load: cross-backend tests pair each with each.
+AVAILABLE = ["python"] if NO_EXTENSIONS else ["cython", "python"]
 
 
 def _backend_params() -> list:

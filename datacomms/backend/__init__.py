@@ -27,6 +27,7 @@ API: dict[str, tuple[str, ...]] = {
         "FLAG_CONTROL", "DEFAULT_MAX_FRAME_SIZE", "pack_header", "unpack_header", "encode",
         "encode_bytes", "decode", "dumps_json", "loads_json",
     ),
+    "stats": ("Stats",),
     "sendloop": ("SendLoop",),
 }
 

@@ -119,17 +119,33 @@ def unpack_header(buf, Py_ssize_t offset=0, uint64_t max_frame_size=DEFAULT_MAX_
     (kind, flags, seq, timestamp_ns, meta_len, nbufs, payload_len, frame_len)."""
     cdef Py_buffer view
     cdef dc_header h
-    PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE)
-    try:
-        if offset < 0 or offset > view.len:
-            raise FrameError(f"offset {offset} outside a buffer of {view.len} bytes")
-        read_header(<const uint8_t *>view.buf + offset, view.len - offset, max_frame_size, &h)
-    finally:
-        PyBuffer_Release(&view)
+    if type(buf) is bytes:  # the common case: no buffer acquisition needed
+        _header_at(PyBytes_AS_STRING(buf), len(<bytes>buf), offset, max_frame_size, &h)
+    else:
+        PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE)
+        try:
+            _header_at(<const char *>view.buf, view.len, offset, max_frame_size, &h)
+        finally:
+            PyBuffer_Release(&view)
     return (h.kind, h.flags, h.seq, h.timestamp_ns, h.meta_len, h.nbufs, h.payload_len, h.frame_len)
 
 
+cdef int _header_at(const char *base, Py_ssize_t length, Py_ssize_t offset, uint64_t max_frame,
+                    dc_header *h) except -1:
+    if offset < 0 or offset > length:
+        raise FrameError(f"offset {offset} outside a buffer of {length} bytes")
+    return read_header(<const uint8_t *>base + offset, length - offset, max_frame, h)
+
+
 cpdef bytes dumps_json(object obj):
+    # Plain orjson first: the options cost about 40% more on a small dict, and
+    # only numpy scalars or non-string keys need them.
+    try:
+        return _dumps(obj)
+    except TypeError:
+        pass
+    except (ValueError, RecursionError) as exc:
+        raise FrameError(f"cannot encode {type(obj).__name__} as JSON: {exc}") from None
     try:
         return _dumps(obj, option=_OPTS)
     except (TypeError, ValueError, RecursionError) as exc:
@@ -227,10 +243,25 @@ cpdef tuple encode(object data, uint64_t seq, int64_t timestamp_ns, int flags=0)
 
 def encode_bytes(data, uint64_t seq, int64_t timestamp_ns, int flags=0):
     """The whole frame as one bytes object (copies; for small frames and tests)."""
+    cdef bytes meta
+    if type(data) is dict and not _has_buffers(data):  # the joint-state case, without the parts list
+        meta = dumps_json(data)
+        return _head(2, flags, seq, timestamp_ns, meta, len(meta), 0, 0, -1)
     parts, _ = encode(data, seq, timestamp_ns, flags)
     if len(parts) == 1:
         return parts[0]
     return b"".join(parts)
+
+
+cdef object _read_frame(const char *base, Py_ssize_t length, Py_ssize_t offset, uint64_t max_frame,
+                        dc_header *h):
+    """Validates the header and the frame's extent; returns the parsed meta (None for raw)."""
+    _header_at(base, length, offset, max_frame, h)
+    if h.frame_len > <uint64_t>(length - offset):
+        raise FrameError(f"truncated frame: header says {h.frame_len} bytes, have {length - offset}")
+    if h.kind == 0:
+        return None
+    return loads_json(PyBytes_FromStringAndSize(base + offset + 64, h.meta_len))
 
 
 def decode(buf, Py_ssize_t offset=0, uint64_t max_frame_size=DEFAULT_MAX_FRAME_SIZE):
@@ -238,20 +269,16 @@ def decode(buf, Py_ssize_t offset=0, uint64_t max_frame_size=DEFAULT_MAX_FRAME_S
     Arrays and bytes-like results are views of buf (read-only when buf is)."""
     cdef Py_buffer view
     cdef dc_header h
-    cdef const uint8_t *p
+    cdef object meta = None
     cdef Py_ssize_t start
-    PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE)
-    try:
-        if offset < 0 or offset > view.len:
-            raise FrameError(f"offset {offset} outside a buffer of {view.len} bytes")
-        p = <const uint8_t *>view.buf + offset
-        read_header(p, view.len - offset, max_frame_size, &h)
-        if h.frame_len > <uint64_t>(view.len - offset):
-            raise FrameError(f"truncated frame: header says {h.frame_len} bytes, have {view.len - offset}")
-        if h.kind != 0:
-            meta = loads_json(PyBytes_FromStringAndSize(<const char *>p + 64, h.meta_len))
-    finally:
-        PyBuffer_Release(&view)
+    if type(buf) is bytes:  # the common case: no buffer acquisition needed
+        meta = _read_frame(PyBytes_AS_STRING(buf), len(<bytes>buf), offset, max_frame_size, &h)
+    else:
+        PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE)
+        try:
+            meta = _read_frame(<const char *>view.buf, view.len, offset, max_frame_size, &h)
+        finally:
+            PyBuffer_Release(&view)
     if h.kind == 2:
         return meta, h.seq, h.timestamp_ns, h.flags, h.frame_len
     start = offset + 64 + <Py_ssize_t>dc_align64(h.meta_len)

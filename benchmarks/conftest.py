@@ -1,0 +1,19 @@
+"""Benchmarks run apart from the tests: `pytest benchmarks/` (see BENCHMARKS.md)."""
+
+from __future__ import annotations
+
+import pytest
+
+import datacomms as dc
+
+BACKENDS = ["cython", "python"]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> dc.backend.Backend:
+    return dc.backend.get(request.param)
+
+
+def joint_state() -> dict:
+    """The seed scenario's message: a timestamp and eight joint positions."""
+    return {"timestamp": 1732400000.123456, **{f"joint_{i}": 0.1 * i + 0.0123 for i in range(1, 9)}}

@@ -1,0 +1,195 @@
+"""The framing layer on both backends: round trips, zero copy, cross-backend
+decoding, and a clear FrameError for every kind of bad input."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+
+import datacomms as dc
+
+from conftest import AVAILABLE
+
+VALUES = [
+    b"", b"x", b"\x00" * 63, b"y" * 5000, bytearray(b"abc"),
+    {"timestamp": 1.0, **{f"joint_{i}": i * 0.1 for i in range(1, 9)}},
+    [1, 2.5, "three", None, True, {"nested": [False]}], "text", 17, -3.25, None,
+    np.arange(12, dtype=np.float32).reshape(3, 4),
+    np.zeros((0, 5), dtype=np.int16), np.array(3.5), np.arange(7, dtype=">u8"),
+    np.array([(1, 2.0), (3, 4.0)], dtype=[("a", "<i4"), ("b", "<f8")]),
+    np.array([[1 + 2j]], dtype=np.complex128),
+    {"frame": np.ones((4, 4, 3), np.uint8), "meta": {"id": 3, "raw": b"\x01\x02"}, "list": [np.arange(3)]},
+]
+
+
+def same(a: object, b: object) -> bool:
+    if isinstance(b, np.ndarray):
+        return isinstance(a, np.ndarray) and a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+    if isinstance(b, (bytes, bytearray, memoryview)):
+        return bytes(a) == bytes(b)
+    if isinstance(b, dict):
+        return isinstance(a, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in b)
+    if isinstance(b, (list, tuple)):
+        return isinstance(a, list) and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def frame_of(backend, value, seq=5, ts=77) -> bytes:
+    parts, n = backend.framing.encode(value, seq, ts)
+    frame = b"".join(bytes(p) for p in parts)
+    assert len(frame) == n and n % 64 == 0
+    return frame
+
+
+@pytest.mark.parametrize("value", VALUES, ids=lambda v: type(v).__name__)
+def test_round_trip_both_directions(backend, value):
+    frame = frame_of(backend, value)
+    for decoder in map(dc.backend.get, AVAILABLE):
+        data, seq, ts, flags, n = decoder.framing.decode(frame)
+        assert same(data, value) and (seq, ts, flags, n) == (5, 77, 0, len(frame))
+
+
+def test_backends_encode_identical_frames(backend):
+    for other in map(dc.backend.get, AVAILABLE):
+        for value in VALUES:
+            assert frame_of(backend, value) == frame_of(other, value)
+
+
+def test_decode_is_zero_copy_and_respects_writability(backend):
+    arr = np.arange(1 << 20, dtype=np.uint8)
+    frame = bytearray(frame_of(backend, arr))
+    out = backend.framing.decode(frame)[0]
+    assert np.shares_memory(out, np.frombuffer(frame, np.uint8))
+    assert out.flags.writeable  # a bytearray is writable, so is the view
+    ro = backend.framing.decode(bytes(frame))[0]
+    assert not ro.flags.writeable
+    raw = backend.framing.decode(bytes(frame_of(backend, b"abc")))[0]
+    assert isinstance(raw, memoryview) and raw.readonly and bytes(raw) == b"abc"
+
+
+def test_payloads_are_64_byte_aligned(backend):
+    value = {"a": np.arange(3, dtype=np.uint8), "b": np.arange(5, dtype=np.float64), "c": b"q" * 70}
+    buf = np.zeros(4096 + 64, np.uint8)
+    base = (-buf.ctypes.data) % 64
+    frame = frame_of(backend, value)
+    buf[base:base + len(frame)] = np.frombuffer(frame, np.uint8)
+    out = backend.framing.decode(buf[base:base + len(frame)])[0]
+    assert out["a"].ctypes.data % 64 == 0 and out["b"].ctypes.data % 64 == 0
+
+
+def test_encode_references_large_buffers_without_copying(backend):
+    arr = np.ones((2048, 2048), np.uint8)
+    parts, n = backend.framing.encode(arr, 1, 1)
+    assert any(np.shares_memory(np.frombuffer(p, np.uint8), arr) for p in parts[1:])
+    assert n == 64 + 64 + arr.nbytes
+
+
+def test_non_contiguous_array_becomes_contiguous(backend):
+    arr = np.arange(100, dtype=np.int32).reshape(10, 10)[::2, ::3]
+    out = backend.framing.decode(frame_of(backend, arr))[0]
+    assert np.array_equal(out, arr) and out.flags.c_contiguous
+
+
+def test_frames_decode_at_an_offset(backend):
+    a, b = frame_of(backend, {"k": 1}, seq=1), frame_of(backend, b"second", seq=2)
+    stream = a + b
+    first = backend.framing.decode(stream)
+    second = backend.framing.decode(stream, first[4])
+    assert first[0] == {"k": 1} and bytes(second[0]) == b"second" and second[1] == 2
+
+
+def test_nan_becomes_null_on_both_backends(backend):
+    out = backend.framing.decode(frame_of(backend, {"x": float("nan"), "y": float("inf")}))[0]
+    assert out == {"x": None, "y": None}
+
+
+@pytest.mark.parametrize("bad", [{1, 2}, object(), np.array([object()]), {"a": {1, 2}}])
+def test_unencodable_values_are_frame_errors(backend, bad):
+    with pytest.raises(dc.FrameError):
+        backend.framing.encode(bad, 0, 0)
+
+
+def _patch(frame: bytes, offset: int, fmt: str, value: int) -> bytes:
+    b = bytearray(frame)
+    struct.pack_into(fmt, b, offset, value)
+    return bytes(b)
+
+
+GOOD_ARRAY = np.arange(6, dtype="<f8").reshape(2, 3)
+
+
+def _bad_frames(backend):
+    arr = frame_of(backend, GOOD_ARRAY)
+    js = frame_of(backend, {"a": 1})
+    mixed = frame_of(backend, {"img": np.arange(4, dtype=np.uint8), "b": b"zz"})
+
+    def with_meta(frame: bytes, meta: bytes, kind: int | None = None) -> bytes:
+        # rebuild a frame with a different meta but the same payload section
+        (_, _, k, flags, seq, ts, mlen, nbufs, plen, flen, _) = struct.unpack_from("<4sBBHQqIIQQ16s", frame)
+        start = 64 + ((mlen + 63) & ~63)
+        payload = frame[start:]
+        mpad = meta + bytes((-len(meta)) % 64)
+        hdr = struct.pack("<4sBBHQqIIQQ16s", b"DCMF", 1, k if kind is None else kind, flags, seq, ts, len(meta),
+                          nbufs, plen, 64 + len(mpad) + len(payload), bytes(16))
+        return hdr + mpad + payload
+
+    return {
+        "empty": (b"", "truncated"),
+        "short header": (arr[:40], "truncated"),
+        "truncated body": (arr[:-64], "truncated"),
+        "bad magic": (b"XXXX" + arr[4:], "magic"),
+        "bad version": (_patch(arr, 4, "<B", 9), "version"),
+        "bad kind": (_patch(arr, 5, "<B", 200), "kind"),
+        "bad flags": (_patch(arr, 6, "<H", 0x80), "flags"),
+        "reserved set": (_patch(arr, 60, "<B", 1), "reserved"),
+        "huge frame_len": (_patch(arr, 40, "<Q", 1 << 40), "max_frame_size"),
+        "huge payload_len": (_patch(arr, 32, "<Q", (1 << 64) - 64), "max_frame_size"),
+        "frame_len lies": (_patch(arr, 40, "<Q", 256 + 64), "inconsistent"),
+        "meta_len lies": (_patch(js, 24, "<I", 70), "inconsistent"),
+        "json with buffers count": (_patch(js, 28, "<I", 2), "inconsistent"),
+        "not json meta": (with_meta(js, b"{not json"), "JSON"),
+        "bad dtype": (with_meta(arr, b'{"dtype":"<zz9","shape":[2,3]}'), "dtype"),
+        "object dtype": (with_meta(arr, b'{"dtype":"|O","shape":[6]}'), "dtype"),
+        "shape too big": (with_meta(arr, b'{"dtype":"<f8","shape":[1000,1000]}'), "shape"),
+        "negative shape": (with_meta(arr, b'{"dtype":"<f8","shape":[-2,-3]}'), "shape"),
+        "shape not list": (with_meta(arr, b'{"dtype":"<f8","shape":"x"}'), "shape"),
+        "meta not object": (with_meta(arr, b"[1,2]"), "object"),
+        "table overruns": (with_meta(mixed, b'{"data":{"img":null,"b":null},"buffers":[[["img"],"|u1",[4],4],'
+                                             b'[["b"],null,null,9999]]}'), "overruns"),
+        "table wrong count": (with_meta(mixed, b'{"data":{"img":null},"buffers":[[["img"],"|u1",[4],4]]}'),
+                              "buffer table"),
+        "table bad path": (with_meta(mixed, b'{"data":{"img":null,"b":null},"buffers":[[["nope"],"|u1",[4],4],'
+                                            b'[["b"],null,null,2]]}'), "path"),
+        "table path into int": (with_meta(mixed, b'{"data":{"img":5,"b":null},"buffers":[[["img","x"],"|u1",[4],'
+                                                 b'4],[["b"],null,null,2]]}'), "path"),
+        "table bad entry": (with_meta(mixed, b'{"data":{},"buffers":[7,8]}'), "entry"),
+    }
+
+
+BAD_NAMES = list(_bad_frames(dc.backend.get("python")))
+
+
+@pytest.mark.parametrize("case", BAD_NAMES)
+def test_bad_frames_are_frame_errors(backend, case):
+    frame, reason = _bad_frames(backend)[case]
+    with pytest.raises(dc.FrameError, match=f"(?i){reason}"):
+        backend.framing.decode(frame)
+
+
+def test_max_frame_size_is_checked_before_reading_the_body(backend):
+    frame = frame_of(backend, np.zeros(1000, np.uint8))
+    with pytest.raises(dc.FrameError, match="max_frame_size"):
+        backend.framing.decode(frame[:64], max_frame_size=512)
+    assert backend.framing.unpack_header(frame[:64])[7] == len(frame)
+
+
+def test_header_round_trip(backend):
+    h = backend.framing.pack_header(2, 1, 2**64 - 1, -5, 10, 0, 0)
+    assert len(h) == 64
+    assert backend.framing.unpack_header(h + bytes(64)) == (2, 1, 2**64 - 1, -5, 10, 0, 0, 128)
+
+
+def test_frame_error_is_a_value_error():
+    assert issubclass(dc.FrameError, ValueError) and issubclass(dc.FrameError, dc.DataCommsError)

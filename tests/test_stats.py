@@ -1,0 +1,80 @@
+"""Stats on both backends: loss from seq gaps, skips, restarts, several sources,
+rates, gaps, and percentiles within the histogram's stated accuracy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import datacomms as dc
+
+
+def feed(stats, seqs, t0=1_000_000_000, step_ns=1_000_000):
+    for i, s in enumerate(seqs):
+        stats.record(s, t0 + i * step_ns - 1000, t0 + i * step_ns)
+
+
+def test_losses_are_counted_from_seq_gaps(backend):
+    s = backend.stats.Stats()
+    feed(s, [0, 1, 2, 5, 6, 10])
+    assert (s.received, s.lost, s.skipped, s.restarts) == (6, 5, 0, 0)
+    assert isinstance(s, dc.Stats)
+
+
+def test_skipped_are_not_lost(backend):
+    s = backend.stats.Stats()
+    s.record(1, 0, 10)
+    s.record(9, 0, 20, skipped=7)
+    assert (s.lost, s.skipped) == (0, 7)
+
+
+def test_seq_going_back_is_a_restart_not_loss(backend):
+    s = backend.stats.Stats()
+    feed(s, [5, 6, 7, 0, 1, 3])
+    assert (s.restarts, s.lost) == (1, 1)
+
+
+def test_sources_are_kept_apart(backend):
+    s = backend.stats.Stats()
+    for seq, src in [(0, "a"), (0, "b"), (1, "a"), (1, "b"), (4, "a"), (2, "b")]:
+        s.record(seq, 0, 1, source=src)
+    assert (s.lost, s.restarts, s.received) == (2, 0, 6)
+
+
+def test_unnumbered_messages_count_without_loss(backend):
+    s = backend.stats.Stats()
+    s.record(None, None, 5)
+    s.record(None, None, 10)
+    assert (s.received, s.lost) == (2, 0) and s.latency_p50_us is None
+
+
+def test_rate_and_longest_gap(backend):
+    s = backend.stats.Stats()
+    times = [0, 10_000_000, 20_000_000, 70_000_000, 80_000_000]
+    for i, t in enumerate(times):
+        s.record(i, t, t)
+    assert s.rate_hz == pytest.approx(4 / 0.08)
+    assert s.longest_gap_s == pytest.approx(0.05)
+    assert s.add_lost(3) is None and s.lost == 3
+
+
+def test_latency_percentiles_within_stated_accuracy(backend):
+    rng = np.random.default_rng(1)
+    lat = rng.lognormal(mean=10, sigma=1.5, size=20000).astype(np.int64) + 1
+    s = backend.stats.Stats()
+    for i, v in enumerate(lat):
+        s.record(i, 10**12, 10**12 + int(v))
+    for q in (50, 90, 99):
+        want = np.percentile(lat, q) / 1000
+        assert s.latency_us(q) == pytest.approx(want, rel=0.07)
+    assert s.latency_max_us == lat.max() / 1000
+    d = s.as_dict()
+    assert d["received"] == 20000 and d["latency_p99_us"] == s.latency_p99_us
+
+
+def test_backends_agree(backend):
+    other = dc.backend.get("python").stats.Stats()
+    s = backend.stats.Stats()
+    for st in (s, other):
+        feed(st, [0, 2, 3, 3, 9], step_ns=3_000_000)
+    assert s.as_dict() == other.as_dict()
