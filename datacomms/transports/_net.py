@@ -27,6 +27,7 @@ log = logging.getLogger("datacomms")
 # Control frames are small; a peer announcing more during the handshake is not a datacomms peer.
 HANDSHAKE_MAX_FRAME = 64 * 1024
 PROTOCOL = 1
+_MAGIC = b"DCMF"
 _HTTP_STARTS = (b"GET ", b"POST", b"PUT ", b"HEAD", b"DELE", b"OPTI", b"PATC", b"CONN", b"HTTP", b"PRI ")
 
 
@@ -145,6 +146,10 @@ class FrameReader:
         Raises FrameError on bytes that are not a valid frame."""
         have = self.end - self.start
         if have < 64:
+            # a short request (HTTP, a probe) is refused now, not after a timeout
+            head = bytes(self.buf[self.start:self.start + min(have, 4)])
+            if head != _MAGIC[:len(head)]:
+                raise FrameError(describe_garbage(bytes(self.buf[self.start:self.start + 16])))
             if self.start and len(self.buf) - self.start < 64:
                 self._room(64)
             return None

@@ -32,7 +32,6 @@ from ..message import Message
 from ..pubsub import Publisher, Subscriber
 from ._links import Links
 from ._net import HandshakeError, close_quietly, control, log, new_epoch, parse_address, resolve_key
-from ._stats import new_stats
 
 __all__ = ["TcpPublisher", "TcpSubscriber", "HandshakeError"]
 
@@ -199,7 +198,7 @@ class TcpSubscriber(Subscriber):
         host, port = parse_address(_url.parse(url).rest, url)
         self._be = _backend.get(backend)
         self._framing = self._be.framing
-        self.stats = new_stats(self._be)
+        self.stats = self._be.stats.Stats()
         self._max_frame = max_frame_size or self._framing.DEFAULT_MAX_FRAME_SIZE
         self._chunk = recv_buffer
         self._dead_after = dead_after if dead_after is not None else max(1.0, 4 * heartbeat)

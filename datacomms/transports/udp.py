@@ -29,7 +29,6 @@ from ..errors import Closed, FrameError, Timeout
 from ..message import Message
 from ..pubsub import Publisher, Subscriber
 from ._net import _buffer_free, control, log, new_epoch, parse_address
-from ._stats import new_stats
 
 MAX_DATAGRAM = 65507          # the largest UDP payload over IPv4
 _SLOT = 65536                 # receive room per datagram
@@ -171,7 +170,7 @@ class UdpSubscriber(Subscriber):
         host, port = parse_address(_url.parse(url).rest, url)
         self._be = _backend.get(backend)
         self._framing = self._be.framing
-        self.stats = new_stats(self._be)
+        self.stats = self._be.stats.Stats()
         self.rejected = 0                # datagrams that were not valid frames
         self._last: dict[Any, int] = {}
         self._epoch: dict[Any, str] = {}
