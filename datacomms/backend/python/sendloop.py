@@ -302,6 +302,9 @@ class SendLoop:
                     if c.closing or c.dead:
                         continue
                     fd = c.sock.fileno()
+                    if fd < 0:       # closed by its owner without remove()
+                        self._kill(c, errno.EBADF)
+                        continue
                     fds[fd] = c
                     p.register(fd, select.POLLIN | (select.POLLOUT if c.want_out else 0))
                 self._sleeping = not work
