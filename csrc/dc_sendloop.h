@@ -42,6 +42,12 @@
 
 #define DC_SL_IOV 512        /* iovecs per sendmsg: coalesces up to this many parts */
 #define DC_SL_POLL 256       /* connections watched per poll */
+/* A frame up to this size, sent when its connection's queue is empty and no
+ * write is in flight, is written at once by the caller (under sl->mu, so
+ * nothing can overtake it): no wake-up of the loop thread, which costs more
+ * than the write on a lightly loaded link. Larger frames always go through
+ * the queue so send() returns without copying megabytes into the kernel. */
+#define DC_SL_INLINE_MAX 65536
 
 typedef struct dc_sl_msg {
     int refs;                  /* queues still holding it (sl->mu) */
@@ -60,7 +66,7 @@ typedef struct dc_sl_conn {
     dc_sl_msg **q;             /* ring of max_msgs entries */
     size_t head, count, qbytes;
     size_t head_off;           /* bytes of q[head] already written */
-    int want_out, busy, dead, err, closing;
+    int want_out, busy, writing, dead, err, closing;
     uint64_t dropped, sent;
     struct dc_sl_conn *next;
 } dc_sl_conn;
@@ -189,12 +195,14 @@ static inline void dc_sl_deadline(struct timespec *ts, double timeout) {
 /* Queues m on connection id (or on every connection when id < 0). A full
  * drop-mode queue, or a block-mode one with timeout 0, skips m and counts it
  * in *dropped; a block-mode queue waits up to timeout seconds (< 0: forever).
- * *taken says whether any queue took m; when none did the caller still owns
- * it, otherwise m may be written and freed by the loop at any moment. */
+ * *taken says whether any queue took m; when none did (all dropped, or all
+ * written at once) the caller still owns it, otherwise m may be written and
+ * freed by the loop at any moment. */
 static inline int dc_sl_push(dc_sendloop *sl, int id, dc_sl_msg *m, double timeout, int *dropped, int *taken) {
     struct timespec dl;
     int rc = DC_SL_OK, have_dl = 0;
     *dropped = 0;
+    *taken = 0;
     pthread_mutex_lock(&sl->mu);
     if (sl->stop) { pthread_mutex_unlock(&sl->mu); return DC_SL_STOPPED; }
     for (dc_sl_conn *c = sl->conns; c; c = c->next) {
@@ -212,13 +220,26 @@ static inline int dc_sl_push(dc_sendloop *sl, int id, dc_sl_msg *m, double timeo
             if (c->block && timeout != 0) rc = DC_SL_TIMEOUT;
             continue;
         }
+        size_t done = 0;
+        if (c->count == 0 && !c->writing && !c->want_out && m->len <= DC_SL_INLINE_MAX) {
+            struct msghdr mh;
+            memset(&mh, 0, sizeof(mh));
+            mh.msg_iov = m->iov;
+            mh.msg_iovlen = (size_t)m->niov;
+            ssize_t r = sendmsg(c->fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
+            if (r == (ssize_t)m->len) { c->sent++; continue; }
+            if (r > 0) done = (size_t)r;
+            else if (errno == EAGAIN || errno == EWOULDBLOCK) c->want_out = 1;
+            /* any other error: queue it; the loop's own write reports the failure */
+        }
         c->q[(c->head + c->count) % c->max_msgs] = m;
         c->count++;
         c->qbytes += m->len;
+        if (done) c->head_off = done;   /* only an empty queue gets an inline write */
         m->refs++;
+        *taken = 1;
     }
-    *taken = m->refs > 0;
-    if (*taken) dc_sl_wake(sl);
+    if (m->refs) dc_sl_wake(sl);
     pthread_mutex_unlock(&sl->mu);
     return rc;
 }
@@ -302,14 +323,16 @@ static inline void dc_sl_write(dc_sendloop *sl, dc_sl_conn *c) {
     mh.msg_iov = iov;
     mh.msg_iovlen = (size_t)n;
     int fd = c->fd;
-    c->busy = 1;
+    c->busy++;
+    c->writing = 1;
     /* The queued messages stay referenced by c->q while the mutex is dropped:
      * producers only append, and only this thread pops or clears a queue. */
     pthread_mutex_unlock(&sl->mu);
     ssize_t r = sendmsg(fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
     int e = errno;
     pthread_mutex_lock(&sl->mu);
-    c->busy = 0;
+    c->busy--;
+    c->writing = 0;
     if (r < 0) {
         if (e == EAGAIN || e == EWOULDBLOCK) c->want_out = 1;
         else if (e != EINTR) dc_sl_kill(sl, c, e);
@@ -400,12 +423,12 @@ static inline void dc_sl_run(dc_sendloop *sl) {
             if (pfd[i].revents & (POLLIN | POLLERR | POLLHUP)) {
                 /* peers send nothing after the handshake; read to see EOF or an error */
                 int fd = c->fd;
-                c->busy = 1;
+                c->busy++;
                 pthread_mutex_unlock(&sl->mu);
                 ssize_t got = recv(fd, sink, sizeof(sink), MSG_DONTWAIT);
                 int e = errno;
                 pthread_mutex_lock(&sl->mu);
-                c->busy = 0;
+                c->busy--;
                 if (!c->closing && !c->dead) {
                     if (got == 0) dc_sl_kill(sl, c, 0);
                     else if (got < 0 && e != EAGAIN && e != EWOULDBLOCK && e != EINTR) dc_sl_kill(sl, c, e);

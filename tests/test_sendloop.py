@@ -157,3 +157,41 @@ def test_closed_loop_refuses(backend, pair):
         sl.send([b"x" * 64], -1, 0)
     with pytest.raises(dc.Closed):
         sl.add(pair[0])
+
+
+def test_stalling_reader_keeps_order_across_inline_and_queued_writes(backend, loop, pair):
+    """A reader that stops and starts makes the sender switch between writing
+    at once, partial writes and queueing; the byte stream must stay exact."""
+    a, b = pair
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
+    cid = loop.add(a, 1 << 16, 1 << 30, True)
+    rng = np.random.default_rng(5)
+    sizes = rng.integers(1, 40_000, 4000)
+    n = len(sizes)
+    got: list = []
+
+    def reader() -> None:
+        buf = bytearray()
+        off = 0
+        b.settimeout(20)
+        while len(got) < n:
+            if len(got) % 300 == 0:
+                time.sleep(0.002)      # stall: the sender's queue fills, then drains
+            chunk = b.recv(1 << 16)
+            assert chunk
+            buf += chunk
+            while len(buf) - off >= 64:
+                flen = backend.framing.unpack_header(buf, off)[7]
+                if len(buf) - off < flen:
+                    break
+                data, seq, *_ = backend.framing.decode(bytes(buf[off:off + flen]))
+                got.append((seq, len(data), bytes(data[:1])))
+                off += flen
+
+    t = threading.Thread(target=reader)
+    t.start()
+    for i, s in enumerate(sizes):
+        loop.send(backend.framing.encode(bytes([i % 251]) * int(s), i, 0)[0], cid, None)
+    t.join(30)
+    assert [g[0] for g in got] == list(range(n))
+    assert all(g[1] == s and g[2] == bytes([i % 251]) for i, (g, s) in enumerate(zip(got, sizes)))

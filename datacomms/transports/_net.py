@@ -56,14 +56,16 @@ def new_epoch() -> str:
     return os.urandom(8).hex()
 
 
-def tune_tcp(sock: socket.socket, heartbeat: float) -> None:
-    """No Nagle delay; the kernel gives up on a peer that stops acknowledging
-    (TCP_USER_TIMEOUT) and probes idle connections, so even a silent peer is noticed."""
+def tune_tcp(sock: socket.socket, heartbeat: float, peer_timeout: float = 30.0) -> None:
+    """No Nagle delay; idle connections are probed, and the kernel gives up on
+    a peer that acknowledges nothing for peer_timeout seconds (TCP_USER_TIMEOUT).
+    That timeout also covers a zero receive window, so it must stay long: a
+    subscriber that is only slow to read must not be cut off by it."""
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     idle = max(1, int(round(heartbeat * 4)))
     for opt, val in (("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", 1), ("TCP_KEEPCNT", 3),
-                     ("TCP_USER_TIMEOUT", int(max(1.0, heartbeat * 8) * 1000))):
+                     ("TCP_USER_TIMEOUT", int(peer_timeout * 1000))):
         if hasattr(socket, opt):
             sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, opt), val)
 

@@ -22,6 +22,9 @@ from typing import Any
 from ...errors import Closed, Timeout
 
 IOV_MAX = 512
+# Frames up to this size sent while their connection's queue is empty are
+# written by the caller at once: cheaper than waking the loop thread.
+INLINE_MAX = 65536
 _SEND_FLAGS = socket.MSG_DONTWAIT | getattr(socket, "MSG_NOSIGNAL", 0)
 # TLS writes go one record batch at a time; the same slice is retried after a want-write.
 _TLS_CHUNK = 1 << 20
@@ -134,8 +137,22 @@ class SendLoop:
                     dropped += 1
                     timed_out = timed_out or (c.block and timeout != 0)
                     continue
+                done = 0
+                if not c.q and not c.busy and not c.want_out and not c.tls and n <= INLINE_MAX:
+                    # written at once under the lock, so nothing overtakes it (see INLINE_MAX)
+                    try:
+                        done = c.sock.sendmsg(views, (), _SEND_FLAGS)
+                    except (BlockingIOError, InterruptedError):
+                        c.want_out = True
+                    except OSError:
+                        pass   # the loop's own write reports the failure
+                    if done == n:
+                        c.sent += 1
+                        continue
                 c.q.append(item)
                 c.qbytes += n
+                if done:
+                    c.head_off = done   # only an empty queue gets an inline write
                 took = True
             if took:
                 self._wake()
