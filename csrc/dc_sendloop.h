@@ -48,6 +48,10 @@
  * than the write on a lightly loaded link. Larger frames always go through
  * the queue so send() returns without copying megabytes into the kernel. */
 #define DC_SL_INLINE_MAX 65536
+/* ...unless the previous frame to that connection went out less than this
+ * long ago: a burst is queued instead, so the loop coalesces it into few
+ * sendmsg calls (one wake-up per burst, not one syscall per frame). */
+#define DC_SL_BURST_NS 15000
 
 typedef struct dc_sl_msg {
     int refs;                  /* queues still holding it (sl->mu) */
@@ -68,6 +72,7 @@ typedef struct dc_sl_conn {
     size_t head_off;           /* bytes of q[head] already written */
     int want_out, busy, writing, dead, err, closing;
     uint64_t dropped, sent;
+    int64_t last_push_ns;
     struct dc_sl_conn *next;
 } dc_sl_conn;
 
@@ -179,6 +184,12 @@ static inline void dc_sl_remove(dc_sendloop *sl, int id) {
     pthread_mutex_unlock(&sl->mu);
 }
 
+static inline int64_t dc_sl_now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
 static inline int dc_sl_full(const dc_sl_conn *c, size_t len) {
     return c->count >= c->max_msgs || (c->count > 0 && c->qbytes + len > c->max_bytes);
 }
@@ -221,7 +232,9 @@ static inline int dc_sl_push(dc_sendloop *sl, int id, dc_sl_msg *m, double timeo
             continue;
         }
         size_t done = 0;
-        if (c->count == 0 && !c->writing && !c->want_out && m->len <= DC_SL_INLINE_MAX) {
+        int64_t now = dc_sl_now_ns(), since = now - c->last_push_ns;
+        c->last_push_ns = now;
+        if (c->count == 0 && !c->writing && !c->want_out && m->len <= DC_SL_INLINE_MAX && since > DC_SL_BURST_NS) {
             struct msghdr mh;
             memset(&mh, 0, sizeof(mh));
             mh.msg_iov = m->iov;

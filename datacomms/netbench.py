@@ -46,7 +46,7 @@ def _child(kind: str, mode: str, size: int, count: int, addr: str) -> None:
                     pub.send(data)
             pub.close()
         else:   # echo: subscribe to the parent, publish back
-            sub = dc.Subscriber(addr, backend=be)
+            sub = dc.Subscriber(addr, backend=be, reconnect=False)
             pub = dc.Publisher("tcp://127.0.0.1:0", backend=be, on_full="block")
             print(pub.url, flush=True)
             pub.wait_for_subscribers(1, timeout=30)

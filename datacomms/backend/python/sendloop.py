@@ -25,6 +25,9 @@ IOV_MAX = 512
 # Frames up to this size sent while their connection's queue is empty are
 # written by the caller at once: cheaper than waking the loop thread.
 INLINE_MAX = 65536
+# ...unless the previous frame to that connection went out less than this long
+# ago: a burst is queued, so the loop coalesces it into few sendmsg calls.
+BURST_NS = 15000
 _SEND_FLAGS = socket.MSG_DONTWAIT | getattr(socket, "MSG_NOSIGNAL", 0)
 # TLS writes go one record batch at a time; the same slice is retried after a want-write.
 _TLS_CHUNK = 1 << 20
@@ -32,7 +35,7 @@ _TLS_CHUNK = 1 << 20
 
 class _Conn:
     __slots__ = ("id", "sock", "tls", "block", "max_msgs", "max_bytes", "q", "qbytes", "head_off",
-                 "want_out", "busy", "dead", "err", "closing", "dropped", "sent")
+                 "want_out", "busy", "dead", "err", "closing", "dropped", "sent", "last_push")
 
     def __init__(self, cid: int, sock: Any, max_msgs: int, max_bytes: int, block: bool) -> None:
         self.id = cid
@@ -51,6 +54,7 @@ class _Conn:
         self.closing = False
         self.dropped = 0
         self.sent = 0
+        self.last_push = 0
 
     def full(self, n: int) -> bool:
         return len(self.q) >= self.max_msgs or (bool(self.q) and self.qbytes + n > self.max_bytes)
@@ -138,7 +142,10 @@ class SendLoop:
                     timed_out = timed_out or (c.block and timeout != 0)
                     continue
                 done = 0
-                if not c.q and not c.busy and not c.want_out and not c.tls and n <= INLINE_MAX:
+                now = time.monotonic_ns()
+                burst = now - c.last_push < BURST_NS
+                c.last_push = now
+                if not c.q and not c.busy and not c.want_out and not c.tls and n <= INLINE_MAX and not burst:
                     # written at once under the lock, so nothing overtakes it (see INLINE_MAX)
                     try:
                         done = c.sock.sendmsg(views, (), _SEND_FLAGS)
