@@ -206,8 +206,9 @@ static inline void dc_sl_deadline(struct timespec *ts, double timeout) {
 /* Queues m on connection id (or on every connection when id < 0). A full
  * drop-mode queue, or a block-mode one with timeout 0, skips m and counts it
  * in *dropped; a block-mode queue waits up to timeout seconds (< 0: forever).
- * *taken says whether any queue took m; when none did (all dropped, or all
- * written at once) the caller still owns it, otherwise m may be written and
+ * *taken says whether a queue still holds m; when none does (all dropped, all
+ * written at once, or all queues done already) the caller owns it again;
+ * otherwise m may be written and
  * freed by the loop at any moment. */
 static inline int dc_sl_push(dc_sendloop *sl, int id, dc_sl_msg *m, double timeout, int *dropped, int *taken) {
     struct timespec dl;
@@ -216,6 +217,9 @@ static inline int dc_sl_push(dc_sendloop *sl, int id, dc_sl_msg *m, double timeo
     *taken = 0;
     pthread_mutex_lock(&sl->mu);
     if (sl->stop) { pthread_mutex_unlock(&sl->mu); return DC_SL_STOPPED; }
+    /* The pusher's own reference: while it waits for room on one queue, the
+     * loop may finish writing m on every other queue; m must outlive that. */
+    m->refs++;
     for (dc_sl_conn *c = sl->conns; c; c = c->next) {
         if (c->closing || c->dead || (id >= 0 && c->id != id)) continue;
         while (dc_sl_full(c, m->len) && c->block && timeout != 0 && !c->dead && !c->closing && !sl->stop) {
@@ -252,7 +256,9 @@ static inline int dc_sl_push(dc_sendloop *sl, int id, dc_sl_msg *m, double timeo
         m->refs++;
         *taken = 1;
     }
-    if (m->refs) dc_sl_wake(sl);
+    if (*taken) dc_sl_wake(sl);
+    /* when that was the last reference, every queue is done with m: it is the caller's again */
+    if (--m->refs == 0) *taken = 0;
     pthread_mutex_unlock(&sl->mu);
     return rc;
 }

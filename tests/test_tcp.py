@@ -178,6 +178,47 @@ def test_silent_publisher_detected_by_heartbeat(backend):
         peer.close()
 
 
+def test_stopped_subscriber_blocks_block_mode_but_not_the_others_liveness(backend):
+    """Block mode waits for a stopped subscriber; the healthy one keeps getting
+    heartbeats meanwhile (it does not give up), and when the stopped one is
+    killed the send goes on and nothing is lost for the healthy one."""
+    import threading
+    with _pub(backend, on_full="block", queue_messages=4, queue_bytes=1 << 16) as pub:
+        stuck = Peer("sub", pub.url, "--backend", backend.name, "--count", "1000000")
+        try:
+            stuck.ready()
+            with _sub(backend, pub.url, reconnect=False, dead_after=1.0) as sub:
+                pub.wait_for_subscribers(2, timeout=10)
+                stuck.kill(signal.SIGSTOP)
+                done = threading.Event()
+
+                def produce() -> None:
+                    for i in range(3000):
+                        pub.send(b"z" * 4096)
+                    done.set()
+
+                t = threading.Thread(target=produce)
+                t.start()
+                got = []
+                deadline = time.monotonic() + 2.5
+                while time.monotonic() < deadline:
+                    try:
+                        got.append(sub.recv(timeout=0.2).seq)
+                    except dc.Timeout:
+                        pass
+                assert not done.is_set(), "block mode waited for the stopped subscriber"
+                assert sub.connected == 1   # heartbeats kept the healthy link alive
+                stuck.kill(signal.SIGKILL)
+                while len(got) < 3000:
+                    got.append(sub.recv(timeout=40).seq)
+                t.join(10)
+                assert done.is_set()
+                assert got == list(range(3000)) and sub.stats.lost == 0
+        finally:
+            stuck.kill(signal.SIGKILL)
+            stuck.close()
+
+
 def test_reconnecting_subscriber_times_out_not_hangs(backend):
     p = _pub(backend)
     sub = _sub(backend, p.url)

@@ -182,7 +182,12 @@ class Links:
         if self._stop:
             close_quietly(conn)
             return False
-        self._on_ready(conn, peer, reader, where)
+        try:
+            self._on_ready(conn, peer, reader, where)
+        except Exception as exc:   # e.g. out of descriptors: this connection only
+            log.warning("datacomms tcp: could not take connection %s %s: %s", "from" if server else "to", where, exc)
+            close_quietly(conn)
+            return False
         return True
 
     def _connect(self) -> None:

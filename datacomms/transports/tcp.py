@@ -110,8 +110,13 @@ class TcpPublisher(Publisher):
             self._subs.notify_all()
 
     def _tick(self) -> None:
-        with self._lock:
-            self._reap()
+        # never wait for the lock here: a send blocked on one full queue holds it,
+        # and the other subscribers still need their heartbeats meanwhile
+        if self._lock.acquire(blocking=False):
+            try:
+                self._reap()
+            finally:
+                self._lock.release()
         if self._conns and time.monotonic() - self._last_send >= self._heartbeat:
             self._last_send = time.monotonic()
             self._loop.send(control(self._framing, {"dc": "hb"}), -1, 0)
@@ -131,9 +136,12 @@ class TcpPublisher(Publisher):
 
     @property
     def subscribers(self) -> int:
-        with self._lock:
-            self._reap()
-            return len(self._conns)
+        if self._lock.acquire(blocking=False):
+            try:
+                self._reap()
+            finally:
+                self._lock.release()
+        return len(self._conns) - len(self._loop.dead())
 
     def wait_for_subscribers(self, n: int = 1, timeout: float | None = None) -> int:
         deadline = None if timeout is None else time.monotonic() + timeout
