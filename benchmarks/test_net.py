@@ -41,9 +41,10 @@ def test_throughput(benchmark, kind, size):
     benchmark.extra_info["MB_per_s"] = round(count * nbytes / median / 1e6, 1)
 
 
-@pytest.mark.parametrize("kind", ["dc-cython", "dc-python", "socket", "zmq"])
+@pytest.mark.parametrize("kind", netbench.RTT_PEERS)
 def test_round_trip_64B(benchmark, kind):
-    """2000 round trips of 64 B through an echoing child; p50/p99 in extra_info."""
+    """2000 round trips of 64 B through an echoing child; p50/p99 in extra_info
+    (dc-cython-spin: both subscribers busy-poll, spin_us=netbench.SPIN_US)."""
     _skip_absent(kind)
     benchmark.group = "tcp round trip 64B"
     rtts: list[float] = []

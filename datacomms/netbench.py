@@ -21,7 +21,17 @@ from typing import Any, Callable
 import numpy as np
 
 PEERS = ("dc-cython", "dc-python", "socket", "zmq", "stream")
+RTT_PEERS = ("dc-cython", "dc-python", "dc-cython-spin", "socket", "zmq")
 _LEN = struct.Struct("<Q")
+
+
+def _dc_kind(kind: str) -> tuple[str, float]:
+    """'dc-cython' -> ('cython', 0); 'dc-cython-spin' -> ('cython', SPIN_US)."""
+    parts = kind.split("-")
+    return parts[1], SPIN_US if parts[-1] == "spin" else 0.0
+
+
+SPIN_US = 500.0
 
 
 def _payload(size: int) -> Any:
@@ -35,7 +45,7 @@ def _child(kind: str, mode: str, size: int, count: int, addr: str) -> None:
     out = sys.stdout
     if kind.startswith("dc-"):
         import datacomms as dc
-        be = kind[3:]
+        be, spin = _dc_kind(kind)
         if mode == "send":
             pub = dc.Publisher("tcp://127.0.0.1:0", backend=be, on_full="block")
             print(pub.url, flush=True)
@@ -46,7 +56,7 @@ def _child(kind: str, mode: str, size: int, count: int, addr: str) -> None:
                     pub.send(data)
             pub.close()
         else:   # echo: subscribe to the parent, publish back
-            sub = dc.Subscriber(addr, backend=be, reconnect=False)
+            sub = dc.Subscriber(addr, backend=be, reconnect=False, spin_us=spin)
             pub = dc.Publisher("tcp://127.0.0.1:0", backend=be, on_full="block")
             print(pub.url, flush=True)
             pub.wait_for_subscribers(1, timeout=30)
@@ -240,10 +250,10 @@ def round_trips(kind: str, size: int, count: int) -> list[float]:
     clock = time.perf_counter
     if kind.startswith("dc-"):
         import datacomms as dc
-        be = kind[3:]
+        be, spin = _dc_kind(kind)
         pub = dc.Publisher("tcp://127.0.0.1:0", backend=be, on_full="block")
         child = _Child(kind, "echo", size, count, pub.url)
-        sub = dc.Subscriber(child.url, backend=be)
+        sub = dc.Subscriber(child.url, backend=be, spin_us=spin)
         try:
             pub.wait_for_subscribers(1, timeout=30)
             for i in range(count + 50):
@@ -300,7 +310,7 @@ def available(kind: str) -> bool:
             import zmq  # noqa: F401
         except ImportError:
             return False
-    if kind == "dc-cython":
+    if kind.startswith("dc-cython"):
         try:
             import datacomms.backend as b
             b.get("cython")
@@ -328,7 +338,7 @@ def main() -> None:
                 close()
             print(f"{kind:<10} {size:>8} {best:>12.0f} {best * size / 1e6:>10.1f}", flush=True)
     print(f"\n{'peer':<10} {'size':>8} {'p50 us':>10} {'p99 us':>10}")
-    for kind in ("dc-cython", "dc-python", "socket", "zmq"):
+    for kind in RTT_PEERS:
         if not available(kind):
             continue
         rtt = sorted(round_trips(kind, 64, 2000))

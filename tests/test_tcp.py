@@ -479,3 +479,14 @@ def test_two_hosts_over_veth(backend, two_hosts):
         pub.close()
         if sub is not None:
             sub.close()
+
+
+def test_spin_us_busy_poll_receives_everything(backend):
+    """spin_us changes how recv waits, not what it returns (including Timeout)."""
+    with _pub(backend, on_full="block") as pub, _sub(backend, pub.url, spin_us=300) as sub:
+        pub.wait_for_subscribers(1, timeout=5)
+        for i in range(200):
+            pub.send(i)
+            assert sub.recv(timeout=5).data == i
+        with pytest.raises(dc.Timeout):
+            sub.recv(timeout=0.01)
