@@ -52,3 +52,14 @@ def test_round_trip_64B(benchmark, kind):
     rtts.sort()
     benchmark.extra_info["p50_us"] = round(rtts[len(rtts) // 2] * 1e6, 1)
     benchmark.extra_info["p99_us"] = round(rtts[int(len(rtts) * 0.99)] * 1e6, 1)
+
+
+@pytest.mark.parametrize("rate,count", [(1000, 10_000), (50, 500)])
+@pytest.mark.parametrize("kind", ["dc-cython", "dc-python"])
+def test_seed_scenario(benchmark, kind, rate, count):
+    """The seed scenario: joint-state dicts at a fixed rate; lost, longest gap and min Hz in extra_info."""
+    benchmark.group = f"seed scenario {rate} Hz x {count}"
+    out: dict = {}
+    benchmark.pedantic(lambda: out.update(netbench.seed(kind, rate, count)), rounds=1, iterations=1)
+    for k in ("received", "lost", "longest_gap_s", "min_hz", "latency_p50_us", "latency_p99_us"):
+        benchmark.extra_info[k] = out[k]

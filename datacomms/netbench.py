@@ -46,6 +46,21 @@ def _child(kind: str, mode: str, size: int, count: int, addr: str) -> None:
     if kind.startswith("dc-"):
         import datacomms as dc
         be, spin = _dc_kind(kind)
+        if mode == "seed":   # size is the rate in Hz here
+            pub = dc.Publisher("tcp://127.0.0.1:0", backend=be, on_full="block")
+            print(pub.url, flush=True)
+            pub.wait_for_subscribers(1, timeout=30)
+            period = 1.0 / size
+            t0 = time.perf_counter()
+            for i in range(count):
+                pub.send({"timestamp": time.time(), **{f"joint_{j}": 0.1 * j + i * 1e-4 for j in range(1, 9)}})
+                delay = t0 + (i + 1) * period - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+            pub.flush(10)
+            sys.stdin.readline()
+            pub.close()
+            return
         if mode == "send":
             pub = dc.Publisher("tcp://127.0.0.1:0", backend=be, on_full="block")
             print(pub.url, flush=True)
@@ -304,6 +319,30 @@ def round_trips(kind: str, size: int, count: int) -> list[float]:
     return out
 
 
+def seed(kind: str, rate: int, count: int) -> dict[str, Any]:
+    """The seed scenario: a child publishes count joint-state dicts at rate Hz;
+    returns the subscriber's stats plus the lowest rate seen in any 1 s window."""
+    import datacomms as dc
+    be, spin = _dc_kind(kind)
+    child = _Child(kind, "seed", rate, count)
+    sub = dc.Subscriber(child.url, backend=be, spin_us=spin)
+    times = []
+    try:
+        for _ in range(count):
+            sub.recv(timeout=30)
+            times.append(time.monotonic())
+        st = sub.stats.as_dict()
+    finally:
+        child.close()
+        sub.close()
+    per_s = [0] * (int(times[-1] - times[0]) + 1)
+    for t in times:
+        per_s[int(t - times[0])] += 1
+    full = per_s[:-1] or per_s   # the last second is partial
+    st["min_hz"] = min(full)
+    return st
+
+
 def available(kind: str) -> bool:
     if kind == "zmq":
         try:
@@ -344,6 +383,12 @@ def main() -> None:
         rtt = sorted(round_trips(kind, 64, 2000))
         print(f"{kind:<10} {64:>8} {rtt[len(rtt) // 2] * 1e6:>10.1f} {rtt[int(len(rtt) * 0.99)] * 1e6:>10.1f}",
               flush=True)
+    print(f"\n{'peer':<10} {'rate':>6} {'count':>6} {'lost':>5} {'min Hz':>7} {'longest gap ms':>15}")
+    for kind in ("dc-cython", "dc-python"):
+        for rate, count in ((1000, 10_000), (50, 500)):
+            st = seed(kind, rate, count)
+            print(f"{kind:<10} {rate:>6} {count:>6} {st['lost']:>5} {st['min_hz']:>7} "
+                  f"{st['longest_gap_s'] * 1e3:>15.2f}", flush=True)
 
 
 if __name__ == "__main__":
