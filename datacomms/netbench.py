@@ -42,7 +42,6 @@ def _payload(size: int) -> Any:
 
 def _child(kind: str, mode: str, size: int, count: int, addr: str) -> None:
     data = _payload(size)
-    out = sys.stdout
     if kind.startswith("dc-"):
         import datacomms as dc
         be, spin = _dc_kind(kind)
