@@ -81,6 +81,7 @@ typedef struct {
     pthread_cond_t changed;    /* room in a queue, a queue drained, a conn died */
     int wakefd;
     int sleeping, wake_pending, stop, next_id, nconns;
+    int users;                 /* threads inside push or flush (dc_sl_destroy waits for them) */
     dc_sl_conn *conns;
     dc_sl_msg *freed;
 } dc_sendloop;
@@ -220,7 +221,8 @@ static inline int dc_sl_push(dc_sendloop *sl, int id, dc_sl_msg *m, double timeo
     /* The pusher's own reference: while it waits for room on one queue, the
      * loop may finish writing m on every other queue; m must outlive that. */
     m->refs++;
-    for (dc_sl_conn *c = sl->conns; c; c = c->next) {
+    sl->users++;
+    for (dc_sl_conn *c = sl->conns; c && !sl->stop; c = c->next) {
         if (c->closing || c->dead || (id >= 0 && c->id != id)) continue;
         while (dc_sl_full(c, m->len) && c->block && timeout != 0 && !c->dead && !c->closing && !sl->stop) {
             if (timeout < 0) { pthread_cond_wait(&sl->changed, &sl->mu); continue; }
@@ -259,6 +261,7 @@ static inline int dc_sl_push(dc_sendloop *sl, int id, dc_sl_msg *m, double timeo
     if (*taken) dc_sl_wake(sl);
     /* when that was the last reference, every queue is done with m: it is the caller's again */
     if (--m->refs == 0) *taken = 0;
+    if (--sl->users == 0 && sl->stop) pthread_cond_broadcast(&sl->changed);
     pthread_mutex_unlock(&sl->mu);
     return rc;
 }
@@ -269,6 +272,7 @@ static inline int dc_sl_flush(dc_sendloop *sl, int id, double timeout) {
     int rc = DC_SL_OK;
     if (timeout >= 0) dc_sl_deadline(&dl, timeout);
     pthread_mutex_lock(&sl->mu);
+    sl->users++;
     for (;;) {
         int busy = 0;
         for (dc_sl_conn *c = sl->conns; c; c = c->next)
@@ -277,6 +281,7 @@ static inline int dc_sl_flush(dc_sendloop *sl, int id, double timeout) {
         if (timeout < 0) pthread_cond_wait(&sl->changed, &sl->mu);
         else if (pthread_cond_timedwait(&sl->changed, &sl->mu, &dl) == ETIMEDOUT) { rc = DC_SL_TIMEOUT; break; }
     }
+    if (--sl->users == 0 && sl->stop) pthread_cond_broadcast(&sl->changed);
     pthread_mutex_unlock(&sl->mu);
     return rc;
 }
@@ -472,6 +477,8 @@ static inline void dc_sl_stop(dc_sendloop *sl) {
  * owners need releasing are left on sl->freed. */
 static inline void dc_sl_destroy(dc_sendloop *sl) {
     pthread_mutex_lock(&sl->mu);
+    /* a pusher woken by dc_sl_stop may still be walking the connection list */
+    while (sl->users) pthread_cond_wait(&sl->changed, &sl->mu);
     for (dc_sl_conn *c = sl->conns; c; c = c->next) c->closing = 1;
     dc_sl_reap(sl);
     pthread_mutex_unlock(&sl->mu);

@@ -490,3 +490,37 @@ def test_spin_us_busy_poll_receives_everything(backend):
             assert sub.recv(timeout=5).data == i
         with pytest.raises(dc.Timeout):
             sub.recv(timeout=0.01)
+
+
+def test_close_releases_a_send_blocked_on_a_stopped_subscriber(backend):
+    """close() from another thread while send() waits on a full queue: both return."""
+    import threading
+    pub = _pub(backend, on_full="block", queue_messages=2, queue_bytes=1 << 14, linger=0.2)
+    stuck = Peer("sub", pub.url, "--backend", backend.name, "--count", "1000000")
+    try:
+        stuck.ready()
+        pub.wait_for_subscribers(1, timeout=10)
+        stuck.kill(signal.SIGSTOP)
+        outcome: list = []
+
+        def produce() -> None:
+            try:
+                for _ in range(100_000):
+                    pub.send(b"q" * 8192)
+                outcome.append("all sent?")
+            except dc.Closed:
+                outcome.append("closed")
+
+        t = threading.Thread(target=produce)
+        t.start()
+        time.sleep(0.5)
+        assert t.is_alive(), "send should be waiting for room"
+        t0 = time.monotonic()
+        pub.close()
+        t.join(10)
+        assert not t.is_alive() and outcome == ["closed"]
+        assert time.monotonic() - t0 < 5
+    finally:
+        pub.close()
+        stuck.kill(signal.SIGKILL)
+        stuck.close()

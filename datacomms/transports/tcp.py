@@ -161,10 +161,11 @@ class TcpPublisher(Publisher):
 
     def close(self) -> None:
         """Stops accepting, writes what is queued (up to ``linger`` seconds), says bye, closes."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
+        # not under self._lock: a send blocked on a full queue holds it, and
+        # closing the loop is what releases that send
+        if self._closed:
+            return
+        self._closed = True
         self._links.close()
         try:
             self._loop.send(control(self._framing, {"dc": "bye"}), -1, 0)
@@ -172,6 +173,8 @@ class TcpPublisher(Publisher):
             pass
         self._loop.flush(-1, self._linger)
         self._loop.close()
+        with self._lock:
+            pass   # a send released by the closed loop has left
         for sock, _ in self._conns.values():
             close_quietly(sock)
         self._conns.clear()

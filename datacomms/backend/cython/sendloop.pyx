@@ -185,7 +185,8 @@ cdef class SendLoop:
         self.closed = True
         dc_sl_stop(&self.sl)
         self.thread.join()
-        dc_sl_destroy(&self.sl)
+        with nogil:
+            dc_sl_destroy(&self.sl)
         self.release_freed()
 
     def __dealloc__(self):
