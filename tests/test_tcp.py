@@ -524,3 +524,36 @@ def test_close_releases_a_send_blocked_on_a_stopped_subscriber(backend):
         pub.close()
         stuck.kill(signal.SIGKILL)
         stuck.close()
+
+
+def test_views_stay_valid_while_held_and_buffers_are_reused_when_not(backend):
+    """Arrays handed out are views of the receive buffer: ones still held are
+    never overwritten by later messages; dropped ones let the buffer be reused."""
+    with _pub(backend, on_full="block") as pub, _sub(backend, pub.url, recv_buffer=1 << 16) as sub:
+        pub.wait_for_subscribers(1, timeout=5)
+        kept = []
+        for i in range(40):
+            pub.send(np.full(300_000 + i, i % 256, dtype=np.uint8))
+            pub.send({"small": i, "arr": np.arange(i + 1)})
+            big = sub.recv(timeout=5).data
+            small = sub.recv(timeout=5).data
+            if i % 2 == 0:
+                kept.append((i, big, small))
+        for i, big, small in kept:
+            assert big.shape == (300_000 + i,) and int(big.min()) == int(big.max()) == i % 256
+            assert small["small"] == i and list(small["arr"]) == list(range(i + 1))
+        assert sub.stats.received == 80 and sub.stats.lost == 0
+
+
+def test_ipv6_loopback(backend):
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 in this Python")
+    try:
+        pub = _pub(backend, "tcp://[::1]:0")
+    except OSError as exc:
+        pytest.skip(f"IPv6 loopback unavailable: {exc}")
+    with pub, _sub(backend, pub.url) as sub:
+        assert pub.url.startswith("tcp://[::1]:")
+        pub.wait_for_subscribers(1, timeout=5)
+        pub.send({"v6": True})
+        assert sub.recv(timeout=5).data == {"v6": True}
