@@ -557,3 +557,26 @@ def test_ipv6_loopback(backend):
         pub.wait_for_subscribers(1, timeout=5)
         pub.send({"v6": True})
         assert sub.recv(timeout=5).data == {"v6": True}
+
+
+def test_close_from_another_thread_wakes_a_waiting_recv(backend):
+    import threading
+    with _pub(backend) as pub:
+        sub = _sub(backend, pub.url)
+        pub.wait_for_subscribers(1, timeout=5)
+        outcome: list = []
+
+        def wait() -> None:
+            try:
+                sub.recv(timeout=None)
+            except dc.Closed:
+                outcome.append("closed")
+
+        t = threading.Thread(target=wait)
+        t.start()
+        time.sleep(0.3)
+        sub.close()
+        t.join(5)
+        assert outcome == ["closed"]
+        with pytest.raises(dc.Closed):
+            sub.recv(timeout=0)

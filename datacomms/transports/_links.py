@@ -71,10 +71,13 @@ class Links:
             self._wake()
 
     def _wake(self) -> None:
-        try:
-            os.write(self._wfd, b"\0")
-        except BlockingIOError:
-            pass
+        with self._mu:     # close() closes the pipe under the same lock
+            if self._stop and self._wfd < 0:
+                return
+            try:
+                os.write(self._wfd, b"\0")
+            except (BlockingIOError, OSError):
+                pass
 
     def close(self) -> None:
         if self._stop:
@@ -93,8 +96,10 @@ class Links:
             t.join()
         if self.listener is not None:
             self.listener.close()
-        os.close(self._rfd)
-        os.close(self._wfd)
+        with self._mu:
+            os.close(self._rfd)
+            os.close(self._wfd)
+            self._rfd = self._wfd = -1
 
     # -- the thread -------------------------------------------------------
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import os
 import select
+import socket
 import ssl as _ssl
+import threading
 import time
 from collections import deque
 from typing import Any
@@ -64,6 +66,9 @@ class TcpSubscriber(Subscriber):
         self._error: Exception | None = None
         self._gone: str | None = None
         self._closed = False
+        self._state = threading.Lock()
+        self._busy = 0
+        self._released = False
         self._rfd, self._wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         try:
             self._links = Links(host, port, bind=bind, role="sub", framing=self._framing, epoch=None,
@@ -107,9 +112,13 @@ class TcpSubscriber(Subscriber):
         return len(self._conns) + len(self._ready)
 
     def _lose(self, c: _In, why: str, level: int = 20) -> None:
-        log.log(level, "datacomms tcp: publisher %s lost: %s", c.where, why)
-        close_quietly(c.sock)
+        if c not in self._conns:
+            return
         self._conns.remove(c)
+        close_quietly(c.sock)
+        if self._closed:
+            return
+        log.log(level, "datacomms tcp: publisher %s lost: %s", c.where, why)
         if not self._bind:
             if self._reconnect:
                 self._links.kick()
@@ -270,7 +279,36 @@ class TcpSubscriber(Subscriber):
             elif fds[fd] in self._conns:
                 self._read(fds[fd])
 
+    # close() may come from another thread while recv waits: it only marks the
+    # subscriber closed and wakes the waiter, which then releases everything
+    def _enter(self) -> None:
+        with self._state:
+            if self._closed:
+                raise Closed("subscriber is closed")
+            self._busy += 1
+
+    def _leave(self) -> None:
+        with self._state:
+            self._busy -= 1
+            last = self._closed and self._busy == 0
+        if last:
+            self._release()
+
     def recv(self, timeout: float | None = None) -> Message:
+        self._enter()
+        try:
+            return self._recv(timeout)
+        finally:
+            self._leave()
+
+    def latest(self, timeout: float | None = None) -> Message:
+        self._enter()
+        try:
+            return self._next(timeout, newest=True)
+        finally:
+            self._leave()
+
+    def _recv(self, timeout: float | None) -> Message:
         # fast path: one publisher and a frame already buffered
         if len(self._conns) == 1 and not self._ready and self._gone is None:
             c = self._conns[0]
@@ -286,14 +324,28 @@ class TcpSubscriber(Subscriber):
                 return Message(data, seq, ts)
         return self._next(timeout, newest=False)
 
-    def latest(self, timeout: float | None = None) -> Message:
-        return self._next(timeout, newest=True)
-
     def close(self) -> None:
-        if self._closed:
+        with self._state:
+            if self._closed:
+                return
+            self._closed = True
+            waiting = self._busy > 0
+        self._links.close()      # joins its thread: nothing is attached after this
+        if not waiting:
+            self._release()
             return
-        self._closed = True
-        self._links.close()
+        os.write(self._wfd, b"\0")
+        for c in list(self._conns):
+            try:
+                c.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def _release(self) -> None:
+        with self._state:
+            if self._released:
+                return
+            self._released = True
         for c in self._conns + list(self._ready):
             close_quietly(c.sock)
         self._conns.clear()
