@@ -152,6 +152,7 @@ def _bad_frames(backend):
         "not json meta": (with_meta(js, b"{not json"), "JSON"),
         "bad dtype": (with_meta(arr, b'{"dtype":"<zz9","shape":[2,3]}'), "dtype"),
         "object dtype": (with_meta(arr, b'{"dtype":"|O","shape":[6]}'), "dtype"),
+        "subarray dtype": (with_meta(arr, b'{"dtype":"3f8","shape":[2]}'), "subarray"),
         "shape too big": (with_meta(arr, b'{"dtype":"<f8","shape":[1000,1000]}'), "shape"),
         "negative shape": (with_meta(arr, b'{"dtype":"<f8","shape":[-2,-3]}'), "shape"),
         "shape not list": (with_meta(arr, b'{"dtype":"<f8","shape":"x"}'), "shape"),

@@ -58,6 +58,8 @@ def dtype_from_json(descr: Any) -> np.dtype:
         raise FrameError(f"bad dtype in frame meta: {descr!r} ({exc})") from None
     if dt.hasobject:
         raise FrameError(f"dtype {descr!r} holds Python objects; refused")
+    if dt.subdtype is not None:  # e.g. "2f8": no array has one, numpy expands it into the shape
+        raise FrameError(f"dtype {descr!r} is a subarray dtype; send the shape in 'shape' instead")
     if isinstance(descr, str) and len(_DTYPE_CACHE) < 256:
         _DTYPE_CACHE[descr] = dt
     return dt
@@ -90,9 +92,12 @@ def check_shape(shape: Any, dt: np.dtype, nbytes: int) -> tuple[int, ...]:
 
 def view_array(buf: Any, offset: int, nbytes: int, dt: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
     """An array viewing nbytes of buf at offset (zero-copy; read-only when buf is)."""
-    if nbytes == 0 or dt.itemsize == 0:
-        return np.empty(shape, dt)
-    return np.frombuffer(buf, dt, nbytes // dt.itemsize, offset).reshape(shape)
+    try:
+        if nbytes == 0 or dt.itemsize == 0:
+            return np.empty(shape, dt)
+        return np.frombuffer(buf, dt, nbytes // dt.itemsize, offset).reshape(shape)
+    except (ValueError, TypeError, MemoryError) as exc:  # a last line of defence: checks above should catch all
+        raise FrameError(f"cannot view {nbytes} bytes as {dt} {shape}: {exc}") from None
 
 
 def has_buffers(obj: Any) -> bool:

@@ -1,0 +1,260 @@
+"""Benchmarks of the file transports (json://, hdf5://) beside what people hand-roll.
+
+Run with pytest-benchmark (``pytest benchmarks/test_files.py``; the scenario
+results land in each benchmark's extra_info and are printed) or as a script
+(``python benchmarks/test_files.py``) for a plain table. Each scenario runs
+once per backend; throughput figures are ratios within one run, never
+assertions. ``DATACOMMS_BENCH_N`` sets the seed-scenario length (default 3000).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Callable
+
+import h5py
+import numpy as np
+
+import datacomms as dc
+
+N_SEED = int(os.environ.get("DATACOMMS_BENCH_N", "3000"))
+BACKENDS = ("cython", "python")
+
+JOINTS = {"timestamp": 0.0, **{f"joint_{k}": 0.1 * k for k in range(1, 10)}}
+
+# Writers of the seed scenario, each a child process at 300 Hz. Every document
+# is the same joint state with a counter, so readers can tell versions apart.
+_WRITER = r"""
+import json, os, sys, time
+kind, path, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+state = {"timestamp": 0.0, **{f"joint_{k}": 0.1 * k for k in range(1, 10)}}
+pub = None
+if kind.startswith("datacomms"):
+    import datacomms as dc
+    pub = dc.Publisher("json://" + path, backend=kind.split(":")[1])
+tmp = path + ".tmp"
+start = time.perf_counter()
+for i in range(n):
+    state["timestamp"] = float(i)
+    if kind == "naive":
+        with open(path, "w") as f:
+            json.dump({"seq": i, "data": state}, f)
+    elif kind == "replace":
+        with open(tmp, "w") as f:
+            json.dump({"seq": i, "data": state}, f)
+        os.replace(tmp, path)
+    else:
+        pub.send(state)
+    delay = start + (i + 1) / 300.0 - time.perf_counter()
+    if delay > 0:
+        time.sleep(delay)
+if pub is not None:
+    pub.close()
+"""
+
+
+def json_seed(kind: str, n: int = N_SEED) -> dict[str, Any]:
+    """One seed run: writer `kind` at 300 Hz, a reader at ~1 kHz; failed-read % and longest gap."""
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "state.json")
+        proc = subprocess.Popen([sys.executable, "-c", _WRITER, kind, path, str(n)])
+        reads = failed = versions = 0
+        last_seq = None
+        gap_max = 0.0
+        last_new = None
+        sub = dc.Subscriber("json://" + path, backend=kind.split(":")[1]) if ":" in kind else None
+        tick = time.perf_counter()
+        try:
+            while proc.poll() is None:
+                seq = None
+                if sub is not None:
+                    try:
+                        seq = sub.recv(timeout=0).seq
+                    except dc.Timeout:
+                        pass
+                else:
+                    try:
+                        with open(path, "rb") as f:
+                            seq = json.loads(f.read())["seq"]
+                    except FileNotFoundError:
+                        reads -= 1
+                    except ValueError:
+                        failed += 1
+                reads += 1
+                now = time.perf_counter()
+                if seq is not None and seq != last_seq:
+                    if last_new is not None:
+                        gap_max = max(gap_max, now - last_new)
+                    last_new, last_seq = now, seq
+                    versions += 1
+                tick += 0.001
+                time.sleep(max(0.0, tick - time.perf_counter()))
+        finally:
+            proc.wait()
+            if sub is not None:
+                failed += sub.retries + sub.bad_versions
+                sub.close()
+    return {"writer": kind, "reads": reads, "failed_pct": 100.0 * failed / max(1, reads),
+            "versions_seen": versions, "longest_gap_ms": gap_max * 1e3}
+
+
+def _rate(fn: Callable[[], int], seconds: float = 1.0) -> float:
+    """Calls fn (which returns how many items it handled) for about `seconds`; items/s."""
+    count = 0
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        count += fn()
+    return count / (time.perf_counter() - t0)
+
+
+def hdf5_appends(backend: str, mode: str) -> float:
+    """Joint-state messages/s into an hdf5:// recording: one send() per message
+    ('send', default flush policy), 'send_many' in batches of 1000, or
+    'flush_each' (flush_interval=0)."""
+    with tempfile.TemporaryDirectory() as d:
+        url = "hdf5://" + os.path.join(d, "log.h5")
+        flush = 0 if mode == "flush_each" else 0.005
+        with dc.Publisher(url, backend=backend, flush_interval=flush) as pub:
+            pub.send(JOINTS)
+            if mode == "send_many":
+                batch = [JOINTS] * 1000
+                return _rate(lambda: pub.send_many(batch) and 1000)
+
+            def hundred() -> int:
+                for _ in range(100):
+                    pub.send(JOINTS)
+                return 100
+            return _rate(hundred)
+
+
+def bare_h5py_appends(per_call: int) -> float:
+    """The same 9+1 columns plus seq and timestamp_ns with bare h5py SWMR:
+    resize + write + flush for every `per_call` rows."""
+    with tempfile.TemporaryDirectory() as d:
+        with h5py.File(os.path.join(d, "bare.h5"), "w", libver="latest") as f:
+            names = ["seq", "timestamp_ns"] + list(JOINTS)
+            dss = [f.create_dataset(k, (0,), "f8" if k in JOINTS else "i8", maxshape=(None,), chunks=(4096,))
+                   for k in names]
+            f.swmr_mode = True
+            rows = [0]
+            vals = [np.zeros(per_call) for _ in names]
+
+            def step() -> int:
+                n = rows[0]
+                for ds, v in zip(dss, vals):
+                    ds.resize((n + per_call,))
+                    ds[n:n + per_call] = v
+                f.flush()
+                rows[0] = n + per_call
+                return per_call
+            return _rate(step)
+
+
+_FOLLOWED = r"""
+import sys, time
+import datacomms as dc
+url, backend, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+state = {"timestamp": 0.0, **{f"joint_{k}": 0.1 * k for k in range(1, 10)}}
+with dc.Publisher(url, backend=backend) as pub:
+    start = time.perf_counter()
+    for i in range(n):
+        pub.send(state)
+        delay = start + (i + 1) / 300.0 - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+"""
+
+
+def hdf5_follower_latency(backend: str, n: int = 1500) -> dict[str, Any]:
+    """A writer process at 300 Hz with the default flush policy; this process follows."""
+    with tempfile.TemporaryDirectory() as d:
+        url = "hdf5://" + os.path.join(d, "live.h5")
+        with dc.Subscriber(url, backend=backend) as sub:
+            proc = subprocess.Popen([sys.executable, "-c", _FOLLOWED, url, backend, str(n)])
+            try:
+                for _ in range(n):
+                    sub.recv(timeout=30)
+            finally:
+                proc.wait()
+            s = sub.stats
+            return {"p50_ms": s.latency_p50_us / 1e3, "p99_ms": s.latency_p99_us / 1e3,
+                    "max_ms": s.latency_max_us / 1e3, "lost": s.lost}
+
+
+def hdf5_big_frames(backend: str | None, n: int = 40) -> float:
+    """MB/s appending 8 MiB uint8 frames (2048x4096); backend None is bare h5py
+    (resize + write + flush per frame)."""
+    frame = np.random.default_rng(0).integers(0, 255, (2048, 4096), np.uint8)
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "frames.h5")
+        t0 = time.perf_counter()
+        if backend is None:
+            with h5py.File(path, "w", libver="latest") as f:
+                ds = f.create_dataset("data", (0, 2048, 4096), np.uint8, maxshape=(None, 2048, 4096),
+                                      chunks=(1, 2048, 4096))
+                f.swmr_mode = True
+                for i in range(n):
+                    ds.resize((i + 1, 2048, 4096))
+                    ds[i] = frame
+                    f.flush()
+        else:
+            with dc.Publisher("hdf5://" + path, backend=backend) as pub:
+                for _ in range(n):
+                    pub.send(frame)
+        return n * frame.nbytes / (time.perf_counter() - t0) / 1e6
+
+
+def run_all() -> dict[str, Any]:
+    out: dict[str, Any] = {"json_seed": [json_seed(k) for k in
+                                         ("naive", "replace", "datacomms:cython", "datacomms:python")]}
+    out["hdf5_appends_per_s"] = {f"{b}/{m}": hdf5_appends(b, m) for b in BACKENDS
+                                 for m in ("send", "send_many", "flush_each")}
+    out["hdf5_appends_per_s"]["bare_h5py/flush_each"] = bare_h5py_appends(1)
+    out["hdf5_appends_per_s"]["bare_h5py/1000_per_call"] = bare_h5py_appends(1000)
+    out["hdf5_follower_300hz"] = {b: hdf5_follower_latency(b) for b in BACKENDS}
+    out["hdf5_8MiB_MBps"] = {b or "bare_h5py": hdf5_big_frames(b) for b in (*BACKENDS, None)}
+    return out
+
+
+# -- pytest-benchmark entry points (each runs its scenario once; numbers in extra_info) --
+
+def _once(benchmark: Any, fn: Callable[[], Any]) -> Any:
+    result = benchmark.pedantic(fn, rounds=1, iterations=1)
+    benchmark.extra_info["result"] = result
+    print(json.dumps(result, indent=1))
+    return result
+
+
+def test_json_seed_scenario(benchmark: Any) -> None:
+    """Failed-read % and longest gap: naive writer, plain os.replace writer, datacomms json://."""
+    _once(benchmark, lambda: [json_seed(k) for k in ("naive", "replace", "datacomms:cython",
+                                                      "datacomms:python")])
+
+
+def test_hdf5_appends(benchmark: Any) -> None:
+    """Joint-state appends/s: send(), send_many(1000), flush every message, bare h5py."""
+    def run() -> dict[str, float]:
+        r = {f"{b}/{m}": hdf5_appends(b, m) for b in BACKENDS for m in ("send", "send_many", "flush_each")}
+        r["bare_h5py/flush_each"] = bare_h5py_appends(1)
+        r["bare_h5py/1000_per_call"] = bare_h5py_appends(1000)
+        return r
+    _once(benchmark, run)
+
+
+def test_hdf5_follower_latency(benchmark: Any) -> None:
+    """Latency p50/p99 of a live follower of a 300 Hz writer process (default flush)."""
+    _once(benchmark, lambda: {b: hdf5_follower_latency(b) for b in BACKENDS})
+
+
+def test_hdf5_big_frames(benchmark: Any) -> None:
+    """MB/s of 8 MiB frames through hdf5:// beside bare h5py."""
+    _once(benchmark, lambda: {b or "bare_h5py": hdf5_big_frames(b) for b in (*BACKENDS, None)})
+
+
+if __name__ == "__main__":
+    print(json.dumps(run_all(), indent=1))

@@ -1,0 +1,373 @@
+"""The datacomms HDF5 layout (docs/files.md): which datasets a recording holds,
+how a message becomes a row and a row becomes a message again, and how the
+"open for write" flags a killed writer leaves in the superblock are cleared.
+
+Root group attributes: ``datacomms_layout`` (format version, 1) and
+``datacomms_kind``, one of
+
+- ``array``:   ``/data`` is (N, *shape) of the first message's dtype;
+- ``columns``: ``/data/<key>`` is one (N,) dataset per key of a dict of numbers,
+  key order in the ``datacomms_columns`` attribute (a JSON list);
+- ``frames``:  ``/data`` is (N,) variable-length uint8, each a datacomms frame.
+
+``/seq`` and ``/timestamp_ns`` are (N,) int64 in every kind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import h5py
+import numpy as np
+
+from ..errors import DataCommsError, FrameError
+
+LAYOUT_VERSION = 1
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+KINDS = ("array", "columns", "frames")
+_VLEN_U8 = h5py.vlen_dtype(np.uint8)
+_CHUNK_BYTES = 1 << 20
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def is_hdf5(path: str) -> bool | None:
+    """True/False from the file signature, None when too short to tell (being created)."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if len(head) < 8:
+        return None
+    return head == HDF5_SIGNATURE
+
+
+def not_ours(path: str, why: str) -> FrameError:
+    return FrameError(f"{path} is not a datacomms HDF5 recording ({why})")
+
+
+def choose_kind(data: Any) -> str:
+    """The layout the first message of a recording asks for."""
+    if isinstance(data, np.ndarray) and data.dtype.kind in "biufc":
+        return "array"
+    if type(data) is dict and data and all(_column_name_ok(k) and _column_dtype(v) is not None
+                                           for k, v in data.items()):
+        return "columns"
+    return "frames"
+
+
+def _column_name_ok(k: Any) -> bool:
+    return type(k) is str and k not in ("", ".", "..") and "/" not in k
+
+
+def _column_dtype(v: Any) -> np.dtype | None:
+    t = type(v)
+    if t is float:
+        return np.dtype(np.float64)
+    if t is bool:
+        return np.dtype(np.bool_)
+    if t is int:
+        return np.dtype(np.int64) if _INT64_MIN <= v <= _INT64_MAX else None
+    if isinstance(v, (np.bool_, np.integer, np.floating)):
+        return np.dtype(type(v))
+    return None
+
+
+def _chunk_rows(row_nbytes: int) -> int:
+    return max(1, min(4096, _CHUNK_BYTES // max(1, row_nbytes)))
+
+
+class Layout:
+    """The datasets of one recording, bound to an open h5py file."""
+
+    def __init__(self, f: h5py.File, path: str) -> None:
+        attrs = f.attrs
+        if "datacomms_layout" not in attrs:
+            raise not_ours(path, "no datacomms_layout attribute on its root group")
+        version = int(attrs["datacomms_layout"])
+        if version != LAYOUT_VERSION:
+            raise not_ours(path, f"layout version {version}; this build reads {LAYOUT_VERSION}")
+        kind = attrs.get("datacomms_kind")
+        self.kind = kind.decode() if isinstance(kind, bytes) else str(kind)
+        if self.kind not in KINDS or "seq" not in f or "timestamp_ns" not in f or "data" not in f:
+            raise not_ours(path, f"kind {self.kind!r} or its datasets are missing")
+        self.seq: h5py.Dataset = f["seq"]
+        self.ts: h5py.Dataset = f["timestamp_ns"]
+        self.columns: list[str] = []
+        if self.kind == "columns":
+            self.columns = json.loads(attrs["datacomms_columns"])
+            self.data: Any = {k: f["data"][k] for k in self.columns}
+            self.datasets = list(self.data.values())
+        else:
+            self.data = f["data"]
+            self.datasets = [self.data]
+        # written in this order, seq last: a follower that sees a seq row finds its data
+        self.all = self.datasets + [self.ts, self.seq]
+
+    @staticmethod
+    def create(f: h5py.File, kind: str, first: Any) -> None:
+        """Creates the datasets for a recording whose first message is first."""
+        f.attrs["datacomms_layout"] = LAYOUT_VERSION
+        f.attrs["datacomms_kind"] = kind
+        for name in ("seq", "timestamp_ns"):
+            f.create_dataset(name, (0,), np.int64, maxshape=(None,), chunks=(4096,))
+        if kind == "array":
+            shape = first.shape
+            f.create_dataset("data", (0, *shape), first.dtype, maxshape=(None, *shape),
+                             chunks=(_chunk_rows(first.nbytes), *shape))
+        elif kind == "columns":
+            f.attrs["datacomms_columns"] = json.dumps(list(first))
+            g = f.create_group("data")
+            for k, v in first.items():
+                g.create_dataset(k, (0,), _column_dtype(v), maxshape=(None,), chunks=(4096,))
+        elif kind == "frames":
+            f.create_dataset("data", (0,), _VLEN_U8, maxshape=(None,), chunks=(256,))
+        else:
+            raise DataCommsError(f"unknown hdf5 layout {kind!r}; choose auto, {', '.join(KINDS)}")
+
+    def lengths(self) -> int:
+        return min(d.shape[0] for d in self.all)
+
+    def refresh(self) -> int:
+        """Rows a SWMR reader may read: seq first, the rest only when seq grew."""
+        self.seq.refresh()
+        return self.seq.shape[0]
+
+    def refresh_all(self) -> int:
+        for d in self.all:
+            d.refresh()
+        return self.lengths()
+
+
+class Stage:
+    """Rows waiting to be written, kept columnar so one write covers many messages."""
+
+    def __init__(self, layout: Layout, framing: Any) -> None:
+        self.layout = layout
+        self.kind = layout.kind
+        self.framing = framing
+        self.seqs: list[int] = []
+        self.ts: list[int] = []
+        if self.kind == "columns":
+            self.keys = layout.columns
+            self.nkeys = len(self.keys)
+            self.dtypes = [d.dtype for d in layout.datasets]
+            self.cols: list[list[Any]] = [[] for _ in self.keys]
+            self.checks = [_checker(dt) for dt in self.dtypes]
+        elif self.kind == "array":
+            ds = layout.data
+            self.shape, self.dtype = ds.shape[1:], ds.dtype
+            row = int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+            self.limit = _chunk_rows(row)
+            self.block = np.empty((self.limit, *self.shape), self.dtype) if self.limit > 1 else None
+            self.direct: np.ndarray | None = None
+        else:
+            self.frames: list[np.ndarray] = []
+            self.nbytes = 0
+        self.limit = getattr(self, "limit", 4096)
+
+    def __len__(self) -> int:
+        return len(self.seqs)
+
+    def full(self) -> bool:
+        if self.kind == "frames":
+            return len(self.seqs) >= self.limit or self.nbytes >= _CHUNK_BYTES * 4
+        return len(self.seqs) >= self.limit
+
+    def add(self, data: Any, seq: int, ts: int) -> None:
+        """Stages one message; raises FrameError (staging nothing) when it does not fit the layout."""
+        if self.kind == "columns":
+            if type(data) is not dict or len(data) != self.nkeys:
+                raise self._misfit(data)
+            try:
+                values = [data[k] for k in self.keys]
+            except (KeyError, TypeError):
+                raise self._misfit(data) from None
+            for v, ok in zip(values, self.checks):
+                if not ok(v):
+                    raise self._misfit(data)
+            for col, v in zip(self.cols, values):
+                col.append(v)
+        elif self.kind == "array":
+            if type(data) is not np.ndarray or data.shape != self.shape or data.dtype != self.dtype:
+                raise self._misfit(data)
+            if self.block is None:
+                self.direct = data  # one row fills a chunk: written from the caller's array, no copy
+            else:
+                self.block[len(self.seqs)] = data
+        else:
+            frame = self.framing.encode_bytes(data, seq, ts)
+            self.frames.append(np.frombuffer(frame, np.uint8))
+            self.nbytes += len(frame)
+        self.seqs.append(seq)
+        self.ts.append(ts)
+
+    def _misfit(self, data: Any) -> FrameError:
+        if self.kind == "columns":
+            want = f"a dict of numbers with keys {self.keys}"
+        else:
+            want = f"a {self.dtype} array of shape {self.shape}"
+        got = type(data).__name__
+        if isinstance(data, np.ndarray):
+            got = f"a {data.dtype} array of shape {data.shape}"
+        elif type(data) is dict:
+            got = f"a dict with keys {list(data)[:12]}"
+        return FrameError(f"this recording's layout is {self.kind!r} and takes {want}; got {got}. "
+                          f"Record mixed data with Publisher(url, layout='frames')")
+
+    def batch(self, items: list[Any], seq0: int, ts: int) -> list[np.ndarray]:
+        """A block of columns for many messages at once, validated as a whole."""
+        n = len(items)
+        if self.kind == "columns":
+            if any(type(d) is not dict or len(d) != self.nkeys for d in items):
+                raise FrameError(f"send_many to a 'columns' recording takes dicts with keys {self.keys}")
+            block = []
+            for k, dt in zip(self.keys, self.dtypes):
+                try:
+                    col = np.asarray([d[k] for d in items])
+                except KeyError:
+                    raise FrameError(f"send_many: an item lacks the key {k!r}") from None
+                if col.dtype.kind not in "biuf" or not np.can_cast(col.dtype, dt, "same_kind"):
+                    raise FrameError(f"send_many: column {k!r} of {dt} got values of {col.dtype}")
+                block.append(col.astype(dt, copy=False))
+        elif self.kind == "array":
+            for a in items:
+                if type(a) is not np.ndarray or a.shape != self.shape or a.dtype != self.dtype:
+                    raise self._misfit(a)
+            block = [np.stack(items)]
+        else:
+            frames = np.empty(n, dtype=_VLEN_U8)
+            for i, d in enumerate(items):
+                frames[i] = np.frombuffer(self.framing.encode_bytes(d, seq0 + i, ts), np.uint8)
+            block = [frames]
+        block.append(np.full(n, ts, np.int64))
+        block.append(np.arange(seq0, seq0 + n, dtype=np.int64))
+        return block
+
+    def take(self) -> list[np.ndarray]:
+        """The staged rows as one array per dataset (Layout.all order); empties the stage."""
+        n = len(self.seqs)
+        if self.kind == "columns":
+            block = [np.asarray(col, dt) for col, dt in zip(self.cols, self.dtypes)]
+            self.cols = [[] for _ in self.keys]
+        elif self.kind == "array":
+            if self.block is None:
+                block = [self.direct[None]]
+                self.direct = None
+            else:
+                block = [self.block[:n]]  # written before the stage is reused, so no copy needed
+        else:
+            frames = np.empty(n, dtype=_VLEN_U8)
+            for i, fr in enumerate(self.frames):  # item by item: equal lengths must not become 2-D
+                frames[i] = fr
+            block = [frames]
+            self.frames, self.nbytes = [], 0
+        block.append(np.asarray(self.ts, np.int64))
+        block.append(np.asarray(self.seqs, np.int64))
+        self.seqs, self.ts = [], []
+        return block
+
+
+def _checker(dt: np.dtype) -> Any:
+    if dt.kind == "f":
+        return lambda v: type(v) is float or type(v) is int or isinstance(v, (np.floating, np.integer))
+    if dt.kind in "iu":
+        return lambda v: (type(v) is int and _INT64_MIN <= v <= _INT64_MAX) or isinstance(v, np.integer)
+    return lambda v: type(v) is bool or isinstance(v, np.bool_)
+
+
+def write_block(layout: Layout, old: int, block: list[np.ndarray]) -> int:
+    """Appends a block (one array per dataset, Layout.all order) at row old; returns the new length."""
+    n = len(block[-1])
+    new = old + n
+    for ds, arr in zip(layout.all, block):
+        ds.resize(new, axis=0)
+        if arr.dtype.hasobject:
+            # h5py's slice assignment turns equal-length byte arrays into a 2-D
+            # array and refuses it; the low-level write takes the object array as is
+            space = ds.id.get_space()
+            space.select_hyperslab((old,), (n,))
+            ds.id.write(h5py.h5s.create_simple((n,)), space, arr)
+        else:
+            ds[old:new] = arr
+    return new
+
+
+def read_rows(layout: Layout, a: int, b: int, framing: Any) -> list[tuple[Any, int, int]]:
+    """Rows [a, b) as (data, seq, timestamp_ns) messages."""
+    seqs = layout.seq[a:b].tolist()
+    ts = layout.ts[a:b].tolist()
+    if layout.kind == "columns":
+        cols = [ds[a:b].tolist() for ds in layout.datasets]
+        keys = layout.columns
+        datas: Any = [dict(zip(keys, row)) for row in zip(*cols)]
+    elif layout.kind == "array":
+        datas = list(layout.data[a:b])
+    else:
+        datas = [framing.decode(fr)[0] for fr in layout.data[a:b]]
+    return list(zip(datas, seqs, ts))
+
+
+# The superblock (versions 2 and 3) of a file a SWMR writer had open carries
+# "open for write" flags; a writer killed before closing leaves them set, and
+# HDF5 then refuses to open the file except for SWMR reading. Clearing them is
+# what the h5clear tool does; here it is done in place, checksum included.
+
+def _rot(x: int, k: int) -> int:
+    return ((x << k) | (x >> (32 - k))) & 0xFFFFFFFF
+
+
+def lookup3(data: bytes, initval: int = 0) -> int:
+    """Bob Jenkins' lookup3 hashlittle, the checksum of HDF5 metadata."""
+    m = 0xFFFFFFFF
+    n = len(data)
+    a = b = c = (0xDEADBEEF + n + initval) & m
+    i = 0
+    while n - i > 12:
+        a = (a + int.from_bytes(data[i:i + 4], "little")) & m
+        b = (b + int.from_bytes(data[i + 4:i + 8], "little")) & m
+        c = (c + int.from_bytes(data[i + 8:i + 12], "little")) & m
+        a = (a - c) & m; a ^= _rot(c, 4); c = (c + b) & m    # noqa: E702
+        b = (b - a) & m; b ^= _rot(a, 6); a = (a + c) & m    # noqa: E702
+        c = (c - b) & m; c ^= _rot(b, 8); b = (b + a) & m    # noqa: E702
+        a = (a - c) & m; a ^= _rot(c, 16); c = (c + b) & m   # noqa: E702
+        b = (b - a) & m; b ^= _rot(a, 19); a = (a + c) & m   # noqa: E702
+        c = (c - b) & m; c ^= _rot(b, 4); b = (b + a) & m    # noqa: E702
+        i += 12
+    if n == i:
+        return c
+    tail = data[i:] + bytes(12 - (n - i))
+    a = (a + int.from_bytes(tail[0:4], "little")) & m
+    b = (b + int.from_bytes(tail[4:8], "little")) & m
+    c = (c + int.from_bytes(tail[8:12], "little")) & m
+    c ^= b; c = (c - _rot(b, 14)) & m   # noqa: E702
+    a ^= c; a = (a - _rot(c, 11)) & m   # noqa: E702
+    b ^= a; b = (b - _rot(a, 25)) & m   # noqa: E702
+    c ^= b; c = (c - _rot(b, 16)) & m   # noqa: E702
+    a ^= c; a = (a - _rot(c, 4)) & m    # noqa: E702
+    b ^= a; b = (b - _rot(a, 14)) & m   # noqa: E702
+    c ^= b; c = (c - _rot(b, 24)) & m   # noqa: E702
+    return c
+
+
+def clear_open_flags(path: str) -> bool:
+    """Clears the superblock's open-for-write flags left by a killed writer, like
+    ``h5clear -s``; returns whether any were set. Only safe when no process has
+    the file open for writing (the Publisher holds a lock to know that)."""
+    with open(path, "r+b") as f:
+        sb = bytearray(f.read(48))
+        if len(sb) < 12 or bytes(sb[:8]) != HDF5_SIGNATURE:
+            raise not_ours(path, "no HDF5 superblock at offset 0")
+        if sb[8] not in (2, 3):
+            return False  # older superblocks carry no such flags
+        end = 12 + 4 * sb[9]
+        if len(sb) < end + 4 or sb[11] == 0:
+            return False
+        if int.from_bytes(sb[end:end + 4], "little") != lookup3(bytes(sb[:end])):
+            raise not_ours(path, "superblock checksum mismatch")
+        sb[11] = 0
+        sb[end:end + 4] = lookup3(bytes(sb[:end])).to_bytes(4, "little")
+        f.seek(0)
+        f.write(sb[:end + 4])
+        f.flush()
+        os.fsync(f.fileno())
+    return True

@@ -1,0 +1,410 @@
+"""hdf5://PATH: a lossless stream that is also a recording, appended with h5py in
+SWMR mode (one writer, any number of live readers). Layout: docs/files.md and
+``_h5layout``.
+
+Writing. The first message decides the layout (or ``layout=``): a fixed-shape
+numeric array, a dict of numbers (one column per key), or datacomms frames for
+anything else. A new file is built under a temporary name and linked into place
+with its datasets already made, because SWMR forbids creating datasets later;
+readers never see a half-built file. Messages are staged in memory and
+written in blocks; ``flush_interval`` (seconds, default 5 ms) bounds how long a
+message may wait before a flush makes it visible to followers, and how often
+the file is flushed; 0 flushes every message. A message is flushed by its own
+send when the last flush is an interval old, else by the send that finds it due
+or by a timer thread, so an idle publisher still publishes what it has.
+One lock serialises every h5py call of a publisher, so the timer and the
+sending thread never touch the file at once.
+
+HDF5's own file locks would stop a writer from reopening a recording that
+live readers hold, so the publisher opens without them (``locking=False``) and
+keeps its own: it holds an open-file-description lock on the
+file for its lifetime (independent of HDF5's flock locks), so a
+second publisher gets a clear error, and a publisher that gets the lock knows a
+previous writer is dead and may clear the open-for-write flags it left.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import struct
+import threading
+import time
+from collections import deque
+from typing import Any, Iterable
+
+import h5py
+
+from .. import pubsub
+from ..errors import Closed, DataCommsError, FrameError
+from ..message import Message
+from . import _files
+from ._h5layout import Layout, Stage, choose_kind, clear_open_flags, is_hdf5, not_ours, read_rows, write_block
+
+DEFAULT_FLUSH_INTERVAL = 0.005
+_LOCK_START = 1 << 62   # a byte range no HDF5 library touches
+
+
+def _lock_writer(fd: int, path: str) -> None:
+    # struct flock: l_type, l_whence, l_start, l_len, l_pid (0 for OFD locks)
+    arg = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, _LOCK_START, 1, 0)
+    try:
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, arg)
+    except OSError:
+        raise DataCommsError(f"another publisher is writing {path}; an HDF5 recording has one writer") from None
+
+
+class Hdf5Publisher(pubsub.Publisher):
+    """Appends messages to an HDF5 recording that subscribers follow live.
+
+    ``flush_interval``: seconds a message may stay unflushed (0: flush each one).
+    ``layout``: 'auto' (from the first message), 'array', 'columns' or 'frames'.
+    An existing recording is appended to and its sequence continues.
+    """
+
+    def __init__(self, url: str, backend: Any = None, flush_interval: float = DEFAULT_FLUSH_INTERVAL,
+                 layout: str = "auto", on_full: str = "drop") -> None:
+        if on_full not in ("drop", "block"):
+            raise ValueError(f"on_full must be 'drop' or 'block', not {on_full!r}")
+        if layout not in ("auto", "array", "columns", "frames"):
+            raise ValueError(f"layout must be auto, array, columns or frames, not {layout!r}")
+        self.url = url
+        self.path = _files.path_of(url, "hdf5")
+        self.backend = _files.get_backend(backend)
+        self.flush_interval = float(flush_interval)
+        self.layout = layout
+        self._lock = threading.Lock()
+        self._f: h5py.File | None = None
+        self._layout: Layout | None = None
+        self._stage: Stage | None = None
+        self._fd = -1
+        self._seq = 0
+        self._rows = 0                        # rows written to the datasets
+        self._due: float | None = None        # when the oldest unflushed message must be flushed
+        self._last_flush = 0.0
+        self._closed = False
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._timer: threading.Thread | None = None
+        if os.path.exists(self.path):
+            self._open_existing()
+
+    # -- opening -----------------------------------------------------------------------------------
+
+    def _open_existing(self) -> None:
+        ok = is_hdf5(self.path)
+        if not ok:
+            raise not_ours(self.path, "not an HDF5 file" if ok is False else "empty file")
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            _lock_writer(self._fd, self.path)
+            clear_open_flags(self.path)
+            f = h5py.File(self.path, "a", libver="latest", locking=False)
+            try:
+                layout = Layout(f, self.path)
+                if self.layout not in ("auto", layout.kind):
+                    raise DataCommsError(f"{self.path} records layout {layout.kind!r}, not {self.layout!r}")
+                self._rows = layout.lengths()
+                # rows beyond the shortest dataset were cut off mid-flush by a crash: drop them
+                for ds in layout.all:
+                    if ds.shape[0] != self._rows:
+                        ds.resize(self._rows, axis=0)
+                self._seq = int(layout.seq[self._rows - 1]) + 1 if self._rows else 0
+                f.swmr_mode = True
+            except BaseException:
+                f.close()
+                raise
+        except BaseException:
+            os.close(self._fd)
+            self._fd = -1
+            raise
+        self._attach(f, layout)
+
+    def _create(self, first: Any) -> None:
+        kind = choose_kind(first) if self.layout == "auto" else self.layout
+        tmp = f"{self.path}.{os.getpid()}.{id(self):x}.tmp"
+        try:
+            with h5py.File(tmp, "w", libver="latest") as f:
+                Layout.create(f, kind, first)
+            fd = os.open(tmp, os.O_RDWR | os.O_CLOEXEC)
+            try:
+                _lock_writer(fd, tmp)
+                os.link(tmp, self.path)  # fails if someone else created the file meanwhile
+            except FileExistsError:
+                os.close(fd)
+                os.unlink(tmp)
+                self._open_existing()
+                return
+            except BaseException:
+                os.close(fd)
+                raise
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        self._fd = fd
+        f = h5py.File(self.path, "a", libver="latest", locking=False)
+        try:
+            f.swmr_mode = True
+            layout = Layout(f, self.path)
+        except BaseException:
+            f.close()
+            raise
+        self._attach(f, layout)
+
+    def _attach(self, f: h5py.File, layout: Layout) -> None:
+        self._f, self._layout = f, layout
+        self._stage = Stage(layout, self.backend.framing)
+        if self.flush_interval > 0:
+            self._timer = threading.Thread(target=self._run_timer, name=f"datacomms-flush {self.path}",
+                                           daemon=True)
+            self._timer.start()
+
+    # -- writing -----------------------------------------------------------------------------------
+
+    def _write(self) -> None:
+        if self._stage:
+            self._rows = write_block(self._layout, self._rows, self._stage.take())
+
+    def _flush(self) -> None:
+        self._last_flush = time.monotonic()
+        self._write()
+        self._f.flush()
+        self._due = None
+
+    def _after_add(self) -> None:
+        if self.flush_interval <= 0:
+            self._flush()
+            return
+        if self._stage.full():
+            self._write()
+        # Flushes are rate-limited, not delayed: the first message after a quiet
+        # spell is flushed at once, later ones wait at most until one interval
+        # after the previous flush. Staleness and flush rate are both bounded by
+        # the interval, and a slow publisher's messages are not held back.
+        now = time.monotonic()
+        if self._due is None:
+            if now - self._last_flush >= self.flush_interval:
+                self._flush()
+            else:
+                self._due = self._last_flush + self.flush_interval
+                self._wake.set()
+        elif now >= self._due:
+            self._flush()
+
+    def send(self, data: Any, timeout: float | None = None) -> int:
+        """Appends data; returns its seq. Never waits on readers (timeout is unused)."""
+        with self._lock:
+            if self._closed:
+                raise Closed(f"publisher on {self.url} is closed")
+            if self._f is None:
+                self._create(data)
+            seq = self._seq
+            self._stage.add(data, seq, time.time_ns())
+            self._seq = seq + 1
+            self._after_add()
+            return seq
+
+    def send_many(self, items: Iterable[Any], timeout: float | None = None) -> int:
+        """Appends a batch in one write per dataset (the fast path for loggers). All
+        items share one timestamp_ns; returns the last seq (-1 for an empty batch).
+        The batch is validated first: on FrameError nothing of it is recorded."""
+        items = list(items)
+        if not items:
+            return -1
+        with self._lock:
+            if self._closed:
+                raise Closed(f"publisher on {self.url} is closed")
+            if self._f is None:
+                self._create(items[0])
+            seq0 = self._seq
+            block = self._stage.batch(items, seq0, time.time_ns())
+            self._write()
+            self._rows = write_block(self._layout, self._rows, block)
+            self._seq = seq0 + len(items)
+            self._after_add()
+            return self._seq - 1
+
+    def flush(self) -> None:
+        """Makes everything sent so far visible to followers now."""
+        with self._lock:
+            if self._f is not None and not self._closed:
+                self._flush()
+
+    def _run_timer(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait()
+            with self._lock:
+                due = self._due
+                if due is None:
+                    self._wake.clear()
+                    continue
+            delay = due - time.monotonic()
+            if delay > 0 and self._stop.wait(delay):
+                return
+            with self._lock:
+                if self._closed:
+                    return
+                if self._due is not None and time.monotonic() >= self._due:
+                    self._flush()
+
+    def wait_for_subscribers(self, n: int = 1, timeout: float | None = None) -> int:
+        """Raises dc.DataCommsError: a file cannot know who reads it (see docs/files.md)."""
+        raise _files.readers_unknowable("hdf5")
+
+    @property
+    def subscribers(self) -> int:
+        """Raises dc.DataCommsError: a file cannot know who reads it (see docs/files.md)."""
+        raise _files.readers_unknowable("hdf5")
+
+    def close(self) -> None:
+        """Flushes what is pending and closes the file (clearing its open-for-write flags)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                if self._f is not None:
+                    self._flush()
+            finally:
+                self._stop.set()
+                self._wake.set()
+                if self._f is not None:
+                    self._f.close()
+                if self._fd >= 0:
+                    os.close(self._fd)
+                    self._fd = -1
+        if self._timer is not None:
+            self._timer.join()
+
+
+class Hdf5Subscriber(pubsub.Subscriber):
+    """Follows a recording live, or replays it with ``from_start=True``.
+
+    A new subscriber's first ``recv()`` returns the last message recorded so far
+    (``from_start`` returns the first); if the file did not exist when the
+    subscriber was made, it starts at the first row of the file that appears.
+    """
+
+    def __init__(self, url: str, backend: Any = None, from_start: bool = False,
+                 poll_interval: float = _files.DEFAULT_POLL_INTERVAL, batch: int = 1024) -> None:
+        self.url = url
+        self.path = _files.path_of(url, "hdf5")
+        self.backend = _files.get_backend(backend)
+        self.stats = _files.make_stats(self.backend)
+        self.poll_interval = poll_interval
+        self.batch = batch
+        self._from_start = from_start or not os.path.exists(self.path)
+        self._f: h5py.File | None = None
+        self._layout: Layout | None = None
+        self._ino = -1
+        self._next = 0        # row index of the next message not yet returned
+        self._avail = 0       # rows known to be readable
+        self._cache: deque[tuple[Any, int, int]] = deque()
+        self._closed = False
+
+    def _open(self) -> bool:
+        try:
+            st = os.stat(self.path)
+            ok = is_hdf5(self.path)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        if ok is False:
+            raise not_ours(self.path, "not an HDF5 file")
+        if ok is None:
+            return False
+        try:
+            f = h5py.File(self.path, "r", libver="latest", swmr=True)
+        except OSError:
+            return False  # locked by a writer still setting the file up: try again later
+        try:
+            layout = Layout(f, self.path)
+            n = layout.refresh_all()
+        except BaseException:
+            f.close()
+            raise
+        self._f, self._layout, self._ino = f, layout, st.st_ino
+        self._avail = n
+        self._next = 0 if self._from_start else max(n - 1, 0)
+        self._from_start = True  # a file that is replaced later is read from its start
+        self._cache.clear()
+        return True
+
+    def _reopen_if_replaced(self) -> None:
+        try:
+            ino = os.stat(self.path).st_ino
+        except FileNotFoundError:
+            return
+        if ino != self._ino:
+            self._f.close()
+            self._f = None
+
+    def _refresh(self) -> int:
+        """Rows readable now (opening the file when it appears)."""
+        if self._closed:
+            raise Closed(f"subscriber on {self.url} is closed")
+        if self._f is None and not self._open():
+            return 0
+        if self._layout.refresh() > self._avail:
+            self._avail = self._layout.refresh_all()
+        return self._avail
+
+    def _poll_next(self) -> tuple[Any, int, int, int] | None:
+        if not self._cache:
+            avail = self._refresh()
+            start = self._next
+            if avail <= start:
+                if self._f is not None:
+                    self._reopen_if_replaced()
+                return None
+            self._cache.extend(read_rows(self._layout, start, min(avail, start + self.batch),
+                                         self.backend.framing))
+        self._next += 1
+        return (*self._cache.popleft(), 0)
+
+    def _poll_latest(self) -> tuple[Any, int, int, int] | None:
+        avail = self._refresh()
+        if avail > self._next + len(self._cache):
+            data, seq, ts = read_rows(self._layout, avail - 1, avail, self.backend.framing)[0]
+        elif self._cache:
+            data, seq, ts = self._cache[-1]
+        else:
+            if self._f is not None:
+                self._reopen_if_replaced()
+            return None
+        skipped = avail - 1 - self._next if avail > self._next else len(self._cache) - 1
+        self._cache.clear()
+        self._next = max(avail, self._next + 1)
+        return data, seq, ts, skipped
+
+    def _deliver(self, got: tuple[Any, int, int, int]) -> Message:
+        data, seq, ts, skipped = got
+        self.stats.record(seq, ts, time.time_ns(), skipped)
+        return Message(data, seq, ts)
+
+    def recv(self, timeout: float | None = None) -> Message:
+        return self._deliver(_files.wait_for(self._poll_next, timeout, self.poll_interval, self.url))
+
+    def latest(self, timeout: float | None = None) -> Message:
+        return self._deliver(_files.wait_for(self._poll_latest, timeout, self.poll_interval, self.url))
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
+
+def recover(path: str) -> bool:
+    """Makes a recording whose writer was killed openable by plain ``h5py.File(path, 'r')``
+    (like ``h5clear -s``); returns whether flags were cleared. Refuses while a publisher writes it."""
+    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        _lock_writer(fd, path)
+        return clear_open_flags(path)
+    finally:
+        os.close(fd)
+
+
+__all__ = ["Hdf5Publisher", "Hdf5Subscriber", "recover", "FrameError"]

@@ -1,0 +1,80 @@
+"""The command line, run as a user would: subprocesses, exit codes, output."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+import datacomms as dc
+
+
+def run(*args: str, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "datacomms.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, **kw)
+
+
+def is_png(path: str) -> bool:
+    with open(path, "rb") as f:
+        return f.read(8) == b"\x89PNG\r\n\x1a\n" and os.path.getsize(path) > 1000
+
+
+def test_demo_quick_runs_table_json_and_plots(tmp_path):
+    out = tmp_path / "plots"
+    summary = tmp_path / "summary.json"
+    r = run("demo", "--quick", "--count", "120", "--transports", "json,hdf5", "--out", str(out),
+            "--json", str(summary))
+    assert r.returncode == 0, r.stdout + r.stderr
+    header = next(line for line in r.stdout.splitlines() if line.startswith("transport"))
+    for col in ("transport", "backend", "received", "lost %", "failed reads", "min Hz", "longest gap ms",
+                "p50 us", "p99 us"):
+        assert col in header
+    rows = json.loads(summary.read_text())
+    assert {(x["transport"], x["backend"]) for x in rows} == {
+        (t, b) for t in ("json", "hdf5") for b in ("cython", "python")}
+    for x in rows:
+        assert x["failed_reads"] == 0 and x["received"] > 0
+        assert x["transport"] != "hdf5" or x["received"] == 120  # a lossless stream
+    pytest.importorskip("matplotlib")
+    assert all(is_png(x["plot"]) for x in rows)
+
+
+def test_send_then_recv_over_a_file(tmp_path):
+    url = f"hdf5://{tmp_path / 'log.h5'}"
+    out = tmp_path / "recv.json"
+    recv = subprocess.Popen([sys.executable, "-m", "datacomms.cli", "recv", url, "--count", "200", "--json",
+                             str(out), "--idle", "20"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    s = run("send", url, "--rate", "500", "--count", "200")
+    assert s.returncode == 0 and "sent 200 messages" in s.stdout, s.stderr
+    stdout, stderr = recv.communicate(timeout=60)
+    assert recv.returncode == 0, stderr
+    got = json.loads(out.read_text())
+    assert got["received"] == 200 and got["lost"] == 0 and got["stats"]["received"] == 200
+
+
+@pytest.mark.parametrize("args,msg", [
+    (("recv", "carrier://x"), "unknown URL scheme"),
+    (("send", "nonsense"), "bad URL"),
+    (("send", "json:///nonexistent-dir/x/y.json", "--count", "1"), "No such file"),
+    (("demo", "--transports", "pigeon"), "unknown transport"),
+    (("send", "json://x.json", "--payload", "cake"), "bad --payload"),
+])
+def test_errors_are_one_line_and_nonzero(args, msg, tmp_path):
+    r = run(*args, cwd=tmp_path)
+    assert r.returncode != 0
+    assert msg in r.stderr and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    r = run("--debug", "recv", "carrier://x", cwd=tmp_path)
+    assert r.returncode != 0 and "Traceback" in r.stderr
+
+
+def test_recv_with_nothing_published_times_out_cleanly(tmp_path):
+    r = run("recv", f"json://{tmp_path / 'none.json'}", "--idle", "0.3")
+    assert r.returncode == 1 and "Traceback" not in r.stderr

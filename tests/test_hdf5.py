@@ -1,0 +1,228 @@
+"""hdf5:// — a SWMR recording followed live, replayed, and readable with plain h5py."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+import datacomms as dc
+from datacomms.transports import hdf5
+
+sys.path.insert(0, os.path.dirname(__file__))
+from file_workers import joint_state  # noqa: E402
+
+WORKERS = os.path.join(os.path.dirname(__file__), "file_workers.py")
+
+
+def url_of(path: Path) -> str:
+    return f"hdf5://{path}"
+
+
+def child(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, WORKERS, *args], stdout=subprocess.PIPE, text=True)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 60) -> str:
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+    return out
+
+
+def replay(url: str, backend) -> list[dc.Message]:
+    out = []
+    with dc.Subscriber(url, backend=backend, from_start=True) as sub:
+        while True:
+            try:
+                out.append(sub.recv(timeout=0))
+            except dc.Timeout:
+                return out
+
+
+def test_joint_state_columns_readable_with_plain_h5py(tmp_path: Path, backend) -> None:
+    path = tmp_path / "log.h5"
+    with dc.Publisher(url_of(path), backend=backend) as pub:
+        assert isinstance(pub, hdf5.Hdf5Publisher)
+        for i in range(100):
+            assert pub.send(joint_state(i)) == i
+        pub.send_many([joint_state(i) for i in range(100, 250)])
+    with h5py.File(path, "r") as f:
+        assert f.attrs["datacomms_kind"] == "columns"
+        assert json.loads(f.attrs["datacomms_columns"]) == list(joint_state(0))
+        assert f["seq"].dtype == np.int64 and f["timestamp_ns"].dtype == np.int64
+        np.testing.assert_array_equal(f["seq"][:], np.arange(250))
+        np.testing.assert_array_equal(f["data/joint_3"][:], np.arange(250) + 3 / 16.0)
+        assert np.all(np.diff(f["timestamp_ns"][:]) >= 0)
+    msgs = replay(url_of(path), backend)
+    assert [m.seq for m in msgs] == list(range(250))
+    assert all(m.data == joint_state(m.seq) for m in msgs)
+
+
+def test_array_layout_and_frames_layout(tmp_path: Path, backend) -> None:
+    frames = [np.full((4, 5), i, np.uint16) for i in range(7)]
+    with dc.Publisher(url_of(tmp_path / "a.h5"), backend=backend) as pub:
+        for fr in frames[:3]:
+            pub.send(fr)
+        pub.send_many(frames[3:])
+        with pytest.raises(dc.FrameError, match="layout is 'array'"):
+            pub.send(np.zeros((5, 4), np.uint16))
+        assert pub.send(frames[0]) == 7  # the refused message took no seq
+    with h5py.File(tmp_path / "a.h5", "r") as f:
+        assert f["data"].shape == (8, 4, 5) and f["data"].dtype == np.uint16
+    got = replay(url_of(tmp_path / "a.h5"), backend)
+    assert [int(m.data[0, 0]) for m in got] == [0, 1, 2, 3, 4, 5, 6, 0]
+
+    mixed = [b"raw", {"name": "x", "v": [1, 2]}, "text", np.arange(3.0), {"img": np.ones((2, 2), np.uint8)}]
+    with dc.Publisher(url_of(tmp_path / "f.h5"), backend=backend) as pub:
+        pub.send(mixed[0])
+        pub.send_many(mixed[1:])
+    got = replay(url_of(tmp_path / "f.h5"), backend)
+    assert bytes(got[0].data) == b"raw" and got[1].data == mixed[1] and got[2].data == "text"
+    np.testing.assert_array_equal(got[3].data, mixed[3])
+    np.testing.assert_array_equal(got[4].data["img"], mixed[4]["img"])
+    with h5py.File(tmp_path / "f.h5", "r") as f:
+        assert f.attrs["datacomms_kind"] == "frames" and f["data"].shape == (5,)
+
+
+def test_bad_batch_records_nothing(tmp_path: Path, backend) -> None:
+    with dc.Publisher(url_of(tmp_path / "log.h5"), backend=backend) as pub:
+        pub.send({"a": 1.0, "b": 2.0})
+        with pytest.raises(dc.FrameError):
+            pub.send_many([{"a": 1.0, "b": 2.0}, {"a": 1.0}])
+        with pytest.raises(dc.FrameError):
+            pub.send_many([{"a": 1.0, "b": "text"}])
+        with pytest.raises(dc.FrameError):
+            pub.send({"a": 1.0, "c": 2.0})
+        assert pub.send_many([{"a": 3.0, "b": 4}]) == 1
+    assert [m.data for m in replay(url_of(tmp_path / "log.h5"), backend)] == [{"a": 1.0, "b": 2.0},
+                                                                           {"a": 3.0, "b": 4.0}]
+
+
+def test_join_latest_and_skips(tmp_path: Path, backend) -> None:
+    url = url_of(tmp_path / "log.h5")
+    with dc.Publisher(url, backend=backend) as pub:
+        pub.send_many([joint_state(i) for i in range(10)])
+    with dc.Subscriber(url, backend=backend) as sub:
+        assert sub.recv(timeout=0).seq == 9  # a late joiner gets the current value, not the history
+        with pytest.raises(dc.Timeout):
+            sub.recv(timeout=0)
+    with dc.Subscriber(url, backend=backend, from_start=True) as sub:
+        assert sub.recv(timeout=0).seq == 0
+        assert sub.recv(timeout=0).seq == 1
+        assert sub.latest(timeout=0).seq == 9
+        assert (sub.stats.received, sub.stats.skipped, sub.stats.lost) == (3, 7, 0)
+        with pytest.raises(dc.Timeout):
+            sub.latest(timeout=0)
+
+
+def test_missing_file_waits_and_not_ours_errors(tmp_path: Path, backend) -> None:
+    with dc.Subscriber(url_of(tmp_path / "later.h5"), backend=backend) as sub:
+        with pytest.raises(dc.Timeout):
+            sub.recv(timeout=0.05)
+    (tmp_path / "text.h5").write_text("hello, not hdf5")
+    with dc.Subscriber(url_of(tmp_path / "text.h5"), backend=backend) as sub:
+        with pytest.raises(dc.FrameError, match="not an HDF5 file"):
+            sub.recv(timeout=1)
+    with pytest.raises(dc.FrameError, match="not an HDF5 file"):
+        dc.Publisher(url_of(tmp_path / "text.h5"), backend=backend)
+    with h5py.File(tmp_path / "other.h5", "w") as f:
+        f["x"] = np.arange(3)
+    with dc.Subscriber(url_of(tmp_path / "other.h5"), backend=backend) as sub:
+        with pytest.raises(dc.FrameError, match="not a datacomms HDF5 recording"):
+            sub.latest(timeout=1)
+    with pytest.raises(dc.FrameError, match="not a datacomms HDF5 recording"):
+        dc.Publisher(url_of(tmp_path / "other.h5"), backend=backend)
+    with h5py.File(tmp_path / "other.h5", "r") as f:  # and it was left untouched
+        assert list(f) == ["x"]
+
+
+def test_one_writer_per_file_and_unknowable_subscribers(tmp_path: Path, backend) -> None:
+    url = url_of(tmp_path / "log.h5")
+    with dc.Publisher(url, backend=backend) as pub:
+        pub.send(1.5)
+        with pytest.raises(dc.DataCommsError, match="another publisher"):
+            dc.Publisher(url, backend=backend)
+        with pytest.raises(dc.DataCommsError, match="cannot know its subscribers"):
+            pub.wait_for_subscribers()
+    with dc.Publisher(url, backend=backend) as pub:
+        assert pub.send(2.5) == 1
+    with pytest.raises(dc.Closed):
+        pub.send(3.5)
+
+
+def test_reader_first_follows_live_writer_process(tmp_path: Path, backend_name: str) -> None:
+    """The subscriber starts before the file exists; a writer process at 300 Hz
+    with the default flush policy; every message arrives, in order, none lost."""
+    url = url_of(tmp_path / "live.h5")
+    n = 600
+    with dc.Subscriber(url, backend=backend_name) as sub:
+        writer = child("hdf5-writer", url, backend_name, str(n), "300", str(hdf5.DEFAULT_FLUSH_INTERVAL))
+        try:
+            seqs = []
+            for _ in range(n):
+                msg = sub.recv(timeout=20)
+                assert msg.data == joint_state(msg.seq)
+                seqs.append(msg.seq)
+        finally:
+            assert finish(writer).split() == ["ready", "done"]
+        assert seqs == list(range(n))
+        assert sub.stats.lost == 0 and sub.stats.received == n
+
+
+def test_idle_publisher_still_flushes(tmp_path: Path, backend_name: str) -> None:
+    """One message, then silence: the timer must flush it for a reader in another process."""
+    url = url_of(tmp_path / "idle.h5")
+    with dc.Publisher(url, backend=backend_name, flush_interval=0.02) as pub:
+        pub.send(joint_state(0))
+        reader = child("hdf5-reader", url, backend_name, "1")
+        out = finish(reader, timeout=30).splitlines()
+        assert out[0] == "ready" and json.loads(out[1]) == {"seqs_ok": True, "first": 0, "lost": 0}
+
+
+def test_sigkilled_writer_leaves_readable_file_and_append_continues(tmp_path: Path, backend_name: str) -> None:
+    path = tmp_path / "crash.h5"
+    url = url_of(path)
+    writer = child("hdf5-until-killed", url, backend_name)
+    try:
+        flushed = -1
+        while flushed < 300:
+            line = writer.stdout.readline()
+            assert line.startswith("flushed "), line
+            flushed = int(line.split()[1])
+        os.kill(writer.pid, signal.SIGKILL)
+    finally:
+        finish(writer)
+    assert writer.returncode == -signal.SIGKILL
+    msgs = replay(url, backend_name)  # SWMR readers open a killed writer's file as it is
+    assert len(msgs) >= flushed + 1
+    assert [m.seq for m in msgs] == list(range(len(msgs)))
+    assert all(m.data == joint_state(m.seq) for m in msgs)
+    with dc.Publisher(url, backend=backend_name) as pub:
+        assert pub.send(joint_state(len(msgs))) == len(msgs)
+    with h5py.File(path, "r") as f:  # a clean close leaves a file any HDF5 tool opens
+        np.testing.assert_array_equal(f["seq"][:], np.arange(len(msgs) + 1))
+
+
+def test_recover_makes_a_killed_writers_file_plain_readable(tmp_path: Path, backend_name: str) -> None:
+    path = tmp_path / "crash.h5"
+    writer = child("hdf5-until-killed", url_of(path), backend_name)
+    try:
+        assert writer.stdout.readline().startswith("flushed ")
+        os.kill(writer.pid, signal.SIGKILL)
+    finally:
+        finish(writer)
+    assert hdf5.recover(str(path)) is True
+    with h5py.File(path, "r") as f:
+        assert f["seq"].shape[0] >= 50
+    assert hdf5.recover(str(path)) is False
