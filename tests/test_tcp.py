@@ -18,8 +18,6 @@ from datacomms.transports._net import HandshakeError
 from netutil import Peer, drain, self_signed
 
 LOCAL = "tcp://127.0.0.1:0"
-# The million-message run is opt-in: it takes minutes on a shared 2-core machine.
-SLOW = pytest.mark.skipif(not os.environ.get("DATACOMMS_SLOW"), reason="set DATACOMMS_SLOW=1 to run slow tests")
 
 
 @pytest.fixture(autouse=True)
@@ -63,7 +61,7 @@ def test_dispatch_and_kinds(backend):
             sub.recv(timeout=0.05)
 
 
-@pytest.mark.parametrize("count", [100_000, pytest.param(1_000_000, marks=[pytest.mark.slow, SLOW])])
+@pytest.mark.parametrize("count", [100_000, pytest.param(1_000_000, marks=pytest.mark.slow)])
 def test_order_block_mode_cross_process(backend, count):
     """Block mode loses nothing: every seq, in order, payload matching, from another process."""
     peer = Peer("pub", LOCAL, "--backend", backend.name, "--count", str(count), "--wait", "1")
