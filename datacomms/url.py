@@ -8,16 +8,11 @@ from typing import NamedTuple
 from .errors import DataCommsError
 
 # scheme -> (module, publisher class, subscriber class); a transport registers here when it lands.
-<<<<<<< HEAD
-TRANSPORTS: dict[str, tuple[str, str, str]] = {
-    "tcp": ("datacomms.transports.tcp", "TcpPublisher", "TcpSubscriber"),
-    "udp": ("datacomms.transports.udp", "UdpPublisher", "UdpSubscriber"),
-}
-=======
 TRANSPORTS: dict[str, tuple[str, str, str]] = {}
 TRANSPORTS["json"] = ("datacomms.transports.jsonfile", "JsonPublisher", "JsonSubscriber")
 TRANSPORTS["hdf5"] = ("datacomms.transports.hdf5", "Hdf5Publisher", "Hdf5Subscriber")
->>>>>>> main
+TRANSPORTS["tcp"] = ("datacomms.transports.tcp", "TcpPublisher", "TcpSubscriber")
+TRANSPORTS["udp"] = ("datacomms.transports.udp", "UdpPublisher", "UdpSubscriber")
 
 
 class URL(NamedTuple):
