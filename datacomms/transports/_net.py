@@ -17,6 +17,7 @@ import logging
 import os
 import socket
 import ssl as _ssl
+import struct
 import time
 from typing import Any
 
@@ -28,6 +29,7 @@ log = logging.getLogger("datacomms")
 HANDSHAKE_MAX_FRAME = 64 * 1024
 PROTOCOL = 1
 _MAGIC = b"DCMF"
+_FRAME_LEN = struct.Struct("<Q").unpack_from
 _HTTP_STARTS = (b"GET ", b"POST", b"PUT ", b"HEAD", b"DELE", b"OPTI", b"PATC", b"CONN", b"HTTP", b"PRI ")
 
 
@@ -155,17 +157,21 @@ class FrameReader:
             if self.start and len(self.buf) - self.start < 64:
                 self._room(64)
             return None
-        if not self.need:
-            try:
-                self.need = self.framing.unpack_header(self.buf, self.start, self.max_frame_size)[7]
-            except FrameError as exc:
-                if self.start == 0 and bytes(self.buf[:4]) in _HTTP_STARTS:
-                    raise FrameError(describe_garbage(bytes(self.buf[:16]))) from None
-                raise FrameError(f"{exc} (first bytes {bytes(self.buf[self.start:self.start + 16])!r})") from None
-        if have < self.need:
-            self._room(self.need)
-            return None
-        data, seq, ts, flags, flen = self.framing.decode(self.buf, self.start, self.max_frame_size)
+        try:
+            if not self.need:
+                # When the length field says the frame is all here, decode (which
+                # validates the whole header) at once; otherwise validate the
+                # header first, since its length decides what gets allocated.
+                if _FRAME_LEN(self.buf, self.start + 40)[0] > have:
+                    self.need = self.framing.unpack_header(self.buf, self.start, self.max_frame_size)[7]
+            if have < self.need:
+                self._room(self.need)
+                return None
+            data, seq, ts, flags, flen = self.framing.decode(self.buf, self.start, self.max_frame_size)
+        except FrameError as exc:
+            if self.start == 0 and bytes(self.buf[:4]) in _HTTP_STARTS:
+                raise FrameError(describe_garbage(bytes(self.buf[:16]))) from None
+            raise FrameError(f"{exc} (first bytes {bytes(self.buf[self.start:self.start + 16])!r})") from None
         self.start += flen
         self.need = 0
         if self.start == self.end and _buffer_free(self.buf):

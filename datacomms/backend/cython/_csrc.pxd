@@ -56,6 +56,7 @@ cdef extern from "dc_sendloop.h" nogil:
 
     ctypedef struct dc_sendloop:
         int nconns
+        dc_sl_msg *freed
 
     ctypedef struct dc_sl_info:
         size_t queued

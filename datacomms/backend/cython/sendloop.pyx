@@ -114,7 +114,11 @@ cdef class SendLoop:
         return m
 
     cdef void release_freed(self):
-        cdef dc_sl_msg *m = dc_sl_take_freed(&self.sl)
+        cdef dc_sl_msg *m
+        if self.sl.freed == NULL:
+            # unlocked peek: a list filled meanwhile is taken at the next call
+            return
+        m = dc_sl_take_freed(&self.sl)
         cdef dc_sl_msg *nxt
         while m != NULL:
             nxt = m.next
