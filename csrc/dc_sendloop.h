@@ -24,6 +24,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -82,6 +83,7 @@ typedef struct {
     int wakefd;
     int sleeping, wake_pending, stop, next_id, nconns;
     int users;                 /* threads inside push or flush (dc_sl_destroy waits for them) */
+    unsigned long pushes;      /* frames queued so far; read without the mutex by dc_sl_linger */
     dc_sl_conn *conns;
     dc_sl_msg *freed;
 } dc_sendloop;
@@ -252,6 +254,7 @@ static inline int dc_sl_push(dc_sendloop *sl, int id, dc_sl_msg *m, double timeo
             /* any other error: queue it; the loop's own write reports the failure */
         }
         c->q[(c->head + c->count) % c->max_msgs] = m;
+        __atomic_store_n(&sl->pushes, sl->pushes + 1, __ATOMIC_RELAXED);
         c->count++;
         c->qbytes += m->len;
         if (done) c->head_off = done;   /* only an empty queue gets an inline write */
@@ -399,6 +402,32 @@ static inline void dc_sl_reap(dc_sendloop *sl) {
     }
 }
 
+/* sl->mu held. Before sleeping, the loop stays awake for up to
+ * DC_SL_LINGER_NS, yielding the CPU between looks: a producer sending a
+ * steady stream then finds it awake and never pays for a wake-up (an eventfd
+ * write, and a thread scheduled again) per frame. Returns 1 when work came. */
+#define DC_SL_LINGER_NS 50000
+static inline int dc_sl_linger(dc_sendloop *sl) {
+    int64_t end = dc_sl_now_ns() + DC_SL_LINGER_NS;
+    unsigned long seen = sl->pushes;
+    /* Watch the push counter without the mutex (a relaxed atomic read: only a
+     * hint, the queues are looked at under the mutex again), so producers
+     * never wait for the lingering loop. */
+    pthread_mutex_unlock(&sl->mu);
+    int more = 0;
+    while (dc_sl_now_ns() < end) {
+        if (__atomic_load_n(&sl->pushes, __ATOMIC_RELAXED) != seen || __atomic_load_n(&sl->stop, __ATOMIC_RELAXED)) {
+            more = 1;
+            break;
+        }
+        sched_yield();
+    }
+    pthread_mutex_lock(&sl->mu);
+    /* exact now, under the mutex: a push that came after the last look must
+     * not be missed, or the loop would sleep with work queued */
+    return more || sl->pushes != seen || sl->stop;
+}
+
 /* The loop; runs until dc_sl_stop. Call without the GIL. */
 static inline void dc_sl_run(dc_sendloop *sl) {
     struct pollfd pfd[DC_SL_POLL + 1];
@@ -428,6 +457,7 @@ static inline void dc_sl_run(dc_sendloop *sl) {
             ids[n++] = c->id;
         }
         if (work && !waiting) continue;
+        if (!work && dc_sl_linger(sl)) continue;
         sl->sleeping = !work;
         pthread_mutex_unlock(&sl->mu);
         int r = poll(pfd, (nfds_t)n, work ? 0 : -1);
@@ -465,7 +495,7 @@ static inline void dc_sl_run(dc_sendloop *sl) {
 
 static inline void dc_sl_stop(dc_sendloop *sl) {
     pthread_mutex_lock(&sl->mu);
-    sl->stop = 1;
+    __atomic_store_n(&sl->stop, 1, __ATOMIC_RELAXED);
     sl->sleeping = 1;          /* force the eventfd write even if the loop is mid-round */
     sl->wake_pending = 0;
     dc_sl_wake(sl);

@@ -195,3 +195,23 @@ def test_stalling_reader_keeps_order_across_inline_and_queued_writes(backend, lo
     t.join(30)
     assert [g[0] for g in got] == list(range(n))
     assert all(g[1] == s and g[2] == bytes([i % 251]) for i, (g, s) in enumerate(zip(got, sizes)))
+
+
+def test_bursts_with_pauses_never_strand_a_queue(backend, loop, pair):
+    """Bursts separated by pauses around the loop's linger time: every frame is
+    written (a lost wake-up would leave frames queued and flush would time out)."""
+    a, b = pair
+    cid = loop.add(a, 8, 1 << 20, True)
+    n = 0
+    got: list = []
+    t = threading.Thread(target=lambda: got.extend(_read_frames(backend, b, 30 * 300, timeout=30)))
+    t.start()
+    rng = np.random.default_rng(7)
+    for burst in range(300):
+        for _ in range(30):
+            loop.send(backend.framing.encode(b"b" * 100, n, 0)[0], cid, 10)
+            n += 1
+        time.sleep(float(rng.uniform(0, 120e-6)))
+    assert loop.flush(-1, 20), "frames left queued"
+    t.join(30)
+    assert [s for s, _ in got] == list(range(n))
