@@ -194,6 +194,9 @@ class TcpSubscriber(Subscriber):
             for c in self._conns:
                 if self._read(c):
                     return True
+            # on a machine with more runnable threads than cores, the peer we
+            # wait for may need this core: let it run
+            os.sched_yield()
         return False
 
     def _next(self, timeout: float | None, newest: bool) -> Message:
