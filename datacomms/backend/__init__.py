@@ -29,6 +29,7 @@ API: dict[str, tuple[str, ...]] = {
     ),
     "stats": ("Stats",),
     "sendloop": ("SendLoop",),
+    "ring": ("Writer", "Reader", "Loan"),
 }
 
 

@@ -11,6 +11,8 @@ cdef extern from "dc_common.h" nogil:
     int DC_ERR_TOO_BIG
     int DC_ERR_RESERVED
     uint64_t dc_align64(uint64_t n)
+    void dc_st64(uint8_t *p, uint64_t v)
+    uint64_t dc_ld64(const uint8_t *p)
 
 cdef extern from "dc_frame.h" nogil:
     unsigned int DC_FRAME_HEADER_SIZE
@@ -79,3 +81,73 @@ cdef extern from "dc_sendloop.h" nogil:
     void dc_sl_run(dc_sendloop *sl)
     void dc_sl_stop(dc_sendloop *sl)
     void dc_sl_destroy(dc_sendloop *sl)
+cdef extern from "dc_seqlock.h" nogil:
+    ctypedef uint64_t dc_au64
+    ctypedef uint32_t dc_au32
+
+cdef extern from "dc_ring.h" nogil:
+    int DC_RING_EMPTY
+    int DC_RING_LAPPED
+    int DC_RING_FULL
+    int DC_ERR_CORRUPT
+    int DC_RING_OFF_DATA_WORD
+    int DC_RING_OFF_DATA_SLEEPERS
+    int DC_RING_OFF_SPACE_WORD
+    int DC_RING_OFF_SPACE_SLEEPERS
+    int DC_RING_OFF_SUBS_WORD
+    int DC_RING_OFF_TAIL
+    int DC_RING_OFF_INTENT
+    int DC_RING_OFF_HEAD
+    int DC_RING_OFF_CLOSED
+    int DC_RING_OFF_LATEST_LOCK
+    int DC_RING_OFF_LATEST_POS
+    int DC_RING_OFF_LATEST_SEQ
+    int DC_RING_OFF_SLOTS
+    int DC_RING_SLOT_SIZE
+    int DC_RING_SLOT_CURSOR
+    int DC_RING_SLOT_JOIN_SEQ
+    unsigned long long DC_RING_MAGIC
+
+    ctypedef struct dc_writer:
+        uint8_t *base
+        uint8_t *ring
+        uint64_t cap
+        uint64_t mask
+        uint32_t max_subs
+        int block
+        uint64_t tail
+        uint64_t head
+        uint64_t min_cursor
+        uint64_t res_pos
+        uint64_t res_len
+        uint64_t res_end
+
+    ctypedef struct dc_reader:
+        uint8_t *base
+        uint8_t *ring
+        uint64_t cap
+        uint64_t mask
+        int block
+        uint64_t cursor
+
+    void dc_cpu_relax()
+    int64_t dc_realtime_ns()
+    int64_t dc_monotonic_ns()
+    int dc_futex_wait(dc_au32 *word, uint32_t expected, int64_t timeout_ns)
+    uint32_t dc_sleep_prepare(dc_au32 *word, dc_au32 *flag)
+    void dc_writer_init(dc_writer *w, uint8_t *base)
+    int dc_writer_room(dc_writer *w, uint64_t t, uint64_t e)
+    int dc_writer_reserve(dc_writer *w, uint64_t frame_len)
+    uint8_t *dc_writer_ptr(const dc_writer *w)
+    int dc_writer_commit(dc_writer *w, uint64_t seq, int64_t now_ns)
+    void dc_writer_close(dc_writer *w)
+    void dc_reader_init(dc_reader *r, uint8_t *base, uint32_t slot)
+    uint64_t dc_ring_tail(const uint8_t *base)
+    int dc_ring_closed(const uint8_t *base)
+    int dc_reader_valid(const dc_reader *r, uint64_t pos)
+    int dc_reader_next(dc_reader *r, uint64_t *pos, dc_header *h)
+    void dc_reader_advance(dc_reader *r, uint64_t to)
+    void dc_reader_hold(dc_reader *r, uint64_t pos, uint64_t next)
+    int dc_ring_latest(uint8_t *base, uint64_t *pos, uint64_t *length, uint64_t *seq)
+    void dc_reader_resync(dc_reader *r, int newest)
+    int dc_reader_check_at(const dc_reader *r, uint64_t pos, uint64_t length, dc_header *h)

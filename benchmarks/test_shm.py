@@ -1,0 +1,59 @@
+"""shm:// across processes: throughput per payload size and one-way latency,
+cython beside python beside the peers that are installed.
+
+Run: pytest benchmarks/test_shm.py --benchmark-group-by=group
+     (or `python -m datacomms.bench` for one table of messages per second)
+
+Each round is one burst: the child publishes n messages flat out, this
+process receives them with one recv() per message; a round's time / n is
+the cost per message. ``extra_info`` carries msgs_per_s and MB_per_s of the
+best round, and the latency tests carry p50/p99/max in microseconds.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from datacomms import bench
+
+KINDS = ["cython", "python"] + bench.available_peers()  # peers that are not installed are left out
+
+
+def _run(benchmark, kind: str, size: int, spin_us: float = 50.0) -> None:
+    n = max(20, bench.burst_size(size) // 2)  # the same n for every kind: the times compare directly
+    with bench.Pump(kind, size, spin_us=spin_us) as pump:
+        pump.burst(max(10, n // 10))  # map the ring's pages, warm the caches
+        benchmark.pedantic(pump.burst, args=(n,), rounds=3, iterations=1)
+    best = benchmark.stats.stats.min
+    benchmark.extra_info.update(messages=n, msgs_per_s=n / best, MB_per_s=n * size / best / 1e6)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("size", list(bench.SIZES), ids=list(bench.SIZES))
+def test_throughput(benchmark, kind, size):
+    """Cross-process stream, one send and one recv per message, lossless (block mode / blocking queues)."""
+    benchmark.group = f"throughput {size}"
+    _run(benchmark, kind, bench.SIZES[size])
+
+
+@pytest.mark.parametrize("size", ["1MiB", "8MiB"])
+def test_throughput_zero_copy(benchmark, size):
+    """Cython loans on the send side and recv(copy=False): no copy of the payload at all."""
+    benchmark.group = f"throughput {size}"
+    _run(benchmark, "cython-zc", bench.SIZES[size])
+
+
+@pytest.mark.parametrize("kind,spin_us", [("cython", 2000.0), ("cython", 0.0), ("python", 2000.0), ("python", 0.0)]
+                         + [(p, 0.0) for p in bench.available_peers()],
+                         ids=lambda v: {2000.0: "busy-poll", 0.0: "sleeping"}.get(v, v) if isinstance(v, float) else v)
+def test_latency_1khz(benchmark, kind, spin_us):
+    """One-way latency of 64 B messages sent at 1 kHz (receive time - send time, one clock)."""
+    benchmark.group = "latency 64B at 1 kHz"
+    with bench.Pump(kind, 64, spin_us=spin_us) as pump:
+        pump.latencies(100, 1000)
+        result: dict = {}
+
+        def once() -> None:
+            result.update(bench.percentiles(pump.latencies(1000, 1000)))
+        benchmark.pedantic(once, rounds=2, iterations=1)
+    benchmark.extra_info.update(result)

@@ -1,0 +1,351 @@
+"""The shm:// ring in pure Python: the readable reference of the algorithm in
+csrc/dc_ring.h (read that header's opening comment first) and the fallback
+when the Cython backend is not built. Its compiled twin is
+backend/cython/ring.pyx; backend/_segment.py lays out and checks the header.
+Both twins work on the same segment at the same time.
+
+Memory ordering. Shared 64- and 32-bit fields are read and written through
+memoryviews cast to "Q"/"I": CPython copies such an item with a fixed-size
+memcpy, which compilers turn into one aligned load or store, so no field is
+ever seen half-written. This module then relies on x86-64 (TSO) ordering:
+stores become visible in program order and loads are not reordered with
+older loads, which gives the release/acquire pairs of the C version for
+free. The two places that need a full fence (a store followed by a load of
+another word, for the sleep/wake handshake) take and release a
+threading.Lock, whose implementation uses a locked instruction. On other
+architectures use the Cython backend.
+
+Futex calls go through ctypes (the GIL is released during the call, and a
+signal interrupts the wait with EINTR so Ctrl-C works).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import platform
+import struct
+import threading
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from ...errors import Closed, DataCommsError, FrameError, Timeout
+from ...message import Message
+from .. import _meta
+from .. import _segment as S
+from . import framing
+from .stats import Stats
+
+_SYS_FUTEX = {"x86_64": 202, "aarch64": 98}.get(platform.machine(), 202)
+_FUTEX_WAIT = 0
+_FUTEX_WAKE = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+_syscall = _libc.syscall
+_syscall.restype = ctypes.c_long
+
+SLICE_NS = 100_000_000       # longest single sleep: signals and liveness are checked between
+CHECK_NS = 100_000_000       # how often a waiting reader asks whether the publisher lives
+REAP_AFTER_NS = 100_000_000  # a blocked publisher looks for dead subscribers after this long
+
+DC_OK, EMPTY, LAPPED = 0, 1, 2
+_PAD_MAGIC = b"DCPD"
+_U64 = struct.Struct("<Q")
+_fence_lock = threading.Lock()
+
+
+class _timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+def _full_fence() -> None:
+    # A lock round trip is an atomic read-modify-write: a full barrier on x86-64.
+    _fence_lock.acquire()
+    _fence_lock.release()
+
+
+def _futex_wait(addr: int, expected: int, timeout_ns: int) -> None:
+    ts = _timespec(timeout_ns // 1_000_000_000, timeout_ns % 1_000_000_000)
+    _syscall(_SYS_FUTEX, ctypes.c_void_p(addr), _FUTEX_WAIT, ctypes.c_uint32(expected), ctypes.byref(ts), None, 0)
+
+
+def _futex_wake_all(addr: int) -> None:
+    _syscall(_SYS_FUTEX, ctypes.c_void_p(addr), _FUTEX_WAKE, 0x7FFFFFFF, None, None, 0)
+
+
+def _deadline(timeout: float | None) -> int:
+    if timeout is None:
+        return -1
+    now = time.monotonic_ns()
+    return now if timeout <= 0 else now + int(timeout * 1e9)
+
+
+class _Mapped:
+    """Views of one segment: the header as u32/u64 words, the ring bytes, and the base address."""
+
+    def __init__(self, buf: Any) -> None:
+        self.mv = memoryview(buf)
+        if self.mv.readonly:
+            raise ValueError("the ring needs a writable buffer")
+        head = self.mv[:S.OFF_SLOTS]
+        data = head.cast("I")[S.OFF_DATA // 4]
+        self.cap = head.cast("Q")[S.OFF_CAPACITY // 8]
+        self.mask = self.cap - 1
+        self.max_subs = head.cast("I")[S.OFF_MAX_SUBS // 4]
+        self.block = bool(head.cast("I")[S.OFF_FLAGS // 4] & S.FLAG_BLOCK)
+        head.release()
+        self.u64 = self.mv[:data].cast("Q")
+        self.u32 = self.mv[:data].cast("I")
+        self.ring = self.mv[data:data + self.cap]
+        self._anchor = ctypes.c_char.from_buffer(buf)
+        self.addr = ctypes.addressof(self._anchor)
+
+    def wake_if_sleeping(self, word: int, flag: int) -> None:
+        """The caller made its news visible and fenced; wake the sleepers that announced themselves."""
+        u32 = self.u32
+        if u32[flag // 4]:
+            u32[flag // 4] = 0
+            # Single writer for DATA_WORD; for SPACE_WORD a racing reader can lose an increment,
+            # which only costs a sleeper one slice, never a missed message.
+            u32[word // 4] = (u32[word // 4] + 1) & 0xFFFFFFFF
+            _futex_wake_all(self.addr + word)
+
+    def sleep_prepare(self, word: int, flag: int) -> int:
+        v = self.u32[word // 4]
+        self.u32[flag // 4] = 1
+        _full_fence()
+        return v
+
+    def latest(self) -> tuple[int, int, int] | None:
+        u64 = self.u64
+        for _ in range(1 << 12):  # a lock that stays odd: the writer died mid-update
+            s = u64[S.OFF_LATEST_LOCK // 8]
+            if s == 0:
+                return None
+            pos, length, seq = (u64[S.OFF_LATEST_POS // 8], u64[S.OFF_LATEST_LEN // 8],
+                                u64[S.OFF_LATEST_SEQ // 8])
+            if not s & 1 and u64[S.OFF_LATEST_LOCK // 8] == s:
+                return pos, length, seq
+        return None
+
+    def release(self) -> None:
+        del self._anchor
+        for v in (self.ring, self.u64, self.u32, self.mv):
+            try:
+                v.release()
+            except BufferError:
+                pass  # zero-copy views still exist; the mapping lives until they go
+
+
+class Writer:
+    """The publisher's end of a ring in a writable buffer whose header is initialised.
+    ``reap`` (optional) frees dead subscribers' slots; a blocked send calls it."""
+
+    def __init__(self, buf: Any, reap: Callable[[], Any] | None = None) -> None:
+        self._m = _Mapped(buf)
+        m = self._m
+        self.reap = reap
+        self.seq = 0
+        self.tail = m.u64[S.OFF_TAIL // 8]
+        self._head = m.u64[S.OFF_HEAD // 8]
+        self._min_cursor = self.tail
+        self._lock = m.u64[S.OFF_LATEST_LOCK // 8] & 0xFFFFFFFFFFFFFFFC
+        self._res = (0, 0, 0)
+        self.loaned: Loan | None = None
+
+    @property
+    def capacity(self) -> int:
+        return self._m.cap
+
+    def _room(self, t: int, e: int) -> bool:
+        # Same rule as dc_writer_room: a subscriber at t has read everything.
+        m = self._m
+        lowest, ok = t, True
+        for i in range(m.max_subs):
+            off = S.OFF_SLOTS + i * S.SLOT_SIZE
+            if m.u32[(off + S.SLOT_STATE) // 4] != S.SLOT_ACTIVE:
+                continue
+            c = m.u64[(off + S.SLOT_CURSOR) // 8]
+            if c >= t:
+                continue
+            if e - c > m.cap:
+                ok = False
+            lowest = min(lowest, c)
+        self._min_cursor = lowest
+        return ok
+
+    def _try_reserve(self, frame_len: int) -> bool:
+        m = self._m
+        t = self.tail
+        off = t & m.mask
+        pad = m.cap - off if frame_len > m.cap - off else 0
+        s = t + pad
+        e = s + frame_len
+        if m.block and e - self._min_cursor > m.cap and not self._room(t, e):
+            return False
+        h = self._head
+        while h + m.cap < e:
+            if h >= t:
+                h = s
+                break
+            hoff = h & m.mask
+            length = _U64.unpack_from(m.ring, hoff + 40)[0]
+            if length < 64 or length & 63 or length > m.cap - hoff:
+                h = s
+                break
+            h += length
+        self._head = h
+        m.u64[S.OFF_HEAD // 8] = h
+        m.u64[S.OFF_INTENT // 8] = e  # TSO: visible before any byte of the record below
+        if pad:
+            m.ring[off:off + 64] = _PAD_MAGIC + bytes(36) + _U64.pack(pad) + bytes(16)
+        self._res = (s, frame_len, e)
+        return True
+
+    def _reserve(self, frame_len: int, timeout: float | None) -> None:
+        m = self._m
+        if frame_len > m.cap:
+            raise FrameError(f"a frame of {frame_len} bytes does not fit a ring of {m.cap} bytes; "
+                             "give the Publisher a larger capacity")
+        if self._try_reserve(frame_len):
+            return
+        deadline = _deadline(timeout)
+        next_reap = time.monotonic_ns() + REAP_AFTER_NS
+        while True:
+            now = time.monotonic_ns()
+            if now >= next_reap and self.reap is not None:
+                next_reap = now + REAP_AFTER_NS
+                self.reap()
+            v = m.sleep_prepare(S.OFF_SPACE_WORD, S.OFF_SPACE_SLEEPERS)
+            if self._try_reserve(frame_len):
+                return
+            if deadline >= 0 and now >= deadline:
+                raise Timeout("send timed out waiting for a slow subscriber (on_full='block')")
+            left = SLICE_NS if deadline < 0 else min(SLICE_NS, deadline - now)
+            _futex_wait(m.addr + S.OFF_SPACE_WORD, v, left)
+
+    def _publish(self, now: int) -> int:
+        m = self._m
+        seq = self.seq
+        s, length, e = self._res
+        self.tail = e
+        u64 = m.u64
+        u64[S.OFF_TAIL // 8] = e  # TSO: the record's bytes are visible before TAIL
+        lock = self._lock  # the only writer keeps its own count: the shared one may be scribbled on
+        u64[S.OFF_LATEST_LOCK // 8] = lock + 1
+        u64[S.OFF_LATEST_POS // 8] = s
+        u64[S.OFF_LATEST_LEN // 8] = length
+        u64[S.OFF_LATEST_SEQ // 8] = seq
+        u64[S.OFF_LATEST_LOCK // 8] = lock + 2
+        self._lock = (lock + 2) & 0xFFFFFFFFFFFFFFFE
+        u64[S.OFF_HEARTBEAT // 8] = now
+        _full_fence()
+        m.wake_if_sleeping(S.OFF_DATA_WORD, S.OFF_DATA_SLEEPERS)
+        self.seq = seq + 1
+        return seq
+
+    def send(self, data: Any, timeout: float | None = None) -> int:
+        """Writes data as the next record and returns its seq."""
+        if self._m is None:
+            raise Closed("this publisher is closed")
+        if self.loaned is not None:
+            raise DataCommsError("commit or abort the open loan before sending")
+        now = time.time_ns()
+        parts, frame_len = framing.encode(data, self.seq, now)
+        self._reserve(frame_len, timeout)
+        ring = self._m.ring
+        off = self._res[0] & self._m.mask
+        end = off + frame_len
+        for part in parts:
+            n = len(part) if isinstance(part, bytes) else memoryview(part).nbytes
+            if off + n > end:
+                raise FrameError("encoded parts overrun their frame length")
+            ring[off:off + n] = part
+            off += n
+        if off != end:
+            raise FrameError("encoded parts do not fill their frame length")
+        return self._publish(now)
+
+    def loan(self, shape: Any, dtype: Any, timeout: float | None = None) -> "Loan":
+        """Reserves room for an array frame and returns a Loan whose ``array`` views it in the ring."""
+        if self._m is None:
+            raise Closed("this publisher is closed")
+        if self.loaned is not None:
+            raise DataCommsError("a loan is already open")
+        dt = np.dtype(dtype)
+        shp = (int(shape),) if isinstance(shape, int) else tuple(int(s) for s in shape)
+        if any(s < 0 for s in shp):
+            raise FrameError(f"bad shape {shape!r}")
+        count = int(np.prod(shp, dtype=np.int64)) if shp else 1
+        nbytes = count * dt.itemsize
+        meta = framing.dumps_json({"dtype": _meta.dtype_to_json(dt), "shape": list(shp)})
+        mpad = -len(meta) % 64
+        frame_len = 64 + len(meta) + mpad + nbytes + (-nbytes % 64)
+        self._reserve(frame_len, timeout)
+        off = self._res[0] & self._m.mask
+        head = framing.pack_header(framing.KIND_ARRAY, 0, self.seq, 0, len(meta), 1, nbytes)
+        ring = self._m.ring
+        ring[off:off + 64 + len(meta) + mpad] = head + meta + bytes(mpad)
+        start = off + 64 + len(meta) + mpad
+        ring[start + nbytes:off + frame_len] = bytes(off + frame_len - start - nbytes)
+        arr = np.frombuffer(ring, dtype=dt, count=count, offset=start).reshape(shp)
+        self.loaned = Loan(self, arr)
+        return self.loaned
+
+    def _commit_loan(self, loan: "Loan") -> int:
+        if loan is not self.loaned:
+            raise DataCommsError("this loan is no longer open")
+        self.loaned = None
+        now = time.time_ns()
+        off = self._res[0] & self._m.mask
+        struct.pack_into("<Qq", self._m.ring, off + 8, self.seq, now)
+        return self._publish(now)
+
+    def _abort_loan(self, loan: "Loan") -> None:
+        if loan is self.loaned:
+            self.loaned = None
+
+    def close(self) -> None:
+        """Marks the ring closed, wakes every sleeper and lets go of the buffer."""
+        m = self._m
+        if m is None:
+            return
+        self.loaned = None
+        m.u32[S.OFF_CLOSED // 4] = 1
+        m.u32[S.OFF_DATA_WORD // 4] = (m.u32[S.OFF_DATA_WORD // 4] + 1) & 0xFFFFFFFF
+        _full_fence()
+        _futex_wake_all(m.addr + S.OFF_DATA_WORD)
+        self._m = None
+        m.release()
+
+
+class Loan:
+    """Room for one array frame in the ring: fill ``array`` in place, then ``commit()``
+    (returns the seq) or ``abort()``. The array must not be touched after either."""
+
+    __slots__ = ("array", "_writer")
+
+    def __init__(self, writer: Any, array: np.ndarray) -> None:
+        self.array = array
+        self._writer = writer
+
+    def commit(self) -> int:
+        return self._writer._commit_loan(self)
+
+    def abort(self) -> None:
+        self._writer._abort_loan(self)
+
+    def __enter__(self) -> "Loan":
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            if self._writer.loaned is self:
+                self.commit()
+        else:
+            self.abort()
+
+
+from ._ring_reader import Reader  # noqa: E402  (the reader half lives in its own module)
+
+__all__ = ["Writer", "Reader", "Loan"]

@@ -1,0 +1,366 @@
+"""shm://NAME — POSIX shared memory: one lock-free broadcast ring per name.
+
+The segment is the file ``dc-NAME`` in /dev/shm (mode 0600), opened by name
+from any process and mapped with mmap; multiprocessing.shared_memory is not
+used because its resource tracker unlinks segments it did not create.
+The ring mechanics live in the backend (``backend.ring``: csrc/dc_ring.h
+compiled, or the pure-Python twin); this module owns the files, the locks
+that tell who is alive, and the public API.
+
+Lifecycle:
+- A publisher builds the segment under a temporary name and links it into
+  place, so nobody ever maps a half-initialised header. It holds a lock on
+  byte 0 for its lifetime. If the name exists and nobody holds that lock,
+  the segment is stale (its publisher died) and is replaced; if somebody
+  does, the second publisher gets a DataCommsError.
+- A clean close marks the ring closed, wakes every subscriber and unlinks
+  the name. Subscribers still drain what is left, then get dc.Closed. A
+  publisher killed outright loses its lock; subscribers notice within about
+  0.1 s of waiting and get dc.Closed.
+- A subscriber takes a slot (a cursor) and locks it; a dead subscriber's
+  slot is reaped by a blocked publisher. A subscriber created before its
+  publisher attaches on its first recv/latest once the publisher is there,
+  and then reads from the oldest message still in the ring.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import time
+import uuid
+from typing import Any
+
+from .. import backend as _backend
+from ..backend import _segment as S
+from ..errors import Closed, DataCommsError, Timeout
+from ..message import Message
+from ..pubsub import Publisher, Subscriber
+from ..url import parse
+
+SHM_DIR = "/dev/shm"
+PREFIX = "dc-"
+TMP_PREFIX = "dc-.tmp-"
+NAME_MAX = 30
+DEFAULT_CAPACITY = S.DEFAULT_CAPACITY
+_ATTACH_POLL_S = 0.005
+
+
+def check_name(name: str) -> str:
+    """The segment name of shm://NAME: 1..30 characters (macOS limit), no '/', no NUL, no leading '.'."""
+    if not isinstance(name, str) or not name or len(name) > NAME_MAX or "/" in name or "\0" in name \
+            or name.startswith(".") or not name.isprintable():
+        raise DataCommsError(f"bad shm name {name!r}: use 1 to {NAME_MAX} printable characters, "
+                             "no '/', not starting with '.'")
+    return name
+
+
+def _name_from_url(url: str) -> str:
+    u = parse(url)
+    if u.scheme != "shm":
+        raise DataCommsError(f"{url!r} is not an shm:// URL")
+    return check_name(u.rest)
+
+
+def path_of(name: str) -> str:
+    return os.path.join(SHM_DIR, PREFIX + name)
+
+
+class _Segment:
+    """An open, mapped, validated segment file."""
+
+    def __init__(self, fd: int, mm: mmap.mmap, config: S.Config) -> None:
+        self.fd = fd
+        self.mm = mm
+        self.config = config
+        self.ino = os.fstat(fd).st_ino
+
+    @classmethod
+    def open(cls, path: str) -> "_Segment | None":
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        try:
+            size = os.fstat(fd).st_size
+            if size < S.OFF_SLOTS:
+                raise DataCommsError(f"{path} is too small to be a datacomms shm segment")
+            mm = mmap.mmap(fd, size)
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            config = S.read_config(mm, size)
+        except BaseException:
+            mm.close()
+            os.close(fd)
+            raise
+        return cls(fd, mm, config)
+
+    def close(self) -> None:
+        try:
+            self.mm.close()
+        except BufferError:
+            pass  # zero-copy views or a loan's array still point in; the mapping goes with them
+        os.close(self.fd)
+
+
+def _create(name: str, capacity: int, max_subs: int, block: bool) -> _Segment:
+    path = path_of(name)
+    tmp = os.path.join(SHM_DIR, TMP_PREFIX + uuid.uuid4().hex[:16])
+    size = S.segment_size(capacity, max_subs)
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    S.try_lock(fd, 0)  # a fresh file: nobody else can hold it yet; clean() leaves locked files alone
+    try:
+        os.ftruncate(fd, size)
+        mm = mmap.mmap(fd, size)
+        pid = os.getpid()
+        S.init_segment(mm, capacity, max_subs, block, pid, S.process_start_time(pid))
+        for _ in range(8):
+            try:
+                os.link(tmp, path)
+                break
+            except FileExistsError:
+                owner = _reclaim(path)
+                if owner is not None:
+                    mm.close()
+                    raise DataCommsError(f"shm://{name} already has a live publisher (pid {owner}); "
+                                         "close it first or pick another name")
+        else:
+            mm.close()
+            raise DataCommsError(f"could not create shm://{name}: the name keeps reappearing")
+    except BaseException:
+        os.close(fd)
+        raise
+    finally:
+        os.unlink(tmp)
+    return _Segment(fd, mm, S.read_config(mm, size))
+
+
+def _reclaim(path: str) -> int | None:
+    """Removes the segment at path if its publisher is gone; else returns that publisher's pid."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        if not S.try_lock(fd, 0):
+            try:
+                with mmap.mmap(fd, S.OFF_SLOTS) as mm:
+                    return int.from_bytes(mm[S.OFF_OWNER_PID:S.OFF_OWNER_PID + 8], "little")
+            except (OSError, ValueError):
+                return -1
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                os.unlink(path)
+        except FileNotFoundError:
+            pass
+        return None
+    finally:
+        os.close(fd)
+
+
+class ShmPublisher(Publisher):
+    """Publisher(url, backend=None, capacity=32 MiB, on_full="drop"|"block", max_subscribers=64).
+
+    ``capacity`` is the ring size in bytes (rounded up to a power of two); one
+    message must fit in it. ``send`` and ``loan`` are the backend writer's own
+    methods, bound on the instance (no extra Python frame per message).
+    """
+
+    def __init__(self, url: str, backend: Any = None, capacity: int = DEFAULT_CAPACITY, on_full: str = "drop",
+                 max_subscribers: int = S.DEFAULT_MAX_SUBS) -> None:
+        if on_full not in ("drop", "block"):
+            raise ValueError(f"on_full must be 'drop' or 'block', not {on_full!r}")
+        if not isinstance(max_subscribers, int) or not 1 <= max_subscribers <= S.MAX_SUBS_LIMIT:
+            raise ValueError(f"max_subscribers must be 1..{S.MAX_SUBS_LIMIT}")
+        self.url = url
+        self.name = _name_from_url(url)
+        self.on_full = on_full
+        self.backend = _backend.get(backend)
+        self._seg: _Segment | None = _create(self.name, S.capacity_for(capacity), max_subscribers,
+                                             on_full == "block")
+        self.capacity = self._seg.config.capacity
+        self._writer = self.backend.ring.Writer(self._seg.mm, reap=self._reap)
+        self.send = self._writer.send  # type: ignore[method-assign]
+        self.loan = self._writer.loan  # type: ignore[method-assign]
+
+    def send(self, data: Any, timeout: float | None = None) -> int:  # replaced per instance
+        raise Closed("this publisher is closed")
+
+    def loan(self, shape: Any, dtype: Any, timeout: float | None = None) -> Any:
+        """Room for an array in the ring: ``with pub.loan(shape, dtype) as l: fill(l.array)``
+        publishes on leaving the block (or call ``l.commit()``); do not touch the array afterwards."""
+        raise Closed("this publisher is closed")
+
+    def _reap(self) -> int:
+        seg = self._seg
+        if seg is None:
+            return 0
+        return S.reap(seg.fd, seg.mm, seg.config)
+
+    @property
+    def subscribers(self) -> int:
+        return self._reap()
+
+    def wait_for_subscribers(self, n: int = 1, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            count = self._reap()
+            if count >= n:
+                return count
+            if deadline is not None and time.monotonic() >= deadline:
+                raise Timeout(f"{count} of {n} subscribers attached to {self.url}")
+            time.sleep(0.002)
+
+    def close(self) -> None:
+        seg = self._seg
+        if seg is None:
+            return
+        self._seg = None
+        self._writer.close()
+        path = path_of(self.name)
+        try:
+            if os.stat(path).st_ino == seg.ino:
+                os.unlink(path)
+        except FileNotFoundError:
+            pass
+        seg.close()  # closing the fd drops the publisher lock, after the unlink
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class ShmSubscriber(Subscriber):
+    """Subscriber(url, backend=None, spin_us=0).
+
+    ``spin_us``: busy-poll this long before sleeping on the futex (lower latency,
+    burns a core while waiting). ``recv(timeout, copy=True)`` and
+    ``latest(timeout, copy=True)`` are the backend reader's methods, bound on
+    the instance once attached. With ``copy=False`` the data are read-only
+    views into the ring, valid until the next recv/latest/release(); in block
+    mode the publisher cannot overwrite them meanwhile, in drop mode it can:
+    check ``still_valid()`` after using them.
+    """
+
+    def __init__(self, url: str, backend: Any = None, spin_us: float = 0.0) -> None:
+        self.url = url
+        self.name = _name_from_url(url)
+        self.backend = _backend.get(backend)
+        self.spin_us = float(spin_us)
+        self.stats = self.backend.stats.Stats()
+        self._seg: _Segment | None = None
+        self._slot = -1
+        self._reader: Any = None
+        self._closed = False
+        self._attach()
+
+    def _attach(self, from_oldest: bool = False) -> bool:
+        seg = _Segment.open(path_of(self.name))
+        if seg is None:
+            return False
+        if not S.publisher_alive(seg.fd):
+            seg.close()  # stale: wait for the next publisher of the name
+            return False
+        try:
+            self._slot = S.claim_slot(seg.fd, seg.mm, seg.config, os.getpid(), from_oldest)
+        except BaseException:
+            seg.close()
+            raise
+        self._seg = seg
+        fd = seg.fd
+        self._reader = self.backend.ring.Reader(seg.mm, self._slot, alive=lambda: S.publisher_alive(fd),
+                                                name=self.url, spin_us=self.spin_us, stats=self.stats)
+        self.recv = self._reader.recv  # type: ignore[method-assign]
+        self.latest = self._reader.latest  # type: ignore[method-assign]
+        self.release = self._reader.release  # type: ignore[method-assign]
+        self.still_valid = self._reader.still_valid  # type: ignore[method-assign]
+        return True
+
+    def _attach_wait(self, timeout: float | None) -> float | None:
+        """Attaches, waiting for the publisher up to timeout; returns the time left."""
+        if self._closed:
+            raise Closed("this subscriber is closed")
+        start = time.monotonic()
+        while not self._attach(from_oldest=True):
+            waited = time.monotonic() - start
+            if timeout is not None and waited >= timeout:
+                raise Timeout(f"no publisher on {self.url}")
+            time.sleep(_ATTACH_POLL_S)
+        return None if timeout is None else max(0.0, timeout - (time.monotonic() - start))
+
+    def recv(self, timeout: float | None = None, copy: bool = True) -> Message:  # until attached
+        if self._reader is None:
+            timeout = self._attach_wait(timeout)
+        return self._reader.recv(timeout, copy)
+
+    def latest(self, timeout: float | None = None, copy: bool = True) -> Message:  # until attached
+        if self._reader is None:
+            timeout = self._attach_wait(timeout)
+        return self._reader.latest(timeout, copy)
+
+    def release(self) -> None:
+        """Ends the zero-copy hold of the last message."""
+
+    def still_valid(self) -> bool:
+        """Whether the data of the last zero-copy message are still intact in the ring."""
+        return False
+
+    @property
+    def attached(self) -> bool:
+        return self._reader is not None
+
+    def close(self) -> None:
+        self._closed = True
+        seg, self._seg = self._seg, None
+        if seg is None:
+            return
+        self._reader.close()
+        S.release_slot(seg.fd, seg.mm, seg.config, self._slot)
+        seg.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+def stale() -> list[str]:
+    """Names of shm segments whose publisher is gone (left by a killed process)."""
+    out = []
+    try:
+        entries = sorted(os.listdir(SHM_DIR))
+    except FileNotFoundError:
+        return out
+    for entry in entries:
+        if not entry.startswith(PREFIX):
+            continue
+        try:
+            fd = os.open(os.path.join(SHM_DIR, entry), os.O_RDWR | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            if not S.held_by_other(fd, 0):
+                out.append(entry[len(PREFIX):])
+        finally:
+            os.close(fd)
+    return out
+
+
+def clean() -> list[str]:
+    """Removes the stale segments (see stale()) and returns their names."""
+    removed = []
+    for name in stale():
+        path = os.path.join(SHM_DIR, PREFIX + name)
+        try:
+            if name.startswith(".tmp-") and time.time() - os.stat(path).st_mtime < 10:
+                continue  # a publisher may be between creating and locking it
+        except FileNotFoundError:
+            continue
+        if _reclaim(path) is None and not os.path.exists(path):
+            removed.append(name)
+    return removed

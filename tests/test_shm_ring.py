@@ -1,0 +1,177 @@
+"""The shm ring in one process, on both backends: wrap-around and padding,
+zero-copy receive, send-side loans, a scribbled-on segment, and the header
+layout the C header and the Python twin must share."""
+
+from __future__ import annotations
+
+import mmap
+import os
+import random
+
+import numpy as np
+import pytest
+
+import datacomms as dc
+from datacomms.backend import _segment as S
+from datacomms.transports.shm import path_of
+
+from conftest import AVAILABLE
+
+
+def _pair(backend, name, **pub_kw):
+    pub = dc.Publisher(f"shm://{name}", backend=backend, **pub_kw)
+    sub = dc.Subscriber(f"shm://{name}", backend=backend)
+    return pub, sub
+
+
+@pytest.mark.skipif("cython" not in AVAILABLE, reason="DATACOMMS_NO_EXTENSIONS=1")
+def test_layout_matches_the_c_header():
+    layout = dc.backend.get("cython").ring._layout()
+    for key, value in layout.items():
+        ours = key if key in ("MAGIC", "SLOT_SIZE", "SLOT_CURSOR", "SLOT_JOIN_SEQ") else "OFF_" + key
+        assert getattr(S, ours) == value, key
+
+
+def test_wraps_with_padding_and_frames_near_capacity_block_mode(backend, shm_name):
+    """Random sizes up to the whole ring, so every wrap case occurs, including a frame
+    that needs more than the room left after padding (the pad is overwritten)."""
+    rng = random.Random(5)
+    pub, sub = _pair(backend, shm_name, capacity=1 << 14, on_full="block")
+    with pub, sub:
+        for i in range(1500):
+            size = rng.choice([0, 1, 63, 64, 65, 500, 4000, 9000, (1 << 14) - 64 - rng.randrange(0, 2) * 64])
+            payload = bytes([i % 251]) * size
+            assert pub.send(payload, timeout=5) == i
+            m = sub.recv(timeout=5)
+            assert m.seq == i and m.data == payload
+        assert sub.stats.lost == 0
+
+
+def test_drop_mode_lap_resyncs_on_an_intact_record(backend, shm_name):
+    pub, sub = _pair(backend, shm_name, capacity=1 << 14)
+    with pub, sub:
+        for i in range(1000):
+            pub.send(i.to_bytes(4, "little") * (1 + i % 50))
+        got = []
+        while True:
+            try:
+                m = sub.recv(timeout=0)
+            except dc.Timeout:
+                break
+            assert m.data == m.seq.to_bytes(4, "little") * (1 + m.seq % 50)
+            got.append(m.seq)
+        assert got and got[-1] == 999 and got == sorted(got)
+        # it joined before seq 0: everything it did not receive is lost, counted exactly
+        assert sub.stats.lost == 1000 - len(got) > 0
+
+
+def test_zero_copy_views_and_overwrite_detection(backend, shm_name):
+    pub, sub = _pair(backend, shm_name, capacity=1 << 14)
+    with pub, sub:
+        pub.send(np.arange(100, dtype=np.int32))
+        m = sub.recv(copy=False, timeout=1)
+        assert isinstance(m.data, np.ndarray) and not m.data.flags.writeable
+        assert np.array_equal(m.data, np.arange(100)) and sub.still_valid()
+        for _ in range(200):  # drop mode: the publisher laps the held record
+            pub.send(b"y" * 200)
+        assert not sub.still_valid(), "an overwritten view must be detectable"
+        del m
+        sub.release()
+        assert not sub.still_valid()
+        n = sub.recv(timeout=1)
+        assert n.data == b"y" * 200
+
+
+def test_zero_copy_hold_stops_a_block_mode_publisher(backend, shm_name):
+    pub, sub = _pair(backend, shm_name, capacity=1 << 14, on_full="block")
+    with pub, sub:
+        pub.send(b"held" * 100)
+        m = sub.recv(copy=False, timeout=1)
+        with pytest.raises(dc.Timeout):
+            for _ in range(100):
+                pub.send(b"z" * 1000, timeout=0.05)
+        assert bytes(m.data) == b"held" * 100 and sub.still_valid()
+        del m
+        sub.release()
+        pub.send(b"after release", timeout=1)
+
+
+def test_loan_commit_abort(backend, shm_name):
+    pub, sub = _pair(backend, shm_name, capacity=1 << 16)
+    with pub, sub:
+        with pub.loan((16, 32), np.float32) as loan:
+            assert loan.array.shape == (16, 32) and loan.array.flags.writeable
+            loan.array[:] = 1.5
+            with pytest.raises(dc.DataCommsError):
+                pub.send(b"not now")
+        m = sub.recv(timeout=1)
+        assert m.seq == 0 and m.data.dtype == np.float32 and np.all(m.data == 1.5)
+        loan = pub.loan(10, "u1")
+        loan.abort()
+        assert pub.send(b"next") == 1, "an aborted loan publishes nothing and takes no seq"
+        assert sub.recv(timeout=1).data == b"next"
+        with pytest.raises(dc.FrameError):
+            pub.loan(1 << 17, "u1")
+        rec = pub.loan(3, [("a", "<i4"), ("b", "<f8")])
+        rec.array["a"] = [1, 2, 3]
+        rec.array["b"] = 0.5
+        assert rec.commit() == 2
+        got = sub.recv(timeout=1).data
+        assert list(got["a"]) == [1, 2, 3] and np.all(got["b"] == 0.5)
+        with pytest.raises(dc.DataCommsError):
+            rec.commit()
+
+
+def _scribble(name: str, offset: int, data: bytes) -> None:
+    fd = os.open(path_of(name), os.O_RDWR)
+    try:
+        with mmap.mmap(fd, 0) as mm:
+            mm[offset:offset + len(data)] = data
+    finally:
+        os.close(fd)
+
+
+def test_corrupted_record_is_a_frame_error(backend, shm_name):
+    pub, sub = _pair(backend, shm_name, capacity=1 << 14)
+    with pub, sub:
+        pub.send(b"first")
+        data = S.data_offset(S.DEFAULT_MAX_SUBS)
+        _scribble(shm_name, data + 40, (10 ** 12).to_bytes(8, "little"))  # frame_len of record 0
+        with pytest.raises(dc.FrameError):
+            sub.recv(timeout=1)
+        pub.send(b"second")
+        assert sub.recv(timeout=1).data == b"second"
+
+
+def test_scribbled_segment_never_crashes_or_hangs(backend, shm_name):
+    """Random bytes over the shared header lines and the ring: every call returns,
+    raises a DataCommsError, or times out; none reads out of bounds."""
+    rng = random.Random(11)
+    pub, sub = _pair(backend, shm_name, capacity=1 << 12)
+    data = S.data_offset(S.DEFAULT_MAX_SUBS)
+    with pub, sub:
+        for round_ in range(300):
+            for i in range(rng.randrange(1, 6)):
+                pub.send(bytes(rng.randrange(0, 300)))
+            where = rng.choice([S.OFF_TAIL, S.OFF_INTENT, S.OFF_HEAD, S.OFF_LATEST_POS, S.OFF_LATEST_LEN,
+                                S.OFF_LATEST_LOCK,
+                                data + rng.randrange(0, 1 << 12)])
+            if where < data:
+                blob = rng.choice([rng.getrandbits(64), 0, 2 ** 64 - 1, rng.randrange(0, 1 << 14)]).to_bytes(8, "little")
+            else:
+                blob = rng.randbytes(rng.randrange(1, 64))
+            _scribble(shm_name, where, blob[: max(0, min(len(blob), (data + (1 << 12)) - where))])
+            for call in (sub.recv, sub.latest):
+                try:
+                    call(timeout=0)
+                except dc.DataCommsError:
+                    pass
+            if where in (S.OFF_TAIL, S.OFF_INTENT, S.OFF_HEAD):
+                # put the writer's own indices back so later rounds exercise the ring, not a dead header
+                _scribble(shm_name, S.OFF_TAIL, pub._writer.tail.to_bytes(8, "little"))
+                _scribble(shm_name, S.OFF_INTENT, pub._writer.tail.to_bytes(8, "little"))
+        pub.send(b"still works")
+        try:
+            sub.latest(timeout=1)
+        except dc.DataCommsError:
+            pass
