@@ -11,11 +11,6 @@ import datacomms as dc
 from datacomms.transports._net import FrameReader
 
 
-@pytest.fixture(autouse=True)
-def no_shm_leak():
-    """Overrides the suite-wide /dev/shm check: these tests make no segments."""
-    yield
-
 
 class ChunkedSocket:
     """Hands out a byte string in the chunk sizes given, like a stream socket."""

@@ -14,11 +14,6 @@ import pytest
 import datacomms as dc
 
 
-@pytest.fixture(autouse=True)
-def no_shm_leak():
-    """Overrides the suite-wide /dev/shm check: these tests make no segments."""
-    yield
-
 
 @pytest.fixture
 def loop(backend):

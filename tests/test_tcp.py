@@ -20,12 +20,6 @@ from netutil import Peer, drain, self_signed
 LOCAL = "tcp://127.0.0.1:0"
 
 
-@pytest.fixture(autouse=True)
-def no_shm_leak():
-    """Overrides the suite-wide /dev/shm check: these tests make no segments, and
-    segments made meanwhile by other processes on the machine are not theirs."""
-    yield
-
 
 def _pub(be, url=LOCAL, **kw):
     return dc.Publisher(url, backend=be, **kw)
@@ -385,6 +379,19 @@ def test_latest_skips_and_counts(backend):
         assert sub.stats.skipped == 99 and sub.stats.lost == 0
         with pytest.raises(dc.Timeout):
             sub.latest(timeout=0.05)
+
+
+def test_recv_timeout_zero_reads_what_has_arrived(backend):
+    """timeout=0 means "just look", and looking includes the socket, not only what was read before."""
+    with _pub(backend, on_full="block") as pub, _sub(backend, pub.url) as sub:
+        pub.wait_for_subscribers(1, timeout=5)
+        for i in range(3):
+            pub.send(i)
+            pub.flush(5)
+            time.sleep(0.2)  # delivered into the subscriber's socket, not yet read by anyone
+            assert sub.recv(timeout=0).data == i
+        with pytest.raises(dc.Timeout):
+            sub.recv(timeout=0)
 
 
 def test_bind_swap_several_publishers(backend):

@@ -14,11 +14,6 @@ import datacomms as dc
 from netutil import Peer, drain
 
 
-@pytest.fixture(autouse=True)
-def no_shm_leak():
-    """Overrides the suite-wide /dev/shm check: these tests make no segments."""
-    yield
-
 
 def test_round_trip_and_dispatch(backend):
     with dc.Subscriber("udp://127.0.0.1:0", backend=backend) as sub, \

@@ -201,6 +201,7 @@ class TcpSubscriber(Subscriber):
 
     def _next(self, timeout: float | None, newest: bool) -> Message:
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        looked = False  # timeout=0 still reads what the sockets hold before giving up
         while True:
             if self._closed:
                 raise Closed("subscriber is closed")
@@ -256,8 +257,11 @@ class TcpSubscriber(Subscriber):
             if deadline is not None:
                 left = deadline - now
                 if left <= 0:
-                    raise Timeout(f"no message within {timeout} s")
+                    if looked:
+                        raise Timeout(f"no message within {timeout} s")
+                    left = 0.0
                 wait = min(wait, left)
+            looked = True
             if self._spin_ns and self._conns and self._spin():
                 continue
             self._wait(wait)
@@ -273,7 +277,7 @@ class TcpSubscriber(Subscriber):
                 return
             fds[c.sock.fileno()] = c
             p.register(c.sock.fileno(), select.POLLIN)
-        for fd, _ in p.poll(max(0.0, seconds) * 1000 + 0.5):
+        for fd, _ in p.poll(seconds * 1000 + 0.5 if seconds > 0 else 0):
             if fd == self._rfd:
                 try:
                     os.read(self._rfd, 4096)
