@@ -52,6 +52,12 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--plot", default=None, help="write a rate-over-time PNG here")
     r.add_argument("--json", default=None, help="write the summary as JSON here")
 
+    b = sub.add_parser("bench", help="throughput/latency matrix beside installed peers")
+    b.add_argument("--quick", action="store_true", help="fewer sizes and messages (about a minute)")
+    b.add_argument("--transports", default="shm,tcp")
+    b.add_argument("--json", default=None, help="write the measurements as JSON")
+    b.add_argument("--plot", default=None, metavar="DIR", help="write bar charts here")
+
     c = sub.add_parser("clean", help="remove stale shared-memory segments")
     c.add_argument("--dry-run", action="store_true")
     return p
@@ -145,6 +151,28 @@ def cmd_recv(a: argparse.Namespace) -> int:
     return 0 if s.received else 1
 
 
+def cmd_bench(a: argparse.Namespace) -> int:
+    from . import benchmatrix
+
+    transports = tuple(_split(a.transports, ("shm", "tcp"), "transport"))
+    print(f"datacomms bench: live backend {_backend.name}"
+          + (f" ({_backend.fallback_reason})" if _backend.fallback_reason else "") + "; measuring ...",
+          flush=True)
+    result = benchmatrix.run(quick=a.quick, transports=transports)
+    print(benchmatrix.format_result(result))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(result, f, indent=1)
+    if a.plot:
+        if report.have_matplotlib():
+            os.makedirs(a.plot, exist_ok=True)
+            for path in benchmatrix.plot(result, a.plot):
+                print(f"plot: {path}")
+        else:
+            report.tell_no_plots()
+    return 0
+
+
 def cmd_clean(a: argparse.Namespace) -> int:
     try:
         from . import shm
@@ -161,7 +189,7 @@ def cmd_clean(a: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"demo": cmd_demo, "send": cmd_send, "recv": cmd_recv, "clean": cmd_clean}
+COMMANDS = {"demo": cmd_demo, "send": cmd_send, "recv": cmd_recv, "bench": cmd_bench, "clean": cmd_clean}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

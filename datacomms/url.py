@@ -7,12 +7,15 @@ from typing import NamedTuple
 
 from .errors import DataCommsError
 
-# scheme -> (module, publisher class, subscriber class); a transport registers here when it lands.
-TRANSPORTS: dict[str, tuple[str, str, str]] = {}
-TRANSPORTS["shm"] = ("datacomms.transports.shm", "ShmPublisher", "ShmSubscriber")
-TRANSPORTS["json"] = ("datacomms.transports.jsonfile", "JsonPublisher", "JsonSubscriber")
-TRANSPORTS["hdf5"] = ("datacomms.transports.hdf5", "Hdf5Publisher", "Hdf5Subscriber")
-TRANSPORTS["zenoh"] = ("datacomms.transports.zenohbus", "ZenohPublisher", "ZenohSubscriber")
+# scheme -> (module, publisher class, subscriber class); modules load on first use.
+TRANSPORTS: dict[str, tuple[str, str, str]] = {
+    "shm": ("datacomms.transports.shm", "ShmPublisher", "ShmSubscriber"),
+    "tcp": ("datacomms.transports.tcp", "TcpPublisher", "TcpSubscriber"),
+    "udp": ("datacomms.transports.udp", "UdpPublisher", "UdpSubscriber"),
+    "json": ("datacomms.transports.jsonfile", "JsonPublisher", "JsonSubscriber"),
+    "hdf5": ("datacomms.transports.hdf5", "Hdf5Publisher", "Hdf5Subscriber"),
+    "zenoh": ("datacomms.transports.zenohbus", "ZenohPublisher", "ZenohSubscriber"),
+}
 
 
 class URL(NamedTuple):

@@ -150,6 +150,7 @@ def _bad_frames(backend):
         "meta_len lies": (_patch(js, 24, "<I", 70), "inconsistent"),
         "json with buffers count": (_patch(js, 28, "<I", 2), "inconsistent"),
         "not json meta": (with_meta(js, b"{not json"), "JSON"),
+        "utf-16 meta": (with_meta(js, '{"a":1}'.encode("utf-16-le")), "JSON"),
         "bad dtype": (with_meta(arr, b'{"dtype":"<zz9","shape":[2,3]}'), "dtype"),
         "object dtype": (with_meta(arr, b'{"dtype":"|O","shape":[6]}'), "dtype"),
         "subarray dtype": (with_meta(arr, b'{"dtype":"3f8","shape":[2]}'), "subarray"),

@@ -28,6 +28,7 @@ API: dict[str, tuple[str, ...]] = {
         "encode_bytes", "decode", "dumps_json", "loads_json",
     ),
     "stats": ("Stats",),
+    "sendloop": ("SendLoop",),
     "ring": ("Writer", "Reader", "Loan"),
 }
 

@@ -37,6 +37,50 @@ cdef extern from "dc_frame.h" nogil:
     void dc_header_pack(uint8_t *out, dc_header *h)
     int dc_header_unpack(const uint8_t *buf, size_t length, uint64_t max_frame, dc_header *h)
 
+cdef extern from "<sys/uio.h>" nogil:
+    struct iovec:
+        void *iov_base
+        size_t iov_len
+
+cdef extern from "dc_sendloop.h" nogil:
+    int DC_SL_OK
+    int DC_SL_TIMEOUT
+    int DC_SL_NOMEM
+    int DC_SL_STOPPED
+
+    ctypedef struct dc_sl_msg:
+        int refs
+        int niov
+        size_t len
+        void *owner
+        dc_sl_msg *next
+        iovec *iov
+
+    ctypedef struct dc_sendloop:
+        int nconns
+        dc_sl_msg *freed
+
+    ctypedef struct dc_sl_info:
+        size_t queued
+        size_t qbytes
+        uint64_t dropped
+        uint64_t sent
+        int dead
+        int err
+
+    int dc_sl_init(dc_sendloop *sl)
+    dc_sl_msg *dc_sl_msg_new(int niov, size_t inline_bytes)
+    uint8_t *dc_sl_msg_inline(dc_sl_msg *m)
+    int dc_sl_add(dc_sendloop *sl, int fd, size_t max_msgs, size_t max_bytes, int block)
+    void dc_sl_remove(dc_sendloop *sl, int id)
+    int dc_sl_push(dc_sendloop *sl, int id, dc_sl_msg *m, double timeout, int *dropped, int *taken)
+    int dc_sl_flush(dc_sendloop *sl, int id, double timeout)
+    int dc_sl_info_get(dc_sendloop *sl, int id, dc_sl_info *info)
+    int dc_sl_dead(dc_sendloop *sl, int *ids, int max)
+    dc_sl_msg *dc_sl_take_freed(dc_sendloop *sl)
+    void dc_sl_run(dc_sendloop *sl)
+    void dc_sl_stop(dc_sendloop *sl)
+    void dc_sl_destroy(dc_sendloop *sl)
 cdef extern from "dc_seqlock.h" nogil:
     ctypedef uint64_t dc_au64
     ctypedef uint32_t dc_au32

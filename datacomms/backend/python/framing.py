@@ -117,7 +117,8 @@ def dumps_json(obj: Any) -> bytes:
 
 def loads_json(b: Any) -> Any:
     try:
-        return json.loads(bytes(b))
+        # decode explicitly: json.loads(bytes) would guess UTF-16/32 from NUL bytes, where orjson refuses
+        return json.loads(bytes(b).decode("utf-8"))
     except (ValueError, RecursionError) as exc:
         raise FrameError(f"bad JSON in frame: {exc}") from None
 

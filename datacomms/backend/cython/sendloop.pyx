@@ -1,0 +1,202 @@
+# cython: language_level=3
+"""The send loop, compiled: csrc/dc_sendloop.h drains per-connection bounded
+queues with sendmsg on nonblocking sockets from a thread that never holds the
+GIL. The readable reference of the same API is backend/python/sendloop.py.
+
+Ownership: frames up to COPY_MAX bytes are copied into the C message (the
+loop frees them); larger frames are written straight from the parts the
+caller passed (numpy buffers included), and the C message keeps a reference
+to the parts list until every queue has written it. Those references are
+dropped here, with the GIL, at the next send, flush or close.
+"""
+
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
+from cpython.ref cimport Py_INCREF, Py_DECREF, PyObject
+from libc.stdint cimport uint8_t
+from libc.stdlib cimport free
+from libc.string cimport memcpy, strerror
+
+import os
+import threading
+
+from ...errors import Closed, DataCommsError, Timeout
+from ._csrc cimport (
+    DC_SL_OK, DC_SL_TIMEOUT, DC_SL_NOMEM, DC_SL_STOPPED, dc_sl_msg, dc_sl_info, dc_sl_init,
+    dc_sl_msg_new, dc_sl_msg_inline, dc_sl_add, dc_sl_remove, dc_sl_push, dc_sl_flush, dc_sl_info_get,
+    dc_sl_dead, dc_sl_take_freed, dc_sl_run, dc_sl_stop, dc_sl_destroy,
+)
+
+# Frames up to this size are copied: cheaper than holding Python references
+# the loop thread could not release without the GIL.
+COPY_MAX = 16384
+
+cdef int _MAX_DEAD = 256
+
+
+cdef class SendLoop:
+    """Per-connection bounded queues drained by one background thread.
+
+    ``add(sock, max_msgs, max_bytes, block)`` registers a connected socket
+    (the loop writes to its own duplicate of the descriptor);
+    ``send(parts, cid=-1, timeout=None)`` queues one frame on one connection
+    or all of them and returns how many connections dropped it.
+    """
+
+    def __cinit__(self):
+        self.started = False
+        self.closed = False
+        self.socks = {}
+        rc = dc_sl_init(&self.sl)
+        if rc < 0:
+            raise OSError(-rc, os.strerror(-rc))
+        self.started = True
+        self.thread = threading.Thread(target=self._run, name="datacomms-sendloop", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        with nogil:
+            dc_sl_run(&self.sl)
+
+    def add(self, sock, size_t max_msgs=1024, size_t max_bytes=64 << 20, bint block=False) -> int:
+        """Registers a connected stream socket; returns its connection id."""
+        if self.closed:
+            raise Closed("send loop is closed")
+        if hasattr(sock, "cipher"):
+            raise TypeError("the compiled send loop writes raw sockets; TLS sockets use the python send loop")
+        cdef int fd = sock.fileno()
+        cdef int cid
+        with nogil:
+            cid = dc_sl_add(&self.sl, fd, max_msgs, max_bytes, block)
+        if cid < 0:
+            raise OSError(-cid, os.strerror(-cid))
+        return cid
+
+    def remove(self, int cid) -> None:
+        """Forgets connection cid: its queue is dropped and the loop closes its descriptor."""
+        if not self.closed:
+            dc_sl_remove(&self.sl, cid)
+
+    cdef dc_sl_msg *build(self, list parts) except NULL:
+        cdef Py_buffer view
+        cdef Py_ssize_t total = 0, off = 0
+        cdef int i, n = len(parts)
+        cdef dc_sl_msg *m
+        cdef list owned
+        for p in parts:
+            total += len(p) if type(p) is bytes else memoryview(p).nbytes
+        if total <= COPY_MAX:
+            m = dc_sl_msg_new(1, total)
+            if m == NULL:
+                raise MemoryError()
+            for p in parts:
+                PyObject_GetBuffer(p, &view, PyBUF_SIMPLE)
+                memcpy(dc_sl_msg_inline(m) + off, view.buf, view.len)
+                off += view.len
+                PyBuffer_Release(&view)
+            m.iov[0].iov_base = dc_sl_msg_inline(m)
+            m.iov[0].iov_len = total
+            m.len = total
+            return m
+        # bytes and memoryviews keep their memory where it is while referenced;
+        # anything else (a bytearray could be resized) is pinned by a memoryview
+        owned = [p if type(p) is bytes or type(p) is memoryview else memoryview(p) for p in parts]
+        m = dc_sl_msg_new(n, 0)
+        if m == NULL:
+            raise MemoryError()
+        for i in range(n):
+            PyObject_GetBuffer(owned[i], &view, PyBUF_SIMPLE)
+            m.iov[i].iov_base = view.buf
+            m.iov[i].iov_len = view.len
+            PyBuffer_Release(&view)
+        m.len = total
+        Py_INCREF(owned)
+        m.owner = <void *>owned
+        return m
+
+    cdef void release_freed(self):
+        cdef dc_sl_msg *m
+        if self.sl.freed == NULL:
+            # unlocked peek: a list filled meanwhile is taken at the next call
+            return
+        m = dc_sl_take_freed(&self.sl)
+        cdef dc_sl_msg *nxt
+        while m != NULL:
+            nxt = m.next
+            Py_DECREF(<object>m.owner)
+            free(m)
+            m = nxt
+
+    def send(self, list parts, int cid=-1, timeout=None) -> int:
+        """Queues one frame (its parts, in order) on connection cid, or on every
+        connection when cid is -1. Returns how many connections dropped it
+        because their queue was full; raises Timeout when a block-mode queue
+        stayed full for timeout seconds (None: wait for ever)."""
+        cdef double t = -1.0 if timeout is None else max(<double>timeout, 0.0)
+        cdef int dropped = 0, taken = 0, rc
+        cdef dc_sl_msg *m
+        if self.closed:
+            raise Closed("send loop is closed")
+        self.release_freed()
+        m = self.build(parts)
+        with nogil:
+            rc = dc_sl_push(&self.sl, cid, m, t, &dropped, &taken)
+        if not taken:
+            # no queue took it, so nobody else can see it (once taken, m belongs to the loop)
+            if m.owner != NULL:
+                Py_DECREF(<object>m.owner)
+            free(m)
+        if rc == DC_SL_TIMEOUT:
+            raise Timeout(f"send: a subscriber's queue stayed full for {timeout} s")
+        if rc == DC_SL_STOPPED:
+            raise Closed("send loop is closed")
+        return dropped
+
+    def flush(self, int cid=-1, timeout=None) -> bool:
+        """Waits until the queues (or cid's) are written; False on timeout."""
+        cdef double t = -1.0 if timeout is None else max(<double>timeout, 0.0)
+        cdef int rc
+        if self.closed:
+            return True
+        with nogil:
+            rc = dc_sl_flush(&self.sl, cid, t)
+        self.release_freed()
+        return rc == DC_SL_OK
+
+    def info(self, int cid):
+        """(queued messages, queued bytes, dropped, sent, dead, errno) of cid, or None."""
+        cdef dc_sl_info inf
+        if self.closed or dc_sl_info_get(&self.sl, cid, &inf) < 0:
+            return None
+        return (inf.queued, inf.qbytes, inf.dropped, inf.sent, bool(inf.dead), inf.err)
+
+    def dead(self) -> list:
+        """Ids of connections whose peer hung up or whose write failed (not yet removed)."""
+        cdef int ids[256]
+        cdef int n, i
+        if self.closed:
+            return []
+        n = dc_sl_dead(&self.sl, ids, _MAX_DEAD)
+        return [ids[i] for i in range(n)]
+
+    @property
+    def connections(self) -> int:
+        return self.sl.nconns if not self.closed else 0
+
+    def close(self) -> None:
+        """Stops the thread and closes every connection (queued frames are dropped)."""
+        if self.closed or not self.started:
+            return
+        self.closed = True
+        dc_sl_stop(&self.sl)
+        self.thread.join()
+        with nogil:
+            dc_sl_destroy(&self.sl)
+        self.release_freed()
+
+    def __dealloc__(self):
+        if self.started and not self.closed:
+            # the thread holds a reference to self while it runs, so reaching
+            # here means it never started or already returned
+            self.closed = True
+            dc_sl_destroy(&self.sl)
+            self.release_freed()

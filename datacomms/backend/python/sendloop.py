@@ -1,0 +1,355 @@
+"""The send loop in pure Python: the readable reference of
+backend/cython/sendloop.pyx (csrc/dc_sendloop.h) and the loop TLS sockets use.
+
+One thread drains per-connection bounded queues (a deque each) with
+``socket.sendmsg`` on nonblocking sockets, many frames per call, and polls
+for writability when a socket is full. Queued frames keep references to the
+caller's parts (numpy buffers included) until written: nothing is copied.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import socket
+import ssl
+import threading
+import time
+from collections import deque
+from typing import Any
+
+from ...errors import Closed, Timeout
+
+IOV_MAX = 512
+# Frames up to this size sent while their connection's queue is empty are
+# written by the caller at once: cheaper than waking the loop thread.
+INLINE_MAX = 65536
+# ...unless the previous frame to that connection went out less than this long
+# ago: a burst is queued, so the loop coalesces it into few sendmsg calls.
+BURST_NS = 15000
+_SEND_FLAGS = socket.MSG_DONTWAIT | getattr(socket, "MSG_NOSIGNAL", 0)
+# TLS writes go one record batch at a time; the same slice is retried after a want-write.
+_TLS_CHUNK = 1 << 20
+
+
+class _Conn:
+    __slots__ = ("id", "sock", "tls", "block", "max_msgs", "max_bytes", "q", "qbytes", "head_off",
+                 "want_out", "busy", "dead", "err", "closing", "dropped", "sent", "last_push")
+
+    def __init__(self, cid: int, sock: Any, max_msgs: int, max_bytes: int, block: bool) -> None:
+        self.id = cid
+        self.sock = sock
+        self.tls = isinstance(sock, ssl.SSLSocket)
+        self.block = block
+        self.max_msgs = max(1, max_msgs)
+        self.max_bytes = max_bytes
+        self.q: deque[tuple[list[memoryview], int]] = deque()
+        self.qbytes = 0
+        self.head_off = 0
+        self.want_out = False
+        self.busy = False
+        self.dead = False
+        self.err = 0
+        self.closing = False
+        self.dropped = 0
+        self.sent = 0
+        self.last_push = 0
+
+    def full(self, n: int) -> bool:
+        return len(self.q) >= self.max_msgs or (bool(self.q) and self.qbytes + n > self.max_bytes)
+
+
+class SendLoop:
+    """Per-connection bounded queues drained by one background thread.
+
+    ``add(sock, max_msgs, max_bytes, block)`` registers a connected socket;
+    ``send(parts, cid=-1, timeout=None)`` queues one frame on one connection or
+    all of them and returns how many connections dropped it.
+    """
+
+    def __init__(self) -> None:
+        self._mu = threading.Lock()
+        self._changed = threading.Condition(self._mu)
+        self._conns: dict[int, _Conn] = {}
+        self._next_id = 1
+        self._stop = False
+        self._sleeping = False
+        self._wake_pending = False
+        self._rfd, self._wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.closed = False
+        self._thread = threading.Thread(target=self._run, name="datacomms-sendloop", daemon=True)
+        self._thread.start()
+
+    def _wake(self) -> None:
+        if self._sleeping and not self._wake_pending:
+            self._wake_pending = True
+            os.write(self._wfd, b"\0")
+
+    def add(self, sock: Any, max_msgs: int = 1024, max_bytes: int = 64 << 20, block: bool = False) -> int:
+        """Registers a connected stream socket (set nonblocking); returns its connection id."""
+        if self.closed:
+            raise Closed("send loop is closed")
+        sock.setblocking(False)
+        with self._mu:
+            cid = self._next_id
+            self._next_id += 1
+            self._conns[cid] = _Conn(cid, sock, max_msgs, max_bytes, block)
+            self._wake()
+        return cid
+
+    def remove(self, cid: int) -> None:
+        """Forgets connection cid: its queue is dropped; once this returns the loop
+        no longer touches the socket, so the caller may close it."""
+        with self._mu:
+            c = self._conns.get(cid)
+            if c is None:
+                return
+            c.closing = True
+            while c.busy:
+                self._changed.wait()
+            del self._conns[cid]
+            c.q.clear()
+            self._changed.notify_all()
+
+    def send(self, parts: list[Any], cid: int = -1, timeout: float | None = None) -> int:
+        """Queues one frame on connection cid (-1: every connection); returns how
+        many dropped it; raises Timeout when a block-mode queue stayed full."""
+        if self.closed:
+            raise Closed("send loop is closed")
+        views = [p if type(p) is memoryview else memoryview(p) for p in parts]
+        n = sum(v.nbytes for v in views)
+        item = (views, n)
+        dropped = 0
+        timed_out = False
+        deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
+        with self._mu:
+            if self._stop:
+                raise Closed("send loop is closed")
+            targets = list(self._conns.values()) if cid < 0 else [c for c in (self._conns.get(cid),) if c]
+            took = False
+            for c in targets:
+                while c.full(n) and c.block and timeout != 0 and not (c.dead or c.closing or self._stop):
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        break
+                    self._changed.wait(left)
+                if c.dead or c.closing or self._stop:
+                    continue
+                if c.full(n):
+                    c.dropped += 1
+                    dropped += 1
+                    timed_out = timed_out or (c.block and timeout != 0)
+                    continue
+                done = 0
+                now = time.monotonic_ns()
+                burst = now - c.last_push < BURST_NS
+                c.last_push = now
+                if not c.q and not c.busy and not c.want_out and not c.tls and n <= INLINE_MAX and not burst:
+                    # written at once under the lock, so nothing overtakes it (see INLINE_MAX)
+                    try:
+                        done = c.sock.sendmsg(views, (), _SEND_FLAGS)
+                    except (BlockingIOError, InterruptedError):
+                        c.want_out = True
+                    except OSError:
+                        pass   # the loop's own write reports the failure
+                    if done == n:
+                        c.sent += 1
+                        continue
+                c.q.append(item)
+                c.qbytes += n
+                if done:
+                    c.head_off = done   # only an empty queue gets an inline write
+                took = True
+            if took:
+                self._wake()
+        if timed_out:
+            raise Timeout(f"send: a subscriber's queue stayed full for {timeout} s")
+        return dropped
+
+    def flush(self, cid: int = -1, timeout: float | None = None) -> bool:
+        """Waits until the queues (or cid's) are written; False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
+        with self._mu:
+            while not self._stop:
+                if not any(c.q and not c.dead and (cid < 0 or c.id == cid) for c in self._conns.values()):
+                    return True
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._changed.wait(left)
+        return True
+
+    def info(self, cid: int) -> tuple[int, int, int, int, bool, int] | None:
+        """(queued messages, queued bytes, dropped, sent, dead, errno) of cid, or None."""
+        with self._mu:
+            c = self._conns.get(cid)
+            return None if c is None else (len(c.q), c.qbytes, c.dropped, c.sent, c.dead, c.err)
+
+    def dead(self) -> list[int]:
+        """Ids of connections whose peer hung up or whose write failed (not yet removed)."""
+        with self._mu:
+            return [c.id for c in self._conns.values() if c.dead]
+
+    @property
+    def connections(self) -> int:
+        return len(self._conns)
+
+    def close(self) -> None:
+        """Stops the thread; queued frames are dropped. The caller closes its sockets."""
+        if self.closed:
+            return
+        self.closed = True
+        with self._mu:
+            self._stop = True
+            self._sleeping = True
+            self._wake_pending = False
+            self._wake()
+            self._changed.notify_all()
+        self._thread.join()
+        with self._mu:
+            self._conns.clear()
+        os.close(self._rfd)
+        os.close(self._wfd)
+
+    # -- the loop thread --------------------------------------------------
+
+    def _kill(self, c: _Conn, err: int) -> None:
+        c.dead = True
+        c.err = err
+        c.q.clear()
+        c.qbytes = 0
+        c.head_off = 0
+        self._changed.notify_all()
+
+    def _write(self, c: _Conn) -> None:
+        """One sendmsg of as much of c's queue as fits in IOV_MAX buffers (mu held on entry and exit)."""
+        bufs: list[memoryview] = []
+        skip = c.head_off
+        for views, _ in c.q:
+            for v in views:
+                if skip >= v.nbytes:
+                    skip -= v.nbytes
+                    continue
+                bufs.append(v[skip:] if skip else v)
+                skip = 0
+                if len(bufs) >= IOV_MAX:
+                    break
+            if len(bufs) >= IOV_MAX:
+                break
+        c.busy = True
+        self._mu.release()
+        err = 0
+        sent = -1
+        try:
+            if c.tls:
+                sent = c.sock.send(bufs[0][:_TLS_CHUNK])
+            else:
+                sent = c.sock.sendmsg(bufs, (), _SEND_FLAGS)
+        except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            err = errno.EAGAIN
+        except InterruptedError:
+            err = errno.EINTR
+        except OSError as exc:
+            err = exc.errno or errno.EPIPE
+        finally:
+            self._mu.acquire()
+            c.busy = False
+        if c.closing:
+            self._changed.notify_all()
+            return
+        if sent < 0:
+            if err == errno.EAGAIN:
+                c.want_out = True
+            elif err != errno.EINTR:
+                self._kill(c, err)
+            return
+        popped = False
+        while sent and c.q:
+            views, n = c.q[0]
+            rem = n - c.head_off
+            if sent < rem:
+                c.head_off += sent
+                break
+            sent -= rem
+            c.head_off = 0
+            c.q.popleft()
+            c.qbytes -= n
+            c.sent += 1
+            popped = True
+        if popped:
+            self._changed.notify_all()
+
+    def _peek(self, c: _Conn) -> None:
+        """Reads what a peer sent after the handshake (nothing is expected) to see it hang up."""
+        c.busy = True
+        self._mu.release()
+        got, err = -1, 0
+        try:
+            got = len(c.sock.recv(4096))
+        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError, InterruptedError):
+            pass
+        except OSError as exc:
+            err = exc.errno or errno.ECONNRESET
+        finally:
+            self._mu.acquire()
+            c.busy = False
+        if c.closing:
+            self._changed.notify_all()
+        elif got == 0:
+            self._kill(c, 0)
+        elif err:
+            self._kill(c, err)
+
+    def _run(self) -> None:
+        poller = select.poll
+        with self._mu:
+            while not self._stop:
+                work = waiting = False
+                for c in list(self._conns.values()):
+                    if c.closing or c.dead:
+                        continue
+                    if c.q and not c.want_out:
+                        self._write(c)
+                    if c.want_out:
+                        waiting = True
+                    elif c.q and not (c.closing or c.dead):
+                        work = True
+                if self._stop:
+                    break
+                if work and not waiting:
+                    continue
+                p = poller()
+                p.register(self._rfd, select.POLLIN)
+                fds: dict[int, _Conn] = {}
+                for c in self._conns.values():
+                    if c.closing or c.dead:
+                        continue
+                    fd = c.sock.fileno()
+                    if fd < 0:       # closed by its owner without remove()
+                        self._kill(c, errno.EBADF)
+                        continue
+                    fds[fd] = c
+                    p.register(fd, select.POLLIN | (select.POLLOUT if c.want_out else 0))
+                self._sleeping = not work
+                self._mu.release()
+                try:
+                    events = p.poll(0 if work else None)
+                finally:
+                    self._mu.acquire()
+                    self._sleeping = False
+                for fd, ev in events:
+                    if fd == self._rfd:
+                        try:
+                            os.read(self._rfd, 4096)
+                        except BlockingIOError:
+                            pass
+                        self._wake_pending = False
+                        continue
+                    c = fds[fd]
+                    if c.closing or c.dead or self._conns.get(c.id) is not c:
+                        continue
+                    if ev & (select.POLLOUT | select.POLLERR | select.POLLHUP):
+                        c.want_out = False
+                    if ev & (select.POLLIN | select.POLLERR | select.POLLHUP):
+                        self._peek(c)

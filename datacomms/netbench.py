@@ -1,0 +1,398 @@
+"""Cross-process network benchmarks, shared by benchmarks/test_net.py and a
+future ``datacomms bench``: throughput (one process sends N messages, this
+one receives them) and round trip (a child echoes every message back), for
+datacomms tcp:// on each backend beside a plain persistent Python socket,
+pyzmq (PUSH/PULL, REQ/REP) when installed, and a raw stream (sendall /
+recv_into of whole buffers: the loopback's speed with no per-message work).
+
+    python -m datacomms.netbench            # prints a table
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import subprocess
+import sys
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+PEERS = ("dc-cython", "dc-python", "socket", "zmq", "stream")
+RTT_PEERS = ("dc-cython", "dc-python", "dc-cython-spin", "socket", "zmq")
+_LEN = struct.Struct("<Q")
+
+
+def _dc_kind(kind: str) -> tuple[str, float]:
+    """'dc-cython' -> ('cython', 0); 'dc-cython-spin' -> ('cython', SPIN_US)."""
+    parts = kind.split("-")
+    return parts[1], SPIN_US if parts[-1] == "spin" else 0.0
+
+
+SPIN_US = 500.0
+
+
+def _payload(size: int) -> Any:
+    return np.zeros(size, np.uint8) if size > 4096 else b"x" * size
+
+
+# -- the child side: python -m datacomms.netbench child KIND MODE SIZE COUNT ADDR -------------
+
+def _child(kind: str, mode: str, size: int, count: int, addr: str) -> None:
+    data = _payload(size)
+    if kind.startswith("dc-"):
+        import datacomms as dc
+        be, spin = _dc_kind(kind)
+        if mode == "seed":   # size is the rate in Hz here
+            pub = dc.Publisher("tcp://127.0.0.1:0", backend=be, on_full="block")
+            print(pub.url, flush=True)
+            pub.wait_for_subscribers(1, timeout=30)
+            period = 1.0 / size
+            t0 = time.perf_counter()
+            for i in range(count):
+                pub.send({"timestamp": time.time(), **{f"joint_{j}": 0.1 * j + i * 1e-4 for j in range(1, 9)}})
+                delay = t0 + (i + 1) * period - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+            pub.flush(10)
+            sys.stdin.readline()
+            pub.close()
+            return
+        if mode == "send":
+            pub = dc.Publisher("tcp://127.0.0.1:0", backend=be, on_full="block")
+            print(pub.url, flush=True)
+            pub.wait_for_subscribers(1, timeout=30)
+            print("ok", flush=True)
+            while sys.stdin.readline().strip() == "go":
+                for _ in range(count):
+                    pub.send(data)
+            pub.close()
+        else:   # echo: subscribe to the parent, publish back
+            sub = dc.Subscriber(addr, backend=be, reconnect=False, spin_us=spin)
+            pub = dc.Publisher("tcp://127.0.0.1:0", backend=be, on_full="block")
+            print(pub.url, flush=True)
+            pub.wait_for_subscribers(1, timeout=30)
+            try:
+                while True:
+                    pub.send(sub.recv(timeout=30).data)
+            except dc.DataCommsError:
+                pass
+            pub.close()
+            sub.close()
+        return
+    if kind == "zmq":
+        import zmq
+        ctx = zmq.Context()
+        s = ctx.socket(zmq.PUSH if mode == "send" else zmq.REP)
+        port = s.bind_to_random_port("tcp://127.0.0.1")
+        print(f"tcp://127.0.0.1:{port}", flush=True)
+        if mode == "send":
+            print("ok", flush=True)
+            while sys.stdin.readline().strip() == "go":
+                for _ in range(count):
+                    s.send(data, copy=size <= 4096)
+        else:
+            while True:
+                s.send(s.recv(copy=False), copy=False)
+        return
+    # plain sockets
+    srv = socket.create_server(("127.0.0.1", 0))
+    print(f"tcp://127.0.0.1:{srv.getsockname()[1]}", flush=True)
+    conn, _ = srv.accept()
+    srv.close()
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if mode == "send":
+        print("ok", flush=True)
+        view = memoryview(data)
+        while sys.stdin.readline().strip() == "go":
+            if kind == "stream":
+                for _ in range(count):
+                    conn.sendall(view)
+            elif size <= 4096:
+                msg = _LEN.pack(size) + bytes(data)
+                for _ in range(count):
+                    conn.sendall(msg)
+            else:
+                for _ in range(count):
+                    conn.sendall(_LEN.pack(size))
+                    conn.sendall(view)
+    else:
+        r = _SockReader(conn)
+        while True:
+            m = r.read()
+            if m is None:
+                return
+            conn.sendall(_LEN.pack(len(m)) + bytes(m))
+
+
+class _SockReader:
+    """Length-prefixed messages from a socket the way a careful hand-rolled client reads them."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = bytearray(1 << 20)
+        self.start = self.end = 0
+
+    def _need(self, n: int) -> bool:
+        while self.end - self.start < n:
+            if len(self.buf) - self.start < n:
+                keep = self.buf[self.start:self.end]
+                if len(self.buf) < n:
+                    self.buf = bytearray(n)
+                self.buf[:len(keep)] = keep
+                self.start, self.end = 0, len(keep)
+            got = self.sock.recv_into(memoryview(self.buf)[self.end:])
+            if not got:
+                return False
+            self.end += got
+        return True
+
+    def read(self) -> memoryview | None:
+        if not self._need(8):
+            return None
+        (n,) = _LEN.unpack_from(self.buf, self.start)
+        if not self._need(8 + n):
+            return None
+        m = memoryview(self.buf)[self.start + 8:self.start + 8 + n]
+        self.start += 8 + n
+        return m
+
+
+# -- the parent side --------------------------------------------------------------------
+
+class _Child:
+    def __init__(self, kind: str, mode: str, size: int, count: int, addr: str = "-") -> None:
+        self.p = subprocess.Popen([sys.executable, "-m", "datacomms.netbench", "child", kind, mode, str(size),
+                                   str(count), addr], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self.p.stdout is not None
+        self.url = self.p.stdout.readline().strip()
+        self.port = int(self.url.rsplit(":", 1)[1])
+
+    def expect_ok(self) -> None:
+        assert self.p.stdout is not None and self.p.stdout.readline().strip() == "ok"
+
+    def go(self) -> None:
+        assert self.p.stdin is not None
+        self.p.stdin.write("go\n")
+        self.p.stdin.flush()
+
+    def close(self) -> None:
+        try:
+            assert self.p.stdin is not None
+            self.p.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.p.wait(3)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            self.p.wait()
+        if self.p.stdout is not None:
+            self.p.stdout.close()
+
+
+def receiver(kind: str, size: int, count: int) -> tuple[Callable[[], None], Callable[[], None]]:
+    """(run, close): run() has a child send count messages of size bytes and
+    receives them all; call it repeatedly, then close()."""
+    child = _Child(kind, "send", size, count)
+    if kind.startswith("dc-"):
+        import datacomms as dc
+        sub = dc.Subscriber(child.url, backend=kind[3:])
+        child.expect_ok()
+
+        def run() -> None:
+            child.go()
+            for _ in range(count):
+                sub.recv(timeout=30)
+
+        def close() -> None:
+            child.close()
+            sub.close()
+        return run, close
+    if kind == "zmq":
+        import zmq
+        ctx = zmq.Context()
+        s = ctx.socket(zmq.PULL)
+        s.connect(child.url)
+        child.expect_ok()
+
+        def run() -> None:
+            child.go()
+            for _ in range(count):
+                s.recv(copy=size <= 4096)
+
+        def close() -> None:
+            child.close()
+            s.close(linger=0)
+            ctx.term()
+        return run, close
+    sock = socket.create_connection(("127.0.0.1", child.port))
+    child.expect_ok()
+    if kind == "stream":
+        buf = bytearray(size)
+        view = memoryview(buf)
+
+        def run() -> None:
+            child.go()
+            for _ in range(count):
+                got = 0
+                while got < size:
+                    n = sock.recv_into(view[got:])
+                    if not n:
+                        raise ConnectionError("stream ended")
+                    got += n
+    else:
+        r = _SockReader(sock)
+
+        def run() -> None:
+            child.go()
+            for _ in range(count):
+                r.read()
+
+    def close() -> None:
+        child.close()
+        sock.close()
+    return run, close
+
+
+def round_trips(kind: str, size: int, count: int) -> list[float]:
+    """count round-trip times (seconds) of one message of size bytes through an echoing child."""
+    data = _payload(size)
+    out: list[float] = []
+    clock = time.perf_counter
+    if kind.startswith("dc-"):
+        import datacomms as dc
+        be, spin = _dc_kind(kind)
+        pub = dc.Publisher("tcp://127.0.0.1:0", backend=be, on_full="block")
+        child = _Child(kind, "echo", size, count, pub.url)
+        sub = dc.Subscriber(child.url, backend=be, spin_us=spin)
+        try:
+            pub.wait_for_subscribers(1, timeout=30)
+            for i in range(count + 50):
+                t0 = clock()
+                pub.send(data)
+                sub.recv(timeout=30)
+                if i >= 50:   # the first ones warm both ends up
+                    out.append(clock() - t0)
+        finally:
+            pub.close()
+            child.close()
+            sub.close()
+        return out
+    if kind == "zmq":
+        import zmq
+        child = _Child(kind, "echo", size, count)
+        ctx = zmq.Context()
+        s = ctx.socket(zmq.REQ)
+        s.connect(child.url)
+        try:
+            for i in range(count + 50):
+                t0 = clock()
+                s.send(data)
+                s.recv()
+                if i >= 50:
+                    out.append(clock() - t0)
+        finally:
+            s.close(linger=0)
+            ctx.term()
+            child.p.kill()
+            child.close()
+        return out
+    child = _Child("socket", "echo", size, count)
+    sock = socket.create_connection(("127.0.0.1", child.port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    r = _SockReader(sock)
+    msg = _LEN.pack(size) + bytes(data)
+    try:
+        for i in range(count + 50):
+            t0 = clock()
+            sock.sendall(msg)
+            r.read()
+            if i >= 50:
+                out.append(clock() - t0)
+    finally:
+        sock.close()
+        child.close()
+    return out
+
+
+def seed(kind: str, rate: int, count: int) -> dict[str, Any]:
+    """The seed scenario: a child publishes count joint-state dicts at rate Hz;
+    returns the subscriber's stats plus the lowest rate seen in any 1 s window."""
+    import datacomms as dc
+    be, spin = _dc_kind(kind)
+    child = _Child(kind, "seed", rate, count)
+    sub = dc.Subscriber(child.url, backend=be, spin_us=spin)
+    times = []
+    try:
+        for _ in range(count):
+            sub.recv(timeout=30)
+            times.append(time.monotonic())
+        st = sub.stats.as_dict()
+    finally:
+        child.close()
+        sub.close()
+    per_s = [0] * (int(times[-1] - times[0]) + 1)
+    for t in times:
+        per_s[int(t - times[0])] += 1
+    full = per_s[:-1] or per_s   # the last second is partial
+    st["min_hz"] = min(full)
+    return st
+
+
+def available(kind: str) -> bool:
+    if kind == "zmq":
+        try:
+            import zmq  # noqa: F401
+        except ImportError:
+            return False
+    if kind.startswith("dc-cython"):
+        try:
+            import datacomms.backend as b
+            b.get("cython")
+        except ImportError:
+            return False
+    return True
+
+
+def main() -> None:
+    sizes = [(64, 100_000), (8 << 20, 100)]
+    print(f"{'peer':<10} {'size':>8} {'msg/s':>12} {'MB/s':>10}")
+    for size, count in sizes:
+        for kind in PEERS:
+            if not available(kind) or (kind == "stream" and size < 4096):
+                continue
+            run, close = receiver(kind, size, count)
+            try:
+                run()      # warm-up
+                best = 0.0
+                for _ in range(3):
+                    t0 = time.perf_counter()
+                    run()
+                    best = max(best, count / (time.perf_counter() - t0))
+            finally:
+                close()
+            print(f"{kind:<10} {size:>8} {best:>12.0f} {best * size / 1e6:>10.1f}", flush=True)
+    print(f"\n{'peer':<10} {'size':>8} {'p50 us':>10} {'p99 us':>10}")
+    for kind in RTT_PEERS:
+        if not available(kind):
+            continue
+        rtt = sorted(round_trips(kind, 64, 2000))
+        print(f"{kind:<10} {64:>8} {rtt[len(rtt) // 2] * 1e6:>10.1f} {rtt[int(len(rtt) * 0.99)] * 1e6:>10.1f}",
+              flush=True)
+    print(f"\n{'peer':<10} {'rate':>6} {'count':>6} {'lost':>5} {'min Hz':>7} {'longest gap ms':>15}")
+    for kind in ("dc-cython", "dc-python"):
+        for rate, count in ((1000, 10_000), (50, 500)):
+            st = seed(kind, rate, count)
+            print(f"{kind:<10} {rate:>6} {count:>6} {st['lost']:>5} {st['min_hz']:>7} "
+                  f"{st['longest_gap_s'] * 1e3:>15.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "child":
+        _child(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6])
+    else:
+        main()
+    os._exit(0) if len(sys.argv) > 1 and sys.argv[1] == "child" else None

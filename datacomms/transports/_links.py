@@ -1,0 +1,219 @@
+"""Connection management for tcp://: a background thread that either listens
+and accepts (bind) or keeps one outgoing connection (connect, reconnecting
+with capped exponential backoff), runs the handshake of each new connection
+and hands the finished ones to the transport.
+
+Handshakes of accepted connections run in short-lived threads of their own,
+so a peer that connects and says nothing (or sends an HTTP request) delays
+nobody else.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import ssl as _ssl
+import threading
+import time
+from typing import Any, Callable
+
+from ._net import HandshakeError, close_quietly, handshake, log, tls_wrap, tune_tcp
+
+OnReady = Callable[[Any, dict, Any, Any], None]
+
+
+class Links:
+    """Listens (bind=True) or connects (bind=False) to (host, port) for one
+    Publisher or Subscriber. ``on_ready(sock, peer_hello, reader, addr)`` is
+    called from a background thread for every connection that passed the
+    handshake; ``on_tick()`` runs about every ``tick`` seconds on the same
+    thread; ``on_error(exc)`` gets every handshake failure."""
+
+    def __init__(self, host: str, port: int, *, bind: bool, role: str, framing: Any, epoch: str | None,
+                 key: bytes | None, ssl: _ssl.SSLContext | None, heartbeat: float, handshake_timeout: float,
+                 backoff_max: float, on_ready: OnReady, on_error: Callable[[Exception], None],
+                 on_tick: Callable[[], None] | None = None, tick: float = 0.1) -> None:
+        self.host, self.port, self.bind, self.role = host, port, bind, role
+        self._framing, self._epoch, self._key, self._ssl = framing, epoch, key, ssl
+        self._heartbeat, self._hs_timeout, self._backoff_max = heartbeat, handshake_timeout, backoff_max
+        self._on_ready, self._on_error, self._on_tick, self._tick = on_ready, on_error, on_tick, tick
+        self._stop = False
+        self._want = not bind          # connect mode: a connection is wanted now
+        self._backoff = 0.0
+        self._next_try = 0.0
+        self._pending: set[Any] = set()   # sockets in a handshake
+        self._threads: set[threading.Thread] = set()
+        self._mu = threading.Lock()
+        self._rfd, self._wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.listener: socket.socket | None = None
+        if bind:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            self.listener = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                self.listener.bind((host, port))
+                self.listener.listen(128)
+                self.listener.setblocking(False)
+            except OSError:
+                self.listener.close()
+                os.close(self._rfd)
+                os.close(self._wfd)
+                raise
+            self.port = self.listener.getsockname()[1]
+        self._thread = threading.Thread(target=self._run, name=f"datacomms-tcp-{role}", daemon=True)
+        self._thread.start()
+
+    def kick(self) -> None:
+        """Connect mode: the connection was lost; make a new one (after the backoff)."""
+        if not self.bind:
+            self._want = True
+            self._wake()
+
+    def _wake(self) -> None:
+        with self._mu:     # close() closes the pipe under the same lock
+            if self._stop and self._wfd < 0:
+                return
+            try:
+                os.write(self._wfd, b"\0")
+            except (BlockingIOError, OSError):
+                pass
+
+    def close(self) -> None:
+        if self._stop:
+            return
+        self._stop = True
+        self._wake()
+        self._thread.join()
+        with self._mu:
+            pending, threads = list(self._pending), list(self._threads)
+        for s in pending:   # makes a handshake in progress fail at once
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        for t in threads:
+            t.join()
+        if self.listener is not None:
+            self.listener.close()
+        with self._mu:
+            os.close(self._rfd)
+            os.close(self._wfd)
+            self._rfd = self._wfd = -1
+
+    # -- the thread -------------------------------------------------------
+
+    def _run(self) -> None:
+        poller = select.poll()
+        poller.register(self._rfd, select.POLLIN)
+        if self.listener is not None:
+            poller.register(self.listener, select.POLLIN)
+        last_tick = 0.0
+        while not self._stop:
+            now = time.monotonic()
+            if self._want and now >= self._next_try:
+                self._connect()
+                continue
+            timeout = self._tick
+            if self._want:
+                timeout = min(timeout, max(0.0, self._next_try - now))
+            for fd, _ in poller.poll(timeout * 1000):
+                if fd == self._rfd:
+                    try:
+                        os.read(self._rfd, 4096)
+                    except BlockingIOError:
+                        pass
+                elif self.listener is not None:
+                    self._accept()
+            now = time.monotonic()
+            if self._on_tick is not None and now - last_tick >= self._tick:
+                last_tick = now
+                try:
+                    self._on_tick()
+                except Exception:   # never let the service thread die
+                    log.exception("datacomms tcp: error in the %s service thread", self.role)
+
+    def _accept(self) -> None:
+        assert self.listener is not None
+        while True:
+            try:
+                sock, addr = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.warning("datacomms tcp: accept failed: %s", exc)
+                return
+            t = threading.Thread(target=self._serve, args=(sock, addr), daemon=True,
+                                 name=f"datacomms-tcp-handshake-{addr[1]}")
+            with self._mu:
+                self._pending.add(sock)
+                self._threads.add(t)
+            t.start()
+
+    def _serve(self, sock: socket.socket, addr: Any) -> None:
+        """Handshake of one accepted connection (its own thread)."""
+        try:
+            self._finish(sock, addr, server=True)
+        finally:
+            with self._mu:
+                self._pending.discard(sock)
+                self._threads.discard(threading.current_thread())
+
+    def _finish(self, sock: socket.socket, addr: Any, server: bool) -> bool:
+        where = f"{addr[0]}:{addr[1]}"
+        conn: Any = sock
+        try:
+            sock.setblocking(True)
+            tune_tcp(sock, self._heartbeat)
+            conn = tls_wrap(sock, self._ssl, server, self.host, self._hs_timeout)
+            if conn is not sock:
+                with self._mu:
+                    self._pending.add(conn)
+            peer, reader = handshake(conn, self._framing, self.role, self._epoch, self._key, self._hs_timeout)
+            conn.settimeout(None)
+        except (HandshakeError, OSError) as exc:
+            msg = str(exc) if isinstance(exc, HandshakeError) else f"connection failed: {exc}"
+            if not self._stop:
+                log.warning("datacomms tcp: dropping connection %s %s: %s", "from" if server else "to", where, msg)
+                self._on_error(HandshakeError(msg) if not isinstance(exc, HandshakeError) else exc)
+            close_quietly(conn)
+            if conn is not sock:
+                close_quietly(sock)
+            return False
+        finally:
+            if conn is not sock:
+                with self._mu:
+                    self._pending.discard(conn)
+        if self._stop:
+            close_quietly(conn)
+            return False
+        try:
+            self._on_ready(conn, peer, reader, where)
+        except Exception as exc:   # e.g. out of descriptors: this connection only
+            log.warning("datacomms tcp: could not take connection %s %s: %s", "from" if server else "to", where, exc)
+            close_quietly(conn)
+            return False
+        return True
+
+    def _connect(self) -> None:
+        """One connection attempt (connect mode); on failure the next waits longer, up to backoff_max."""
+        sock = None
+        try:
+            sock = socket.create_connection((self.host, self.port), timeout=self._hs_timeout)
+        except OSError as exc:
+            log.debug("datacomms tcp: connect to %s:%s failed: %s", self.host, self.port, exc)
+        ok = False
+        if sock is not None:
+            with self._mu:
+                self._pending.add(sock)
+            try:
+                ok = self._finish(sock, (self.host, self.port), server=False)
+            finally:
+                with self._mu:
+                    self._pending.discard(sock)
+        if ok:
+            self._want = False
+            self._backoff = 0.0
+            return
+        self._backoff = min(self._backoff_max, max(0.02, self._backoff * 2))
+        self._next_try = time.monotonic() + self._backoff

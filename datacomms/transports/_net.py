@@ -1,0 +1,276 @@
+"""What tcp:// and udp:// share: addresses, socket options, control frames,
+the frame reader of the receive side, and the connect-time handshake.
+
+Control frames (header flag FLAG_CONTROL) carry a small JSON object with a
+"dc" key: ``hello`` (role, epoch, nonce, whether a key is required),
+``auth`` (HMAC answer to the peer's nonce), ``start`` (the publisher's next
+seq, sent first on every new connection), ``hb`` (heartbeat), ``bye`` (clean
+close), ``error`` (why the peer is closing). Nothing is ever unpickled:
+control frames are JSON, data frames go through the framing layer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import socket
+import ssl as _ssl
+import struct
+import time
+from typing import Any
+
+from ..errors import DataCommsError, FrameError
+
+log = logging.getLogger("datacomms")
+
+# Control frames are small; a peer announcing more during the handshake is not a datacomms peer.
+HANDSHAKE_MAX_FRAME = 64 * 1024
+PROTOCOL = 1
+_MAGIC = b"DCMF"
+_FRAME_LEN = struct.Struct("<Q").unpack_from
+_HTTP_STARTS = (b"GET ", b"POST", b"PUT ", b"HEAD", b"DELE", b"OPTI", b"PATC", b"CONN", b"HTTP", b"PRI ")
+
+
+class HandshakeError(DataCommsError):
+    """The connect-time handshake failed: not a datacomms peer, wrong role,
+    authentication refused, or TLS failed. Both sides report it."""
+
+
+def parse_address(rest: str, url: str) -> tuple[str, int]:
+    """'HOST:PORT' (IPv6 as [ADDR]:PORT; '*' means every interface) -> (host, port)."""
+    host, sep, port_s = rest.rstrip("/").rpartition(":")
+    if not sep or not port_s.isdigit() or not host:
+        raise DataCommsError(f"bad address in {url!r}: expected HOST:PORT, e.g. 127.0.0.1:8000")
+    port = int(port_s)
+    if port > 65535:
+        raise DataCommsError(f"bad port {port} in {url!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if host == "*":
+        host = "0.0.0.0"
+    return host, port
+
+
+def new_epoch() -> str:
+    """A random id per Publisher instance: a restarted publisher is a new epoch."""
+    return os.urandom(8).hex()
+
+
+def tune_tcp(sock: socket.socket, heartbeat: float, peer_timeout: float = 30.0) -> None:
+    """No Nagle delay; idle connections are probed, and the kernel gives up on
+    a peer that acknowledges nothing for peer_timeout seconds (TCP_USER_TIMEOUT).
+    That timeout also covers a zero receive window, so it must stay long: a
+    subscriber that is only slow to read must not be cut off by it."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    idle = max(1, int(round(heartbeat * 4)))
+    for opt, val in (("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", 1), ("TCP_KEEPCNT", 3),
+                     ("TCP_USER_TIMEOUT", int(peer_timeout * 1000))):
+        if hasattr(socket, opt):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, opt), val)
+
+
+def control(framing: Any, obj: dict[str, Any]) -> list[Any]:
+    """The parts of a control frame holding obj."""
+    return framing.encode(obj, 0, time.time_ns(), framing.FLAG_CONTROL)[0]
+
+
+def describe_garbage(head: bytes) -> str:
+    if head[:4] in _HTTP_STARTS:
+        return "an HTTP request, not a datacomms peer"
+    return f"not a datacomms frame (first bytes {head[:16]!r})"
+
+
+def _buffer_free(buf: bytearray) -> bool:
+    """True when no view of buf is alive (a bytearray with exports cannot be resized)."""
+    if not buf:
+        return True
+    try:
+        last = buf[-1]
+        del buf[-1]
+    except BufferError:
+        return False
+    buf.append(last)
+    return True
+
+
+class FrameReader:
+    """Reads a byte stream into large buffers and cuts it into frames.
+
+    Data frames come out as views of the receive buffer (no copy). A buffer
+    that a returned view still points into is never written again: the
+    reader moves on to a fresh one (or a spare nobody references any more).
+    ``max_frame_size`` is checked on each header before any allocation.
+    """
+
+    def __init__(self, framing: Any, max_frame_size: int, chunk: int = 1 << 20) -> None:
+        self.framing = framing
+        self.max_frame_size = max_frame_size
+        self.chunk = chunk
+        self.buf = bytearray(chunk)
+        self.start = 0
+        self.end = 0
+        self.spare: bytearray | None = None
+        self.need = 0  # bytes the frame at start needs, once its header is read
+
+    def _room(self, need: int) -> None:
+        """Makes sure buf can hold need bytes from start, keeping views valid."""
+        size = max(self.chunk, need)
+        if len(self.buf) - self.start >= need:
+            return
+        have = self.end - self.start
+        if len(self.buf) >= size and _buffer_free(self.buf):
+            self.buf[:have] = self.buf[self.start:self.end]
+        else:
+            old = self.buf
+            if self.spare is not None and len(self.spare) >= size and _buffer_free(self.spare):
+                new, self.spare = self.spare, old
+            else:
+                new = bytearray(size)
+                # keep the bigger of the two retired buffers for reuse
+                if self.spare is None or len(old) >= len(self.spare):
+                    self.spare = old
+            new[:have] = old[self.start:self.end]
+            self.buf = new
+        self.start, self.end = 0, have
+
+    def fill(self, sock: Any) -> int:
+        """One recv_into; returns the byte count (0: the peer closed). Raises
+        BlockingIOError (or ssl.SSLWantReadError) when nothing is there."""
+        if self.end == len(self.buf):
+            self._room(max(self.need, self.end - self.start + 1))
+        n = sock.recv_into(memoryview(self.buf)[self.end:])
+        self.end += n
+        return n
+
+    def next(self) -> tuple[Any, int, int, int] | None:
+        """The next complete frame as (data, seq, timestamp_ns, flags), or None.
+        Raises FrameError on bytes that are not a valid frame."""
+        have = self.end - self.start
+        if have < 64:
+            # a short request (HTTP, a probe) is refused now, not after a timeout
+            head = bytes(self.buf[self.start:self.start + min(have, 4)])
+            if head != _MAGIC[:len(head)]:
+                raise FrameError(describe_garbage(bytes(self.buf[self.start:self.start + 16])))
+            if self.start and len(self.buf) - self.start < 64:
+                self._room(64)
+            return None
+        try:
+            if not self.need:
+                # When the length field says the frame is all here, decode (which
+                # validates the whole header) at once; otherwise validate the
+                # header first, since its length decides what gets allocated.
+                if _FRAME_LEN(self.buf, self.start + 40)[0] > have:
+                    self.need = self.framing.unpack_header(self.buf, self.start, self.max_frame_size)[7]
+            if have < self.need:
+                self._room(self.need)
+                return None
+            data, seq, ts, flags, flen = self.framing.decode(self.buf, self.start, self.max_frame_size)
+        except FrameError as exc:
+            if self.start == 0 and bytes(self.buf[:4]) in _HTTP_STARTS:
+                raise FrameError(describe_garbage(bytes(self.buf[:16]))) from None
+            raise FrameError(f"{exc} (first bytes {bytes(self.buf[self.start:self.start + 16])!r})") from None
+        self.start += flen
+        self.need = 0
+        if self.start == self.end and _buffer_free(self.buf):
+            self.start = self.end = 0
+        return data, seq, ts, flags
+
+
+def read_control(sock: Any, reader: FrameReader, what: str) -> dict[str, Any]:
+    """Blocks (socket timeout) for the next frame, which must be a control frame."""
+    while True:
+        try:
+            f = reader.next()
+        except FrameError as exc:
+            raise HandshakeError(f"bad {what} from peer: {exc}") from None
+        if f is not None:
+            data, _, _, flags = f
+            if not flags & reader.framing.FLAG_CONTROL or not isinstance(data, dict):
+                raise HandshakeError(f"expected a {what} control frame, got a data frame")
+            if data.get("dc") == "error":
+                raise HandshakeError(f"peer refused the connection: {data.get('reason')}")
+            return data
+        try:
+            n = reader.fill(sock)
+        except socket.timeout:
+            raise HandshakeError(f"peer sent no {what} in time") from None
+        except _ssl.SSLError as exc:
+            raise HandshakeError(f"TLS error: {exc}") from None
+        if n == 0:
+            raise HandshakeError(f"peer closed the connection before its {what}")
+
+
+def _mac(key: bytes, role: str, challenge: str, own: str) -> str:
+    return hmac.new(key, f"datacomms-auth-v1|{role}|{challenge}|{own}".encode(), hashlib.sha256).hexdigest()
+
+
+def resolve_key(key: bytes | str | None) -> bytes | None:
+    """The shared secret: the argument, else $DATACOMMS_KEY, else None (no authentication)."""
+    if key is None:
+        key = os.environ.get("DATACOMMS_KEY") or None
+    if isinstance(key, str):
+        key = key.encode()
+    return key
+
+
+def handshake(sock: Any, framing: Any, role: str, epoch: str | None, key: bytes | None,
+              timeout: float) -> tuple[dict[str, Any], FrameReader]:
+    """Exchanges hellos (and HMAC answers to each other's nonces when a key is
+    set) on a connected socket; returns the peer's hello and the reader, which
+    may already hold frames that followed. Raises HandshakeError."""
+    sock.settimeout(timeout)
+    reader = FrameReader(framing, HANDSHAKE_MAX_FRAME, chunk=64 * 1024)
+    nonce = os.urandom(16).hex()
+    want = "sub" if role == "pub" else "pub"
+    hello = {"dc": "hello", "v": PROTOCOL, "role": role, "epoch": epoch, "nonce": nonce, "auth": key is not None}
+    try:
+        sock.sendall(b"".join(control(framing, hello)))
+        peer = read_control(sock, reader, "hello")
+        if peer.get("dc") != "hello" or not isinstance(peer.get("nonce"), str):
+            raise HandshakeError(f"expected a hello, got {str(peer)[:80]}")
+        if peer.get("role") != want:
+            raise HandshakeError(f"peer is a {peer.get('role')!r}, this side is a {role!r}: "
+                                 "both ends bind or both connect? (see bind=)")
+        if bool(peer.get("auth")) != (key is not None):
+            raise HandshakeError("authentication failed: " + (
+                "the peer requires a key and none is set here (key= or DATACOMMS_KEY)" if key is None
+                else "this side requires a key and the peer has none"))
+        if key is not None:
+            sock.sendall(b"".join(control(framing, {"dc": "auth", "mac": _mac(key, role, peer["nonce"], nonce)})))
+            answer = read_control(sock, reader, "authentication answer")
+            expect = _mac(key, want, nonce, peer["nonce"])
+            if not hmac.compare_digest(str(answer.get("mac", "")), expect):
+                raise HandshakeError("authentication failed: the peer's key does not match")
+    except socket.timeout:
+        raise HandshakeError("handshake timed out") from None
+    except (ConnectionError, BrokenPipeError) as exc:
+        raise HandshakeError(f"connection lost during the handshake: {exc}") from None
+    except _ssl.SSLError as exc:
+        raise HandshakeError(f"TLS error: {exc}") from None
+    return peer, reader
+
+
+def tls_wrap(sock: socket.socket, ctx: _ssl.SSLContext | None, server: bool, host: str,
+             timeout: float) -> Any:
+    """The socket wrapped in TLS (handshake done), or sock itself without a context."""
+    if ctx is None:
+        return sock
+    sock.settimeout(timeout)
+    try:
+        return ctx.wrap_socket(sock, server_side=server, server_hostname=None if server else host)
+    except (_ssl.SSLError, socket.timeout, OSError) as exc:
+        raise HandshakeError(f"TLS handshake failed: {exc}") from None
+
+
+def close_quietly(sock: Any) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    try:
+        sock.close()
+    except OSError:
+        pass

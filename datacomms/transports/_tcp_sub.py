@@ -1,0 +1,361 @@
+"""The receive side of tcp:// (see transports/tcp.py for the protocol):
+TcpSubscriber reads in the caller's thread, straight into large buffers
+(_net.FrameReader), and accounts for every message per publisher epoch.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import ssl as _ssl
+import threading
+import time
+from collections import deque
+from typing import Any
+
+from .. import backend as _backend
+from .. import url as _url
+from ..errors import Closed, FrameError, Timeout
+from ..message import Message
+from ..pubsub import Subscriber
+from ._links import Links
+from ._net import close_quietly, log, parse_address, resolve_key
+
+
+class _In:
+    """One connection a subscriber reads from."""
+
+    __slots__ = ("sock", "reader", "epoch", "where", "last_rx", "expect", "tls")
+
+    def __init__(self, sock: Any, reader: Any, epoch: str, where: str) -> None:
+        self.sock, self.reader, self.epoch, self.where = sock, reader, epoch, where
+        self.last_rx = time.monotonic()
+        self.expect: int | None = None
+        self.tls = isinstance(sock, _ssl.SSLSocket)
+
+
+class TcpSubscriber(Subscriber):
+    """Subscriber over TCP. Connects (or listens with ``bind=True``), reconnects
+    by itself with capped backoff unless ``reconnect=False`` (then a lost
+    publisher raises dc.Closed). A publisher silent for ``dead_after`` seconds
+    (default 4 heartbeats, at least 1 s) counts as gone. ``spin_us`` > 0 makes
+    a waiting recv busy-poll that long before it sleeps: lower latency for a
+    core's worth of CPU while waiting."""
+
+    def __init__(self, url: str, *, bind: bool = False, key: bytes | str | None = None,
+                 ssl: _ssl.SSLContext | None = None, heartbeat: float = 0.25, dead_after: float | None = None,
+                 reconnect: bool = True, backoff_max: float = 1.0, handshake_timeout: float = 2.0,
+                 max_frame_size: int | None = None, recv_buffer: int = 1 << 20, spin_us: float = 0.0,
+                 backend: Any = None) -> None:
+        host, port = parse_address(_url.parse(url).rest, url)
+        self._be = _backend.get(backend)
+        self._framing = self._be.framing
+        self.stats = self._be.stats.Stats()
+        self._max_frame = max_frame_size or self._framing.DEFAULT_MAX_FRAME_SIZE
+        self._chunk = recv_buffer
+        self._spin_ns = int(spin_us * 1000)
+        self._dead_after = dead_after if dead_after is not None else max(1.0, 4 * heartbeat)
+        self._reconnect = reconnect
+        self._bind = bind
+        self._conns: list[_In] = []
+        self._ready: deque[_In] = deque()
+        self._last_seen: dict[str, int] = {}
+        self._epochs: set[str] = set()
+        self._skip_pending: dict[str, int] = {}
+        self._error: Exception | None = None
+        self._gone: str | None = None
+        self._closed = False
+        self._state = threading.Lock()
+        self._busy = 0
+        self._released = False
+        self._rfd, self._wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            self._links = Links(host, port, bind=bind, role="sub", framing=self._framing, epoch=None,
+                                key=resolve_key(key), ssl=ssl, heartbeat=heartbeat,
+                                handshake_timeout=handshake_timeout, backoff_max=backoff_max,
+                                on_ready=self._attach, on_error=self._failed)
+        except BaseException:
+            os.close(self._rfd)
+            os.close(self._wfd)
+            raise
+        self.address = (host, self._links.port)
+        self.url = f"tcp://{host}:{self._links.port}" if ":" not in host else f"tcp://[{host}]:{self._links.port}"
+
+    # -- called from the Links thread ----------------------------------------
+
+    def _attach(self, sock: Any, peer: dict, reader: Any, where: str) -> None:
+        epoch = peer.get("epoch")
+        if not isinstance(epoch, str):
+            log.warning("datacomms tcp: dropping publisher %s: its hello has no epoch", where)
+            close_quietly(sock)
+            return
+        reader.max_frame_size = self._max_frame
+        reader.chunk = self._chunk
+        sock.setblocking(False)
+        self._ready.append(_In(sock, reader, epoch, where))
+        self._error = None
+        try:
+            os.write(self._wfd, b"\0")
+        except (BlockingIOError, OSError):
+            pass
+
+    def _failed(self, exc: Exception) -> None:
+        if not self._bind:
+            self._error = exc
+
+    # -- the receive side (the caller's thread) -------------------------------
+
+    @property
+    def connected(self) -> int:
+        """How many publishers this subscriber is reading from now."""
+        return len(self._conns) + len(self._ready)
+
+    def _lose(self, c: _In, why: str, level: int = 20) -> None:
+        if c not in self._conns:
+            return
+        self._conns.remove(c)
+        close_quietly(c.sock)
+        if self._closed:
+            return
+        log.log(level, "datacomms tcp: publisher %s lost: %s", c.where, why)
+        if not self._bind:
+            if self._reconnect:
+                self._links.kick()
+            else:
+                self._gone = f"publisher {c.where} is gone: {why}"
+
+    def _control(self, c: _In, msg: Any) -> None:
+        kind = msg.get("dc") if isinstance(msg, dict) else None
+        if kind == "start":
+            nxt = msg.get("next_seq")
+            if not isinstance(nxt, int) or nxt < 0:
+                raise FrameError(f"bad start frame {str(msg)[:80]}")
+            if c.epoch not in self._epochs:
+                # a new publisher epoch; in connect mode the one we follow was replaced
+                # (restarted), and everything it sent before we got here was missed
+                if self._epochs and not self._bind:
+                    self.stats.add_lost(nxt)
+                    self.stats.restarts += 1
+                self._epochs.add(c.epoch)
+            c.expect = nxt
+        elif kind == "bye":
+            raise Closed("publisher closed")
+        elif kind == "error":
+            raise FrameError(f"peer reported an error: {msg.get('reason')}")
+        # "hb" and anything unknown (a newer peer) only prove the peer is alive
+
+    def _take(self, c: _In) -> tuple[Any, int, int] | None:
+        """The next data frame buffered on c (control frames handled), or None."""
+        while True:
+            f = c.reader.next()
+            if f is None:
+                return None
+            data, seq, ts, flags = f
+            if flags & 1:
+                self._control(c, data)
+                continue
+            last = self._last_seen.get(c.epoch)
+            if last is not None and seq <= last:
+                continue   # already delivered on an earlier connection of this epoch
+            if c.expect is not None:
+                if last is None and seq > c.expect:
+                    self.stats.add_lost(seq - c.expect)
+                c.expect = None
+            self._last_seen[c.epoch] = seq
+            return data, seq, ts
+
+    def _read(self, c: _In) -> int:
+        """Reads what is there from c: the byte count (0: nothing yet), -1 when c was lost."""
+        got = 0
+        try:
+            while True:
+                n = c.reader.fill(c.sock)
+                if n == 0:
+                    self._lose(c, "connection closed by peer")
+                    return -1
+                got += n
+                c.last_rx = time.monotonic()
+                if not (c.tls and c.sock.pending()):
+                    return got
+        except (BlockingIOError, InterruptedError, _ssl.SSLWantReadError, _ssl.SSLWantWriteError):
+            return got
+        except OSError as exc:
+            self._lose(c, f"read failed: {exc}")
+            return -1
+
+    def _spin(self) -> bool:
+        """Busy-polls every connection for up to spin_us (no sleep, so no
+        wake-up latency); True when something arrived or a connection changed."""
+        end = time.perf_counter_ns() + self._spin_ns
+        while time.perf_counter_ns() < end:
+            if self._ready:
+                return True
+            for c in self._conns:
+                if self._read(c):
+                    return True
+            # on a machine with more runnable threads than cores, the peer we
+            # wait for may need this core: let it run
+            os.sched_yield()
+        return False
+
+    def _next(self, timeout: float | None, newest: bool) -> Message:
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        looked = False  # timeout=0 still reads what the sockets hold before giving up
+        while True:
+            if self._closed:
+                raise Closed("subscriber is closed")
+            if self._gone is not None:
+                raise Closed(self._gone)
+            while self._ready:
+                self._conns.append(self._ready.popleft())
+            if newest:
+                for c in list(self._conns):
+                    self._read(c)
+            best: tuple[_In, tuple[Any, int, int]] | None = None
+            passed: dict[str, int] = {}
+            for c in list(self._conns):
+                try:
+                    while True:
+                        got = self._take(c)
+                        if got is None:
+                            break
+                        if best is not None:
+                            passed[best[0].epoch] = passed.get(best[0].epoch, 0) + 1
+                        best = (c, got)
+                        if not newest:
+                            break
+                except (FrameError, Closed) as exc:
+                    self._lose(c, str(exc), 20 if isinstance(exc, Closed) else 30)
+                if best is not None and not newest:
+                    break
+            if best is not None:
+                c, (data, seq, ts) = best
+                for ep, k in passed.items():
+                    if ep != c.epoch:
+                        self._skip_pending[ep] = self._skip_pending.get(ep, 0) + k
+                skipped = passed.get(c.epoch, 0) + self._skip_pending.pop(c.epoch, 0)
+                self.stats.record(seq, ts, time.time_ns(), skipped, c.epoch)
+                return Message(data, seq, ts)
+            if self._gone is not None:
+                continue
+            if self._error is not None and not self._conns:
+                err, self._error = self._error, None
+                raise err
+            now = time.monotonic()
+            wait = self._dead_after
+            for c in list(self._conns):
+                idle = now - c.last_rx
+                if idle > self._dead_after and self._read(c) > 0:
+                    continue   # silent only because nobody was reading: it has sent since
+                if c not in self._conns:
+                    continue
+                if idle > self._dead_after:
+                    self._lose(c, f"nothing heard for {idle:.2f} s (no data, no heartbeat)", 30)
+                else:
+                    wait = min(wait, self._dead_after - idle)
+            if deadline is not None:
+                left = deadline - now
+                if left <= 0:
+                    if looked:
+                        raise Timeout(f"no message within {timeout} s")
+                    left = 0.0
+                wait = min(wait, left)
+            looked = True
+            if self._spin_ns and self._conns and self._spin():
+                continue
+            self._wait(wait)
+
+    def _wait(self, seconds: float) -> None:
+        """Waits (GIL released) until a connection is readable, a new one is ready, or seconds pass."""
+        p = select.poll()
+        p.register(self._rfd, select.POLLIN)
+        fds = {}
+        for c in self._conns:
+            if c.tls and c.sock.pending():
+                self._read(c)
+                return
+            fds[c.sock.fileno()] = c
+            p.register(c.sock.fileno(), select.POLLIN)
+        for fd, _ in p.poll(seconds * 1000 + 0.5 if seconds > 0 else 0):
+            if fd == self._rfd:
+                try:
+                    os.read(self._rfd, 4096)
+                except BlockingIOError:
+                    pass
+            elif fds[fd] in self._conns:
+                self._read(fds[fd])
+
+    # close() may come from another thread while recv waits: it only marks the
+    # subscriber closed and wakes the waiter, which then releases everything
+    def _enter(self) -> None:
+        with self._state:
+            if self._closed:
+                raise Closed("subscriber is closed")
+            self._busy += 1
+
+    def _leave(self) -> None:
+        with self._state:
+            self._busy -= 1
+            last = self._closed and self._busy == 0
+        if last:
+            self._release()
+
+    def recv(self, timeout: float | None = None) -> Message:
+        self._enter()
+        try:
+            return self._recv(timeout)
+        finally:
+            self._leave()
+
+    def latest(self, timeout: float | None = None) -> Message:
+        self._enter()
+        try:
+            return self._next(timeout, newest=True)
+        finally:
+            self._leave()
+
+    def _recv(self, timeout: float | None) -> Message:
+        # fast path: one publisher and a frame already buffered
+        if len(self._conns) == 1 and not self._ready and self._gone is None:
+            c = self._conns[0]
+            try:
+                got = self._take(c)
+            except (FrameError, Closed) as exc:
+                self._lose(c, str(exc), 20 if isinstance(exc, Closed) else 30)
+                got = None
+            if got is not None:
+                data, seq, ts = got
+                skipped = self._skip_pending.pop(c.epoch, 0) if self._skip_pending else 0
+                self.stats.record(seq, ts, time.time_ns(), skipped, c.epoch)
+                return Message(data, seq, ts)
+        return self._next(timeout, newest=False)
+
+    def close(self) -> None:
+        with self._state:
+            if self._closed:
+                return
+            self._closed = True
+            waiting = self._busy > 0
+        self._links.close()      # joins its thread: nothing is attached after this
+        if not waiting:
+            self._release()
+            return
+        os.write(self._wfd, b"\0")
+        for c in list(self._conns):
+            try:
+                c.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def _release(self) -> None:
+        with self._state:
+            if self._released:
+                return
+            self._released = True
+        for c in self._conns + list(self._ready):
+            close_quietly(c.sock)
+        self._conns.clear()
+        self._ready.clear()
+        os.close(self._rfd)
+        os.close(self._wfd)

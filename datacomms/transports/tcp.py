@@ -1,0 +1,182 @@
+"""tcp://HOST:PORT: persistent TCP connections carrying datacomms frames.
+
+The publisher listens and subscribers connect (``bind=`` swaps the roles: a
+listening subscriber takes several publishers and keeps their sequences
+apart). ``send`` puts the frame on every subscriber's bounded queue and
+returns; the backend's send loop writes the queues from a background thread
+(sendloop.SendLoop). A subscriber reads in the calling thread, straight into
+large buffers, and hands arrays out as views of them.
+
+Every connection starts with a handshake (_net.handshake: hellos with the
+publisher's epoch, optional HMAC authentication, optional TLS), then the
+publisher's ``start`` frame with its next seq, so a subscriber counts exactly
+what it missed while it was away; a restarted publisher is a new epoch.
+Idle publishers send heartbeats; a subscriber that hears nothing for
+``dead_after`` seconds drops the connection (and reconnects when it made it).
+"""
+
+from __future__ import annotations
+
+import os
+import ssl as _ssl
+import threading
+import time
+from typing import Any
+
+from .. import backend as _backend
+from .. import url as _url
+from ..errors import Closed, Timeout
+from ..pubsub import Publisher
+from ._links import Links
+from ._net import HandshakeError, close_quietly, control, log, new_epoch, parse_address, resolve_key
+from ._tcp_sub import TcpSubscriber
+
+__all__ = ["TcpPublisher", "TcpSubscriber", "HandshakeError"]
+
+
+def _sendloop_module(be: Any, ssl: _ssl.SSLContext | None) -> Any:
+    # the compiled loop writes raw descriptors; TLS records are made by Python's ssl module
+    return _backend.get("python").sendloop if ssl is not None else be.sendloop
+
+
+class TcpPublisher(Publisher):
+    """Publisher over TCP. ``on_full``: "drop" (a full subscriber queue drops the
+    message; that subscriber sees the gap) or "block" (``send`` waits up to its
+    timeout). Queues hold up to ``queue_messages`` frames and ``queue_bytes``."""
+
+    def __init__(self, url: str, *, bind: bool = True, on_full: str = "drop", queue_messages: int = 4096,
+                 queue_bytes: int = 256 << 20, key: bytes | str | None = None,
+                 ssl: _ssl.SSLContext | None = None, heartbeat: float = 0.25, linger: float = 2.0,
+                 handshake_timeout: float = 2.0, backoff_max: float = 1.0, backend: Any = None) -> None:
+        if on_full not in ("drop", "block"):
+            raise ValueError(f"on_full must be 'drop' or 'block', not {on_full!r}")
+        host, port = parse_address(_url.parse(url).rest, url)
+        self._be = _backend.get(backend)
+        self._framing = self._be.framing
+        self._block = on_full == "block"
+        self._qm, self._qb = queue_messages, queue_bytes
+        self._heartbeat, self._linger = heartbeat, linger
+        self.epoch = new_epoch()
+        self._seq = 0
+        self._lock = threading.Lock()        # seq order, and start frames before data
+        self._subs = threading.Condition()   # subscriber count changes
+        self._conns: dict[int, tuple[Any, str]] = {}
+        self._last_send = 0.0
+        self._closed = False
+        self._loop = _sendloop_module(self._be, ssl).SendLoop()
+        try:
+            self._links = Links(host, port, bind=bind, role="pub", framing=self._framing, epoch=self.epoch,
+                                key=resolve_key(key), ssl=ssl, heartbeat=heartbeat,
+                                handshake_timeout=handshake_timeout, backoff_max=backoff_max,
+                                on_ready=self._attach, on_error=lambda exc: None, on_tick=self._tick,
+                                tick=heartbeat / 2)
+        except BaseException:
+            self._loop.close()
+            raise
+        self.address = (host, self._links.port)
+        self.url = f"tcp://{host}:{self._links.port}" if ":" not in host else f"tcp://[{host}]:{self._links.port}"
+
+    def _attach(self, sock: Any, peer: dict, reader: Any, where: str) -> None:
+        with self._lock:
+            if self._closed:
+                close_quietly(sock)
+                return
+            cid = self._loop.add(sock, self._qm, self._qb, self._block)
+            # first on this queue, before any data: the subscriber's loss count starts here
+            self._loop.send(control(self._framing, {"dc": "start", "next_seq": self._seq, "epoch": self.epoch}),
+                            cid, 0)
+            self._conns[cid] = (sock, where)
+        log.info("datacomms tcp: subscriber %s attached", where)
+        with self._subs:
+            self._subs.notify_all()
+
+    def _reap(self) -> None:
+        dead = self._loop.dead()
+        if not dead:
+            return
+        for cid in dead:
+            info = self._loop.info(cid)
+            self._loop.remove(cid)
+            entry = self._conns.pop(cid, None)
+            if entry is not None:
+                close_quietly(entry[0])
+                why = os.strerror(info[5]) if info and info[5] else "peer closed the connection"
+                log.info("datacomms tcp: subscriber %s gone: %s", entry[1], why)
+        if not self._links.bind:
+            self._links.kick()
+        with self._subs:
+            self._subs.notify_all()
+
+    def _tick(self) -> None:
+        # never wait for the lock here: a send blocked on one full queue holds it,
+        # and the other subscribers still need their heartbeats meanwhile
+        if self._lock.acquire(blocking=False):
+            try:
+                self._reap()
+            finally:
+                self._lock.release()
+        if self._conns and time.monotonic() - self._last_send >= self._heartbeat:
+            self._last_send = time.monotonic()
+            self._loop.send(control(self._framing, {"dc": "hb"}), -1, 0)
+
+    def send(self, data: Any, timeout: float | None = None) -> int:
+        """Queues data for every attached subscriber and returns its seq. In block
+        mode waits up to timeout for room (then dc.Timeout; the seq is used)."""
+        with self._lock:
+            if self._closed:
+                raise Closed("publisher is closed")
+            seq = self._seq
+            parts, _ = self._framing.encode(data, seq, time.time_ns())
+            self._seq = seq + 1
+            self._loop.send(parts, -1, timeout)
+        self._last_send = time.monotonic()
+        return seq
+
+    @property
+    def subscribers(self) -> int:
+        if self._lock.acquire(blocking=False):
+            try:
+                self._reap()
+            finally:
+                self._lock.release()
+        return len(self._conns) - len(self._loop.dead())
+
+    def wait_for_subscribers(self, n: int = 1, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            have = self.subscribers
+            if have >= n:
+                return have
+            if self._closed:
+                raise Closed("publisher is closed")
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise Timeout(f"{have} of {n} subscribers attached after {timeout} s")
+            with self._subs:
+                self._subs.wait(0.05 if left is None else min(left, 0.05))
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Waits until every queued frame is written to the kernel; False on timeout."""
+        return self._loop.flush(-1, timeout)
+
+    def close(self) -> None:
+        """Stops accepting, writes what is queued (up to ``linger`` seconds), says bye, closes."""
+        # not under self._lock: a send blocked on a full queue holds it, and
+        # closing the loop is what releases that send
+        if self._closed:
+            return
+        self._closed = True
+        self._links.close()
+        try:
+            self._loop.send(control(self._framing, {"dc": "bye"}), -1, 0)
+        except Closed:
+            pass
+        self._loop.flush(-1, self._linger)
+        self._loop.close()
+        with self._lock:
+            pass   # a send released by the closed loop has left
+        for sock, _ in self._conns.values():
+            close_quietly(sock)
+        self._conns.clear()
+        with self._subs:
+            self._subs.notify_all()

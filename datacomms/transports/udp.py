@@ -1,0 +1,304 @@
+"""udp://HOST:PORT: one datagram per message, for latest-value telemetry.
+
+The subscriber binds HOST:PORT (a multicast group address joins the group);
+publishers send to it. A message whose frame does not fit in one datagram
+(65,507 bytes) is refused with a FrameError that says so. Nothing is resent:
+losses show as seq gaps, counted per publisher in ``stats.lost``.
+
+Every ``heartbeat`` seconds a publisher sends a control datagram with its
+epoch and next seq, so a subscriber also counts messages lost at the end of a
+burst, and notices a restarted publisher. A subscriber answers each heartbeat
+with a small "sub" datagram, which is how ``pub.subscribers`` and
+``wait_for_subscribers`` know who is listening (a subscriber counts while it
+answered within ``dead_after`` seconds; it answers from inside recv/latest).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import select
+import socket
+import threading
+import time
+from typing import Any
+
+from .. import backend as _backend
+from .. import url as _url
+from ..errors import Closed, FrameError, Timeout
+from ..message import Message
+from ..pubsub import Publisher, Subscriber
+from ._net import _buffer_free, control, log, new_epoch, parse_address
+
+MAX_DATAGRAM = 65507          # the largest UDP payload over IPv4
+_SLOT = 65536                 # receive room per datagram
+# A seq this far below the last one from the same sender is a restart (same
+# source port), not a late datagram.
+REORDER_WINDOW = 1024
+
+
+def _is_multicast(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_multicast
+    except ValueError:
+        return False
+
+
+class UdpPublisher(Publisher):
+    """Sends each message as one datagram to HOST:PORT (unicast or a multicast
+    group: ``ttl`` and ``interface`` set IP_MULTICAST_TTL/IF, loopback of
+    multicast is on so subscribers on this host hear it)."""
+
+    def __init__(self, url: str, *, heartbeat: float = 0.25, dead_after: float | None = None, ttl: int = 1,
+                 interface: str | None = None, backend: Any = None, on_full: str = "drop") -> None:
+        host, port = parse_address(_url.parse(url).rest, url)
+        self._be = _backend.get(backend)
+        self._framing = self._be.framing
+        self.address = (host, port)
+        self.url = f"udp://{host}:{port}"
+        self.epoch = new_epoch()
+        self.dropped = 0                 # datagrams the kernel refused (buffer full)
+        self._seq = 0
+        self._heartbeat = heartbeat
+        self._dead_after = dead_after if dead_after is not None else max(1.0, 4 * heartbeat)
+        self._seen: dict[Any, float] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        if _is_multicast(host):
+            self._sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ttl)
+            self._sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+            if interface:
+                self._sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(interface))
+        # answers come back to this port; it listens on loopback only when sending there
+        self._sock.bind(("127.0.0.1" if host.startswith("127.") else "", 0))
+        self._rfd, self._wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._thread = threading.Thread(target=self._run, name="datacomms-udp-pub", daemon=True)
+        self._thread.start()
+
+    def _hb(self) -> None:
+        # under the lock: a heartbeat must not overtake a data datagram it counts
+        with self._lock:
+            self._sendto(control(self._framing, {"dc": "hb", "epoch": self.epoch, "next_seq": self._seq}))
+
+    def _sendto(self, parts: list[Any]) -> bool:
+        try:
+            self._sock.sendmsg(parts, (), 0, self.address)
+            return True
+        except (BlockingIOError, InterruptedError):
+            self.dropped += 1
+        except OSError as exc:
+            # ENOBUFS, ECONNREFUSED from an earlier ICMP, EHOSTUNREACH: the datagram is lost
+            self.dropped += 1
+            log.debug("datacomms udp: send to %s:%s failed: %s", *self.address, exc)
+        return False
+
+    def _run(self) -> None:
+        """Heartbeats out, subscribers' answers in."""
+        p = select.poll()
+        p.register(self._sock, select.POLLIN)
+        p.register(self._rfd, select.POLLIN)
+        next_hb = 0.0
+        while not self._closed:
+            now = time.monotonic()
+            if now >= next_hb:
+                self._hb()
+                next_hb = now + self._heartbeat
+            for fd, _ in p.poll(max(0.0, next_hb - now) * 1000):
+                if fd != self._sock.fileno():
+                    continue
+                try:
+                    data, addr = self._sock.recvfrom(2048)
+                except OSError:
+                    continue
+                try:
+                    msg, _, _, flags, _ = self._framing.decode(data, 0, 4096)
+                except FrameError:
+                    continue
+                if flags & 1 and isinstance(msg, dict) and msg.get("dc") == "sub":
+                    self._seen[addr] = time.monotonic()
+
+    def send(self, data: Any, timeout: float | None = None) -> int:
+        """Sends one datagram and returns its seq (a datagram the kernel refused is lost, as UDP is)."""
+        if self._closed:
+            raise Closed("publisher is closed")
+        with self._lock:
+            seq = self._seq
+            parts, flen = self._framing.encode(data, seq, time.time_ns())
+            if flen > MAX_DATAGRAM:
+                raise FrameError(f"a frame of {flen} bytes does not fit in one UDP datagram "
+                                 f"(at most {MAX_DATAGRAM}); use tcp:// for large messages")
+            self._seq = seq + 1
+            self._sendto(parts)
+        return seq
+
+    @property
+    def subscribers(self) -> int:
+        now = time.monotonic()
+        return sum(1 for t in list(self._seen.values()) if now - t <= self._dead_after)
+
+    def wait_for_subscribers(self, n: int = 1, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            have = self.subscribers
+            if have >= n:
+                return have
+            if self._closed:
+                raise Closed("publisher is closed")
+            if deadline is not None and time.monotonic() >= deadline:
+                raise Timeout(f"{have} of {n} subscribers answered after {timeout} s")
+            time.sleep(0.02)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        os.write(self._wfd, b"\0")
+        self._thread.join()
+        self._sock.close()
+        os.close(self._rfd)
+        os.close(self._wfd)
+
+
+class UdpSubscriber(Subscriber):
+    """Receives the datagrams sent to HOST:PORT (port 0: any free port, see
+    ``url``). A multicast HOST joins that group on ``interface`` (default:
+    the system's choice; "127.0.0.1" keeps it on this host)."""
+
+    def __init__(self, url: str, *, interface: str | None = None, recv_buffer: int = 4 << 20,
+                 backend: Any = None, **_ignored: Any) -> None:
+        host, port = parse_address(_url.parse(url).rest, url)
+        self._be = _backend.get(backend)
+        self._framing = self._be.framing
+        self.stats = self._be.stats.Stats()
+        self.rejected = 0                # datagrams that were not valid frames
+        self._last: dict[Any, int] = {}
+        self._epoch: dict[Any, str] = {}
+        self._closed = False
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, recv_buffer)
+            if _is_multicast(host):
+                self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                self._sock.bind((host, port))
+                mreq = socket.inet_aton(host) + socket.inet_aton(interface or "0.0.0.0")
+                self._sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+            else:
+                self._sock.bind((host, port))
+            self._sock.setblocking(False)
+        except OSError:
+            self._sock.close()
+            raise
+        self.address = (host, self._sock.getsockname()[1])
+        self.url = f"udp://{host}:{self.address[1]}"
+        self._buf = bytearray(1 << 20)
+        self._spare: bytearray | None = None
+        self._off = 0
+
+    def _slot(self) -> memoryview:
+        """Room for one datagram; a buffer a returned view still uses is never written again."""
+        if len(self._buf) - self._off < _SLOT:
+            if _buffer_free(self._buf):
+                self._off = 0
+            else:
+                old = self._buf
+                self._buf = self._spare if self._spare is not None and _buffer_free(self._spare) \
+                    else bytearray(1 << 20)
+                self._spare = old
+                self._off = 0
+        return memoryview(self._buf)[self._off:self._off + _SLOT]
+
+    def _one(self) -> tuple[Any, int, int, Any, int] | None:
+        """Reads and decodes one datagram: (data, seq, ts, source, skipped-before) for
+        data; None when nothing is waiting. Control datagrams are handled here."""
+        while True:
+            try:
+                n, addr = self._sock.recvfrom_into(self._slot())
+            except (BlockingIOError, InterruptedError):
+                return None
+            start = self._off
+            try:
+                data, seq, ts, flags, flen = self._framing.decode(memoryview(self._buf)[:start + n], start, _SLOT)
+            except FrameError as exc:
+                self.rejected += 1
+                level = 30 if self.rejected <= 10 else 10
+                log.log(level, "datacomms udp: dropped a datagram from %s:%s: %s", addr[0], addr[1], exc)
+                continue
+            self._off = (start + flen + 63) & ~63
+            if flags & 1:
+                self._on_control(data, addr)
+                continue
+            last = self._last.get(addr)
+            if last is not None and seq <= last:
+                if last - seq < REORDER_WINDOW:
+                    continue   # late or duplicated: already counted lost, or delivered
+                self._restart(addr)
+                last = None
+            if last is not None and seq > last + 1:
+                self.stats.add_lost(seq - last - 1)
+            self._last[addr] = seq
+            return data, seq, ts, addr, 0
+
+    def _restart(self, addr: Any) -> None:
+        self._last.pop(addr, None)
+        self.stats.restarts += 1
+
+    def _on_control(self, msg: Any, addr: Any) -> None:
+        if not isinstance(msg, dict) or msg.get("dc") != "hb":
+            return
+        epoch, nxt = msg.get("epoch"), msg.get("next_seq")
+        if isinstance(epoch, str):
+            if self._epoch.get(addr, epoch) != epoch:
+                self._restart(addr)
+            self._epoch[addr] = epoch
+        last = self._last.get(addr)
+        # the heartbeat shows messages lost after the last one that arrived
+        if isinstance(nxt, int) and last is not None and nxt - 1 > last:
+            self.stats.add_lost(nxt - 1 - last)
+            self._last[addr] = nxt - 1
+        try:
+            self._sock.sendto(b"".join(control(self._framing, {"dc": "sub"})), addr)
+        except OSError:
+            pass
+
+    def _next(self, timeout: float | None, newest: bool) -> Message:
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        p = select.poll()
+        p.register(self._sock, select.POLLIN)
+        while True:
+            if self._closed:
+                raise Closed("subscriber is closed")
+            best = None
+            passed = 0
+            while True:
+                got = self._one()
+                if got is None:
+                    break
+                if best is not None:
+                    passed += 1
+                best = got
+                if not newest:
+                    break
+            if best is not None:
+                data, seq, ts, _addr, _ = best
+                # loss is counted here per sender (seq gaps and heartbeats), so
+                # Stats gets no seq: it keeps rate, gaps, latency and skips
+                self.stats.record(None, ts, time.time_ns(), passed)
+                return Message(data, seq, ts)
+            wait = None
+            if deadline is not None:
+                wait = deadline - time.monotonic()
+                if wait <= 0:
+                    raise Timeout(f"no message within {timeout} s")
+            p.poll(None if wait is None else wait * 1000 + 0.5)
+
+    def recv(self, timeout: float | None = None) -> Message:
+        return self._next(timeout, newest=False)
+
+    def latest(self, timeout: float | None = None) -> Message:
+        return self._next(timeout, newest=True)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._sock.close()

@@ -1,0 +1,92 @@
+"""A datacomms network peer run as a separate process by the tcp/udp tests.
+
+    python net_peer.py pub URL --backend B [--count N] [--rate HZ] [--bind/--connect] ...
+    python net_peer.py sub URL --backend B --count N [--bind]
+
+A publisher prints "READY <url>" once listening (the test reads the port from
+it), then "SENT <n>" when done, and stays alive until stdin closes so the
+test decides when it goes away. A subscriber prints one JSON line with what
+it received.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import datacomms as dc
+
+
+def _payload(i: int, size: int) -> bytes:
+    return i.to_bytes(8, "little") * max(1, size // 8)
+
+
+def run_pub(a: argparse.Namespace) -> None:
+    kw = {"on_full": a.on_full, "bind": not a.connect, "key": a.key} if a.url.startswith("tcp") else {}
+    pub = dc.Publisher(a.url, backend=a.backend, **kw)
+    print("READY", pub.url, flush=True)
+    if a.wait:
+        pub.wait_for_subscribers(a.wait, timeout=30)
+    period = 1.0 / a.rate if a.rate else 0.0
+    t0 = time.perf_counter()
+    i = 0
+    while a.count < 0 or i < a.count:
+        pub.send(_payload(i, a.size) if a.kind == "bytes" else {"i": i, "pid": a.tag})
+        i += 1
+        if period:
+            # pace against the start time, so a late wake-up does not slow the stream
+            delay = t0 + i * period - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+    if hasattr(pub, "flush"):
+        pub.flush(30)
+    print("SENT", i, flush=True)
+    sys.stdin.read()   # until the test closes our stdin (or kills us)
+    pub.close()
+
+
+def run_sub(a: argparse.Namespace) -> None:
+    sub = dc.Subscriber(a.url, backend=a.backend, bind=a.bind)
+    print("READY", sub.url, flush=True)
+    seqs = []
+    ok = True
+    try:
+        for _ in range(a.count):
+            m = sub.recv(timeout=a.timeout)
+            if a.kind == "bytes" and bytes(m.data[:8]) != m.seq.to_bytes(8, "little"):
+                ok = False
+            seqs.append(m.seq)
+    except dc.DataCommsError as exc:
+        print(json.dumps({"error": repr(exc), "received": len(seqs)}), flush=True)
+        sub.close()
+        return
+    in_order = all(b == a_ + 1 for a_, b in zip(seqs, seqs[1:]))
+    print(json.dumps({"received": len(seqs), "in_order": in_order, "payload_ok": ok, "lost": sub.stats.lost,
+                      "first": seqs[0] if seqs else None, "last": seqs[-1] if seqs else None}), flush=True)
+    sub.close()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("role", choices=["pub", "sub"])
+    p.add_argument("url")
+    p.add_argument("--backend", default=None)
+    p.add_argument("--count", type=int, default=-1)
+    p.add_argument("--rate", type=float, default=0.0)
+    p.add_argument("--size", type=int, default=8)
+    p.add_argument("--kind", choices=["bytes", "dict"], default="bytes")
+    p.add_argument("--on-full", default="block")
+    p.add_argument("--wait", type=int, default=0, help="wait for this many subscribers first")
+    p.add_argument("--connect", action="store_true", help="publisher connects (the subscriber binds)")
+    p.add_argument("--bind", action="store_true", help="subscriber binds")
+    p.add_argument("--key", default=None)
+    p.add_argument("--tag", default="")
+    p.add_argument("--timeout", type=float, default=20.0)
+    a = p.parse_args()
+    (run_pub if a.role == "pub" else run_sub)(a)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,212 @@
+"""The send loop of each backend on socket pairs: order, drop and block, ownership, dead peers."""
+
+from __future__ import annotations
+
+import gc
+import inspect
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import datacomms as dc
+
+
+
+@pytest.fixture
+def loop(backend):
+    sl = backend.sendloop.SendLoop()
+    yield sl
+    sl.close()
+
+
+@pytest.fixture
+def pair():
+    a, b = socket.socketpair()
+    yield a, b
+    a.close()
+    b.close()
+
+
+def _read_frames(backend, sock, n, timeout=10.0):
+    """Reads n frames from sock; returns [(seq, data)]."""
+    buf = bytearray()
+    out = []
+    sock.settimeout(timeout)
+    off = 0
+    while len(out) < n:
+        chunk = sock.recv(1 << 20)
+        assert chunk, "peer closed early"
+        buf += chunk
+        while len(buf) - off >= 64:
+            flen = backend.framing.unpack_header(buf, off)[7]
+            if len(buf) - off < flen:
+                break
+            data, seq, *_ = backend.framing.decode(bytes(buf[off:off + flen]))
+            out.append((seq, data))
+            off += flen
+    return out
+
+
+def test_api_parity():
+    cy = dc.backend.get("cython").sendloop.SendLoop
+    py = dc.backend.get("python").sendloop.SendLoop
+    names = {"add", "remove", "send", "flush", "info", "dead", "close", "connections"}
+    assert names <= set(dir(cy)) and names <= set(dir(py))
+    for n in names - {"connections"}:
+        assert list(inspect.signature(getattr(py, n)).parameters)[1:] == \
+            [p for p in inspect.signature(getattr(cy, n)).parameters][1:] or n == "send", n
+
+
+def test_order_and_big_buffers_written_in_place(backend, loop, pair):
+    a, b = pair
+    cid = loop.add(a, 100_000, 1 << 30, True)
+    arr = np.arange(1 << 20, dtype=np.uint32)
+    n = 3000
+    frames = []
+    for i in range(n):
+        data = arr if i % 1000 == 7 else i.to_bytes(8, "little") * (i % 50 + 1)
+        frames.append(data)
+        parts, _ = backend.framing.encode(data, i, 0)
+        assert loop.send(parts, cid, None) == 0
+    del parts
+    got = []
+    t = threading.Thread(target=lambda: got.extend(_read_frames(backend, b, n)))
+    t.start()
+    assert loop.flush(-1, 20)
+    t.join()
+    assert [s for s, _ in got] == list(range(n))
+    for (s, d), sent in zip(got, frames):
+        if isinstance(sent, np.ndarray):
+            np.testing.assert_array_equal(d, sent)
+        else:
+            assert bytes(d) == sent
+    assert loop.info(cid)[3] == n
+
+
+def test_loop_keeps_buffers_alive_until_written(backend, loop, pair):
+    """The caller may drop its array right after send: the queue owns a reference."""
+    a, b = pair
+    cid = loop.add(a, 16, 1 << 30, False)
+    arr = np.full(4 << 20, 7, dtype=np.uint8)
+    loop.send(backend.framing.encode(arr, 1, 0)[0], cid, None)
+    del arr
+    gc.collect()
+    (seq, data), = _read_frames(backend, b, 1)
+    assert seq == 1 and int(data.min()) == 7 == int(data.max())
+
+
+def test_drop_mode_drops_when_full(backend, loop, pair):
+    a, b = pair
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    cid = loop.add(a, 4, 1 << 20, False)
+    dropped = sum(loop.send(backend.framing.encode(b"x" * 4000, i, 0)[0], cid, None) for i in range(2000))
+    assert dropped > 0
+    assert loop.info(cid)[2] == dropped
+
+
+def test_block_mode_times_out(backend, loop, pair):
+    a, b = pair
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    cid = loop.add(a, 2, 1 << 20, True)
+    with pytest.raises(dc.Timeout):
+        for i in range(10_000):
+            loop.send(backend.framing.encode(b"y" * 4000, i, 0)[0], cid, 0.2)
+    # a reader makes room again
+    t = threading.Thread(target=lambda: b.recv(1 << 20))
+    t.start()
+    loop.send(backend.framing.encode(b"z", 0, 0)[0], cid, 5)
+    t.join()
+
+
+def test_dead_peer_reported_and_removal_is_clean(backend, loop, pair):
+    a, b = pair
+    c2a, c2b = socket.socketpair()
+    try:
+        cid = loop.add(a, 16, 1 << 20, False)
+        cid2 = loop.add(c2a, 16, 1 << 20, False)
+        assert loop.connections == 2
+        b.close()
+        deadline = time.monotonic() + 5
+        while cid not in loop.dead() and time.monotonic() < deadline:
+            loop.send(backend.framing.encode(b"ping", 0, 0)[0], cid, 0)
+            time.sleep(0.01)
+        assert loop.dead() == [cid]
+        loop.remove(cid)
+        a.close()
+        loop.send(backend.framing.encode(b"still here", 3, 0)[0], -1, 1)
+        (seq, data), = _read_frames(backend, c2b, 1)
+        assert bytes(data) == b"still here" and loop.info(cid) is None and loop.info(cid2) is not None
+    finally:
+        c2a.close()
+        c2b.close()
+
+
+def test_closed_loop_refuses(backend, pair):
+    sl = backend.sendloop.SendLoop()
+    sl.close()
+    sl.close()
+    with pytest.raises(dc.Closed):
+        sl.send([b"x" * 64], -1, 0)
+    with pytest.raises(dc.Closed):
+        sl.add(pair[0])
+
+
+def test_stalling_reader_keeps_order_across_inline_and_queued_writes(backend, loop, pair):
+    """A reader that stops and starts makes the sender switch between writing
+    at once, partial writes and queueing; the byte stream must stay exact."""
+    a, b = pair
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
+    cid = loop.add(a, 1 << 16, 1 << 30, True)
+    rng = np.random.default_rng(5)
+    sizes = rng.integers(1, 40_000, 4000)
+    n = len(sizes)
+    got: list = []
+
+    def reader() -> None:
+        buf = bytearray()
+        off = 0
+        b.settimeout(20)
+        while len(got) < n:
+            if len(got) % 300 == 0:
+                time.sleep(0.002)      # stall: the sender's queue fills, then drains
+            chunk = b.recv(1 << 16)
+            assert chunk
+            buf += chunk
+            while len(buf) - off >= 64:
+                flen = backend.framing.unpack_header(buf, off)[7]
+                if len(buf) - off < flen:
+                    break
+                data, seq, *_ = backend.framing.decode(bytes(buf[off:off + flen]))
+                got.append((seq, len(data), bytes(data[:1])))
+                off += flen
+
+    t = threading.Thread(target=reader)
+    t.start()
+    for i, s in enumerate(sizes):
+        loop.send(backend.framing.encode(bytes([i % 251]) * int(s), i, 0)[0], cid, None)
+    t.join(30)
+    assert [g[0] for g in got] == list(range(n))
+    assert all(g[1] == s and g[2] == bytes([i % 251]) for i, (g, s) in enumerate(zip(got, sizes)))
+
+
+def test_bursts_with_pauses_never_strand_a_queue(backend, loop, pair):
+    """Bursts separated by pauses around the loop's linger time: every frame is
+    written (a lost wake-up would leave frames queued and flush would time out)."""
+    a, b = pair
+    cid = loop.add(a, 8, 1 << 20, True)
+    n = 0
+    got: list = []
+    t = threading.Thread(target=lambda: got.extend(_read_frames(backend, b, 30 * 300, timeout=30)))
+    t.start()
+    rng = np.random.default_rng(7)
+    for burst in range(300):
+        for _ in range(30):
+            loop.send(backend.framing.encode(b"b" * 100, n, 0)[0], cid, 10)
+            n += 1
+        time.sleep(float(rng.uniform(0, 120e-6)))
+    assert loop.flush(-1, 20), "frames left queued"
+    t.join(30)
+    assert [s for s, _ in got] == list(range(n))

@@ -1,0 +1,587 @@
+"""tcp:// across real processes on 127.0.0.1, on both backends."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import ssl
+import time
+
+import numpy as np
+import pytest
+
+import datacomms as dc
+from datacomms.transports._net import HandshakeError
+from netutil import Peer, drain, self_signed
+
+LOCAL = "tcp://127.0.0.1:0"
+
+
+
+def _pub(be, url=LOCAL, **kw):
+    return dc.Publisher(url, backend=be, **kw)
+
+
+def _sub(be, url, **kw):
+    return dc.Subscriber(url, backend=be, **kw)
+
+
+def test_dispatch_and_kinds(backend):
+    """Every kind of payload arrives intact; arrays and bytes as views, in order."""
+    with _pub(backend, on_full="block") as pub, _sub(backend, pub.url) as sub:
+        assert isinstance(pub, dc.Publisher) and type(pub).__name__ == "TcpPublisher"
+        pub.wait_for_subscribers(1, timeout=5)
+        assert pub.subscribers == 1
+        big = np.arange(3 << 20, dtype=np.float32).reshape(1024, -1)
+        sent = [b"raw bytes", {"timestamp": 1.5, "joint_1": 0.1}, np.arange(10, dtype=np.int16),
+                {"frame": big, "meta": [1, 2]}, "text", big]
+        seqs = [pub.send(x) for x in sent]
+        assert seqs == list(range(len(sent)))
+        got = [sub.recv(timeout=5) for _ in sent]
+        assert [m.seq for m in got] == seqs
+        assert bytes(got[0].data) == b"raw bytes"
+        assert got[1].data == {"timestamp": 1.5, "joint_1": 0.1}
+        np.testing.assert_array_equal(got[2].data, sent[2])
+        np.testing.assert_array_equal(got[3].data["frame"], big)
+        assert got[3].data["meta"] == [1, 2]
+        assert got[4].data == "text"
+        np.testing.assert_array_equal(got[5].data, big)
+        assert got[5].data.base is not None   # a view of the receive buffer, not a copy
+        assert sub.stats.received == len(sent) and sub.stats.lost == 0
+        with pytest.raises(dc.Timeout):
+            sub.recv(timeout=0.05)
+
+
+@pytest.mark.parametrize("count", [100_000, pytest.param(1_000_000, marks=pytest.mark.slow)])
+def test_order_block_mode_cross_process(backend, count):
+    """Block mode loses nothing: every seq, in order, payload matching, from another process."""
+    peer = Peer("pub", LOCAL, "--backend", backend.name, "--count", str(count), "--wait", "1")
+    try:
+        with _sub(backend, peer.ready()) as sub:
+            expected = 0
+            while expected < count:
+                m = sub.recv(timeout=20)
+                assert m.seq == expected
+                if expected % 997 == 0:
+                    assert bytes(m.data[:8]) == expected.to_bytes(8, "little")
+                expected += 1
+            assert sub.stats.lost == 0 and sub.stats.received == count
+            assert peer.line() == f"SENT {count}"
+    finally:
+        peer.close()
+
+
+def test_kill_and_restart_counts_loss_exactly(backend):
+    """A publisher SIGKILLed mid-stream and restarted on the same port: the same
+    subscriber reconnects by itself, sees a new epoch (no false loss from the seq
+    restart) and counts exactly the new epoch's messages it never got."""
+    first = Peer("pub", LOCAL, "--backend", backend.name, "--rate", "2000", "--wait", "1")
+    second = None
+    try:
+        url = first.ready()
+        with _sub(backend, url, backoff_max=0.2) as sub:
+            old = [sub.recv(timeout=10).seq for _ in range(300)]
+            assert old == list(range(300)) and sub.stats.lost == 0
+            first.kill(signal.SIGKILL)
+            first.proc.wait()
+            m = 5000
+            second = Peer("pub", url, "--backend", backend.name, "--count", str(m), "--rate", "20000")
+            second.ready()
+            new = []
+            while not new or new[-1] < m - 1:
+                msg = sub.recv(timeout=20)
+                # the first publisher's last messages may still be buffered; the new
+                # epoch's start frame is what counts the restart
+                (new if sub.stats.restarts else old).append(msg.seq)
+            assert old == list(range(len(old)))
+            assert sub.stats.restarts == 1
+            k = new[0]
+            assert new == list(range(k, m)), "the new epoch arrives without gaps from its first message"
+            assert sub.stats.lost == k, "exactly the messages sent before the subscriber came back"
+            assert sub.stats.received == len(old) + len(new)
+            assert len(new) + sub.stats.lost == m
+    finally:
+        first.close()
+        if second is not None:
+            second.close()
+
+
+def test_restart_in_process_loss_is_deterministic(backend):
+    """Same accounting without process timing: the new publisher sends 25 messages
+    before the subscriber can reconnect, and exactly those 25 are lost."""
+    p1 = _pub(backend)
+    url = p1.url
+    with _sub(backend, url, backoff_max=0.1) as sub:
+        p1.wait_for_subscribers(1, timeout=5)
+        for i in range(10):
+            p1.send(i)
+        assert [sub.recv(timeout=5).data for _ in range(10)] == list(range(10))
+        p1.close()
+        with pytest.raises(dc.Timeout):
+            sub.recv(timeout=0.1)    # notices the bye; reconnecting
+        with _pub(backend, url, on_full="block") as p2:
+            for i in range(25):
+                p2.send(100 + i)
+            attached_after = p2.subscribers == 0
+            p2.wait_for_subscribers(1, timeout=5)
+            for i in range(25, 40):
+                p2.send(100 + i)
+            got = [sub.recv(timeout=5) for _ in range(15)]
+            assert [m.data for m in got] == list(range(125, 140))
+            if attached_after:
+                assert sub.stats.lost == 25
+            assert sub.stats.restarts == 1
+            assert sub.stats.lost == got[0].seq
+
+
+def test_killed_publisher_detected(backend):
+    """reconnect=False: a killed publisher raises Closed promptly, never a hang."""
+    peer = Peer("pub", LOCAL, "--backend", backend.name, "--rate", "200", "--wait", "1")
+    try:
+        with _sub(backend, peer.ready(), reconnect=False) as sub:
+            sub.recv(timeout=10)
+            peer.kill(signal.SIGKILL)
+            t0 = time.monotonic()
+            with pytest.raises(dc.Closed):
+                while True:
+                    sub.recv(timeout=10)
+            assert time.monotonic() - t0 < 5
+    finally:
+        peer.close()
+
+
+def test_silent_publisher_detected_by_heartbeat(backend):
+    """A stopped (silent, not closed) publisher is detected by missing heartbeats."""
+    peer = Peer("pub", LOCAL, "--backend", backend.name, "--rate", "100", "--wait", "1")
+    try:
+        with _sub(backend, peer.ready(), reconnect=False, dead_after=1.0) as sub:
+            sub.recv(timeout=10)
+            peer.kill(signal.SIGSTOP)
+            t0 = time.monotonic()
+            with pytest.raises(dc.Closed, match="nothing heard"):
+                while True:
+                    sub.recv(timeout=10)
+            assert time.monotonic() - t0 < 5
+    finally:
+        peer.kill(signal.SIGKILL)
+        peer.close()
+
+
+def test_stopped_subscriber_blocks_block_mode_but_not_the_others_liveness(backend):
+    """Block mode waits for a stopped subscriber; the healthy one keeps getting
+    heartbeats meanwhile (it does not give up), and when the stopped one is
+    killed the send goes on and nothing is lost for the healthy one."""
+    import threading
+    with _pub(backend, on_full="block", queue_messages=4, queue_bytes=1 << 16) as pub:
+        stuck = Peer("sub", pub.url, "--backend", backend.name, "--count", "1000000")
+        try:
+            stuck.ready()
+            with _sub(backend, pub.url, reconnect=False, dead_after=1.0) as sub:
+                pub.wait_for_subscribers(2, timeout=10)
+                stuck.kill(signal.SIGSTOP)
+                done = threading.Event()
+
+                def produce() -> None:
+                    for i in range(3000):
+                        pub.send(b"z" * 4096)
+                    done.set()
+
+                t = threading.Thread(target=produce)
+                t.start()
+                got = []
+                deadline = time.monotonic() + 2.5
+                while time.monotonic() < deadline:
+                    try:
+                        got.append(sub.recv(timeout=0.2).seq)
+                    except dc.Timeout:
+                        pass
+                assert not done.is_set(), "block mode waited for the stopped subscriber"
+                assert sub.connected == 1   # heartbeats kept the healthy link alive
+                stuck.kill(signal.SIGKILL)
+                while len(got) < 3000:
+                    got.append(sub.recv(timeout=40).seq)
+                t.join(10)
+                assert done.is_set()
+                assert got == list(range(3000)) and sub.stats.lost == 0
+        finally:
+            stuck.kill(signal.SIGKILL)
+            stuck.close()
+
+
+def test_reconnecting_subscriber_times_out_not_hangs(backend):
+    p = _pub(backend)
+    sub = _sub(backend, p.url)
+    try:
+        p.wait_for_subscribers(1, timeout=5)
+        p.close()
+        t0 = time.monotonic()
+        with pytest.raises(dc.Timeout):
+            sub.recv(timeout=0.5)
+        assert time.monotonic() - t0 < 3
+    finally:
+        sub.close()
+
+
+def _raw(port: int) -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    return s
+
+
+def _closed_by_peer(s: socket.socket, timeout: float = 5.0) -> bool:
+    s.settimeout(timeout)
+    try:
+        while True:
+            if not s.recv(65536):
+                return True
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
+def test_garbage_and_http_dropped_others_unaffected(backend, caplog):
+    """An HTTP request, random bytes and a header claiming a huge frame are each
+    dropped with a logged reason; the real subscriber's stream is untouched."""
+    caplog.set_level(logging.INFO, logger="datacomms")
+    with _pub(backend, on_full="block") as pub, _sub(backend, pub.url) as sub:
+        pub.wait_for_subscribers(1, timeout=5)
+        port = pub.address[1]
+        huge = backend.framing.pack_header(0, 1, 0, 0, 0, 1, 1 << 40)
+        bad = [b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", os.urandom(200), huge]
+        socks = [_raw(port) for _ in bad]
+        try:
+            for i, (s, b) in enumerate(zip(socks, bad)):
+                pub.send(i)
+                s.sendall(b)
+            for i in range(3, 50):
+                pub.send(i)
+            assert [sub.recv(timeout=5).data for _ in range(50)] == list(range(50))
+            assert all(_closed_by_peer(s) for s in socks)
+        finally:
+            for s in socks:
+                s.close()
+        assert sub.stats.lost == 0 and pub.subscribers == 1
+        text = caplog.text
+        assert "HTTP request" in text
+        assert "exceeds max_frame_size" in text
+        assert text.count("dropping connection from") >= 3
+
+
+def test_subscriber_drops_garbage_publisher_keeps_others(backend, caplog):
+    """A listening subscriber: a peer that sends garbage is dropped, a real publisher carries on."""
+    caplog.set_level(logging.INFO, logger="datacomms")
+    with _sub(backend, LOCAL, bind=True) as sub, _pub(backend, sub.url, bind=False, on_full="block") as pub:
+        pub.wait_for_subscribers(1, timeout=5)
+        with _raw(sub.address[1]) as s:
+            s.sendall(b"\x00" * 64 + b"POST /x HTTP/1.0\r\n\r\n")
+            for i in range(20):
+                pub.send(i)
+            assert [sub.recv(timeout=5).data for _ in range(20)] == list(range(20))
+            assert _closed_by_peer(s)
+        assert "dropping connection from" in caplog.text
+
+
+def test_oversized_frame_drops_connection(backend, caplog):
+    """max_frame_size is enforced on the receive side before allocating."""
+    caplog.set_level(logging.INFO, logger="datacomms")
+    with _pub(backend) as pub, _sub(backend, pub.url, max_frame_size=1 << 16, reconnect=False) as sub:
+        pub.wait_for_subscribers(1, timeout=5)
+        pub.send(np.zeros(1 << 20, np.uint8))
+        with pytest.raises(dc.Closed, match="max_frame_size"):
+            sub.recv(timeout=5)
+        assert "exceeds max_frame_size" in caplog.text
+
+
+@pytest.mark.parametrize("via_env", [False, True])
+def test_auth_success(backend, via_env, monkeypatch):
+    if via_env:
+        monkeypatch.setenv("DATACOMMS_KEY", "s3cret")
+    key = None if via_env else b"s3cret"
+    with _pub(backend, key=key) as pub, _sub(backend, pub.url, key=key) as sub:
+        pub.wait_for_subscribers(1, timeout=5)
+        pub.send({"ok": True})
+        assert sub.recv(timeout=5).data == {"ok": True}
+
+
+@pytest.mark.parametrize("pub_key,sub_key,match", [
+    (b"right", b"wrong", "key does not match"),
+    (b"right", None, "none is set here"),
+    (None, b"right", "the peer has none"),
+])
+def test_auth_failure_is_clear_on_both_sides(backend, caplog, pub_key, sub_key, match):
+    caplog.set_level(logging.WARNING, logger="datacomms")
+    with _pub(backend, key=pub_key) as pub, _sub(backend, pub.url, key=sub_key) as sub:
+        with pytest.raises(HandshakeError, match=match):
+            sub.recv(timeout=5)
+        assert isinstance(HandshakeError("x"), dc.DataCommsError)
+        assert pub.subscribers == 0
+        deadline = time.monotonic() + 5
+        while "authentication failed" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert "authentication failed" in caplog.text   # the publisher's side of the story
+
+
+def test_tls_round_trip_and_failure(backend, tmp_path, caplog):
+    pytest.importorskip("cryptography")
+    cert, key = self_signed(tmp_path)
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(cert, key)
+    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client.load_verify_locations(cert)
+    arr = np.random.default_rng(1).integers(0, 255, 2 << 20, dtype=np.uint8)
+    with _pub(backend, ssl=server, on_full="block") as pub, _sub(backend, pub.url, ssl=client) as sub:
+        pub.wait_for_subscribers(1, timeout=5)
+        for i in range(200):
+            pub.send({"i": i})
+        pub.send(arr)
+        assert [sub.recv(timeout=5).data["i"] for _ in range(200)] == list(range(200))
+        np.testing.assert_array_equal(sub.recv(timeout=5).data, arr)
+        assert sub.stats.lost == 0
+    # a client that does not trust the certificate: a clear error on both sides
+    caplog.set_level(logging.WARNING, logger="datacomms")
+    untrusting = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    untrusting.load_default_certs()
+    with _pub(backend, ssl=server) as pub, _sub(backend, pub.url, ssl=untrusting) as sub:
+        with pytest.raises(HandshakeError, match="TLS handshake failed"):
+            sub.recv(timeout=5)
+        assert pub.subscribers == 0
+
+
+def test_drop_mode_counts_what_a_slow_subscriber_missed(backend):
+    """on_full="drop" with a tiny queue: the publisher never blocks, and the
+    subscriber's lost count equals the seqs it did not get."""
+    with _pub(backend, queue_messages=8, queue_bytes=1 << 16) as pub, _sub(backend, pub.url) as sub:
+        pub.wait_for_subscribers(1, timeout=5)
+        n = 20000
+        for i in range(n):
+            pub.send(b"x" * 1000, timeout=0)
+        got = [m.seq for m in drain(sub, 0.5)]
+        pub.send(b"end")     # the queues are empty again: this one gets through
+        got.append(sub.recv(timeout=5).seq)
+        assert got[-1] == n
+        assert got == sorted(got)
+        assert sub.stats.lost == n + 1 - len(got)
+        assert sub.stats.lost > 0
+
+
+def test_latest_skips_and_counts(backend):
+    with _pub(backend, on_full="block") as pub, _sub(backend, pub.url) as sub:
+        pub.wait_for_subscribers(1, timeout=5)
+        for i in range(100):
+            pub.send(i)
+        pub.flush(5)
+        time.sleep(0.2)
+        m = sub.latest(timeout=5)
+        assert m.data == 99
+        assert sub.stats.skipped == 99 and sub.stats.lost == 0
+        with pytest.raises(dc.Timeout):
+            sub.latest(timeout=0.05)
+
+
+def test_recv_timeout_zero_reads_what_has_arrived(backend):
+    """timeout=0 means "just look", and looking includes the socket, not only what was read before."""
+    with _pub(backend, on_full="block") as pub, _sub(backend, pub.url) as sub:
+        pub.wait_for_subscribers(1, timeout=5)
+        for i in range(3):
+            pub.send(i)
+            pub.flush(5)
+            time.sleep(0.2)  # delivered into the subscriber's socket, not yet read by anyone
+            assert sub.recv(timeout=0).data == i
+        with pytest.raises(dc.Timeout):
+            sub.recv(timeout=0)
+
+
+def test_bind_swap_several_publishers(backend):
+    """The subscriber listens, two publisher processes connect; sequences kept apart."""
+    with _sub(backend, LOCAL, bind=True) as sub:
+        peers = [Peer("pub", sub.url, "--backend", backend.name, "--connect", "--count", "3000", "--kind", "dict",
+                      "--wait", "1", "--tag", t) for t in "ab"]
+        try:
+            for p in peers:
+                p.ready()
+            got: dict[str, list[int]] = {"a": [], "b": []}
+            while len(got["a"]) + len(got["b"]) < 6000:
+                m = sub.recv(timeout=20)
+                got[m.data["pid"]].append(m.data["i"])
+                assert m.seq == m.data["i"]
+            assert got["a"] == list(range(3000)) and got["b"] == list(range(3000))
+            assert sub.stats.lost == 0 and sub.stats.restarts == 0
+        finally:
+            for p in peers:
+                p.close()
+
+
+def test_star_host_listens_on_all_interfaces(backend):
+    with _pub(backend, "tcp://*:0") as pub:
+        assert pub.address[0] == "0.0.0.0"
+        with _sub(backend, f"tcp://127.0.0.1:{pub.address[1]}") as sub:
+            pub.wait_for_subscribers(1, timeout=5)
+            pub.send(b"hi")
+            assert bytes(sub.recv(timeout=5).data) == b"hi"
+
+
+def test_bad_urls(backend):
+    with pytest.raises(dc.DataCommsError, match="HOST:PORT"):
+        dc.Publisher("tcp://nowhere", backend=backend)
+    with pytest.raises(ValueError):
+        dc.Publisher(LOCAL, on_full="sometimes", backend=backend)
+
+
+NS_A, NS_B = "dcnetA", "dcnetB"
+
+
+def _ip(*args: str) -> None:
+    import subprocess
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+
+
+@pytest.fixture
+def two_hosts():
+    """Two network namespaces joined by a veth pair, 10.213.7.1 and 10.213.7.2."""
+    import shutil
+    import subprocess
+    if shutil.which("ip") is None:
+        pytest.skip("the ip command (iproute2) is not installed")
+    tag = f"{os.getpid() % 10000}"
+    a, b = NS_A + tag, NS_B + tag
+    try:
+        _ip("netns", "add", a)
+    except subprocess.CalledProcessError as exc:
+        pytest.skip(f"network namespaces are not permitted here: {exc.stderr.decode().strip()}")
+    try:
+        _ip("netns", "add", b)
+        _ip("link", "add", f"dcva{tag}", "type", "veth", "peer", "name", f"dcvb{tag}")
+        _ip("link", "set", f"dcva{tag}", "netns", a)
+        _ip("link", "set", f"dcvb{tag}", "netns", b)
+        _ip("-n", a, "addr", "add", "10.213.7.1/24", "dev", f"dcva{tag}")
+        _ip("-n", b, "addr", "add", "10.213.7.2/24", "dev", f"dcvb{tag}")
+        for ns, dev in ((a, f"dcva{tag}"), (b, f"dcvb{tag}")):
+            _ip("-n", ns, "link", "set", dev, "up")
+            _ip("-n", ns, "link", "set", "lo", "up")
+        yield a, b
+    finally:
+        for ns in (a, b):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def test_two_hosts_over_veth(backend, two_hosts):
+    """Publisher on host A, subscriber on host B, across a veth pair: in order, nothing lost."""
+    a, b = two_hosts
+    pub = Peer("pub", "tcp://10.213.7.1:0", "--backend", backend.name, "--count", "20000", "--wait", "1",
+               prefix=["ip", "netns", "exec", a])
+    sub = None
+    try:
+        url = pub.ready()
+        sub = Peer("sub", url, "--backend", backend.name, "--count", "20000", prefix=["ip", "netns", "exec", b])
+        sub.ready()
+        result = json.loads(sub.line(60))
+        assert result == {"received": 20000, "in_order": True, "payload_ok": True, "lost": 0, "first": 0,
+                          "last": 19999}
+    finally:
+        pub.close()
+        if sub is not None:
+            sub.close()
+
+
+def test_spin_us_busy_poll_receives_everything(backend):
+    """spin_us changes how recv waits, not what it returns (including Timeout)."""
+    with _pub(backend, on_full="block") as pub, _sub(backend, pub.url, spin_us=300) as sub:
+        pub.wait_for_subscribers(1, timeout=5)
+        for i in range(200):
+            pub.send(i)
+            assert sub.recv(timeout=5).data == i
+        with pytest.raises(dc.Timeout):
+            sub.recv(timeout=0.01)
+
+
+def test_close_releases_a_send_blocked_on_a_stopped_subscriber(backend):
+    """close() from another thread while send() waits on a full queue: both return."""
+    import threading
+    pub = _pub(backend, on_full="block", queue_messages=2, queue_bytes=1 << 14, linger=0.2)
+    stuck = Peer("sub", pub.url, "--backend", backend.name, "--count", "1000000")
+    try:
+        stuck.ready()
+        pub.wait_for_subscribers(1, timeout=10)
+        stuck.kill(signal.SIGSTOP)
+        outcome: list = []
+
+        def produce() -> None:
+            try:
+                for _ in range(100_000):
+                    pub.send(b"q" * 8192)
+                outcome.append("all sent?")
+            except dc.Closed:
+                outcome.append("closed")
+
+        t = threading.Thread(target=produce)
+        t.start()
+        time.sleep(0.5)
+        assert t.is_alive(), "send should be waiting for room"
+        t0 = time.monotonic()
+        pub.close()
+        t.join(10)
+        assert not t.is_alive() and outcome == ["closed"]
+        assert time.monotonic() - t0 < 5
+    finally:
+        pub.close()
+        stuck.kill(signal.SIGKILL)
+        stuck.close()
+
+
+def test_views_stay_valid_while_held_and_buffers_are_reused_when_not(backend):
+    """Arrays handed out are views of the receive buffer: ones still held are
+    never overwritten by later messages; dropped ones let the buffer be reused."""
+    with _pub(backend, on_full="block") as pub, _sub(backend, pub.url, recv_buffer=1 << 16) as sub:
+        pub.wait_for_subscribers(1, timeout=5)
+        kept = []
+        for i in range(40):
+            pub.send(np.full(300_000 + i, i % 256, dtype=np.uint8))
+            pub.send({"small": i, "arr": np.arange(i + 1)})
+            big = sub.recv(timeout=5).data
+            small = sub.recv(timeout=5).data
+            if i % 2 == 0:
+                kept.append((i, big, small))
+        for i, big, small in kept:
+            assert big.shape == (300_000 + i,) and int(big.min()) == int(big.max()) == i % 256
+            assert small["small"] == i and list(small["arr"]) == list(range(i + 1))
+        assert sub.stats.received == 80 and sub.stats.lost == 0
+
+
+def test_ipv6_loopback(backend):
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 in this Python")
+    try:
+        pub = _pub(backend, "tcp://[::1]:0")
+    except OSError as exc:
+        pytest.skip(f"IPv6 loopback unavailable: {exc}")
+    with pub, _sub(backend, pub.url) as sub:
+        assert pub.url.startswith("tcp://[::1]:")
+        pub.wait_for_subscribers(1, timeout=5)
+        pub.send({"v6": True})
+        assert sub.recv(timeout=5).data == {"v6": True}
+
+
+def test_close_from_another_thread_wakes_a_waiting_recv(backend):
+    import threading
+    with _pub(backend) as pub:
+        sub = _sub(backend, pub.url)
+        pub.wait_for_subscribers(1, timeout=5)
+        outcome: list = []
+
+        def wait() -> None:
+            try:
+                sub.recv(timeout=None)
+            except dc.Closed:
+                outcome.append("closed")
+
+        t = threading.Thread(target=wait)
+        t.start()
+        time.sleep(0.3)
+        sub.close()
+        t.join(5)
+        assert outcome == ["closed"]
+        with pytest.raises(dc.Closed):
+            sub.recv(timeout=0)

@@ -1,0 +1,140 @@
+"""udp:// on 127.0.0.1 (and a multicast group looped back), on both backends."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+
+import numpy as np
+import pytest
+
+import datacomms as dc
+from netutil import Peer, drain
+
+
+
+def test_round_trip_and_dispatch(backend):
+    with dc.Subscriber("udp://127.0.0.1:0", backend=backend) as sub, \
+            dc.Publisher(sub.url, backend=backend) as pub:
+        assert type(pub).__name__ == "UdpPublisher" and type(sub).__name__ == "UdpSubscriber"
+        arr = np.arange(1000, dtype=np.float64)
+        pub.send(arr)
+        pub.send({"joint_1": 0.5, "a": np.arange(3)})
+        pub.send(b"raw")
+        m = sub.recv(timeout=5)
+        np.testing.assert_array_equal(m.data, arr)
+        assert m.seq == 0
+        m2 = sub.recv(timeout=5)
+        assert m2.data["joint_1"] == 0.5 and list(m2.data["a"]) == [0, 1, 2]
+        assert bytes(sub.recv(timeout=5).data) == b"raw"
+        np.testing.assert_array_equal(m.data, arr)   # the first view was not overwritten
+        with pytest.raises(dc.Timeout):
+            sub.recv(timeout=0.05)
+
+
+def test_oversized_message_is_a_clear_frame_error(backend):
+    with dc.Subscriber("udp://127.0.0.1:0", backend=backend) as sub, \
+            dc.Publisher(sub.url, backend=backend) as pub:
+        with pytest.raises(dc.FrameError, match="does not fit in one UDP datagram"):
+            pub.send(np.zeros(70_000, np.uint8))
+        assert pub.send(b"small") == 0      # the refused message used no seq
+        assert sub.recv(timeout=5).seq == 0
+
+
+def test_loss_is_counted_exactly(backend):
+    """A subscriber with a tiny socket buffer that is not reading loses most of
+    a burst; received + lost equals what was sent, tail loss included (the
+    publisher's heartbeat carries its next seq)."""
+    with dc.Subscriber("udp://127.0.0.1:0", backend=backend, recv_buffer=4096) as sub, \
+            dc.Publisher(sub.url, backend=backend, heartbeat=0.1) as pub:
+        n = 3000
+        for i in range(n):
+            pub.send(b"x" * 512)
+        got = drain(sub, 0.6)
+        seqs = [m.seq for m in got]
+        assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+        assert sub.stats.lost > 0
+        assert len(got) + sub.stats.lost == n
+        assert sub.stats.received == len(got)
+
+
+def test_latest_for_telemetry(backend):
+    with dc.Subscriber("udp://127.0.0.1:0", backend=backend) as sub, \
+            dc.Publisher(sub.url, backend=backend) as pub:
+        for i in range(50):
+            pub.send({"i": i})
+        m = sub.latest(timeout=5)
+        while True:    # datagrams may still be arriving; latest() never goes backwards
+            try:
+                nxt = sub.latest(timeout=0.2)
+            except dc.Timeout:
+                break
+            assert nxt.seq > m.seq
+            m = nxt
+        assert m.data == {"i": 49}
+        assert sub.stats.skipped + sub.stats.received == 50 and sub.stats.lost == 0
+
+
+def test_garbage_datagrams_dropped_and_counted(backend, caplog):
+    caplog.set_level(logging.WARNING, logger="datacomms")
+    with dc.Subscriber("udp://127.0.0.1:0", backend=backend) as sub, \
+            dc.Publisher(sub.url, backend=backend) as pub, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as raw:
+        raw.sendto(b"GET / HTTP/1.1\r\n\r\n", sub.address)
+        raw.sendto(os.urandom(300), sub.address)
+        raw.sendto(backend.framing.pack_header(0, 0, 5, 0, 0, 1, 1 << 40), sub.address)
+        pub.send(b"good")
+        assert bytes(sub.recv(timeout=5).data) == b"good"
+        assert sub.rejected == 3
+        assert "dropped a datagram" in caplog.text
+
+
+def test_wait_for_subscribers_and_restart(backend):
+    """Subscribers answer heartbeats; a new publisher (new source) is not loss."""
+    with dc.Subscriber("udp://127.0.0.1:0", backend=backend) as sub:
+        with dc.Publisher(sub.url, backend=backend, heartbeat=0.05) as pub:
+            with pytest.raises(dc.Timeout):
+                sub.recv(timeout=0.3)      # answers the heartbeats meanwhile
+            assert pub.wait_for_subscribers(1, timeout=5) == 1
+            for i in range(10):
+                pub.send(i)
+            assert [m.data for m in drain(sub, 0.3)] == list(range(10))
+        with dc.Publisher(sub.url, backend=backend) as pub2:
+            for i in range(5):
+                pub2.send(i)
+            assert [m.seq for m in drain(sub, 0.3)] == list(range(5))
+        assert sub.stats.lost == 0 and sub.stats.received == 15
+
+
+def test_multicast_on_loopback(backend):
+    group = "239.255.77.%d" % (os.getpid() % 250 + 1)
+    try:
+        sub = dc.Subscriber(f"udp://{group}:0", interface="127.0.0.1", backend=backend)
+    except OSError as exc:
+        pytest.skip(f"multicast not available here: {exc}")
+    with sub, dc.Publisher(f"udp://{group}:{sub.address[1]}", interface="127.0.0.1", backend=backend) as pub:
+        for i in range(20):
+            pub.send({"i": i})
+        got = drain(sub, 0.5)
+        if not got:
+            pytest.skip("multicast is not looped back on this host")
+        assert [m.data["i"] for m in got] == list(range(20))
+
+
+def test_cross_process(backend):
+    with dc.Subscriber("udp://127.0.0.1:0", backend=backend) as sub:
+        peer = Peer("pub", sub.url, "--backend", backend.name, "--count", "2000", "--rate", "5000", "--kind", "dict")
+        try:
+            peer.ready()
+            got = []
+            while not got or got[-1].seq < 1999:
+                got.append(sub.recv(timeout=10))
+            seqs = [m.seq for m in got]
+            assert seqs == sorted(seqs)
+            assert len(got) + sub.stats.lost == 2000
+            assert all(m.data["i"] == m.seq for m in got)
+        finally:
+            peer.close()
+    json.dumps(sub.stats.as_dict())
