@@ -16,6 +16,7 @@ the file, so two subscribers in one process do not share or drop each other's.
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import os
 import struct
@@ -226,9 +227,22 @@ def claim_slot(fd: int, buf: Any, config: Config, pid: int, from_oldest: bool = 
 
 
 def release_slot(fd: int, buf: Any, config: Config, i: int) -> None:
+    """Frees slot i and wakes a publisher that may be waiting for this subscriber to make room
+    (else a block-mode publisher would notice only at the end of its sleep slice)."""
     off = _slot(config, i)
     struct.pack_into("I", buf, off + SLOT_STATE, SLOT_FREE)
     unlock(fd, off)
+    from .python.ring import _full_fence, _futex_wake_all  # the futex call needs no compiled code
+    u32 = memoryview(buf).cast("B")[:OFF_SLOTS].cast("I")
+    anchor = ctypes.c_char.from_buffer(buf)
+    try:
+        _full_fence()
+        if u32[OFF_SPACE_SLEEPERS // 4]:
+            u32[OFF_SPACE_WORD // 4] = (u32[OFF_SPACE_WORD // 4] + 1) & 0xFFFFFFFF
+            _futex_wake_all(ctypes.addressof(anchor) + OFF_SPACE_WORD)
+    finally:
+        del anchor
+        u32.release()
 
 
 def reap(fd: int, buf: Any, config: Config) -> int:
