@@ -22,6 +22,16 @@ def _backend_params() -> list:
     return ["cython", "python"]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def neutral_cwd(tmp_path_factory: pytest.TempPathFactory):
+    """Runs the suite outside the checkout, so child processes (python -c, -m,
+    spawn) import the installed package, never the uncompiled source tree."""
+    old = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("cwd"))
+    yield
+    os.chdir(old)
+
+
 @pytest.fixture(params=_backend_params())
 def backend(request: pytest.FixtureRequest) -> dc.backend.Backend:
     """The backend under test; parametrised over cython and python."""
