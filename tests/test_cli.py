@@ -75,9 +75,22 @@ def test_debug_shows_the_traceback(tmp_path):
     assert r.returncode != 0 and "Traceback" in r.stderr
 
 
-def test_recv_with_nothing_published_times_out_cleanly(tmp_path):
-    r = run("recv", f"json://{tmp_path / 'none.json'}", "--idle", "0.3")
+@pytest.mark.parametrize("scheme", ["json", "tcp"])
+def test_recv_with_nothing_published_says_so(tmp_path, scheme):
+    url = f"json://{tmp_path / 'none.json'}" if scheme == "json" else "tcp://127.0.0.1:1"  # nobody listens on 1
+    r = run("recv", url, "--idle", "0.5")
     assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "nothing received" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_port_in_use_is_one_line(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        r = run("send", f"tcp://127.0.0.1:{s.getsockname()[1]}", "--count", "1")
+    assert r.returncode == 1 and "in use" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
 def test_bench_quick_writes_a_matrix(tmp_path):
