@@ -24,10 +24,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("demo", help="the seed scenario over every local transport and backend")
-    d.add_argument("--quick", action="store_true", help="about 10 seconds in all")
+    d.add_argument("--quick", action="store_true", help="120 messages per run: a quick tour")
     d.add_argument("--rate", type=float, default=300.0, help="publisher rate, Hz (300)")
     d.add_argument("--poll", type=float, default=1000.0, help="subscriber polling rate, Hz (1000)")
-    d.add_argument("--count", type=int, default=None, help="messages per run (10000; --quick: 300)")
+    d.add_argument("--count", type=int, default=None, help="messages per run (10000; --quick: 120)")
     d.add_argument("--payload", default="joints", help="joints | bytes:SIZE | array:SHAPE:DTYPE")
     d.add_argument("--transports", default=",".join(DEMO_TRANSPORTS))
     d.add_argument("--backends", default=",".join(_backend.NAMES))
@@ -53,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--json", default=None, help="write the summary as JSON here")
 
     b = sub.add_parser("bench", help="throughput/latency matrix beside installed peers")
-    b.add_argument("--quick", action="store_true", help="fewer sizes and messages (about a minute)")
+    b.add_argument("--quick", action="store_true", help="two sizes, fewer messages (about 20 s here)")
     b.add_argument("--transports", default="shm,tcp")
     b.add_argument("--json", default=None, help="write the measurements as JSON")
     b.add_argument("--plot", default=None, metavar="DIR", help="write bar charts here")
@@ -72,7 +72,7 @@ def _split(arg: str, allowed: Sequence[str], what: str) -> list[str]:
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
-    count = a.count or (300 if a.quick else 10000)
+    count = a.count or (120 if a.quick else 10000)
     transports = _split(a.transports, DEMO_TRANSPORTS, "transport")
     backends = _split(a.backends, _backend.NAMES, "backend")
     out = a.out or scenario.scratch_dir()
