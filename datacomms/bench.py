@@ -276,7 +276,7 @@ def main() -> None:  # pragma: no cover - a report, not a test
                 pump.throughput(max(10, n // 10))  # warm the pages and the caches
                 rate = max(pump.throughput(n) for _ in range(3))
             print(f"{kind:<12}{label:>6}{rate:>14,.0f}{rate * size / 1e6:>10,.0f}", flush=True)
-    print(f"\none-way latency, 64 B at 1 kHz, 2000 messages")
+    print("\none-way latency, 64 B at 1 kHz, 2000 messages")
     for kind, spin in [("cython", 2000.0), ("cython", 0.0), ("python", 2000.0), ("python", 0.0)] + \
             [(k, 0.0) for k in available_peers()]:
         with Pump(kind, 64, spin_us=spin) as pump:

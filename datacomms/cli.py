@@ -9,7 +9,7 @@ import json
 import os
 import sys
 import time
-from typing import Any, Sequence
+from typing import Sequence
 
 from . import backend as _backend
 from . import errors, report, scenario, url as _url

@@ -145,7 +145,6 @@ class Summary:
 
 def summarize(transport: str, backend: str, sent: int, rec: Recording) -> Summary:
     t = np.asarray(rec.recv_ns, dtype=np.int64)
-    seqs = np.asarray(rec.seq, dtype=np.int64)
     lat = np.asarray(rec.latency_ns, dtype=np.float64) / 1000.0
     received = len(t)
     duration = (t[-1] - t[0]) / 1e9 if received > 1 else 0.0

@@ -332,9 +332,7 @@ def test_late_joiner_latest_and_early_subscriber(backend, shm_name):
         pub.send({"v": 1})
         pub.send({"v": 2})
         with dc.Subscriber(url, backend=backend) as late:
-            t0 = time.monotonic()
             assert late.latest(timeout=0).data == {"v": 2}, "a late joiner is never blind"
-            assert time.monotonic() - t0 < 1
             with pytest.raises(dc.Timeout):
                 late.recv(timeout=0)
         pub.send({"v": 3})

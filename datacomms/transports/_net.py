@@ -21,7 +21,7 @@ import struct
 import time
 from typing import Any
 
-from ..errors import DataCommsError, FrameError
+from ..errors import Closed, DataCommsError, FrameError, Timeout
 
 log = logging.getLogger("datacomms")
 
@@ -51,6 +51,22 @@ def parse_address(rest: str, url: str) -> tuple[str, int]:
     if host == "*":
         host = "0.0.0.0"
     return host, port
+
+
+def wait_for_count(count: Any, n: int, timeout: float | None, closed: Any, pause: Any, what: str) -> int:
+    """Polls count() until it reaches n (returns it), closed() turns true (Closed) or
+    timeout passes (Timeout); pause(seconds) waits between looks."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        have = count()
+        if have >= n:
+            return have
+        if closed():
+            raise Closed("publisher is closed")
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            raise Timeout(f"{have} of {n} subscribers {what} after {timeout} s")
+        pause(0.05 if left is None else min(left, 0.05))
 
 
 def new_epoch() -> str:

@@ -25,10 +25,10 @@ from typing import Any
 
 from .. import backend as _backend
 from .. import url as _url
-from ..errors import Closed, Timeout
+from ..errors import Closed
 from ..pubsub import Publisher
 from ._links import Links
-from ._net import HandshakeError, close_quietly, control, log, new_epoch, parse_address, resolve_key
+from ._net import wait_for_count, HandshakeError, close_quietly, control, log, new_epoch, parse_address, resolve_key
 from ._tcp_sub import TcpSubscriber
 
 __all__ = ["TcpPublisher", "TcpSubscriber", "HandshakeError"]
@@ -142,18 +142,11 @@ class TcpPublisher(Publisher):
         return len(self._conns) - len(self._loop.dead())
 
     def wait_for_subscribers(self, n: int = 1, timeout: float | None = None) -> int:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            have = self.subscribers
-            if have >= n:
-                return have
-            if self._closed:
-                raise Closed("publisher is closed")
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                raise Timeout(f"{have} of {n} subscribers attached after {timeout} s")
+        def pause(seconds: float) -> None:
             with self._subs:
-                self._subs.wait(0.05 if left is None else min(left, 0.05))
+                self._subs.wait(seconds)
+
+        return wait_for_count(lambda: self.subscribers, n, timeout, lambda: self._closed, pause, "attached")
 
     def flush(self, timeout: float | None = None) -> bool:
         """Waits until every queued frame is written to the kernel; False on timeout."""

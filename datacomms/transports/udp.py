@@ -28,7 +28,7 @@ from .. import url as _url
 from ..errors import Closed, FrameError, Timeout
 from ..message import Message
 from ..pubsub import Publisher, Subscriber
-from ._net import _buffer_free, control, log, new_epoch, parse_address
+from ._net import wait_for_count, _buffer_free, control, log, new_epoch, parse_address
 
 MAX_DATAGRAM = 65507          # the largest UDP payload over IPv4
 _SLOT = 65536                 # receive room per datagram
@@ -138,16 +138,8 @@ class UdpPublisher(Publisher):
         return sum(1 for t in list(self._seen.values()) if now - t <= self._dead_after)
 
     def wait_for_subscribers(self, n: int = 1, timeout: float | None = None) -> int:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            have = self.subscribers
-            if have >= n:
-                return have
-            if self._closed:
-                raise Closed("publisher is closed")
-            if deadline is not None and time.monotonic() >= deadline:
-                raise Timeout(f"{have} of {n} subscribers answered after {timeout} s")
-            time.sleep(0.02)
+        return wait_for_count(lambda: self.subscribers, n, timeout, lambda: self._closed,
+                              lambda seconds: time.sleep(min(seconds, 0.02)), "answered")
 
     def close(self) -> None:
         if self._closed:

@@ -289,11 +289,15 @@ class ZenohSubscriber(pubsub.Subscriber):
         except FrameError:
             self.bad_frames += 1
             return None
+        return (data, seq, ts) if self._fresh(seq, source) else None
+
+    def _fresh(self, seq: int, source: Any) -> bool:
+        """False (and counted as a duplicate) for a seq this source already handed out."""
         last = self._last.get(source)
         if last is not None and seq <= last:
             self.duplicates += 1
-            return None
-        return data, seq, ts
+            return False
+        return True
 
     def _deliver(self, data: Any, seq: int, ts: int, source: Any) -> Message:
         skipped = self._pending_skip.pop(source, 0)
@@ -337,11 +341,7 @@ class ZenohSubscriber(pubsub.Subscriber):
         except FrameError:
             self.bad_frames += 1
             return False
-        last = self._last.get(source)
-        if last is not None and seq <= last:
-            self.duplicates += 1
-            return False
-        return True
+        return self._fresh(seq, source)
 
     def close(self) -> None:
         if self._closed:

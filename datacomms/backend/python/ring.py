@@ -31,11 +31,9 @@ from typing import Any, Callable
 import numpy as np
 
 from ...errors import Closed, DataCommsError, FrameError, Timeout
-from ...message import Message
 from .. import _meta
 from .. import _segment as S
 from . import framing
-from .stats import Stats
 
 _SYS_FUTEX = {"x86_64": 202, "aarch64": 98}.get(platform.machine(), 202)
 _FUTEX_WAIT = 0
