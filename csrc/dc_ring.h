@@ -20,7 +20,8 @@
  *   2. the frame is written in place;
  *   3. TAIL = e (release: a reader that sees TAIL sees the whole record);
  *   4. the latest-value descriptor (pos, len, seq) is updated under a seqlock;
- *   5. a full fence, then a futex wake only when a reader set the sleepers flag.
+ *   5. a full fence, then a futex wake only when a reader set the sleepers flag,
+ *      and a datagram to each reader that sleeps in an event loop (below).
  * Reading a record at cursor c: TAIL (acquire) says it exists, its header is
  * validated against what can be in the ring, the bytes are copied out, then
  * (acquire fence) INTENT is re-read: when INTENT - c > capacity the writer may
@@ -30,7 +31,17 @@
  *
  * The record bytes themselves are copied with plain memcpy while the writer
  * may be storing into them; that race is benign because no copy is used
- * until the INTENT re-check proves it was not overwritten. */
+ * until the INTENT re-check proves it was not overwritten.
+ *
+ * Readers in an event loop (asyncio) cannot sleep on a futex; each one owns
+ * a unix datagram socket bound to the abstract name "dc-wake-<16 hex>" and
+ * writes that id into its slot. To sleep it sets its slot's WAKE flag, then
+ * ASYNC_SLEEPERS, then (full fence) re-checks TAIL and waits for its socket
+ * to become readable. The publisher, after its fence, sees ASYNC_SLEEPERS,
+ * clears it, and sends one byte to every active slot whose WAKE flag it
+ * clears. All these are seq_cst operations: either the reader's re-check
+ * sees the new TAIL or the publisher's scan sees its WAKE flag. The
+ * common case (no async reader asleep) costs the publisher one load. */
 #ifndef DC_RING_H
 #define DC_RING_H
 
@@ -41,7 +52,10 @@
 #include <limits.h>
 #include <time.h>
 #include <unistd.h>
+#include <stddef.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <linux/futex.h>
 
 #include "dc_common.h"
@@ -77,6 +91,7 @@
 /* line 2: readers sleep here when the ring is empty */
 #define DC_RING_OFF_DATA_WORD    128  /* u32 futex word */
 #define DC_RING_OFF_DATA_SLEEPERS 132 /* u32: set by a reader about to sleep, cleared by the waker */
+#define DC_RING_OFF_ASYNC_SLEEPERS 136 /* u32: some reader sleeps on its wake socket (its slot's WAKE says which) */
 /* line 3: the publisher sleeps here in block mode; subscribers attaching bump SUBS_WORD */
 #define DC_RING_OFF_SPACE_WORD   192
 #define DC_RING_OFF_SPACE_SLEEPERS 196
@@ -93,6 +108,8 @@
 #define DC_RING_SLOT_PID         4    /* u32 (diagnostics; liveness is a lock on the slot's byte) */
 #define DC_RING_SLOT_CURSOR      16   /* u64 */
 #define DC_RING_SLOT_JOIN_SEQ    24   /* u64: seq of the record at the cursor the subscriber joined at */
+#define DC_RING_SLOT_WAKE        32   /* u32: the subscriber sleeps on its wake socket */
+#define DC_RING_SLOT_WAKE_ID     40   /* u64: names that socket: abstract unix address "dc-wake-<id in hex>" */
 
 #define DC_SLOT_FREE    0u
 #define DC_SLOT_ACTIVE  1u
@@ -159,6 +176,57 @@ static inline uint32_t dc_sleep_prepare(dc_au32 *word, dc_au32 *flag) {
     return v;
 }
 
+/* One byte to the wake socket named by id. Errors are ignored on purpose:
+ * nobody bound (the subscriber went away) or a full socket buffer (a wake
+ * is already pending) both need nothing more. */
+static inline void dc_wake_send(int fd, uint64_t id) {
+    static const char hex[] = "0123456789abcdef";
+    struct sockaddr_un a;
+    char b = 0;
+    if (fd < 0) return;
+    memset(&a, 0, sizeof a);
+    a.sun_family = AF_UNIX;
+    memcpy(a.sun_path + 1, "dc-wake-", 8);   /* sun_path[0] = 0: the abstract namespace */
+    for (int i = 0; i < 16; i++) a.sun_path[9 + i] = hex[(id >> (60 - 4 * i)) & 15];
+    sendto(fd, &b, 1, MSG_DONTWAIT | MSG_NOSIGNAL, (struct sockaddr *)&a,
+           (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 25));
+}
+
+/* Wakes the readers sleeping on their wake sockets, if one announced itself.
+ * The caller made its news visible and issued a full fence. Returns how many. */
+static inline int dc_wake_async(uint8_t *base, uint32_t max_subs, int fd) {
+    dc_au32 *any = DC_AU32(base, DC_RING_OFF_ASYNC_SLEEPERS);
+    int n = 0;
+    if (!atomic_load_explicit(any, memory_order_relaxed)) return 0;
+    if (!atomic_exchange_explicit(any, 0, memory_order_seq_cst)) return 0;
+    for (uint32_t i = 0; i < max_subs; i++) {
+        uint8_t *slot = base + DC_RING_OFF_SLOTS + (uint64_t)i * DC_RING_SLOT_SIZE;
+        if (atomic_load_explicit(DC_AU32(slot, DC_RING_SLOT_STATE), memory_order_seq_cst) != DC_SLOT_ACTIVE)
+            continue;
+        if (!atomic_load_explicit(DC_AU32(slot, DC_RING_SLOT_WAKE), memory_order_seq_cst))
+            continue;
+        if (!atomic_exchange_explicit(DC_AU32(slot, DC_RING_SLOT_WAKE), 0, memory_order_seq_cst))
+            continue;
+        dc_wake_send(fd, atomic_load_explicit(DC_AU64(slot, DC_RING_SLOT_WAKE_ID), memory_order_relaxed));
+        n++;
+    }
+    return n;
+}
+
+/* A reader about to sleep on its wake socket: announces itself and returns
+ * 1 when it may sleep, 0 when the ring already holds something past the
+ * cursor or is closed (then it reads instead; the flags it left cost at most
+ * one spurious wake). */
+static inline int dc_async_prepare(uint8_t *base, uint32_t slot, uint64_t id, uint64_t cursor) {
+    uint8_t *s = base + DC_RING_OFF_SLOTS + (uint64_t)slot * DC_RING_SLOT_SIZE;
+    atomic_store_explicit(DC_AU64(s, DC_RING_SLOT_WAKE_ID), id, memory_order_relaxed);
+    atomic_store_explicit(DC_AU32(s, DC_RING_SLOT_WAKE), 1, memory_order_seq_cst);
+    atomic_store_explicit(DC_AU32(base, DC_RING_OFF_ASYNC_SLEEPERS), 1, memory_order_seq_cst);
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(DC_AU64(base, DC_RING_OFF_TAIL), memory_order_seq_cst) != cursor) return 0;
+    return !atomic_load_explicit(DC_AU32(base, DC_RING_OFF_CLOSED), memory_order_acquire);
+}
+
 /* Length of the record at p (frame or pad) when it is plausible, else 0.
  * room is the number of bytes up to the end of the ring. */
 static inline uint64_t dc_record_len(const uint8_t *p, uint64_t room) {
@@ -189,6 +257,7 @@ typedef struct {
     uint64_t res_len;
     uint64_t res_end;
     uint64_t latest_lock; /* the seqlock count of the latest-value descriptor, even */
+    int wake_fd;          /* an unbound unix datagram socket for dc_wake_async, or -1 */
 } dc_writer;
 
 static inline void dc_writer_init(dc_writer *w, uint8_t *base) {
@@ -203,6 +272,7 @@ static inline void dc_writer_init(dc_writer *w, uint8_t *base) {
     w->min_cursor = w->tail;
     w->res_pos = w->res_len = w->res_end = 0;
     w->latest_lock = atomic_load_explicit(DC_AU64(base, DC_RING_OFF_LATEST_LOCK), memory_order_relaxed) & ~(uint64_t)1;
+    w->wake_fd = -1;
 }
 
 /* Block mode: whether every live cursor leaves room for [t, e), refreshing
@@ -268,7 +338,8 @@ static inline int dc_writer_commit(dc_writer *w, uint64_t seq, int64_t now_ns) {
     w->latest_lock += 2;
     atomic_store_explicit(DC_AU64(b, DC_RING_OFF_HEARTBEAT), (uint64_t)now_ns, memory_order_relaxed);
     atomic_thread_fence(memory_order_seq_cst);
-    return dc_wake_if_sleeping(DC_AU32(b, DC_RING_OFF_DATA_WORD), DC_AU32(b, DC_RING_OFF_DATA_SLEEPERS));
+    int woke = dc_wake_if_sleeping(DC_AU32(b, DC_RING_OFF_DATA_WORD), DC_AU32(b, DC_RING_OFF_DATA_SLEEPERS));
+    return dc_wake_async(b, w->max_subs, w->wake_fd) + woke > 0;
 }
 
 /* Marks the segment closed and wakes every sleeper. */
@@ -277,6 +348,7 @@ static inline void dc_writer_close(dc_writer *w) {
     atomic_store_explicit(DC_AU32(b, DC_RING_OFF_CLOSED), 1, memory_order_release);
     atomic_fetch_add_explicit(DC_AU32(b, DC_RING_OFF_DATA_WORD), 1, memory_order_seq_cst);
     dc_futex_wake_all(DC_AU32(b, DC_RING_OFF_DATA_WORD));
+    dc_wake_async(b, w->max_subs, w->wake_fd);
 }
 
 /* ---------------------------------------------------------------- reader */

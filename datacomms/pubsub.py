@@ -3,12 +3,17 @@
 ``Publisher(url, ...)`` and ``Subscriber(url, ...)`` return an instance of the
 transport class registered for the URL's scheme (a subclass of these), so a
 call like ``pub.send`` goes straight to the transport with no extra layer.
+
+The asyncio methods (``asend``, ``arecv``, ``alatest``, ``async for``) live
+here, once, over each transport's non-waiting ``recv(0)``/``latest(0)`` and
+its ``_aio_waiter()`` hook (datacomms/_aio.py, docs/aio.md).
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any, AsyncIterator, Iterator
 
+from . import _aio
 from . import url as _url
 from .errors import Closed
 from .message import Message
@@ -37,6 +42,20 @@ class Publisher:
     def subscribers(self) -> int:
         """How many subscribers are attached now."""
         raise NotImplementedError
+
+    async def asend(self, data: Any, timeout: float | None = None) -> int:
+        """``send`` for asyncio: never blocks the event loop. A send that cannot wait (drop
+        mode, udp, files) runs at once; a block-mode send that must wait for room waits on
+        a worker thread of the loop's executor (docs/aio.md)."""
+        return await _aio.send(self, data, timeout)
+
+    def _send_may_wait(self) -> bool:
+        """Whether send can wait (block mode); transports override."""
+        return False
+
+    def _send_nowait(self, data: Any) -> int | None:
+        """Sends data if that needs no wait (its seq), else None with nothing sent."""
+        return None
 
     def close(self) -> None:
         raise NotImplementedError
@@ -69,6 +88,32 @@ class Subscriber:
 
     def close(self) -> None:
         raise NotImplementedError
+
+    async def arecv(self, timeout: float | None = None, **kwargs: Any) -> Message:
+        """``recv`` for asyncio: the event loop sleeps on the transport's file descriptors
+        meanwhile. Cancelling it loses nothing (docs/aio.md); raises dc.Timeout like recv."""
+        return await _aio.receive(self, lambda t: self.recv(t, **kwargs), timeout)
+
+    async def alatest(self, timeout: float | None = None, **kwargs: Any) -> Message:
+        """``latest`` for asyncio (see arecv)."""
+        return await _aio.receive(self, lambda t: self.latest(t, **kwargs), timeout)
+
+    def _aio_waiter(self) -> _aio.Waiter:
+        """What the event loop waits on for this subscriber; every transport overrides it."""
+        w = self.__dict__.get("_aio_timer")
+        if w is None:
+            w = self.__dict__["_aio_timer"] = _aio.TimerWaiter(0.001)
+        return w
+
+    def __aiter__(self) -> AsyncIterator[Message]:
+        return self
+
+    async def __anext__(self) -> Message:
+        """``async for msg in sub``: arecv() until the channel is closed."""
+        try:
+            return await self.arecv()
+        except Closed:
+            raise StopAsyncIteration from None
 
     def __iter__(self) -> Iterator[Message]:
         """Yields messages until the channel is closed."""

@@ -43,6 +43,7 @@ OFF_HEARTBEAT = 88
 OFF_CLOSED = 96
 OFF_DATA_WORD = 128
 OFF_DATA_SLEEPERS = 132
+OFF_ASYNC_SLEEPERS = 136
 OFF_SPACE_WORD = 192
 OFF_SPACE_SLEEPERS = 196
 OFF_SUBS_WORD = 200
@@ -56,6 +57,8 @@ SLOT_STATE = 0
 SLOT_PID = 4
 SLOT_CURSOR = 16
 SLOT_JOIN_SEQ = 24
+SLOT_WAKE = 32
+SLOT_WAKE_ID = 40
 SLOT_FREE = 0
 SLOT_ACTIVE = 1
 FLAG_BLOCK = 1
@@ -83,6 +86,12 @@ def data_offset(max_subs: int) -> int:
 
 def segment_size(capacity: int, max_subs: int = DEFAULT_MAX_SUBS) -> int:
     return data_offset(max_subs) + capacity
+
+
+def wake_address(wake_id: int) -> bytes:
+    """The abstract unix address of a subscriber's wake socket: "dc-wake-" and the id in
+    16 hex digits (csrc/dc_ring.h, dc_wake_send). Abstract names leave no file behind."""
+    return b"\0dc-wake-%016x" % (wake_id & 0xFFFFFFFFFFFFFFFF)
 
 
 def init_segment(buf: Any, capacity: int, max_subs: int, block: bool, pid: int, start: int) -> None:
@@ -217,6 +226,8 @@ def claim_slot(fd: int, buf: Any, config: Config, pid: int, from_oldest: bool = 
             cursor, join_seq = _join_point(u64, from_oldest)
             u64[(off + SLOT_CURSOR) // 8] = cursor
             u64[(off + SLOT_JOIN_SEQ) // 8] = join_seq
+            u32[(off + SLOT_WAKE) // 4] = 0
+            u64[(off + SLOT_WAKE_ID) // 8] = 0
             u32[(off + SLOT_STATE) // 4] = SLOT_ACTIVE
             u32[OFF_SUBS_WORD // 4] = (u32[OFF_SUBS_WORD // 4] + 1) & 0xFFFFFFFF
             return i
@@ -231,6 +242,7 @@ def release_slot(fd: int, buf: Any, config: Config, i: int) -> None:
     (else a block-mode publisher would notice only at the end of its sleep slice)."""
     off = _slot(config, i)
     struct.pack_into("I", buf, off + SLOT_STATE, SLOT_FREE)
+    struct.pack_into("I", buf, off + SLOT_WAKE, 0)
     unlock(fd, off)
     from .python.ring import _full_fence, _futex_wake_all  # the futex call needs no compiled code
     u32 = memoryview(buf).cast("B")[:OFF_SLOTS].cast("I")

@@ -27,10 +27,12 @@ from __future__ import annotations
 
 import mmap
 import os
+import socket
 import time
 import uuid
 from typing import Any
 
+from .. import _aio
 from .. import backend as _backend
 from ..backend import _segment as S
 from ..errors import Closed, DataCommsError, Timeout
@@ -160,6 +162,50 @@ def _reclaim(path: str) -> int | None:
         os.close(fd)
 
 
+class _WakeSocket(_aio.Waiter):
+    """An attached subscriber's sleep in an event loop: a unix datagram socket in
+    the abstract namespace (no file), named by a random id the subscriber writes
+    into its slot; the publisher sends it a byte when it finds the slot's WAKE
+    flag set (csrc/dc_ring.h). A killed publisher sends nothing, so the
+    subscriber looks again every slice, as the futex sleep does."""
+
+    slice = 0.1
+
+    def __init__(self, reader: Any) -> None:
+        self.reader = reader
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        try:
+            self.sock.setblocking(False)
+            for _ in range(16):
+                self.id = int.from_bytes(os.urandom(8), "little") or 1
+                try:
+                    self.sock.bind(S.wake_address(self.id))
+                    break
+                except OSError:
+                    continue   # the name is taken (a 1 in 2**64 chance): draw again
+            else:
+                raise DataCommsError("could not bind a wake socket for an asyncio shm subscriber")
+        except BaseException:
+            self.sock.close()
+            raise
+
+    def fds(self) -> tuple[int, ...]:
+        return (self.sock.fileno(),)
+
+    def arm(self) -> bool:
+        return self.reader.async_prepare(self.id)
+
+    def drain(self) -> None:
+        try:
+            while True:
+                self.sock.recv(64)
+        except (BlockingIOError, OSError):
+            pass
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 class ShmPublisher(Publisher):
     """Publisher(url, backend=None, capacity=32 MiB, on_full="drop"|"block", max_subscribers=64).
 
@@ -192,6 +238,15 @@ class ShmPublisher(Publisher):
         """Room for an array in the ring: ``with pub.loan(shape, dtype) as l: fill(l.array)``
         publishes on leaving the block (or call ``l.commit()``); do not touch the array afterwards."""
         raise Closed("this publisher is closed")
+
+    def _send_may_wait(self) -> bool:
+        return self.on_full == "block"
+
+    def _send_nowait(self, data: Any) -> int | None:
+        try:
+            return self.send(data, 0)
+        except Timeout:
+            return None   # the ring is full: nothing was written
 
     def _reap(self) -> int:
         seg = self._seg
@@ -256,6 +311,7 @@ class ShmSubscriber(Subscriber):
         self._slot = -1
         self._reader: Any = None
         self._closed = False
+        self._aio_w: _aio.Waiter | None = None
         self._attach()
 
     def _attach(self, from_oldest: bool = False) -> bool:
@@ -313,8 +369,27 @@ class ShmSubscriber(Subscriber):
     def attached(self) -> bool:
         return self._reader is not None
 
+    def _aio_waiter(self) -> _aio.Waiter:
+        # before the publisher exists: the directory of segments, watched for its name
+        # appearing; attached: the wake socket the publisher sends to
+        if self._closed:
+            raise Closed("this subscriber is closed")
+        w = self._aio_w
+        if self._reader is None:
+            if w is None:
+                w = self._aio_w = _aio.DirWaiter(SHM_DIR, _ATTACH_POLL_S)
+            return w
+        if not isinstance(w, _WakeSocket):
+            if w is not None:
+                w.close()
+            w = self._aio_w = _WakeSocket(self._reader)
+        return w
+
     def close(self) -> None:
         self._closed = True
+        w, self._aio_w = self._aio_w, None
+        if w is not None:
+            w.close()
         seg, self._seg = self._seg, None
         if seg is None:
             return

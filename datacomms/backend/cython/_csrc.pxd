@@ -92,6 +92,7 @@ cdef extern from "dc_ring.h" nogil:
     int DC_ERR_CORRUPT
     int DC_RING_OFF_DATA_WORD
     int DC_RING_OFF_DATA_SLEEPERS
+    int DC_RING_OFF_ASYNC_SLEEPERS
     int DC_RING_OFF_SPACE_WORD
     int DC_RING_OFF_SPACE_SLEEPERS
     int DC_RING_OFF_SUBS_WORD
@@ -106,6 +107,8 @@ cdef extern from "dc_ring.h" nogil:
     int DC_RING_SLOT_SIZE
     int DC_RING_SLOT_CURSOR
     int DC_RING_SLOT_JOIN_SEQ
+    int DC_RING_SLOT_WAKE
+    int DC_RING_SLOT_WAKE_ID
     unsigned long long DC_RING_MAGIC
 
     ctypedef struct dc_writer:
@@ -121,6 +124,7 @@ cdef extern from "dc_ring.h" nogil:
         uint64_t res_pos
         uint64_t res_len
         uint64_t res_end
+        int wake_fd
 
     ctypedef struct dc_reader:
         uint8_t *base
@@ -141,6 +145,7 @@ cdef extern from "dc_ring.h" nogil:
     uint8_t *dc_writer_ptr(const dc_writer *w)
     int dc_writer_commit(dc_writer *w, uint64_t seq, int64_t now_ns)
     void dc_writer_close(dc_writer *w)
+    int dc_async_prepare(uint8_t *base, uint32_t slot, uint64_t id, uint64_t cursor)
     void dc_reader_init(dc_reader *r, uint8_t *base, uint32_t slot)
     uint64_t dc_ring_tail(const uint8_t *base)
     int dc_ring_closed(const uint8_t *base)

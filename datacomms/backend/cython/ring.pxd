@@ -11,6 +11,7 @@ cdef class Writer:
     cdef readonly uint64_t seq
     cdef object reap
     cdef object _mv
+    cdef object _wake_sock
     cdef readonly object loaned
     cdef int reserve(self, uint64_t frame_len, object timeout) except -1
     cdef uint64_t publish(self, int64_t now) noexcept
@@ -31,6 +32,7 @@ cdef class Reader:
     cdef uint64_t join_seq
     cdef bint holding
     cdef uint64_t hold_pos
+    cdef uint32_t slot
     cdef int wait(self, int64_t deadline) except -1
     cdef _corrupt(self, int rc)
     cdef object take(self, uint64_t pos, dc_header *h, bint copy, long long skipped)

@@ -16,6 +16,8 @@ from cpython.exc cimport PyErr_CheckSignals
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t
 from libc.string cimport memcpy, memset
 
+import socket
+
 import numpy as np
 
 from ...errors import Closed, DataCommsError, FrameError, Timeout
@@ -24,7 +26,8 @@ from .. import _meta
 from .._segment import SLOT_SIZE, OFF_SLOTS
 from ._csrc cimport (
     DC_OK, DC_RING_EMPTY, DC_RING_LAPPED, DC_RING_FULL, DC_ERR_CORRUPT, DC_RING_OFF_DATA_WORD,
-    DC_RING_OFF_DATA_SLEEPERS, DC_RING_OFF_SPACE_WORD, DC_RING_OFF_SPACE_SLEEPERS, DC_KIND_RAW,
+    DC_RING_OFF_DATA_SLEEPERS, DC_RING_OFF_ASYNC_SLEEPERS, DC_RING_SLOT_WAKE, DC_RING_SLOT_WAKE_ID,
+    dc_async_prepare, DC_RING_OFF_SPACE_WORD, DC_RING_OFF_SPACE_SLEEPERS, DC_KIND_RAW,
     DC_RING_OFF_TAIL, DC_RING_OFF_INTENT, DC_RING_OFF_HEAD, DC_RING_OFF_CLOSED, DC_RING_OFF_SUBS_WORD,
     DC_RING_OFF_LATEST_LOCK, DC_RING_OFF_LATEST_POS, DC_RING_OFF_LATEST_SEQ, DC_RING_OFF_SLOTS,
     DC_RING_SLOT_SIZE, DC_RING_SLOT_CURSOR, DC_RING_SLOT_JOIN_SEQ, DC_RING_MAGIC, dc_ld64,
@@ -56,7 +59,9 @@ def _layout():
             "SPACE_SLEEPERS": DC_RING_OFF_SPACE_SLEEPERS, "SUBS_WORD": DC_RING_OFF_SUBS_WORD,
             "LATEST_LOCK": DC_RING_OFF_LATEST_LOCK, "LATEST_POS": DC_RING_OFF_LATEST_POS,
             "LATEST_SEQ": DC_RING_OFF_LATEST_SEQ, "SLOTS": DC_RING_OFF_SLOTS, "SLOT_SIZE": DC_RING_SLOT_SIZE,
-            "SLOT_CURSOR": DC_RING_SLOT_CURSOR, "SLOT_JOIN_SEQ": DC_RING_SLOT_JOIN_SEQ, "MAGIC": DC_RING_MAGIC}
+            "SLOT_CURSOR": DC_RING_SLOT_CURSOR, "SLOT_JOIN_SEQ": DC_RING_SLOT_JOIN_SEQ, "MAGIC": DC_RING_MAGIC,
+            "ASYNC_SLEEPERS": DC_RING_OFF_ASYNC_SLEEPERS, "SLOT_WAKE": DC_RING_SLOT_WAKE,
+            "SLOT_WAKE_ID": DC_RING_SLOT_WAKE_ID}
 
 
 cdef inline int64_t _deadline(object timeout) except -2:
@@ -84,6 +89,10 @@ cdef class Writer:
         PyObject_GetBuffer(buf, &self.view, PyBUF_WRITABLE)
         self.has_view = True
         dc_writer_init(&self.w, <uint8_t *>self.view.buf)
+        # sends the one-byte wakes to subscribers sleeping in an event loop (dc_wake_async)
+        self._wake_sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        self._wake_sock.setblocking(False)
+        self.w.wake_fd = self._wake_sock.fileno()
         self.reap = reap
         self._mv = memoryview(buf)
         self.seq = 0
@@ -239,6 +248,8 @@ cdef class Writer:
         if self.has_view:
             self.loaned = None
             dc_writer_close(&self.w)
+            self.w.wake_fd = -1
+            self._wake_sock.close()
             PyBuffer_Release(&self.view)
             self.has_view = False
             try:
@@ -290,6 +301,7 @@ cdef class Reader:
             self.has_view = False
             raise ValueError(f"slot {slot} lies outside the segment")
         dc_reader_init(&self.r, <uint8_t *>self.view.buf, slot)
+        self.slot = slot
         self.join_seq = dc_ld64(<uint8_t *>self.view.buf + DC_RING_OFF_SLOTS + slot * DC_RING_SLOT_SIZE
                                 + DC_RING_SLOT_JOIN_SEQ)
         self.stats = Stats() if stats is None else stats
@@ -457,6 +469,13 @@ cdef class Reader:
             if deadline == -2:
                 deadline = _deadline(timeout)
             self.wait(deadline)
+
+    def async_prepare(self, uint64_t wake_id):
+        """Announces a sleep on the wake socket named by wake_id (see csrc/dc_ring.h):
+        True when the caller may sleep, False when something may be there to read now."""
+        if not self.has_view:
+            raise Closed("this subscriber is closed")
+        return bool(dc_async_prepare(self.r.base, self.slot, wake_id, self.r.cursor))
 
     def release(self):
         """Ends the zero-copy hold of the last record (a block-mode publisher may overwrite it now)."""

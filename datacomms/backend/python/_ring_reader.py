@@ -25,7 +25,8 @@ class Reader:
         if not 0 <= slot < self._m.max_subs:
             self._m.release()
             raise ValueError(f"slot {slot} lies outside the segment")
-        self._slot_cursor = (S.OFF_SLOTS + slot * S.SLOT_SIZE + S.SLOT_CURSOR) // 8
+        self._slot_off = S.OFF_SLOTS + slot * S.SLOT_SIZE
+        self._slot_cursor = (self._slot_off + S.SLOT_CURSOR) // 8
         self.cursor = self._m.u64[self._slot_cursor]
         self._tail_seen = self.cursor
         self._join_seq = self._m.u64[(S.OFF_SLOTS + slot * S.SLOT_SIZE + S.SLOT_JOIN_SEQ) // 8]
@@ -238,6 +239,18 @@ class Reader:
             if deadline is None:
                 deadline = _deadline(timeout)
             self._wait(deadline)
+
+    def async_prepare(self, wake_id: int) -> bool:
+        """Announces a sleep on the wake socket named by wake_id (see csrc/dc_ring.h):
+        True when the caller may sleep, False when something may be there to read now."""
+        m = self._m
+        if m is None:
+            raise Closed("this subscriber is closed")
+        m.u64[(self._slot_off + S.SLOT_WAKE_ID) // 8] = wake_id
+        m.u32[(self._slot_off + S.SLOT_WAKE) // 4] = 1
+        m.u32[S.OFF_ASYNC_SLEEPERS // 4] = 1  # TSO: after the slot's flag, as the scan reads them
+        _full_fence()
+        return m.u64[S.OFF_TAIL // 8] == self.cursor and not m.u32[S.OFF_CLOSED // 4]
 
     def release(self) -> None:
         """Ends the zero-copy hold of the last record (a block-mode publisher may overwrite it now)."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ctypes
 import platform
+import socket
 import struct
 import threading
 import time
@@ -108,6 +109,28 @@ class _Mapped:
             u32[word // 4] = (u32[word // 4] + 1) & 0xFFFFFFFF
             _futex_wake_all(self.addr + word)
 
+    def wake_async(self, sock: socket.socket | None) -> int:
+        """dc_wake_async: one byte to each subscriber sleeping on its wake socket, if one announced
+        itself. The caller made its news visible and fenced. Returns how many were woken."""
+        u32, u64 = self.u32, self.u64
+        if not u32[S.OFF_ASYNC_SLEEPERS // 4]:
+            return 0
+        u32[S.OFF_ASYNC_SLEEPERS // 4] = 0
+        _full_fence()  # the clear is visible before the slots are read (see dc_ring.h)
+        n = 0
+        for i in range(self.max_subs):
+            off = S.OFF_SLOTS + i * S.SLOT_SIZE
+            if u32[(off + S.SLOT_STATE) // 4] != S.SLOT_ACTIVE or not u32[(off + S.SLOT_WAKE) // 4]:
+                continue
+            u32[(off + S.SLOT_WAKE) // 4] = 0
+            if sock is not None:
+                try:
+                    sock.sendto(b"\0", S.wake_address(u64[(off + S.SLOT_WAKE_ID) // 8]))
+                except OSError:
+                    pass  # nobody bound (gone) or a full buffer (a wake is pending): nothing to do
+            n += 1
+        return n
+
     def sleep_prepare(self, word: int, flag: int) -> int:
         v = self.u32[word // 4]
         self.u32[flag // 4] = 1
@@ -150,6 +173,8 @@ class Writer:
         self._lock = m.u64[S.OFF_LATEST_LOCK // 8] & 0xFFFFFFFFFFFFFFFC
         self._res = (0, 0, 0)
         self.loaned: Loan | None = None
+        self._wake_sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        self._wake_sock.setblocking(False)
 
     @property
     def capacity(self) -> int:
@@ -239,6 +264,7 @@ class Writer:
         u64[S.OFF_HEARTBEAT // 8] = now
         _full_fence()
         m.wake_if_sleeping(S.OFF_DATA_WORD, S.OFF_DATA_SLEEPERS)
+        m.wake_async(self._wake_sock)
         self.seq = seq + 1
         return seq
 
@@ -313,6 +339,8 @@ class Writer:
         m.u32[S.OFF_DATA_WORD // 4] = (m.u32[S.OFF_DATA_WORD // 4] + 1) & 0xFFFFFFFF
         _full_fence()
         _futex_wake_all(m.addr + S.OFF_DATA_WORD)
+        m.wake_async(self._wake_sock)
+        self._wake_sock.close()
         self._m = None
         m.release()
 

@@ -1,0 +1,260 @@
+"""The asyncio side of Publisher and Subscriber (docs/aio.md).
+
+``Subscriber.arecv`` / ``alatest`` / ``async for`` are written once, here, over
+two things every transport already has or supplies:
+
+- its own ``recv(0)`` / ``latest(0)``: a look that never waits (dc.Timeout when
+  nothing is there), run in the loop's thread;
+- a Waiter (``Subscriber._aio_waiter()``): the file descriptors that become
+  readable when something may have arrived, and ``arm()``, which announces the
+  sleep to whoever will wake it and says whether sleeping is still safe.
+
+A message is only ever taken by the synchronous look, never across an await,
+so cancelling a waiting coroutine cannot lose one: the subscriber is left
+exactly as if the coroutine had never run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import functools
+import os
+import time
+from typing import Any, Callable
+
+from .errors import DataCommsError, Timeout
+from .message import Message
+
+
+class Waiter:
+    """How a subscriber sleeps in an event loop. ``slice`` is the longest sleep
+    before the subscriber looks again anyway (None: only when woken): the
+    transports that must notice a dead peer without any byte arriving use it."""
+
+    slice: float | None = None
+
+    def fds(self) -> tuple[int, ...]:
+        """Descriptors whose readability means: look again."""
+        return ()
+
+    def arm(self) -> bool:
+        """Announces the sleep; False when something may already be there (look again first)."""
+        return True
+
+    def drain(self) -> None:
+        """After a wake-up: consumes the wake-up itself (never a message)."""
+
+    def close(self) -> None:
+        """Releases the waiter's descriptors."""
+
+
+class TimerWaiter(Waiter):
+    """Looks again every interval seconds: for sources that cannot signal a descriptor."""
+
+    def __init__(self, interval: float) -> None:
+        self.slice = max(float(interval), 0.0001)
+
+
+# ------------------------------------------------------------------ inotify
+
+_IN_MODIFY = 0x002
+_IN_ATTRIB = 0x004
+_IN_CLOSE_WRITE = 0x008
+_IN_MOVED_TO = 0x080
+_IN_CREATE = 0x100
+_IN_DELETE = 0x200
+_IN_MOVE_SELF = 0x800
+_IN_DELETE_SELF = 0x400
+_IN_NONBLOCK = os.O_NONBLOCK
+_IN_CLOEXEC = os.O_CLOEXEC
+_DIR_EVENTS = (_IN_MODIFY | _IN_ATTRIB | _IN_CLOSE_WRITE | _IN_MOVED_TO | _IN_CREATE | _IN_DELETE
+               | _IN_MOVE_SELF | _IN_DELETE_SELF)
+
+
+@functools.lru_cache(maxsize=1)
+def _libc() -> Any:
+    """libc with inotify, or None (not Linux, or no inotify): then files fall back to a timer."""
+    try:
+        lib = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        lib.inotify_init1.argtypes = [ctypes.c_int]
+        lib.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+        return lib
+    except (OSError, AttributeError):
+        return None
+
+
+class DirWaiter(Waiter):
+    """Wakes on any change in a directory (a file in it written, replaced,
+    created, removed), through inotify where the system has it. Without
+    inotify, or while the directory does not exist, it looks every interval.
+    With inotify it still looks every ``safety`` seconds: a file on a network
+    file system changed by another machine raises no event here."""
+
+    def __init__(self, directory: str, interval: float, safety: float = 1.0) -> None:
+        self.directory = os.fsencode(os.path.abspath(directory))
+        self.interval = max(float(interval), 0.0001)
+        self.safety = safety
+        self.fd = -1
+        self.watching = False
+        self.slice = self.interval
+        lib = _libc()
+        if lib is not None:
+            fd = lib.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
+            if fd >= 0:
+                self.fd = fd
+
+    def fds(self) -> tuple[int, ...]:
+        return (self.fd,) if self.watching else ()
+
+    def arm(self) -> bool:
+        if self.watching or self.fd < 0:
+            return True
+        if _libc().inotify_add_watch(self.fd, self.directory, _DIR_EVENTS) < 0:
+            return True   # no such directory yet: keep looking every interval
+        self.watching = True
+        self.slice = self.safety
+        return False      # a change between the last look and the watch would be missed: look again
+
+    def drain(self) -> None:
+        if self.fd < 0:
+            return
+        try:
+            while True:
+                buf = os.read(self.fd, 65536)
+                if not buf:
+                    break
+                # IN_IGNORED (0x8000): the directory went away; watch it again when it is back
+                if _ignored(buf):
+                    self.watching = False
+                    self.slice = self.interval
+        except BlockingIOError:
+            pass
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+            self.watching = False
+
+
+def _ignored(buf: bytes) -> bool:
+    """Whether an inotify read holds IN_IGNORED (struct inotify_event: wd, mask, cookie, len, name)."""
+    off = 0
+    while off + 16 <= len(buf):
+        mask = int.from_bytes(buf[off + 4:off + 8], "little")
+        if mask & 0x8000:
+            return True
+        off += 16 + int.from_bytes(buf[off + 12:off + 16], "little")
+    return False
+
+
+class PipeWaiter(Waiter):
+    """A pipe another thread writes one byte to (``poke``) when the subscriber said it sleeps."""
+
+    def __init__(self) -> None:
+        self.rfd, self.wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def fds(self) -> tuple[int, ...]:
+        return (self.rfd,)
+
+    def poke(self) -> None:
+        try:
+            os.write(self.wfd, b"\0")
+        except (BlockingIOError, OSError):
+            pass   # full: a wake-up is pending already; closed: nobody waits
+
+    def drain(self) -> None:
+        try:
+            while os.read(self.rfd, 4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def close(self) -> None:
+        for fd in (self.rfd, self.wfd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.rfd = self.wfd = -1
+
+
+# ------------------------------------------------------------------ the waits
+
+
+async def _sleep(waiter: Waiter, seconds: float | None) -> None:
+    """Sleeps until one of the waiter's descriptors is readable or seconds pass."""
+    loop = asyncio.get_running_loop()
+    fut = loop.create_future()
+
+    def wake() -> None:
+        if not fut.done():
+            fut.set_result(None)
+
+    fds = waiter.fds()
+    added = []
+    try:
+        for fd in fds:
+            loop.add_reader(fd, wake)
+            added.append(fd)
+        handle = loop.call_later(seconds, wake) if seconds is not None else None
+        try:
+            await fut
+        finally:
+            if handle is not None:
+                handle.cancel()
+    finally:
+        for fd in added:
+            loop.remove_reader(fd)
+        waiter.drain()
+
+
+def _look(take: Callable[[float], Message]) -> Message | None:
+    try:
+        return take(0)
+    except Timeout:
+        return None
+
+
+async def receive(sub: Any, take: Callable[[float], Message], timeout: float | None) -> Message:
+    """``take(0)`` until it gives a message, sleeping on the subscriber's waiter in between."""
+    msg = _look(take)
+    if msg is not None:
+        return msg
+    if timeout is not None and timeout <= 0:
+        raise Timeout(f"nothing new on {sub.url}")
+    if getattr(sub, "_aio_busy", False):
+        raise DataCommsError(f"another coroutine is already waiting on this subscriber of {sub.url}; "
+                             "use one subscriber per waiting task")
+    deadline = None if timeout is None else time.monotonic() + timeout
+    sub._aio_busy = True
+    try:
+        while True:
+            waiter = sub._aio_waiter()
+            if waiter.arm():
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise Timeout(f"no message within {timeout} s on {sub.url}")
+                if waiter.slice is not None:
+                    left = waiter.slice if left is None else min(left, waiter.slice)
+                await _sleep(waiter, left)
+            msg = _look(take)
+            if msg is not None:
+                return msg
+            if deadline is not None and time.monotonic() >= deadline:
+                raise Timeout(f"no message within {timeout} s on {sub.url}")
+    finally:
+        sub._aio_busy = False
+
+
+async def send(pub: Any, data: Any, timeout: float | None) -> int:
+    """Publisher.asend: at once when the send cannot wait; else on a worker thread."""
+    if not pub._send_may_wait():
+        return pub.send(data, timeout)
+    seq = pub._send_nowait(data)
+    if seq is not None:
+        return seq
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, functools.partial(pub.send, data, timeout))
