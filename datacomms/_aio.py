@@ -50,6 +50,16 @@ class Waiter:
         """Releases the waiter's descriptors."""
 
 
+class SocketWaiter(Waiter):
+    """Wakes when the subscriber's own socket is readable (udp: the datagrams themselves)."""
+
+    def __init__(self, sock: Any) -> None:
+        self.sock = sock
+
+    def fds(self) -> tuple[int, ...]:
+        return (self.sock.fileno(),)
+
+
 class TimerWaiter(Waiter):
     """Looks again every interval seconds: for sources that cannot signal a descriptor."""
 

@@ -14,6 +14,7 @@ import time
 from collections import deque
 from typing import Any
 
+from .. import _aio
 from .. import backend as _backend
 from .. import url as _url
 from ..errors import Closed, FrameError, Timeout
@@ -33,6 +34,23 @@ class _In:
         self.last_rx = time.monotonic()
         self.expect: int | None = None
         self.tls = isinstance(sock, _ssl.SSLSocket)
+
+
+class _TcpWaiter(_aio.Waiter):
+    """The event loop waits on the subscriber's own sockets and its new-connection
+    pipe; recv(0) then reads them. It looks again at least every dead_after
+    seconds, when a silent publisher counts as gone."""
+
+    def __init__(self, sub: "TcpSubscriber") -> None:
+        self.sub = sub
+        self.slice = sub._dead_after
+
+    def fds(self) -> tuple[int, ...]:
+        return (self.sub._rfd, *(c.sock.fileno() for c in self.sub._conns))
+
+    def arm(self) -> bool:
+        # a TLS socket can hold decrypted bytes its descriptor does not show
+        return not self.sub._ready and not any(c.tls and c.sock.pending() for c in self.sub._conns)
 
 
 class TcpSubscriber(Subscriber):
@@ -285,6 +303,12 @@ class TcpSubscriber(Subscriber):
                     pass
             elif fds[fd] in self._conns:
                 self._read(fds[fd])
+
+    def _aio_waiter(self) -> _aio.Waiter:
+        w = self.__dict__.get("_aio_w")
+        if w is None:
+            w = self._aio_w = _TcpWaiter(self)
+        return w
 
     # close() may come from another thread while recv waits: it only marks the
     # subscriber closed and wakes the waiter, which then releases everything

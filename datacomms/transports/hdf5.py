@@ -35,7 +35,7 @@ from typing import Any, Iterable
 
 import h5py
 
-from .. import pubsub
+from .. import _aio, pubsub
 from ..errors import Closed, DataCommsError, FrameError
 from ..message import Message
 from . import _files
@@ -387,10 +387,19 @@ class Hdf5Subscriber(pubsub.Subscriber):
     def latest(self, timeout: float | None = None) -> Message:
         return self._deliver(_files.wait_for(self._poll_latest, timeout, self.poll_interval, self.url))
 
+    def _aio_waiter(self) -> _aio.Waiter:
+        w = self.__dict__.get("_aio_w")
+        if w is None:
+            w = self._aio_w = _aio.DirWaiter(os.path.dirname(os.path.abspath(self.path)), self.poll_interval)
+        return w
+
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        w = self.__dict__.pop("_aio_w", None)
+        if w is not None:
+            w.close()
         if self._f is not None:
             self._f.close()
             self._f = None

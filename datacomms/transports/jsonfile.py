@@ -29,7 +29,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from .. import pubsub
+from .. import _aio, pubsub
 from ..backend._meta import has_buffers
 from ..errors import Closed, FrameError
 from ..message import Message
@@ -278,10 +278,19 @@ class JsonSubscriber(pubsub.Subscriber):
     def latest(self, timeout: float | None = None) -> Message:
         return self._take(timeout, as_skipped=True)
 
+    def _aio_waiter(self) -> _aio.Waiter:
+        w = self.__dict__.get("_aio_w")
+        if w is None:
+            w = self._aio_w = _aio.DirWaiter(os.path.dirname(os.path.abspath(self.path)), self.poll_interval)
+        return w
+
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        w = self.__dict__.pop("_aio_w", None)
+        if w is not None:
+            w.close()
         if self._held_fd >= 0:
             os.close(self._held_fd)
             self._held_fd = -1

@@ -132,6 +132,9 @@ class TcpPublisher(Publisher):
         self._last_send = time.monotonic()
         return seq
 
+    def _send_may_wait(self) -> bool:
+        return self._block
+
     @property
     def subscribers(self) -> int:
         if self._lock.acquire(blocking=False):

@@ -23,6 +23,7 @@ import threading
 import time
 from typing import Any
 
+from .. import _aio
 from .. import backend as _backend
 from .. import url as _url
 from ..errors import Closed, FrameError, Timeout
@@ -283,6 +284,12 @@ class UdpSubscriber(Subscriber):
                 if wait <= 0:
                     raise Timeout(f"no message within {timeout} s")
             p.poll(None if wait is None else wait * 1000 + 0.5)
+
+    def _aio_waiter(self) -> _aio.Waiter:
+        w = self.__dict__.get("_aio_w")
+        if w is None:
+            w = self._aio_w = _aio.SocketWaiter(self._sock)
+        return w
 
     def recv(self, timeout: float | None = None) -> Message:
         return self._next(timeout, newest=False)

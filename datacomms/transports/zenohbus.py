@@ -23,6 +23,7 @@ import uuid
 from collections import deque
 from typing import Any
 
+from .. import _aio
 from .. import backend as _backend
 from .. import pubsub
 from ..errors import Closed, DataCommsError, FrameError, Timeout
@@ -65,6 +66,7 @@ class ZenohPublisher(pubsub.Publisher):
         zenoh = zenohsession.load()
         from zenoh import ext as zext
         self.url = url
+        self.on_full = on_full
         self.backend = _backend.get(backend)
         self._encode = self.backend.framing.encode
         opts = zenohsession.parse_url(url, mode, connect, listen, config)
@@ -130,6 +132,9 @@ class ZenohPublisher(pubsub.Publisher):
         self._seq = seq + 1
         return seq
 
+    def _send_may_wait(self) -> bool:
+        return self.on_full == "block"
+
     def _query_tokens(self) -> None:
         # Asks the network for the subscriber tokens present now. The liveliness
         # subscriber alone can miss a token that appears while this session is
@@ -181,6 +186,23 @@ class ZenohPublisher(pubsub.Publisher):
             zenohsession.release(self._share)
 
 
+class _ZenohWaiter(_aio.PipeWaiter):
+    """zenoh delivers on its own threads: the sample callback writes a byte to this
+    pipe when the subscriber said it sleeps in an event loop."""
+
+    def __init__(self, sub: "ZenohSubscriber") -> None:
+        super().__init__()
+        self.sub = sub
+
+    def arm(self) -> bool:
+        sub = self.sub
+        with sub._cond:
+            if sub._queue or sub._closed:
+                return False
+            sub._aio_sleeping = True
+            return True
+
+
 class ZenohSubscriber(pubsub.Subscriber):
     """Receives frames from every publisher whose key matches KEY/EXPR (wildcards allowed).
 
@@ -225,6 +247,8 @@ class ZenohSubscriber(pubsub.Subscriber):
         self._last: dict[Any, int] = {}         # source -> last seq handed out
         self._pending_skip: dict[Any, int] = {}  # source -> messages latest() passed over
         self._closed = False
+        self._aio_w: _aio.PipeWaiter | None = None   # made by the first wait in an event loop
+        self._aio_sleeping = False
         self._session, self._share = zenohsession.acquire(opts)
         try:
             callback = zenoh.handlers.Callback(self._on_sample)
@@ -260,6 +284,9 @@ class ZenohSubscriber(pubsub.Subscriber):
             self._queue.append((payload, source))
             self._bytes += len(payload)
             self._cond.notify_all()
+            if self._aio_sleeping:
+                self._aio_sleeping = False
+                self._aio_w.poke()
 
     def _pop(self, deadline: float | None, timeout: float | None, newest: bool) -> list[tuple[bytes, Any]]:
         """Takes the oldest queued sample, or all of them when newest; waits until deadline."""
@@ -343,6 +370,12 @@ class ZenohSubscriber(pubsub.Subscriber):
             return False
         return self._fresh(seq, source)
 
+    def _aio_waiter(self) -> _aio.Waiter:
+        with self._cond:
+            if self._aio_w is None:
+                self._aio_w = _ZenohWaiter(self)
+            return self._aio_w
+
     def close(self) -> None:
         if self._closed:
             return
@@ -351,6 +384,9 @@ class ZenohSubscriber(pubsub.Subscriber):
             self._queue.clear()
             self._bytes = 0
             self._cond.notify_all()
+            if self._aio_w is not None:
+                self._aio_w.close()
+                self._aio_sleeping = False
         try:
             self._token.undeclare()
             self._sub.undeclare()

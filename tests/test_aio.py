@@ -1,0 +1,608 @@
+"""asyncio: ``await sub.arecv()`` / ``alatest()`` / ``pub.asend()`` / ``async for`` on
+every transport, on both backends: publishers in other processes running plain
+blocking code, many subscribers on one loop, cancellation that loses nothing,
+timeouts, no thread per subscriber, the shm wake handshake itself, and uvloop."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing as mp
+import os
+import random
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+import datacomms as dc
+import shm_children as kids
+from conftest import AVAILABLE
+from datacomms.backend import _segment as S
+
+CTX = mp.get_context("spawn")
+HERE = os.path.dirname(__file__)
+TRANSPORTS = ["shm", "tcp", "udp", "json", "hdf5", "zenoh"]
+
+try:
+    import uvloop
+except ImportError:  # the test extra installs it; without it the uvloop tests say so
+    uvloop = None
+
+
+def run(coro: Any, loop: str = "asyncio") -> Any:
+    if loop == "uvloop":
+        if uvloop is None:
+            pytest.skip("uvloop is not installed (pip install '.[test]')")
+        return uvloop.run(coro)
+    return asyncio.run(coro)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Child:
+    """A publisher in another process, running the plain blocking API."""
+
+    def __init__(self, proc: Any) -> None:
+        self.proc = proc
+
+    def line(self) -> str:
+        return self.proc.stdout.readline().strip()
+
+    def finish(self) -> None:
+        p = self.proc
+        if isinstance(p, subprocess.Popen):
+            if p.stdin:
+                p.stdin.close()
+            try:
+                p.wait(timeout=60)
+            finally:
+                p.kill()
+                p.wait()
+                p.stdout.close()
+        else:
+            p.join(60)
+            if p.is_alive():
+                p.kill()
+                p.join()
+            assert p.exitcode == 0, f"publisher child exited with {p.exitcode}"
+
+
+def _popen(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+
+def publisher_child(transport: str, backend: str, n: int, tmp_path: Path, shm_name: str,
+                    rate: float = 2000) -> tuple[str, dict, Child]:
+    """Starts a child publishing n messages with seq i; returns (subscriber URL, its kwargs, child).
+    Children wait for the subscriber where the transport can tell, so nothing is sent into the void."""
+    if transport == "shm":
+        url = f"shm://{shm_name}"
+        p = CTX.Process(target=kids.publish_sequence, args=(url, backend, n, "block", 1 << 16, 1, 1 / rate),
+                        daemon=True)
+        p.start()
+        return url, {}, Child(p)
+    if transport == "tcp":
+        c = Child(_popen(os.path.join(HERE, "net_peer.py"), "pub", "tcp://127.0.0.1:0", "--backend", backend,
+                         "--count", str(n), "--rate", str(rate), "--wait", "1", "--on-full", "block"))
+        return c.line().split()[1], {}, c
+    if transport == "udp":
+        raise AssertionError("udp children are started against a bound subscriber: see udp_child")
+    if transport == "json":
+        url = f"json://{tmp_path / 'state.json'}"
+        c = Child(_popen(os.path.join(HERE, "file_workers.py"), "json-writer", url, backend, str(n), str(rate)))
+        return url, {}, c
+    if transport == "hdf5":
+        url = f"hdf5://{tmp_path / 'log.h5'}"
+        c = Child(_popen(os.path.join(HERE, "file_workers.py"), "hdf5-writer", url, backend, str(n), str(rate),
+                         "0.002"))
+        return url, {}, c
+    if transport == "zenoh":
+        port = free_port()
+        key = "dcaio/" + uuid.uuid4().hex[:10]
+        c = Child(_popen(os.path.join(HERE, "zenoh_workers.py"), "pub", f"zenoh://{key}?listen=tcp/127.0.0.1:{port}",
+                         backend, str(n), "block", "1", "64"))
+        return f"zenoh://{key}?connect=tcp/127.0.0.1:{port}", {}, c
+    raise AssertionError(transport)
+
+
+def udp_child(url: str, backend: str, n: int, rate: float = 2000) -> Child:
+    return Child(_popen(os.path.join(HERE, "net_peer.py"), "pub", url, "--backend", backend, "--count", str(n),
+                        "--rate", str(rate), "--kind", "dict"))
+
+
+def seq_of(transport: str, msg: dc.Message) -> int:
+    return msg.seq
+
+
+# ------------------------------------------------------------------ every transport, another process
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_every_transport_from_a_blocking_publisher_process(transport, backend, tmp_path, shm_name) -> None:
+    """arecv() gets what a plain blocking publisher in another process sends, in order."""
+    if transport == "zenoh":
+        pytest.importorskip("zenoh")
+    n = 200
+
+    async def main() -> tuple[list[int], Any]:
+        if transport == "udp":
+            sub = dc.Subscriber("udp://127.0.0.1:0", backend=backend)
+            child = udp_child(sub.url, backend.name, n, rate=1000)
+        else:
+            url, kw, child = publisher_child(transport, backend.name, n, tmp_path, shm_name, rate=1000)
+            sub = dc.Subscriber(url, backend=backend, **kw)
+        got: list[int] = []
+        try:
+            last = n - 1
+            while not got or got[-1] < last:
+                try:
+                    msg = await sub.arecv(timeout=30 if transport != "udp" else 5)
+                except dc.Timeout:
+                    break   # udp may lose the last datagrams; the checks below say what is allowed
+                got.append(msg.seq)
+            stats = sub.stats
+        finally:
+            sub.close()
+            child.finish()
+        return got, stats
+
+    got, stats = run(main())
+    assert got == sorted(set(got)), "out of order or repeated"
+    if transport == "json":
+        # a latest-value document: versions are skipped by design, never reordered
+        assert got[-1] == n - 1
+    elif transport == "udp":
+        assert len(got) + stats.lost >= n - 1 and got  # lossy by design, but every loss is counted
+    elif transport == "hdf5":
+        assert got[-1] == n - 1 and got == list(range(got[0], n))   # a new follower starts at the newest row
+    else:
+        assert got == list(range(n))
+        assert stats.lost == 0
+
+
+# ------------------------------------------------------------------ many subscribers on one loop
+
+
+def test_many_subscribers_on_one_loop(backend, shm_name) -> None:
+    """Eight shm subscribers and two tcp subscribers wait together on one loop; each gets everything."""
+    n = 300
+    url = f"shm://{shm_name}"
+
+    async def main() -> list[list[int]]:
+        shm_subs = [dc.Subscriber(url, backend=backend) for _ in range(8)]
+        tpub = dc.Publisher("tcp://127.0.0.1:0", backend=backend, on_full="block")
+        tcp_subs = [dc.Subscriber(tpub.url, backend=backend) for _ in range(2)]
+        child = CTX.Process(target=kids.publish_sequence, args=(url, backend.name, n, "block", 1 << 14, 8, 0.0005),
+                            daemon=True)
+        child.start()
+
+        async def tcp_feed() -> None:
+            await asyncio.get_running_loop().run_in_executor(None, tpub.wait_for_subscribers, 2, 30)
+            for i in range(n):
+                await tpub.asend(i.to_bytes(8, "little"), timeout=30)
+                if i % 16 == 0:
+                    await asyncio.sleep(0.001)
+
+        async def drain(sub: Any) -> list[int]:
+            out = []
+            while len(out) < n:
+                msg = await sub.arecv(timeout=30)
+                out.append(msg.seq)
+            return out
+
+        try:
+            results = await asyncio.gather(*(drain(s) for s in shm_subs + tcp_subs), tcp_feed())
+        finally:
+            for s in shm_subs + tcp_subs:
+                s.close()
+            tpub.close()
+            Child(child).finish()
+        return results[:-1]
+
+    for seqs in run(main()):
+        assert seqs == list(range(n))
+
+
+# ------------------------------------------------------------------ cancellation
+
+
+def _cancel_storm_publisher(transport: str, backend: Any, n: int, tmp_path: Path, shm_name: str
+                            ) -> tuple[Any, Any, Callable[[], None]]:
+    """(publisher, subscriber, paced sender) in this process for the cancellation tests."""
+    if transport == "shm":
+        pub = dc.Publisher(f"shm://{shm_name}", backend=backend, on_full="block", capacity=1 << 16)
+        sub = dc.Subscriber(f"shm://{shm_name}", backend=backend)
+    elif transport == "tcp":
+        pub = dc.Publisher("tcp://127.0.0.1:0", backend=backend, on_full="block")
+        sub = dc.Subscriber(pub.url, backend=backend)
+        pub.wait_for_subscribers(1, timeout=30)
+    elif transport == "udp":
+        sub = dc.Subscriber("udp://127.0.0.1:0", backend=backend)
+        pub = dc.Publisher(sub.url, backend=backend)
+    else:  # zenoh, peer to peer on loopback
+        port = free_port()
+        key = "dcaio/" + uuid.uuid4().hex[:10]
+        pub = dc.Publisher(f"zenoh://{key}?listen=tcp/127.0.0.1:{port}", backend=backend, on_full="block")
+        sub = dc.Subscriber(f"zenoh://{key}?connect=tcp/127.0.0.1:{port}", backend=backend)
+        pub.wait_for_subscribers(1, timeout=30)
+
+    def feed() -> None:
+        for i in range(n):
+            pub.send(i.to_bytes(8, "little"), timeout=30)
+            time.sleep(random.uniform(0, 0.002))
+
+    return pub, sub, feed
+
+
+@pytest.mark.parametrize("transport", ["shm", "tcp", "udp", "zenoh"])
+def test_cancelled_waits_lose_nothing(transport, backend, tmp_path, shm_name) -> None:
+    """asyncio.wait_for with tiny timeouts cancels arecv over and over while messages
+    arrive: every message still comes out once, in order, and nothing counts as lost."""
+    if transport == "zenoh":
+        pytest.importorskip("zenoh")
+    n = 300
+    pub, sub, feed = _cancel_storm_publisher(transport, backend, n, tmp_path, shm_name)
+    rng = random.Random(11)
+
+    async def main() -> tuple[list[int], int]:
+        got: list[int] = []
+        cancels = 0
+        sender = threading.Thread(target=feed)
+        sender.start()
+        try:
+            while len(got) < n:
+                try:
+                    msg = await asyncio.wait_for(sub.arecv(), rng.uniform(0.0002, 0.003))
+                except TimeoutError:
+                    cancels += 1
+                    if cancels > 200_000:
+                        break
+                    continue
+                got.append(int.from_bytes(bytes(msg.data[:8]), "little"))
+        finally:
+            sender.join()
+        return got, cancels
+
+    with pub, sub:
+        got, cancels = run(main())
+        lost = sub.stats.lost
+    assert cancels > 0
+    assert got == list(range(n))
+    assert lost == 0
+
+
+def test_cancel_then_use_again(backend, shm_name) -> None:
+    """A cancelled waiter leaves the subscriber as it was: the next arecv gets seq 0."""
+    async def main() -> list[int]:
+        with dc.Publisher(f"shm://{shm_name}", backend=backend) as pub, \
+                dc.Subscriber(f"shm://{shm_name}", backend=backend) as sub:
+            task = asyncio.ensure_future(sub.arecv())
+            await asyncio.sleep(0.02)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            pub.send(b"a")
+            pub.send(b"b")
+            first = await sub.arecv(timeout=5)
+            second = await sub.alatest(timeout=5)
+            return [first.seq, second.seq, sub.stats.lost]
+
+    assert run(main()) == [0, 1, 0]
+
+
+# ------------------------------------------------------------------ timeouts
+
+
+def _idle_pair(transport: str, backend: Any, tmp_path: Path, shm_name: str) -> tuple[Any, Any]:
+    """A publisher (or None) and a subscriber with nothing sent yet."""
+    if transport == "shm":
+        pub = dc.Publisher(f"shm://{shm_name}", backend=backend)
+        return pub, dc.Subscriber(f"shm://{shm_name}", backend=backend)
+    if transport == "tcp":
+        pub = dc.Publisher("tcp://127.0.0.1:0", backend=backend)
+        sub = dc.Subscriber(pub.url, backend=backend)
+        pub.wait_for_subscribers(1, timeout=30)
+        return pub, sub
+    if transport == "udp":
+        sub = dc.Subscriber("udp://127.0.0.1:0", backend=backend)
+        return dc.Publisher(sub.url, backend=backend), sub
+    if transport == "json":
+        url = f"json://{tmp_path / 'idle.json'}"
+        return dc.Publisher(url, backend=backend), dc.Subscriber(url, backend=backend)
+    if transport == "hdf5":
+        # one process cannot both write and follow one HDF5 file: a subscriber waiting for a file
+        return None, dc.Subscriber(f"hdf5://{tmp_path / 'idle.h5'}", backend=backend)
+    port = free_port()
+    key = "dcaio/" + uuid.uuid4().hex[:10]
+    pub = dc.Publisher(f"zenoh://{key}?listen=tcp/127.0.0.1:{port}", backend=backend)
+    sub = dc.Subscriber(f"zenoh://{key}?connect=tcp/127.0.0.1:{port}", backend=backend, history=False)
+    pub.wait_for_subscribers(1, timeout=30)
+    return pub, sub
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_timeouts(transport, backend, tmp_path, shm_name) -> None:
+    """The methods' own timeout raises dc.Timeout (a TimeoutError), timeout=0 only looks,
+    asyncio.wait_for cancels cleanly; the subscriber still works afterwards."""
+    if transport == "zenoh":
+        pytest.importorskip("zenoh")
+    pub, sub = _idle_pair(transport, backend, tmp_path, shm_name)
+
+    async def main() -> Any:
+        with pytest.raises(dc.Timeout) as info:
+            await sub.arecv(timeout=0.05)
+        assert isinstance(info.value, TimeoutError)
+        with pytest.raises(dc.Timeout):
+            await sub.alatest(timeout=0.05)
+        with pytest.raises(dc.Timeout):
+            await sub.arecv(timeout=0)
+        with pytest.raises(TimeoutError) as info:
+            await asyncio.wait_for(sub.arecv(), 0.05)
+        assert not isinstance(info.value, dc.Timeout)   # asyncio's own, from the cancellation
+        if pub is None:
+            return None
+        seq = await pub.asend({"after": "timeouts"})
+        msg = await sub.arecv(timeout=10)
+        return seq, msg.seq, msg.data
+
+    try:
+        out = run(main())
+    finally:
+        sub.close()
+        if pub is not None:
+            pub.close()
+    if pub is not None:
+        assert out == (0, 0, {"after": "timeouts"})
+
+
+# ------------------------------------------------------------------ async for, closing, late publisher
+
+
+def test_async_for_ends_when_the_publisher_closes(backend, shm_name) -> None:
+    url = f"shm://{shm_name}"
+
+    async def main() -> list[int]:
+        child = CTX.Process(target=kids.publish_sequence, args=(url, backend.name, 100, "block", 1 << 14, 1, 0.0),
+                            daemon=True)
+        with dc.Subscriber(url, backend=backend) as sub:
+            child.start()   # after the subscriber: it attaches when the segment appears
+            seqs = [msg.seq async for msg in sub]
+        Child(child).finish()
+        return seqs
+
+    assert run(main()) == list(range(100))
+
+
+def test_killed_publisher_ends_a_wait_with_closed(backend, shm_name) -> None:
+    url = f"shm://{shm_name}"
+    ready = CTX.Event()
+    child = CTX.Process(target=kids.publish_forever, args=(url, backend.name, ready), daemon=True)
+    child.start()
+    assert ready.wait(60)
+
+    async def main() -> int:
+        with dc.Subscriber(url, backend=backend) as sub:
+            await sub.arecv(timeout=30)
+            child.kill()
+            child.join()
+            n = 0
+            with pytest.raises(dc.Closed):
+                while True:
+                    await sub.arecv(timeout=30)
+                    n += 1
+            return n
+
+    try:
+        run(main())
+    finally:
+        if child.is_alive():
+            child.kill()
+        child.join()
+        for name in os.listdir("/dev/shm"):
+            if shm_name in name:
+                os.unlink(os.path.join("/dev/shm", name))   # a killed publisher leaves its segment
+
+
+def test_one_waiting_coroutine_per_subscriber(backend, shm_name) -> None:
+    async def main() -> None:
+        with dc.Publisher(f"shm://{shm_name}", backend=backend), \
+                dc.Subscriber(f"shm://{shm_name}", backend=backend) as sub:
+            first = asyncio.ensure_future(sub.arecv())
+            await asyncio.sleep(0.01)
+            with pytest.raises(dc.DataCommsError, match="already waiting"):
+                await sub.arecv(timeout=1)
+            first.cancel()
+
+    run(main())
+
+
+# ------------------------------------------------------------------ publishers
+
+
+def test_block_mode_asend_waits_without_blocking_the_loop(backend, shm_name) -> None:
+    """A full block-mode ring: asend waits for room while the loop keeps running other tasks."""
+    async def main() -> tuple[int, int, list[int]]:
+        url = f"shm://{shm_name}"
+        with dc.Publisher(url, backend=backend, on_full="block", capacity=4096) as pub, \
+                dc.Subscriber(url, backend=backend) as sub:
+            sent = 0
+            while True:
+                seq = pub._send_nowait(b"x" * 900)
+                if seq is None:
+                    break
+                sent += 1
+            pending = asyncio.ensure_future(pub.asend(b"last", timeout=30))
+            ticks = 0
+            while ticks < 20:
+                await asyncio.sleep(0.001)
+                ticks += 1
+            assert not pending.done()
+            seqs = []
+            for _ in range(sent + 1):
+                seqs.append((await sub.arecv(timeout=30)).seq)
+            return await pending, ticks, seqs
+
+    last, ticks, seqs = run(main())
+    assert ticks == 20
+    assert seqs == list(range(last + 1))
+
+
+def test_asend_drop_mode_returns_seqs(backend, shm_name) -> None:
+    async def main() -> list[int]:
+        with dc.Publisher(f"shm://{shm_name}", backend=backend) as pub:
+            return [await pub.asend({"i": i}) for i in range(5)]
+
+    assert run(main()) == list(range(5))
+
+
+# ------------------------------------------------------------------ threads and descriptors
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.parametrize("transport", ["shm", "tcp", "udp", "json", "hdf5"])
+def test_no_thread_per_subscriber_and_no_fd_left(transport, backend, tmp_path, shm_name) -> None:
+    """Twelve subscribers waiting at once on one loop add no thread; closing them
+    releases every descriptor the asyncio waits made."""
+    pubs: list[Any] = []
+
+    def make(i: int) -> Any:
+        if transport == "shm":
+            return dc.Subscriber(f"shm://{shm_name}", backend=backend)
+        if transport == "tcp":
+            return dc.Subscriber(pubs[0].url, backend=backend)
+        if transport == "udp":
+            return dc.Subscriber("udp://127.0.0.1:0", backend=backend)
+        if transport == "json":
+            return dc.Subscriber(f"json://{tmp_path / f'f{i}.json'}", backend=backend)
+        return dc.Subscriber(f"hdf5://{tmp_path / f'f{i}.h5'}", backend=backend)
+
+    if transport == "shm":
+        pubs.append(dc.Publisher(f"shm://{shm_name}", backend=backend))
+    elif transport == "tcp":
+        pubs.append(dc.Publisher("tcp://127.0.0.1:0", backend=backend))
+    fds_before = _open_fds()
+    subs = [make(i) for i in range(12)]
+    if transport == "tcp":
+        pubs[0].wait_for_subscribers(12, timeout=30)
+
+    async def main() -> tuple[int, int]:
+        before = threading.active_count()
+        tasks = [asyncio.ensure_future(s.arecv(timeout=5)) for s in subs]
+        await asyncio.sleep(0.2)          # every task is asleep in the loop now
+        during = threading.active_count()
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return before, during
+
+    try:
+        before, during = run(main())
+    finally:
+        for s in subs:
+            s.close()
+    for p in pubs:
+        p.close()
+    assert during == before
+    if transport != "tcp":   # tcp sockets linger in the publisher's reap cycle; the count is its own test
+        assert _open_fds() <= fds_before
+
+
+# ------------------------------------------------------------------ the shm wake handshake itself
+
+
+@pytest.mark.skipif(len(AVAILABLE) < 2, reason="DATACOMMS_NO_EXTENSIONS=1")
+@pytest.mark.parametrize("writer", AVAILABLE)
+def test_shm_wake_socket_handshake(writer, backend, shm_name) -> None:
+    """A reader that announced an async sleep gets exactly one datagram from the next
+    publish (each writer backend to each reader backend); one with news pending is told
+    not to sleep; a reader that did not announce itself gets nothing."""
+    url = f"shm://{shm_name}"
+    with dc.Publisher(url, backend=writer) as pub, dc.Subscriber(url, backend=backend) as sub, \
+            dc.Subscriber(url, backend=backend) as quiet:
+        waiter = sub._aio_waiter()
+        other = quiet._aio_waiter()
+        assert waiter.arm() is True            # empty ring: may sleep
+        pub.send(b"one")
+        assert waiter.sock.recv(8) == b"\0"    # the publisher found the flag and woke it
+        with pytest.raises(BlockingIOError):
+            waiter.sock.recv(8)                # once
+        with pytest.raises(BlockingIOError):
+            other.sock.recv(8)                 # never armed: never woken
+        assert waiter.arm() is False           # "one" is unread: do not sleep
+        assert sub.recv(timeout=0).data == b"one"
+        assert waiter.arm() is True
+        pub.send(b"two")                       # the flag was cleared by the first wake; set again by arm
+        assert waiter.sock.recv(8) == b"\0"
+        off = S.OFF_SLOTS + sub._slot * S.SLOT_SIZE
+        mm = sub._seg.mm
+        assert int.from_bytes(mm[off + S.SLOT_WAKE_ID:off + S.SLOT_WAKE_ID + 8], "little") == waiter.id
+        assert int.from_bytes(mm[off + S.SLOT_WAKE:off + S.SLOT_WAKE + 4], "little") == 0
+
+
+def test_shm_subscriber_before_its_publisher(backend, shm_name) -> None:
+    """A subscriber waiting in the loop for a publisher that does not exist yet gets its first message."""
+    url = f"shm://{shm_name}"
+
+    async def main() -> int:
+        with dc.Subscriber(url, backend=backend) as sub:
+            task = asyncio.ensure_future(sub.arecv(timeout=30))
+            await asyncio.sleep(0.05)
+            child = CTX.Process(target=kids.publish_sequence, args=(url, backend.name, 1, "block", 1 << 14, 1, 0.0),
+                                daemon=True)
+            child.start()
+            msg = await task
+            Child(child).finish()
+            return msg.seq
+
+    assert run(main()) == 0
+
+
+# ------------------------------------------------------------------ uvloop
+
+
+@pytest.mark.parametrize("transport", ["shm", "tcp", "udp", "json", "zenoh"])
+def test_uvloop(transport, backend, tmp_path, shm_name) -> None:
+    """The same waits under uvloop: a thread publishes, the loop receives in order."""
+    if transport == "zenoh":
+        pytest.importorskip("zenoh")
+    pub, sub = _idle_pair(transport, backend, tmp_path, shm_name)
+    n = 100
+
+    def feed() -> None:
+        for i in range(n):
+            pub.send({"i": i})
+            time.sleep(0.002 if transport == "json" else 0.0005)
+
+    async def main() -> list[int]:
+        t = threading.Thread(target=feed)
+        t.start()
+        got: list[int] = []
+        try:
+            while not got or got[-1] < n - 1:
+                got.append((await sub.arecv(timeout=10)).data["i"])
+        finally:
+            t.join()
+        return got
+
+    with sub:
+        try:
+            got = run(main(), "uvloop")
+        finally:
+            pub.close()
+    if transport == "json":
+        assert got == sorted(set(got)) and got[-1] == n - 1
+    else:
+        assert got == list(range(n))
