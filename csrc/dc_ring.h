@@ -41,7 +41,9 @@
  * clears it, and sends one byte to every active slot whose WAKE flag it
  * clears. All these are seq_cst operations: either the reader's re-check
  * sees the new TAIL or the publisher's scan sees its WAKE flag. The
- * common case (no async reader asleep) costs the publisher one load. */
+ * common case (no async reader asleep) costs the publisher one load.
+ * A block-mode publisher waiting for room in an event loop does the same
+ * with SPACE_ASYNC and SPACE_WAKE_ID; a reader that advances wakes it. */
 #ifndef DC_RING_H
 #define DC_RING_H
 
@@ -96,6 +98,8 @@
 #define DC_RING_OFF_SPACE_WORD   192
 #define DC_RING_OFF_SPACE_SLEEPERS 196
 #define DC_RING_OFF_SUBS_WORD    200
+#define DC_RING_OFF_SPACE_ASYNC  204  /* u32: the publisher sleeps on its wake socket (block mode) */
+#define DC_RING_OFF_SPACE_WAKE_ID 208 /* u64: names that socket, as DC_RING_SLOT_WAKE_ID does */
 /* line 4: the latest-value descriptor under a seqlock */
 #define DC_RING_OFF_LATEST_LOCK  256  /* u64 seqlock counter; 0: nothing published yet */
 #define DC_RING_OFF_LATEST_POS   264
@@ -211,6 +215,22 @@ static inline int dc_wake_async(uint8_t *base, uint32_t max_subs, int fd) {
         n++;
     }
     return n;
+}
+
+/* Wakes a block-mode publisher sleeping on its wake socket, if it announced itself. */
+static inline void dc_wake_space_async(uint8_t *base, int fd) {
+    dc_au32 *flag = DC_AU32(base, DC_RING_OFF_SPACE_ASYNC);
+    if (!atomic_load_explicit(flag, memory_order_relaxed)) return;
+    if (!atomic_exchange_explicit(flag, 0, memory_order_seq_cst)) return;
+    dc_wake_send(fd, atomic_load_explicit(DC_AU64(base, DC_RING_OFF_SPACE_WAKE_ID), memory_order_relaxed));
+}
+
+/* A block-mode publisher about to sleep on its wake socket for room; it tries
+ * to reserve once more after this (the re-check of the handshake). */
+static inline void dc_space_async_prepare(uint8_t *base, uint64_t id) {
+    atomic_store_explicit(DC_AU64(base, DC_RING_OFF_SPACE_WAKE_ID), id, memory_order_relaxed);
+    atomic_store_explicit(DC_AU32(base, DC_RING_OFF_SPACE_ASYNC), 1, memory_order_seq_cst);
+    atomic_thread_fence(memory_order_seq_cst);
 }
 
 /* A reader about to sleep on its wake socket: announces itself and returns
@@ -362,6 +382,7 @@ typedef struct {
     uint64_t cursor;      /* next position to read; published in the slot by dc_reader_advance */
     uint64_t tail_seen;   /* the last TAIL loaded: records before it need no new load of the shared line */
     dc_au64 *slot_cursor;
+    int wake_fd;          /* block mode: an unbound unix datagram socket for dc_wake_space_async, or -1 */
 } dc_reader;
 
 static inline void dc_reader_init(dc_reader *r, uint8_t *base, uint32_t slot) {
@@ -373,6 +394,7 @@ static inline void dc_reader_init(dc_reader *r, uint8_t *base, uint32_t slot) {
     r->slot_cursor = DC_AU64(base, DC_RING_OFF_SLOTS + (uint64_t)slot * DC_RING_SLOT_SIZE + DC_RING_SLOT_CURSOR);
     r->cursor = atomic_load_explicit(r->slot_cursor, memory_order_relaxed);
     r->tail_seen = r->cursor;
+    r->wake_fd = -1;
 }
 
 static inline uint64_t dc_ring_tail(const uint8_t *base) {
@@ -430,6 +452,7 @@ static inline void dc_reader_advance(dc_reader *r, uint64_t to) {
     if (r->block) {
         atomic_thread_fence(memory_order_seq_cst);
         dc_wake_if_sleeping(DC_AU32(r->base, DC_RING_OFF_SPACE_WORD), DC_AU32(r->base, DC_RING_OFF_SPACE_SLEEPERS));
+        dc_wake_space_async(r->base, r->wake_fd);
     }
 }
 

@@ -260,11 +260,31 @@ async def receive(sub: Any, take: Callable[[float], Message], timeout: float | N
 
 
 async def send(pub: Any, data: Any, timeout: float | None) -> int:
-    """Publisher.asend: at once when the send cannot wait; else on a worker thread."""
+    """Publisher.asend: at once when the send cannot wait; else sleeping on the publisher's
+    waiter between tries that never wait, or, without one, on a worker thread."""
     if not pub._send_may_wait():
         return pub.send(data, timeout)
     seq = pub._send_nowait(data)
     if seq is not None:
         return seq
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(None, functools.partial(pub.send, data, timeout))
+    waiter = pub._aio_send_waiter()
+    if waiter is None:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, functools.partial(pub.send, data, timeout))
+    deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
+    # one sleeper per descriptor: concurrent asends on one publisher take turns
+    lock = pub.__dict__.get("_aio_send_lock")
+    if lock is None or lock[0] is not asyncio.get_running_loop():
+        lock = pub.__dict__["_aio_send_lock"] = (asyncio.get_running_loop(), asyncio.Lock())
+    async with lock[1]:
+        while True:
+            waiter.arm()
+            seq = pub._send_nowait(data)   # the re-check after announcing the sleep
+            if seq is not None:
+                return seq
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise Timeout(f"asend timed out waiting for a slow subscriber of {pub.url} (on_full='block')")
+            if waiter.slice is not None:
+                left = waiter.slice if left is None else min(left, waiter.slice)
+            await _sleep(waiter, left)

@@ -53,7 +53,7 @@ def _pace(start: float, i: int, rate: float) -> None:
             time.sleep(delay)
 
 
-def _dc_sender(url: str, backend: str, n: int, rate: float, size: int) -> None:
+def _dc_sender(url: str, backend: str, n: int, rate: float, size: int, done: Any) -> None:
     kw = {"bind": False} if url.startswith("tcp") else {"capacity": 1 << 22}
     with dc.Publisher(url, backend=backend, on_full="block", **kw) as pub:
         pub.wait_for_subscribers(1, timeout=60)
@@ -62,11 +62,10 @@ def _dc_sender(url: str, backend: str, n: int, rate: float, size: int) -> None:
         for i in range(n):
             pub.send(payload, timeout=60)
             _pace(start, i, rate)
-        if hasattr(pub, "flush"):
-            pub.flush(60)
+        done.wait(120)   # stay until everything is received
 
 
-def _zmq_sender(addr: str, n: int, rate: float, size: int) -> None:
+def _zmq_sender(addr: str, n: int, rate: float, size: int, done: Any) -> None:
     import zmq
     ctx = zmq.Context()
     s = ctx.socket(zmq.PUSH)
@@ -76,7 +75,8 @@ def _zmq_sender(addr: str, n: int, rate: float, size: int) -> None:
     for i in range(n):
         s.send(_TS.pack(time.time_ns()) + payload)   # PUSH waits for a peer: nothing is lost
         _pace(start, i, rate)
-    s.close(linger=60_000)
+    done.wait(120)   # a PULL peer may drop what it has not read when the pusher goes away
+    s.close(linger=0)
     ctx.term()
 
 
@@ -100,6 +100,7 @@ class _Receiver:
             import zmq.asyncio
             self.ctx = zmq.asyncio.Context() if mode != "sync" else zmq.Context()
             self.sock = self.ctx.socket(zmq.PULL)
+            self.sock.setsockopt(zmq.RCVTIMEO, 300_000)   # a blocking recv never hangs the run
             addr = f"ipc://{self.tmp}/s" if self.link == "ipc" else "tcp://127.0.0.1:*"
             self.sock.bind(addr)
             return self.sock.getsockopt(zmq.LAST_ENDPOINT).decode()
@@ -140,10 +141,12 @@ def run(engine: str, link: str, mode: str, n: int, rate: float, size: int = 64) 
     p50_us, p99_us (one-way latency) and msg_per_s."""
     rx = _Receiver(engine, link)
     addr = rx.open(mode)
+    done = _CTX.Event()
     if engine == "zmq":
-        child = _CTX.Process(target=_zmq_sender, args=(addr, n, rate, size), daemon=True)
+        child = _CTX.Process(target=_zmq_sender, args=(addr, n, rate, size, done), daemon=True)
     else:
-        child = _CTX.Process(target=_dc_sender, args=(addr, engine.split("-", 1)[1], n, rate, size), daemon=True)
+        child = _CTX.Process(target=_dc_sender, args=(addr, engine.split("-", 1)[1], n, rate, size, done),
+                             daemon=True)
     child.start()
     lat = [0] * n
     try:
@@ -165,12 +168,16 @@ def run(engine: str, link: str, mode: str, n: int, rate: float, size: int = 64) 
                     lat[i] = time.time_ns() - sent
                 return time.perf_counter() - t0
 
+            async def bounded() -> float:
+                return await asyncio.wait_for(main(), 300)   # one bound for the run, not per message
+
             if mode == "uvloop":
                 import uvloop
-                elapsed = uvloop.run(main())
+                elapsed = uvloop.run(bounded())
             else:
-                elapsed = asyncio.run(main())
+                elapsed = asyncio.run(bounded())
     finally:
+        done.set()
         child.join(60)
         if child.is_alive():
             child.kill()

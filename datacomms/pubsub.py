@@ -45,8 +45,8 @@ class Publisher:
 
     async def asend(self, data: Any, timeout: float | None = None) -> int:
         """``send`` for asyncio: never blocks the event loop. A send that cannot wait (drop
-        mode, udp, files) runs at once; a block-mode send that must wait for room waits on
-        a worker thread of the loop's executor (docs/aio.md)."""
+        mode, udp, files) runs at once; a block-mode send that must wait for room sleeps on
+        a descriptor (shm) or on a worker thread of the loop's executor (docs/aio.md)."""
         return await _aio.send(self, data, timeout)
 
     def _send_may_wait(self) -> bool:
@@ -55,6 +55,11 @@ class Publisher:
 
     def _send_nowait(self, data: Any) -> int | None:
         """Sends data if that needs no wait (its seq), else None with nothing sent."""
+        return None
+
+    def _aio_send_waiter(self) -> _aio.Waiter | None:
+        """What asend sleeps on while waiting for room, re-trying _send_nowait after each
+        wake-up; None: the wait happens on a worker thread instead."""
         return None
 
     def close(self) -> None:

@@ -457,6 +457,37 @@ def test_block_mode_asend_waits_without_blocking_the_loop(backend, shm_name) -> 
     assert seqs == list(range(last + 1))
 
 
+def test_cancelled_block_mode_asend_sends_nothing(backend, shm_name) -> None:
+    """An asend waiting for room (on the publisher's wake socket, no worker thread) that is
+    cancelled has written nothing; the publisher's next message takes the next seq."""
+    async def main() -> tuple[int, int, int, list[bytes], int]:
+        url = f"shm://{shm_name}"
+        with dc.Publisher(url, backend=backend, on_full="block", capacity=4096) as pub, \
+                dc.Subscriber(url, backend=backend) as sub:
+            sent = 0
+            while pub._send_nowait(b"x" * 900) is not None:
+                sent += 1
+            threads = threading.active_count()
+            pending = asyncio.ensure_future(pub.asend(b"cancelled", timeout=30))
+            await asyncio.sleep(0.05)
+            during = threading.active_count()
+            pending.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await pending
+            with pytest.raises(dc.Timeout):
+                await pub.asend(b"too late", timeout=0.05)
+            data = [bytes((await sub.arecv(timeout=30)).data) for _ in range(sent)]
+            with pytest.raises(dc.Timeout):
+                await sub.arecv(timeout=0.1)
+            nxt = await pub.asend(b"next", timeout=30)
+            return threads, during, nxt, data, sent
+
+    threads, during, nxt, data, sent = run(main())
+    assert during == threads
+    assert data == [b"x" * 900] * sent
+    assert nxt == sent
+
+
 def test_asend_drop_mode_returns_seqs(backend, shm_name) -> None:
     async def main() -> list[int]:
         with dc.Publisher(f"shm://{shm_name}", backend=backend) as pub:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import fcntl
 import os
+import socket
 import struct
 from typing import Any
 
@@ -47,6 +48,8 @@ OFF_ASYNC_SLEEPERS = 136
 OFF_SPACE_WORD = 192
 OFF_SPACE_SLEEPERS = 196
 OFF_SUBS_WORD = 200
+OFF_SPACE_ASYNC = 204
+OFF_SPACE_WAKE_ID = 208
 OFF_LATEST_LOCK = 256
 OFF_LATEST_POS = 264
 OFF_LATEST_LEN = 272
@@ -252,6 +255,14 @@ def release_slot(fd: int, buf: Any, config: Config, i: int) -> None:
         if u32[OFF_SPACE_SLEEPERS // 4]:
             u32[OFF_SPACE_WORD // 4] = (u32[OFF_SPACE_WORD // 4] + 1) & 0xFFFFFFFF
             _futex_wake_all(ctypes.addressof(anchor) + OFF_SPACE_WORD)
+        if u32[OFF_SPACE_ASYNC // 4]:   # a publisher waiting for room in an event loop
+            u32[OFF_SPACE_ASYNC // 4] = 0
+            wake_id = struct.unpack_from("<Q", buf, OFF_SPACE_WAKE_ID)[0]
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+                try:
+                    s.sendto(b"\0", wake_address(wake_id))
+                except OSError:
+                    pass
     finally:
         del anchor
         u32.release()

@@ -163,16 +163,17 @@ def _reclaim(path: str) -> int | None:
 
 
 class _WakeSocket(_aio.Waiter):
-    """An attached subscriber's sleep in an event loop: a unix datagram socket in
-    the abstract namespace (no file), named by a random id the subscriber writes
-    into its slot; the publisher sends it a byte when it finds the slot's WAKE
-    flag set (csrc/dc_ring.h). A killed publisher sends nothing, so the
-    subscriber looks again every slice, as the futex sleep does."""
+    """A sleep in an event loop on a unix datagram socket in the abstract namespace
+    (no file), named by a random id. ``prepare(id)`` writes the id where the waker
+    looks (a subscriber's slot, or the header for a block-mode publisher), sets the
+    flag, and says whether sleeping is still safe; the waker sends a byte when it
+    finds the flag (csrc/dc_ring.h). A killed peer sends nothing, so the sleeper
+    looks again every slice, as the futex sleeps do."""
 
     slice = 0.1
 
-    def __init__(self, reader: Any) -> None:
-        self.reader = reader
+    def __init__(self, prepare: Any) -> None:
+        self.prepare = prepare
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         try:
             self.sock.setblocking(False)
@@ -184,7 +185,7 @@ class _WakeSocket(_aio.Waiter):
                 except OSError:
                     continue   # the name is taken (a 1 in 2**64 chance): draw again
             else:
-                raise DataCommsError("could not bind a wake socket for an asyncio shm subscriber")
+                raise DataCommsError("could not bind a wake socket for asyncio on shm://")
         except BaseException:
             self.sock.close()
             raise
@@ -193,7 +194,7 @@ class _WakeSocket(_aio.Waiter):
         return (self.sock.fileno(),)
 
     def arm(self) -> bool:
-        return self.reader.async_prepare(self.id)
+        return self.prepare(self.id)
 
     def drain(self) -> None:
         try:
@@ -228,6 +229,8 @@ class ShmPublisher(Publisher):
                                              on_full == "block")
         self.capacity = self._seg.config.capacity
         self._writer = self.backend.ring.Writer(self._seg.mm, reap=self._reap)
+        self._aio_w: _aio.Waiter | None = None   # asend's wait for room (block mode)
+        self._next_reap = 0.0
         self.send = self._writer.send  # type: ignore[method-assign]
         self.loan = self._writer.loan  # type: ignore[method-assign]
 
@@ -247,6 +250,23 @@ class ShmPublisher(Publisher):
             return self.send(data, 0)
         except Timeout:
             return None   # the ring is full: nothing was written
+
+    def _aio_send_waiter(self) -> _aio.Waiter:
+        if self._seg is None:
+            raise Closed("this publisher is closed")
+        if self._aio_w is None:
+            self._aio_w = _WakeSocket(self._space_prepare)
+        return self._aio_w
+
+    def _space_prepare(self, wake_id: int) -> bool:
+        # a subscriber that died without closing never makes room: free its slot, as a
+        # blocked send does every REAP_AFTER (here once per wait slice at most)
+        now = time.monotonic()
+        if now >= self._next_reap:
+            self._next_reap = now + 0.1
+            self._reap()
+        self._writer.async_prepare(wake_id)
+        return True
 
     def _reap(self) -> int:
         seg = self._seg
@@ -273,6 +293,9 @@ class ShmPublisher(Publisher):
         if seg is None:
             return
         self._seg = None
+        w, self._aio_w = self._aio_w, None
+        if w is not None:
+            w.close()
         self._writer.close()
         path = path_of(self.name)
         try:
@@ -382,7 +405,7 @@ class ShmSubscriber(Subscriber):
         if not isinstance(w, _WakeSocket):
             if w is not None:
                 w.close()
-            w = self._aio_w = _WakeSocket(self._reader)
+            w = self._aio_w = _WakeSocket(self._reader.async_prepare)
         return w
 
     def close(self) -> None:

@@ -96,6 +96,8 @@ cdef extern from "dc_ring.h" nogil:
     int DC_RING_OFF_SPACE_WORD
     int DC_RING_OFF_SPACE_SLEEPERS
     int DC_RING_OFF_SUBS_WORD
+    int DC_RING_OFF_SPACE_ASYNC
+    int DC_RING_OFF_SPACE_WAKE_ID
     int DC_RING_OFF_TAIL
     int DC_RING_OFF_INTENT
     int DC_RING_OFF_HEAD
@@ -133,6 +135,7 @@ cdef extern from "dc_ring.h" nogil:
         uint64_t mask
         int block
         uint64_t cursor
+        int wake_fd
 
     void dc_cpu_relax()
     int64_t dc_realtime_ns()
@@ -145,6 +148,7 @@ cdef extern from "dc_ring.h" nogil:
     uint8_t *dc_writer_ptr(const dc_writer *w)
     int dc_writer_commit(dc_writer *w, uint64_t seq, int64_t now_ns)
     void dc_writer_close(dc_writer *w)
+    void dc_space_async_prepare(uint8_t *base, uint64_t id)
     int dc_async_prepare(uint8_t *base, uint32_t slot, uint64_t id, uint64_t cursor)
     void dc_reader_init(dc_reader *r, uint8_t *base, uint32_t slot)
     uint64_t dc_ring_tail(const uint8_t *base)

@@ -33,6 +33,7 @@ cdef class Reader:
     cdef bint holding
     cdef uint64_t hold_pos
     cdef uint32_t slot
+    cdef object _wake_sock
     cdef int wait(self, int64_t deadline) except -1
     cdef _corrupt(self, int rc)
     cdef object take(self, uint64_t pos, dc_header *h, bint copy, long long skipped)

@@ -27,7 +27,8 @@ from .._segment import SLOT_SIZE, OFF_SLOTS
 from ._csrc cimport (
     DC_OK, DC_RING_EMPTY, DC_RING_LAPPED, DC_RING_FULL, DC_ERR_CORRUPT, DC_RING_OFF_DATA_WORD,
     DC_RING_OFF_DATA_SLEEPERS, DC_RING_OFF_ASYNC_SLEEPERS, DC_RING_SLOT_WAKE, DC_RING_SLOT_WAKE_ID,
-    dc_async_prepare, DC_RING_OFF_SPACE_WORD, DC_RING_OFF_SPACE_SLEEPERS, DC_KIND_RAW,
+    dc_async_prepare, dc_space_async_prepare, DC_RING_OFF_SPACE_ASYNC, DC_RING_OFF_SPACE_WAKE_ID,
+    DC_RING_OFF_SPACE_WORD, DC_RING_OFF_SPACE_SLEEPERS, DC_KIND_RAW,
     DC_RING_OFF_TAIL, DC_RING_OFF_INTENT, DC_RING_OFF_HEAD, DC_RING_OFF_CLOSED, DC_RING_OFF_SUBS_WORD,
     DC_RING_OFF_LATEST_LOCK, DC_RING_OFF_LATEST_POS, DC_RING_OFF_LATEST_SEQ, DC_RING_OFF_SLOTS,
     DC_RING_SLOT_SIZE, DC_RING_SLOT_CURSOR, DC_RING_SLOT_JOIN_SEQ, DC_RING_MAGIC, dc_ld64,
@@ -61,7 +62,8 @@ def _layout():
             "LATEST_SEQ": DC_RING_OFF_LATEST_SEQ, "SLOTS": DC_RING_OFF_SLOTS, "SLOT_SIZE": DC_RING_SLOT_SIZE,
             "SLOT_CURSOR": DC_RING_SLOT_CURSOR, "SLOT_JOIN_SEQ": DC_RING_SLOT_JOIN_SEQ, "MAGIC": DC_RING_MAGIC,
             "ASYNC_SLEEPERS": DC_RING_OFF_ASYNC_SLEEPERS, "SLOT_WAKE": DC_RING_SLOT_WAKE,
-            "SLOT_WAKE_ID": DC_RING_SLOT_WAKE_ID}
+            "SLOT_WAKE_ID": DC_RING_SLOT_WAKE_ID, "SPACE_ASYNC": DC_RING_OFF_SPACE_ASYNC,
+            "SPACE_WAKE_ID": DC_RING_OFF_SPACE_WAKE_ID}
 
 
 cdef inline int64_t _deadline(object timeout) except -2:
@@ -229,6 +231,13 @@ cdef class Writer:
         self.loaned = Loan(self, arr)
         return self.loaned
 
+    def async_prepare(self, uint64_t wake_id):
+        """Block mode: announces a sleep for room on the wake socket named by wake_id
+        (see csrc/dc_ring.h); the caller then tries to send once more before sleeping."""
+        if not self.has_view:
+            raise Closed("this publisher is closed")
+        dc_space_async_prepare(self.w.base, wake_id)
+
     def _commit_loan(self, loan):
         cdef int64_t now = dc_realtime_ns()
         cdef uint8_t *p = dc_writer_ptr(&self.w)
@@ -302,6 +311,11 @@ cdef class Reader:
             raise ValueError(f"slot {slot} lies outside the segment")
         dc_reader_init(&self.r, <uint8_t *>self.view.buf, slot)
         self.slot = slot
+        if self.r.block:
+            # wakes a block-mode publisher sleeping in an event loop (dc_wake_space_async)
+            self._wake_sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            self._wake_sock.setblocking(False)
+            self.r.wake_fd = self._wake_sock.fileno()
         self.join_seq = dc_ld64(<uint8_t *>self.view.buf + DC_RING_OFF_SLOTS + slot * DC_RING_SLOT_SIZE
                                 + DC_RING_SLOT_JOIN_SEQ)
         self.stats = Stats() if stats is None else stats
@@ -492,6 +506,9 @@ cdef class Reader:
     def close(self):
         if self.has_view:
             self.holding = False
+            if self._wake_sock is not None:
+                self.r.wake_fd = -1
+                self._wake_sock.close()
             PyBuffer_Release(&self.view)
             self.has_view = False
             try:

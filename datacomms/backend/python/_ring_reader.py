@@ -3,6 +3,7 @@ ordering this relies on, and csrc/dc_ring.h for the algorithm)."""
 
 from __future__ import annotations
 
+import socket
 import time
 from typing import Any, Callable
 
@@ -39,6 +40,11 @@ class Reader:
         self._hold: int | None = None
         self._ro = self._m.mv.toreadonly()
         self._ring_off = S.data_offset(self._m.max_subs)
+        # block mode: wakes a publisher waiting for room in an event loop (dc_wake_space_async)
+        self._wake_sock: socket.socket | None = None
+        if self._m.block:
+            self._wake_sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            self._wake_sock.setblocking(False)
 
     # -- the mechanics of dc_reader_* -------------------------------------------------
 
@@ -52,6 +58,7 @@ class Reader:
         if m.block:
             _full_fence()
             m.wake_if_sleeping(S.OFF_SPACE_WORD, S.OFF_SPACE_SLEEPERS)
+            m.wake_space_async(self._wake_sock)
 
     def _resync(self, newest: bool) -> None:
         to = self._m.u64[S.OFF_HEAD // 8]
@@ -270,6 +277,8 @@ class Reader:
             return
         self._hold = None
         self._m = None
+        if self._wake_sock is not None:
+            self._wake_sock.close()
         try:
             self._ro.release()
         except BufferError:

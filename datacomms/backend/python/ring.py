@@ -131,6 +131,17 @@ class _Mapped:
             n += 1
         return n
 
+    def wake_space_async(self, sock: socket.socket | None) -> None:
+        """dc_wake_space_async: wakes a block-mode publisher sleeping on its wake socket."""
+        u32 = self.u32
+        if sock is None or not u32[S.OFF_SPACE_ASYNC // 4]:
+            return
+        u32[S.OFF_SPACE_ASYNC // 4] = 0
+        try:
+            sock.sendto(b"\0", S.wake_address(self.u64[S.OFF_SPACE_WAKE_ID // 8]))
+        except OSError:
+            pass
+
     def sleep_prepare(self, word: int, flag: int) -> int:
         v = self.u32[word // 4]
         self.u32[flag // 4] = 1
@@ -315,6 +326,16 @@ class Writer:
         arr = np.frombuffer(ring, dtype=dt, count=count, offset=start).reshape(shp)
         self.loaned = Loan(self, arr)
         return self.loaned
+
+    def async_prepare(self, wake_id: int) -> None:
+        """Block mode: announces a sleep for room on the wake socket named by wake_id
+        (see csrc/dc_ring.h); the caller then tries to send once more before sleeping."""
+        m = self._m
+        if m is None:
+            raise Closed("this publisher is closed")
+        m.u64[S.OFF_SPACE_WAKE_ID // 8] = wake_id
+        m.u32[S.OFF_SPACE_ASYNC // 4] = 1
+        _full_fence()
 
     def _commit_loan(self, loan: "Loan") -> int:
         if loan is not self.loaned:
