@@ -21,11 +21,16 @@ import ctypes
 import ctypes.util
 import functools
 import os
+import threading
 import time
 from typing import Any, Callable
 
 from .errors import DataCommsError, Timeout
 from .message import Message
+
+
+# Guards a waiter's hand-over between the loop that sleeps on it and a close() from any thread.
+_guard = threading.Lock()
 
 
 class Waiter:
@@ -34,6 +39,20 @@ class Waiter:
     transports that must notice a dead peer without any byte arriving use it."""
 
     slice: float | None = None
+    _wake: Callable[[], None] | None = None   # set while a coroutine sleeps on this waiter
+    _doomed = False
+
+    def shutdown(self) -> None:
+        """For the owner's close(), from any thread: ends a sleep in progress (the sleeper then
+        looks, finds the owner closed and raises dc.Closed) and releases the descriptors once
+        no loop watches them any more."""
+        with _guard:
+            wake = self._wake
+            self._doomed = wake is not None
+        if wake is None:
+            self.close()
+        else:
+            wake()
 
     def fds(self) -> tuple[int, ...]:
         """Descriptors whose readability means: look again."""
@@ -195,7 +214,8 @@ class PipeWaiter(Waiter):
 
 
 async def _sleep(waiter: Waiter, seconds: float | None) -> None:
-    """Sleeps until one of the waiter's descriptors is readable or seconds pass."""
+    """Sleeps until one of the waiter's descriptors is readable, seconds pass, or the
+    waiter's owner is closed (Waiter.shutdown)."""
     loop = asyncio.get_running_loop()
     fut = loop.create_future()
 
@@ -203,10 +223,19 @@ async def _sleep(waiter: Waiter, seconds: float | None) -> None:
         if not fut.done():
             fut.set_result(None)
 
-    fds = waiter.fds()
+    def wake_threadsafe() -> None:
+        try:
+            loop.call_soon_threadsafe(wake)
+        except RuntimeError:
+            pass   # the loop is closed: nobody sleeps any more
+
+    with _guard:
+        if waiter._doomed:
+            return
+        waiter._wake = wake_threadsafe
     added = []
     try:
-        for fd in fds:
+        for fd in waiter.fds():
             loop.add_reader(fd, wake)
             added.append(fd)
         handle = loop.call_later(seconds, wake) if seconds is not None else None
@@ -218,7 +247,23 @@ async def _sleep(waiter: Waiter, seconds: float | None) -> None:
     finally:
         for fd in added:
             loop.remove_reader(fd)
-        waiter.drain()
+        with _guard:
+            waiter._wake = None
+            doomed = waiter._doomed
+        if doomed:
+            waiter.close()
+        else:
+            waiter.drain()
+
+
+async def _nap(waiter: Waiter, deadline: float | None, timed_out: str) -> None:
+    """One sleep on waiter, up to its slice and the deadline; dc.Timeout(timed_out) past the deadline."""
+    left = None if deadline is None else deadline - time.monotonic()
+    if left is not None and left <= 0:
+        raise Timeout(timed_out)
+    if waiter.slice is not None:
+        left = waiter.slice if left is None else min(left, waiter.slice)
+    await _sleep(waiter, left)
 
 
 def _look(take: Callable[[float], Message]) -> Message | None:
@@ -244,12 +289,7 @@ async def receive(sub: Any, take: Callable[[float], Message], timeout: float | N
         while True:
             waiter = sub._aio_waiter()
             if waiter.arm():
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    raise Timeout(f"no message within {timeout} s on {sub.url}")
-                if waiter.slice is not None:
-                    left = waiter.slice if left is None else min(left, waiter.slice)
-                await _sleep(waiter, left)
+                await _nap(waiter, deadline, f"no message within {timeout} s on {sub.url}")
             msg = _look(take)
             if msg is not None:
                 return msg
@@ -282,9 +322,5 @@ async def send(pub: Any, data: Any, timeout: float | None) -> int:
             seq = pub._send_nowait(data)   # the re-check after announcing the sleep
             if seq is not None:
                 return seq
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                raise Timeout(f"asend timed out waiting for a slow subscriber of {pub.url} (on_full='block')")
-            if waiter.slice is not None:
-                left = waiter.slice if left is None else min(left, waiter.slice)
-            await _sleep(waiter, left)
+            await _nap(waiter, deadline, f"asend timed out waiting for a slow subscriber of {pub.url} "
+                                         "(on_full='block')")

@@ -413,6 +413,31 @@ def test_killed_publisher_ends_a_wait_with_closed(backend, shm_name) -> None:
                 os.unlink(os.path.join("/dev/shm", name))   # a killed publisher leaves its segment
 
 
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_close_from_another_task_ends_the_wait(transport, loop, backend, tmp_path, shm_name) -> None:
+    """close() while a coroutine waits (here from another task) ends that wait with dc.Closed,
+    even where nothing would ever wake the loop otherwise (udp, zenoh: no time slice)."""
+    if transport == "zenoh":
+        pytest.importorskip("zenoh")
+    pub, sub = _idle_pair(transport, backend, tmp_path, shm_name)
+
+    async def main() -> None:
+        waiting = asyncio.ensure_future(sub.arecv())
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        sub.close()
+        with pytest.raises(dc.Closed):
+            await asyncio.wait_for(waiting, 30)   # a bound against a hang, not a timing check
+
+    try:
+        run(main(), loop)
+    finally:
+        sub.close()
+        if pub is not None:
+            pub.close()
+
+
 def test_one_waiting_coroutine_per_subscriber(backend, shm_name) -> None:
     async def main() -> None:
         with dc.Publisher(f"shm://{shm_name}", backend=backend), \

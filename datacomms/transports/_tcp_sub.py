@@ -361,6 +361,9 @@ class TcpSubscriber(Subscriber):
                 return
             self._closed = True
             waiting = self._busy > 0
+        w = self.__dict__.get("_aio_w")
+        if w is not None:
+            w.shutdown()   # a coroutine waiting in arecv looks again and gets dc.Closed
         self._links.close()      # joins its thread: nothing is attached after this
         if not waiting:
             self._release()

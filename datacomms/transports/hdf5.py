@@ -399,7 +399,7 @@ class Hdf5Subscriber(pubsub.Subscriber):
         self._closed = True
         w = self.__dict__.pop("_aio_w", None)
         if w is not None:
-            w.close()
+            w.shutdown()
         if self._f is not None:
             self._f.close()
             self._f = None

@@ -290,7 +290,7 @@ class JsonSubscriber(pubsub.Subscriber):
         self._closed = True
         w = self.__dict__.pop("_aio_w", None)
         if w is not None:
-            w.close()
+            w.shutdown()
         if self._held_fd >= 0:
             os.close(self._held_fd)
             self._held_fd = -1

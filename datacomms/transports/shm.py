@@ -295,7 +295,7 @@ class ShmPublisher(Publisher):
         self._seg = None
         w, self._aio_w = self._aio_w, None
         if w is not None:
-            w.close()
+            w.shutdown()
         self._writer.close()
         path = path_of(self.name)
         try:
@@ -412,7 +412,7 @@ class ShmSubscriber(Subscriber):
         self._closed = True
         w, self._aio_w = self._aio_w, None
         if w is not None:
-            w.close()
+            w.shutdown()
         seg, self._seg = self._seg, None
         if seg is None:
             return

@@ -255,6 +255,8 @@ class UdpSubscriber(Subscriber):
             pass
 
     def _next(self, timeout: float | None, newest: bool) -> Message:
+        if self._closed:
+            raise Closed("subscriber is closed")
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
         p = select.poll()
         p.register(self._sock, select.POLLIN)
@@ -301,3 +303,6 @@ class UdpSubscriber(Subscriber):
         if not self._closed:
             self._closed = True
             self._sock.close()
+            w = self.__dict__.get("_aio_w")
+            if w is not None:
+                w.shutdown()

@@ -385,7 +385,7 @@ class ZenohSubscriber(pubsub.Subscriber):
             self._bytes = 0
             self._cond.notify_all()
             if self._aio_w is not None:
-                self._aio_w.close()
+                self._aio_w.shutdown()
                 self._aio_sleeping = False
         try:
             self._token.undeclare()
