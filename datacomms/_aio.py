@@ -274,12 +274,8 @@ def _look(take: Callable[[float], Message]) -> Message | None:
 
 
 async def receive(sub: Any, take: Callable[[float], Message], timeout: float | None) -> Message:
-    """``take(0)`` until it gives a message, sleeping on the subscriber's waiter in between."""
-    msg = _look(take)
-    if msg is not None:
-        return msg
-    if timeout is not None and timeout <= 0:
-        raise Timeout(f"nothing new on {sub.url}")
+    """``take(0)`` until it gives a message, sleeping on the subscriber's waiter in between.
+    The caller has just looked once and found nothing (and timeout is not 0)."""
     if getattr(sub, "_aio_busy", False):
         raise DataCommsError(f"another coroutine is already waiting on this subscriber of {sub.url}; "
                              "use one subscriber per waiting task")

@@ -15,7 +15,7 @@ from typing import Any, AsyncIterator, Iterator
 
 from . import _aio
 from . import url as _url
-from .errors import Closed
+from .errors import Closed, Timeout
 from .message import Message
 from .stats import Stats
 
@@ -97,10 +97,20 @@ class Subscriber:
     async def arecv(self, timeout: float | None = None, **kwargs: Any) -> Message:
         """``recv`` for asyncio: the event loop sleeps on the transport's file descriptors
         meanwhile. Cancelling it loses nothing (docs/aio.md); raises dc.Timeout like recv."""
+        try:
+            return self.recv(0, **kwargs)   # something there already: no wait to set up
+        except Timeout:
+            if timeout is not None and timeout <= 0:
+                raise
         return await _aio.receive(self, lambda t: self.recv(t, **kwargs), timeout)
 
     async def alatest(self, timeout: float | None = None, **kwargs: Any) -> Message:
         """``latest`` for asyncio (see arecv)."""
+        try:
+            return self.latest(0, **kwargs)
+        except Timeout:
+            if timeout is not None and timeout <= 0:
+                raise
         return await _aio.receive(self, lambda t: self.latest(t, **kwargs), timeout)
 
     def _aio_waiter(self) -> _aio.Waiter:
