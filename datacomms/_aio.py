@@ -21,10 +21,12 @@ import ctypes
 import ctypes.util
 import functools
 import os
+import socket
 import threading
 import time
 from typing import Any, Callable
 
+from .backend._segment import wake_address
 from .errors import DataCommsError, Timeout
 from .message import Message
 
@@ -177,6 +179,51 @@ def _ignored(buf: bytes) -> bool:
             return True
         off += 16 + int.from_bytes(buf[off + 12:off + 16], "little")
     return False
+
+
+class WakeSocket(Waiter):
+    """shm://: a sleep in an event loop on a unix datagram socket in the abstract
+    namespace (no file), named by a random id. ``prepare(id)`` writes the id where the waker
+    looks (a subscriber's slot, or the header for a block-mode publisher), sets the
+    flag, and says whether sleeping is still safe; the waker sends a byte when it
+    finds the flag (csrc/dc_ring.h). A killed peer sends nothing, so the sleeper
+    looks again every slice, as the futex sleeps do."""
+
+    slice = 0.1
+
+    def __init__(self, prepare: Callable[[int], bool]) -> None:
+        self.prepare = prepare
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        try:
+            self.sock.setblocking(False)
+            for _ in range(16):
+                self.id = int.from_bytes(os.urandom(8), "little") or 1
+                try:
+                    self.sock.bind(wake_address(self.id))
+                    break
+                except OSError:
+                    continue   # the name is taken (a 1 in 2**64 chance): draw again
+            else:
+                raise DataCommsError("could not bind a wake socket for asyncio on shm://")
+        except BaseException:
+            self.sock.close()
+            raise
+
+    def fds(self) -> tuple[int, ...]:
+        return (self.sock.fileno(),)
+
+    def arm(self) -> bool:
+        return self.prepare(self.id)
+
+    def drain(self) -> None:
+        try:
+            while True:
+                self.sock.recv(64)
+        except (BlockingIOError, OSError):
+            pass
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 class PipeWaiter(Waiter):

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import mmap
 import os
-import socket
 import time
 import uuid
 from typing import Any
@@ -162,51 +161,6 @@ def _reclaim(path: str) -> int | None:
         os.close(fd)
 
 
-class _WakeSocket(_aio.Waiter):
-    """A sleep in an event loop on a unix datagram socket in the abstract namespace
-    (no file), named by a random id. ``prepare(id)`` writes the id where the waker
-    looks (a subscriber's slot, or the header for a block-mode publisher), sets the
-    flag, and says whether sleeping is still safe; the waker sends a byte when it
-    finds the flag (csrc/dc_ring.h). A killed peer sends nothing, so the sleeper
-    looks again every slice, as the futex sleeps do."""
-
-    slice = 0.1
-
-    def __init__(self, prepare: Any) -> None:
-        self.prepare = prepare
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-        try:
-            self.sock.setblocking(False)
-            for _ in range(16):
-                self.id = int.from_bytes(os.urandom(8), "little") or 1
-                try:
-                    self.sock.bind(S.wake_address(self.id))
-                    break
-                except OSError:
-                    continue   # the name is taken (a 1 in 2**64 chance): draw again
-            else:
-                raise DataCommsError("could not bind a wake socket for asyncio on shm://")
-        except BaseException:
-            self.sock.close()
-            raise
-
-    def fds(self) -> tuple[int, ...]:
-        return (self.sock.fileno(),)
-
-    def arm(self) -> bool:
-        return self.prepare(self.id)
-
-    def drain(self) -> None:
-        try:
-            while True:
-                self.sock.recv(64)
-        except (BlockingIOError, OSError):
-            pass
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 class ShmPublisher(Publisher):
     """Publisher(url, backend=None, capacity=32 MiB, on_full="drop"|"block", max_subscribers=64).
 
@@ -255,7 +209,7 @@ class ShmPublisher(Publisher):
         if self._seg is None:
             raise Closed("this publisher is closed")
         if self._aio_w is None:
-            self._aio_w = _WakeSocket(self._space_prepare)
+            self._aio_w = _aio.WakeSocket(self._space_prepare)
         return self._aio_w
 
     def _space_prepare(self, wake_id: int) -> bool:
@@ -402,10 +356,10 @@ class ShmSubscriber(Subscriber):
             if w is None:
                 w = self._aio_w = _aio.DirWaiter(SHM_DIR, _ATTACH_POLL_S)
             return w
-        if not isinstance(w, _WakeSocket):
+        if not isinstance(w, _aio.WakeSocket):
             if w is not None:
                 w.close()
-            w = self._aio_w = _WakeSocket(self._reader.async_prepare)
+            w = self._aio_w = _aio.WakeSocket(self._reader.async_prepare)
         return w
 
     def close(self) -> None:
