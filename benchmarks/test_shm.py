@@ -36,17 +36,17 @@ def test_throughput(benchmark, kind, size):
     _run(benchmark, kind, bench.SIZES[size])
 
 
+@pytest.mark.parametrize("kind", bench.zero_copy_kinds())
 @pytest.mark.parametrize("size", ["1MiB", "8MiB"])
-def test_throughput_zero_copy(benchmark, size):
-    """Cython loans on the send side and recv(copy=False): no copy of the payload at all."""
+def test_throughput_zero_copy(benchmark, kind, size):
+    """Loans on the send side and views on the receive side: no copy of the payload at all
+    (ours: pub.loan + recv(copy=False); iceoryx2: loan_slice_uninit + a view of the sample)."""
     benchmark.group = f"throughput {size}"
-    _run(benchmark, "cython-zc", bench.SIZES[size])
+    _run(benchmark, kind, bench.SIZES[size])
 
 
-@pytest.mark.parametrize("kind,spin_us", [("cython", 2000.0), ("cython", 0.0), ("python", 2000.0), ("python", 0.0)]
-                         + [(p, 0.0) for p in bench.available_peers()],
-                         ids=lambda v: {2000.0: "busy-poll", 0.0: "sleeping"}.get(v, v) if isinstance(v, float) else v)
-def test_latency_1khz(benchmark, kind, spin_us):
+@pytest.mark.parametrize("kind,spin_us,mode", bench.latency_kinds(), ids=[f"{k}-{m}" for k, _, m in bench.latency_kinds()])
+def test_latency_1khz(benchmark, kind, spin_us, mode):
     """One-way latency of 64 B messages sent at 1 kHz (receive time - send time, one clock)."""
     benchmark.group = "latency 64B at 1 kHz"
     with bench.Pump(kind, 64, spin_us=spin_us) as pump:

@@ -5,8 +5,10 @@ A *pump* is a child process that publishes bursts on request; the parent
 receives them. Throughput = messages of one burst / time from the request to
 the last message received (spawn cost excluded). Latency = receive time minus
 the sender's time.time_ns() (one machine, one clock). Peers (multiprocessing
-Queue, faster-fifo, pyzmq PUSH/PULL over ipc://) run through the same code and
-are skipped when not installed.
+Queue, faster-fifo, pyzmq PUSH/PULL over ipc://, iceoryx2 copying and
+zero-copy) run through the same code and are skipped when not installed.
+iceoryx2's Python binding has no blocking receive on a publish-subscribe port
+(waiting needs a separate event service), so its receiver always busy-polls.
 
     python -m datacomms.bench            # the whole matrix, printed as a table
 """
@@ -32,14 +34,28 @@ _TS = struct.Struct("<q")
 
 
 def available_peers() -> list[str]:
+    """Peers installed here that copy the payload (one send and one recv call per message)."""
     peers = ["mpqueue"]
-    for mod, name in (("faster_fifo", "faster-fifo"), ("zmq", "zmq-ipc")):
+    for mod, name in (("faster_fifo", "faster-fifo"), ("zmq", "zmq-ipc"), ("iceoryx2", "iceoryx2")):
         try:
             __import__(mod)
             peers.append(name)
         except ImportError:
             pass
     return peers
+
+
+def zero_copy_kinds() -> list[str]:
+    """The zero-copy variants (loaned send buffer, received view), ours and iceoryx2's: for large payloads."""
+    return ["cython-zc"] + (["iceoryx2-zc"] if "iceoryx2" in available_peers() else [])
+
+
+def latency_kinds() -> list[tuple[str, float, str]]:
+    """(kind, spin_us, mode) of every one-way latency measurement: ours busy-polling and
+    sleeping, the peers as they wait (iceoryx2 can only busy-poll)."""
+    rows = [("cython", 2000.0), ("cython", 0.0), ("python", 2000.0), ("python", 0.0)]
+    rows += [(k, 0.0) for k in available_peers()]
+    return [(k, spin, "busy-poll" if spin or k == "iceoryx2" else "sleeping") for k, spin in rows]
 
 
 # ------------------------------------------------------------------ endpoints
@@ -55,8 +71,9 @@ def _make_sender(kind: str, address: Any, size: int) -> tuple[Callable[[], Any],
     datacomms frames carry their own timestamp, so both senders are the same there."""
     if kind in ("cython", "python", "cython-zc"):
         backend = "cython" if kind == "cython-zc" else kind
-        # a ring of a few big messages stays in the last-level cache; small ones get 16 MiB
-        pub = dc.Publisher(address, backend=backend, on_full="block",
+        # a ring of a few big messages stays in the last-level cache; small ones get 16 MiB.
+        # A full ring is waited out busy-polling for 50 us first, as the receiver does.
+        pub = dc.Publisher(address, backend=backend, on_full="block", spin_us=50,
                            capacity=4 * size if size >= (1 << 20) else 16 << 20)
         pub.wait_for_subscribers(1, timeout=60)
         if kind == "cython-zc":
@@ -66,6 +83,8 @@ def _make_sender(kind: str, address: Any, size: int) -> tuple[Callable[[], Any],
             return send, send, pub.close
         plain = functools.partial(pub.send, _dc_payload(size))
         return plain, plain, pub.close
+    if kind in ("iceoryx2", "iceoryx2-zc"):
+        return _iceoryx2_sender(kind, address, size)
     payload = bytes(size)
     buf = bytearray(size)
 
@@ -110,7 +129,133 @@ def _make_receiver(kind: str, address: Any, spin_us: float) -> tuple[Callable[[]
         sock.setsockopt(zmq.RCVHWM, 100_000)
         sock.bind(address)
         return sock.recv, (lambda: _TS.unpack_from(sock.recv(copy=True))[0]), (lambda: (sock.close(0), ctx.term()))
+    if kind in ("iceoryx2", "iceoryx2-zc"):
+        return _iceoryx2_receiver(kind, address)
     raise ValueError(kind)
+
+
+# iceoryx2: a publish-subscribe service of byte slices, lossless (no safe
+# overflow, the publisher retries until delivered), one publisher, one subscriber.
+
+def _iceoryx2_service(name: str, size: int) -> tuple[Any, Any]:
+    import ctypes
+
+    import iceoryx2 as iox
+    iox.set_log_level(iox.LogLevel.Error)
+    node = iox.NodeBuilder.new().signal_handling_mode(iox.SignalHandlingMode.Disabled).create(iox.ServiceType.Ipc)
+    queue = 4 if size >= (1 << 20) else 1024  # messages in flight, as our ring holds 4 big ones
+    service = (node.service_builder(iox.ServiceName.new(name)).publish_subscribe(iox.Slice[ctypes.c_uint8])
+               .enable_safe_overflow(False).subscriber_max_buffer_size(queue).history_size(0)
+               .max_publishers(1).max_subscribers(1).open_or_create())
+    return node, service
+
+
+def _iceoryx2_sender(kind: str, address: tuple[str, int], size: int) -> tuple[Callable[[], Any], Callable[[], Any],
+                                                                Callable[[], None]]:
+    import ctypes
+
+    import iceoryx2 as iox
+    node, service = _iceoryx2_service(*address)
+    pub = (service.publisher_builder().initial_max_slice_len(size)
+           .backpressure_strategy(iox.BackpressureStrategy.RetryUntilDelivered).create())
+    # A subscriber shows in the service's count before this port is connected to it,
+    # and a sample sent meanwhile reaches nobody: send one probe until it arrives
+    # (the receiver drops it).
+    deadline = time.monotonic() + 60
+    while True:
+        pub.update_connections()
+        if pub.loan_slice_uninit(8).assume_init().send() > 0:
+            break
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no iceoryx2 subscriber on {address[0]} after 60 s")
+        time.sleep(0.001)
+    src = np.full(size, 7, dtype=np.uint8)
+    src_ptr = src.ctypes.data
+    memmove, loan = ctypes.memmove, pub.loan_slice_uninit
+    zero_copy = kind == "iceoryx2-zc"
+
+    # Seen here (iceoryx2 0.10, loaded machine): now and then a send with
+    # RetryUntilDelivered reaches nobody although the subscriber is connected;
+    # both senders then send the message again, so the stream stays lossless.
+
+    def send() -> None:
+        while True:
+            sample = loan(size)
+            if not zero_copy:  # the copying variant writes the payload into the loan, as send() of bytes must
+                memmove(sample.payload_ptr, src_ptr, size)
+            if sample.assume_init().send():
+                return
+            pub.update_connections()
+
+    def send_stamped() -> None:
+        while True:
+            sample = loan(size)
+            memmove(sample.payload_ptr, src_ptr, size)
+            _TS.pack_into((ctypes.c_char * 8).from_address(sample.payload_ptr), 0, time.time_ns())
+            if sample.assume_init().send():
+                return
+            pub.update_connections()
+
+    def close() -> None:
+        pub.delete()
+        keep.clear()  # the node and the service go after the port
+    keep = [node, service, src]  # src_ptr points into src
+    return send, send_stamped, close
+
+
+def _iceoryx2_receiver(kind: str, address: tuple[str, int]) -> tuple[Callable[[], Any], Callable[[], int], Callable[[], None]]:
+    import ctypes
+    node, service = _iceoryx2_service(*address)
+    sub = service.subscriber_builder().create()
+    receive, string_at, memmove = sub.receive, ctypes.string_at, ctypes.memmove
+    held: list[Any] = []
+    probe = [True]
+
+    def take() -> Any:
+        if probe:
+            probe.pop()
+            take().delete()  # the sender's connection probe
+        deadline = time.monotonic() + 60
+        while True:  # busy-poll: the binding has no blocking receive on this port
+            for _ in range(1000):
+                sample = receive()
+                if sample is not None:
+                    return sample
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing from the iceoryx2 publisher on {address[0]} for 60 s")
+
+    def recv_copy() -> Any:
+        sample = take()
+        n = sample.header.number_of_elements
+        if n < 1024:
+            out: Any = string_at(sample.payload_ptr, n)
+        else:
+            out = np.empty(n, dtype=np.uint8)
+            memmove(out.ctypes.data, sample.payload_ptr, n)
+        sample.delete()
+        return out
+
+    def recv_view() -> Any:
+        if held:
+            held.pop().delete()  # the previous view ends here, as with our recv(copy=False)
+        sample = take()
+        held.append(sample)
+        n = sample.header.number_of_elements
+        return np.ctypeslib.as_array((ctypes.c_uint8 * n).from_address(sample.payload_ptr))
+
+    def recv_ts() -> int:
+        sample = take()
+        ts = _TS.unpack(string_at(sample.payload_ptr, 8))[0]
+        sample.delete()
+        return ts
+
+    def close() -> None:
+        for sample in held:
+            sample.delete()
+        sub.delete()
+        keep.clear()
+    keep = [node, service]
+    return (recv_view if kind == "iceoryx2-zc" else recv_copy), recv_ts, close
 
 
 def _pump_main(kind: str, address: Any, size: int, conn: Any) -> None:
@@ -156,6 +301,8 @@ class Pump:
             address = faster_fifo.Queue(max_size_bytes=max(64 << 20, 4 * size))
         elif kind == "zmq-ipc":
             address = f"ipc://{tempfile.gettempdir()}/dc-bench-{uuid.uuid4().hex[:10]}"
+        elif kind in ("iceoryx2", "iceoryx2-zc"):
+            address = (f"datacomms-bench/{uuid.uuid4().hex[:10]}", size)
         else:
             raise ValueError(kind)
         self._address = address
@@ -270,19 +417,17 @@ def main() -> None:  # pragma: no cover - a report, not a test
     kinds = ["cython", "python"] + available_peers()
     print(f"{'kind':<12}{'size':>6}{'msg/s':>14}{'MB/s':>10}")
     for label, size in SIZES.items():
-        for kind in kinds + (["cython-zc"] if size >= (1 << 20) else []):
+        for kind in kinds + (zero_copy_kinds() if size >= (1 << 20) else []):
             n = burst_size(size) if kind not in ("python", "mpqueue") else burst_size(size) // 4
             with Pump(kind, size, spin_us=50) as pump:
                 pump.throughput(max(10, n // 10))  # warm the pages and the caches
                 rate = max(pump.throughput(n) for _ in range(3))
             print(f"{kind:<12}{label:>6}{rate:>14,.0f}{rate * size / 1e6:>10,.0f}", flush=True)
     print("\none-way latency, 64 B at 1 kHz, 2000 messages")
-    for kind, spin in [("cython", 2000.0), ("cython", 0.0), ("python", 2000.0), ("python", 0.0)] + \
-            [(k, 0.0) for k in available_peers()]:
+    for kind, spin, mode in latency_kinds():
         with Pump(kind, 64, spin_us=spin) as pump:
             pump.latencies(200, 1000)
             p = percentiles(pump.latencies(2000, 1000))
-        mode = "busy-poll" if spin else "sleeping"
         print(f"{kind:<12}{mode:<10} p50 {p['p50_us']:8.1f} us  p99 {p['p99_us']:8.1f} us  max {p['max_us']:8.1f} us",
               flush=True)
     p = tcp_echo_rtt()

@@ -20,7 +20,7 @@ def _shm(quick: bool, out: dict[str, list[dict[str, Any]]]) -> None:
     sizes = {"64B": 64, "8MiB": 8 << 20} if quick else shm_bench.SIZES
     kinds = ["cython", "python"] + shm_bench.available_peers()
     for label, size in sizes.items():
-        for kind in kinds + (["cython-zc"] if size >= (1 << 20) else []):
+        for kind in kinds + (shm_bench.zero_copy_kinds() if size >= (1 << 20) else []):
             n = shm_bench.burst_size(size) // (10 if quick else 1)
             if kind in ("python", "mpqueue"):
                 n //= 4
@@ -31,13 +31,11 @@ def _shm(quick: bool, out: dict[str, list[dict[str, Any]]]) -> None:
             out["throughput"].append({"transport": "shm", "size": label, "kind": kind, "msg_s": rate,
                                       "mb_s": rate * size / 1e6})
     count = 300 if quick else 2000
-    for kind, spin in [("cython", 2000.0), ("cython", 0.0), ("python", 2000.0), ("python", 0.0)] + \
-            [(k, 0.0) for k in shm_bench.available_peers()]:
+    for kind, spin, mode in shm_bench.latency_kinds():
         with shm_bench.Pump(kind, 64, spin_us=spin) as pump:
             pump.latencies(50, 1000)
             p = shm_bench.percentiles(pump.latencies(count, 1000))
-        out["latency"].append({"transport": "shm", "what": "one-way at 1 kHz", "kind": kind,
-                               "mode": "busy-poll" if spin else "sleeping", **p})
+        out["latency"].append({"transport": "shm", "what": "one-way at 1 kHz", "kind": kind, "mode": mode, **p})
 
 
 def _net(quick: bool, out: dict[str, list[dict[str, Any]]]) -> None:

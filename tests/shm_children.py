@@ -54,8 +54,8 @@ def same(a: Any, b: Any) -> bool:
 
 
 def publish_sequence(url: str, backend: str, n: int, on_full: str, capacity: int, subs: int = 1,
-                     pace_s: float = 0.0) -> None:
-    with dc.Publisher(url, backend=backend, on_full=on_full, capacity=capacity) as pub:
+                     pace_s: float = 0.0, spin_us: float = 0.0) -> None:
+    with dc.Publisher(url, backend=backend, on_full=on_full, capacity=capacity, spin_us=spin_us) as pub:
         pub.wait_for_subscribers(subs, timeout=60)
         for i in range(n):
             assert pub.send(seq_payload(i), timeout=60) == i

@@ -46,12 +46,14 @@ def _drain(sub, timeout=30.0):
             return out
 
 
-def test_order_and_content_block_mode(backend_name, shm_name):
-    """100k messages of varying size through a small ring in block mode: all of them, in order."""
+@pytest.mark.parametrize("pub_spin_us", [0.0, 200.0], ids=["sleeping-publisher", "spinning-publisher"])
+def test_order_and_content_block_mode(backend_name, shm_name, pub_spin_us):
+    """100k messages of varying size through a small ring in block mode: all of them, in order,
+    whether a publisher that finds the ring full sleeps at once or busy-polls first."""
     url = f"shm://{shm_name}"
     n = 100_000
     with dc.Subscriber(url, backend=backend_name) as sub:
-        p = _start(kids.publish_sequence, url, backend_name, n, "block", 1 << 16)
+        p = _start(kids.publish_sequence, url, backend_name, n, "block", 1 << 16, 1, 0.0, pub_spin_us)
         seq = 0
         while True:
             try:

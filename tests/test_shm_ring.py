@@ -7,6 +7,7 @@ from __future__ import annotations
 import mmap
 import os
 import random
+import time
 
 import numpy as np
 import pytest
@@ -94,6 +95,28 @@ def test_zero_copy_hold_stops_a_block_mode_publisher(backend, shm_name):
         del m
         sub.release()
         pub.send(b"after release", timeout=1)
+
+
+def test_spinning_publisher_keeps_the_send_timeout(backend, shm_name):
+    """A block-mode publisher that busy-polls for room still gives up at send's timeout
+    (the spin is cut short by the deadline) and carries on once there is room."""
+    pub, sub = _pair(backend, shm_name, capacity=1 << 14, on_full="block", spin_us=60e6)
+    with pub, sub:
+        pub.send(b"held" * 100)
+        m = sub.recv(copy=False, timeout=1)
+        sent = 1
+        t0 = time.monotonic()
+        with pytest.raises(dc.Timeout):
+            for _ in range(100):
+                pub.send(b"z" * 1000, timeout=0.05)
+                sent += 1
+        assert time.monotonic() - t0 < 30, "the spin outlived the timeout"  # liveness, not speed
+        assert 1 < sent < 100 and bytes(m.data) == b"held" * 100
+        del m
+        sub.release()
+        assert pub.send(b"after release", timeout=1) == sent
+        got = [sub.recv(timeout=1).seq for _ in range(sent)]
+        assert got == list(range(1, sent + 1))
 
 
 def test_loan_commit_abort(backend, shm_name):

@@ -10,6 +10,7 @@ cdef class Writer:
     cdef bint has_view
     cdef readonly uint64_t seq
     cdef object reap
+    cdef int64_t spin_ns
     cdef object _mv
     cdef object _wake_sock
     cdef readonly object loaned

@@ -85,9 +85,11 @@ cdef inline void _copy(void *dst, const void *src, size_t n) noexcept:
 
 cdef class Writer:
     """The publisher's end of a ring in a writable buffer whose header is initialised.
-    ``reap`` (optional) frees dead subscribers' slots; a blocked send calls it."""
+    ``reap`` (optional) frees dead subscribers' slots; a blocked send calls it.
+    ``spin_us``: in block mode, a send that finds no room busy-polls this long
+    (without the GIL) before it sleeps on the futex."""
 
-    def __cinit__(self, buf, reap=None):
+    def __cinit__(self, buf, reap=None, double spin_us=0.0):
         PyObject_GetBuffer(buf, &self.view, PyBUF_WRITABLE)
         self.has_view = True
         dc_writer_init(&self.w, <uint8_t *>self.view.buf)
@@ -96,6 +98,7 @@ cdef class Writer:
         self._wake_sock.setblocking(False)
         self.w.wake_fd = self._wake_sock.fileno()
         self.reap = reap
+        self.spin_ns = <int64_t>(spin_us * 1000.0)
         self._mv = memoryview(buf)
         self.seq = 0
         self.loaned = None
@@ -109,8 +112,9 @@ cdef class Writer:
         return self.w.tail
 
     cdef int reserve(self, uint64_t frame_len, object timeout) except -1:
-        cdef int64_t deadline, now, blocked_since, next_reap, left
+        cdef int64_t deadline, now, blocked_since, next_reap, left, end
         cdef uint32_t v
+        cdef int rc
         cdef dc_au32 *word
         cdef dc_au32 *flag
         if frame_len > self.w.cap:
@@ -120,6 +124,17 @@ cdef class Writer:
             return 0
         deadline = _deadline(timeout)
         blocked_since = dc_monotonic_ns()
+        if self.spin_ns > 0:
+            end = blocked_since + self.spin_ns
+            if deadline >= 0 and deadline < end:
+                end = deadline
+            with nogil:
+                rc = dc_writer_reserve(&self.w, frame_len)
+                while rc != DC_OK and dc_monotonic_ns() < end:
+                    dc_cpu_relax()
+                    rc = dc_writer_reserve(&self.w, frame_len)
+            if rc == DC_OK:
+                return 0
         next_reap = blocked_since + REAP_AFTER_NS
         word = <dc_au32 *>(self.w.base + DC_RING_OFF_SPACE_WORD)
         flag = <dc_au32 *>(self.w.base + DC_RING_OFF_SPACE_SLEEPERS)

@@ -171,12 +171,15 @@ class _Mapped:
 
 class Writer:
     """The publisher's end of a ring in a writable buffer whose header is initialised.
-    ``reap`` (optional) frees dead subscribers' slots; a blocked send calls it."""
+    ``reap`` (optional) frees dead subscribers' slots; a blocked send calls it.
+    ``spin_us``: in block mode, a send that finds no room busy-polls this long
+    before it sleeps on the futex."""
 
-    def __init__(self, buf: Any, reap: Callable[[], Any] | None = None) -> None:
+    def __init__(self, buf: Any, reap: Callable[[], Any] | None = None, spin_us: float = 0.0) -> None:
         self._m = _Mapped(buf)
         m = self._m
         self.reap = reap
+        self._spin_ns = int(spin_us * 1000)
         self.seq = 0
         self.tail = m.u64[S.OFF_TAIL // 8]
         self._head = m.u64[S.OFF_HEAD // 8]
@@ -244,6 +247,12 @@ class Writer:
         if self._try_reserve(frame_len):
             return
         deadline = _deadline(timeout)
+        if self._spin_ns:
+            now = time.monotonic_ns()
+            end = now + self._spin_ns if deadline < 0 else min(deadline, now + self._spin_ns)
+            while time.monotonic_ns() < end:
+                if self._try_reserve(frame_len):
+                    return
         next_reap = time.monotonic_ns() + REAP_AFTER_NS
         while True:
             now = time.monotonic_ns()
