@@ -451,6 +451,29 @@ def test_one_waiting_coroutine_per_subscriber(backend, shm_name) -> None:
     run(main())
 
 
+def test_files_without_inotify_fall_back_to_a_timer(backend, tmp_path, monkeypatch) -> None:
+    """Where the system has no inotify, a json subscriber waits on a timer (its poll_interval)
+    and still gets every version written after it started waiting."""
+    from datacomms import _aio
+    monkeypatch.setattr(_aio, "_libc", lambda: None)
+    url = f"json://{tmp_path / 'timer.json'}"
+
+    async def main() -> tuple[tuple[int, ...], list[int]]:
+        with dc.Publisher(url, backend=backend) as pub, dc.Subscriber(url, backend=backend) as sub:
+            waiter = sub._aio_waiter()
+            got = []
+            for i in range(5):
+                task = asyncio.ensure_future(sub.arecv(timeout=30))
+                await asyncio.sleep(0.01)
+                pub.send({"i": i})
+                got.append((await task).data["i"])
+            return waiter.fds(), got
+
+    fds, got = run(main())
+    assert fds == ()
+    assert got == list(range(5))
+
+
 # ------------------------------------------------------------------ publishers
 
 
