@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import ctypes.util
 import functools
 import os
 import socket
@@ -50,7 +49,7 @@ class Waiter:
         no loop watches them any more."""
         with _guard:
             wake = self._wake
-            self._doomed = wake is not None
+            self._doomed = True   # a sleep about to begin returns at once
         if wake is None:
             self.close()
         else:
@@ -108,7 +107,7 @@ _DIR_EVENTS = (_IN_MODIFY | _IN_ATTRIB | _IN_CLOSE_WRITE | _IN_MOVED_TO | _IN_CR
 def _libc() -> Any:
     """libc with inotify, or None (not Linux, or no inotify): then files fall back to a timer."""
     try:
-        lib = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        lib = ctypes.CDLL(None, use_errno=True)   # the process's own symbols include libc's
         lib.inotify_init1.argtypes = [ctypes.c_int]
         lib.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
         return lib

@@ -438,6 +438,16 @@ def test_close_from_another_task_ends_the_wait(transport, loop, backend, tmp_pat
             pub.close()
 
 
+def test_a_sleep_after_shutdown_returns_at_once() -> None:
+    """close() that lands between a look and the sleep after it: the sleep does not begin
+    (its descriptors are gone), so the next look raises dc.Closed instead of hanging."""
+    from datacomms import _aio
+    w = _aio.PipeWaiter()
+    w.shutdown()
+    assert w.rfd == -1
+    run(asyncio.wait_for(_aio._sleep(w, None), 30))   # a bound against a hang, not a timing check
+
+
 def test_one_waiting_coroutine_per_subscriber(backend, shm_name) -> None:
     async def main() -> None:
         with dc.Publisher(f"shm://{shm_name}", backend=backend), \
