@@ -120,10 +120,6 @@ def udp_child(url: str, backend: str, n: int, rate: float = 2000) -> Child:
                         "--rate", str(rate), "--kind", "dict"))
 
 
-def seq_of(transport: str, msg: dc.Message) -> int:
-    return msg.seq
-
-
 # ------------------------------------------------------------------ every transport, another process
 
 
@@ -544,6 +540,25 @@ def test_cancelled_block_mode_asend_sends_nothing(backend, shm_name) -> None:
     assert during == threads
     assert data == [b"x" * 900] * sent
     assert nxt == sent
+
+
+def test_arecv_passes_options_on(backend, shm_name) -> None:
+    """arecv(copy=False) on shm gives the zero-copy view recv(copy=False) gives, woken or not."""
+    async def main() -> tuple[bool, bytes, bytes]:
+        url = f"shm://{shm_name}"
+        with dc.Publisher(url, backend=backend) as pub, dc.Subscriber(url, backend=backend) as sub:
+            pub.send(b"ready")
+            first = await sub.arecv(timeout=5, copy=False)
+            view = isinstance(first.data, memoryview)
+            a = bytes(first.data)
+            task = asyncio.ensure_future(sub.arecv(timeout=30, copy=False))
+            await asyncio.sleep(0.01)
+            pub.send(b"woken")
+            b = bytes((await task).data)
+            sub.release()
+            return view, a, b
+
+    assert run(main()) == (True, b"ready", b"woken")
 
 
 def test_asend_drop_mode_returns_seqs(backend, shm_name) -> None:
