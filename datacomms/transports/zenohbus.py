@@ -10,7 +10,10 @@ starts at 0, never a loss.
 Publishers are zenoh advanced publishers with a one-sample cache, subscribers
 advanced subscribers asking for that history, so a late joiner gets the newest
 value of every live publisher at once. Each subscriber holds a liveliness token
-naming its key expression, which is how a publisher counts its subscribers.
+naming its key expression, which is how a publisher counts its subscribers; each
+publisher holds one naming its id and key, which is how a subscriber tells a
+publisher that went away and was replaced (``stats.restarts``) from two
+publishers sharing a key.
 
 The module is named zenohbus so that it never shadows the zenoh package.
 """
@@ -33,6 +36,7 @@ from . import zenohsession
 # user wildcards such as '**' never match: @datacomms/sub/<id>/<hex of key expr>.
 # The key expression is hex-encoded because a token's key may not hold wildcards.
 _TOKEN_ROOT = "@datacomms/sub"
+_PUB_ROOT = "@datacomms/pub"  # @datacomms/pub/<hex of publisher id>/<hex of key>
 DEFAULT_QUEUE_SIZE = 1024
 DEFAULT_QUEUE_BYTES = 256 << 20
 _RECHECK = 0.1  # seconds between token queries while waiting for subscribers
@@ -95,6 +99,8 @@ class ZenohPublisher(pubsub.Publisher):
                 self._pub = self._session.declare_publisher(ke, congestion_control=cc, express=express)
             self._live = self._session.liveliness().declare_subscriber(
                 f"{_TOKEN_ROOT}/**", self._on_token, history=True)
+            self._token = self._session.liveliness().declare_token(
+                f"{_PUB_ROOT}/{self.id.hex()}/{opts.key.encode().hex()}")
         except BaseException:
             zenohsession.release(self._share)
             raise
@@ -175,6 +181,7 @@ class ZenohPublisher(pubsub.Publisher):
         with self._cond:
             self._cond.notify_all()
         try:
+            self._token.undeclare()
             self._live.undeclare()
             self._pub.undeclare()
         finally:
@@ -191,7 +198,9 @@ class ZenohSubscriber(pubsub.Subscriber):
     blocking publisher waits for room, which holds zenoh back and so the
     publisher. Frames that do not decode are dropped and counted in
     ``bad_frames``; duplicates (a cached value also seen live) in ``duplicates``.
-    ``history=False`` turns off the late-joiner query.
+    ``history=False`` turns off the late-joiner query. A publisher that goes
+    away and one that appears on the same key afterwards count as one
+    ``stats.restarts``; publishers that share a key while alive never do.
     """
 
     def __init__(self, url: str, backend: Any = None, queue_size: int = DEFAULT_QUEUE_SIZE,
@@ -224,6 +233,7 @@ class ZenohSubscriber(pubsub.Subscriber):
         self._cond = threading.Condition()
         self._last: dict[Any, int] = {}         # source -> last seq handed out
         self._pending_skip: dict[Any, int] = {}  # source -> messages latest() passed over
+        self._gone: list[str] = []  # the key of each publisher gone and not yet replaced
         self._closed = False
         self._session, self._share = zenohsession.acquire(opts)
         try:
@@ -235,9 +245,28 @@ class ZenohSubscriber(pubsub.Subscriber):
                 self._sub = self._session.declare_subscriber(ke, callback)
             self._token = self._session.liveliness().declare_token(
                 f"{_TOKEN_ROOT}/{uuid.uuid4().hex}/{opts.key.encode().hex()}")
+            self._put_kind, self._zerror, self._ke = zenoh.SampleKind.PUT, zenoh.ZError, ke
+            self._pubs = self._session.liveliness().declare_subscriber(
+                f"{_PUB_ROOT}/**", self._on_publisher, history=True)
         except BaseException:
             zenohsession.release(self._share)
             raise
+
+    def _on_publisher(self, sample: Any) -> None:
+        # A zenoh callback thread: a publisher's token appeared or went. A token that
+        # appears after one on the same key went is that publisher restarted.
+        try:
+            key = bytes.fromhex(str(sample.key_expr).rsplit("/", 1)[1]).decode()
+            if not self._ke.intersects(key):
+                return
+        except (ValueError, self._zerror):
+            return  # not a token of ours
+        with self._cond:
+            if sample.kind != self._put_kind:
+                self._gone.append(key)
+            elif key in self._gone:
+                self._gone.remove(key)
+                self.stats.restarts += 1
 
     def _on_sample(self, sample: Any) -> None:
         # Runs on zenoh's callback thread; keeps the work here to a copy out of
@@ -352,6 +381,7 @@ class ZenohSubscriber(pubsub.Subscriber):
             self._bytes = 0
             self._cond.notify_all()
         try:
+            self._pubs.undeclare()
             self._token.undeclare()
             self._sub.undeclare()
         finally:
