@@ -230,7 +230,13 @@ class ZenohSubscriber(pubsub.Subscriber):
         self._block = zenoh.CongestionControl.BLOCK
         self._queue: deque[tuple[bytes, Any]] = deque()
         self._bytes = 0
-        self._cond = threading.Condition()
+        # One lock, two conditions: readers wait for data, blocking samples for room.
+        # Each side notifies only when the other waits (the common case is no one).
+        self._lock = threading.Lock()
+        self._data = threading.Condition(self._lock)
+        self._room = threading.Condition(self._lock)
+        self._readers_waiting = 0
+        self._samples_waiting = 0
         self._last: dict[Any, int] = {}         # source -> last seq handed out
         self._pending_skip: dict[Any, int] = {}  # source -> messages latest() passed over
         self._gone: list[str] = []  # the key of each publisher gone and not yet replaced
@@ -261,7 +267,7 @@ class ZenohSubscriber(pubsub.Subscriber):
                 return
         except (ValueError, self._zerror):
             return  # not a token of ours
-        with self._cond:
+        with self._lock:
             if sample.kind != self._put_kind:
                 self._gone.append(key)
             elif key in self._gone:
@@ -274,42 +280,42 @@ class ZenohSubscriber(pubsub.Subscriber):
         att = sample.attachment
         source = att.to_bytes() if att is not None else str(sample.key_expr)
         payload = sample.payload.to_bytes()
-        blocking = sample.congestion_control == self._block
-        with self._cond:
-            while self._queue and (len(self._queue) >= self.queue_size
-                                   or self._bytes + len(payload) > self.queue_bytes):
-                if blocking and not self._closed:
-                    self._cond.wait(0.1)
+        n = len(payload)
+        with self._lock:
+            queue = self._queue
+            while queue and (len(queue) >= self.queue_size or self._bytes + n > self.queue_bytes):
+                if self._closed:
+                    return
+                if sample.congestion_control == self._block:
+                    self._samples_waiting += 1
+                    try:
+                        self._room.wait(0.1)
+                    finally:
+                        self._samples_waiting -= 1
                     continue
-                old, _ = self._queue.popleft()
+                old, _ = queue.popleft()
                 self._bytes -= len(old)
                 self.overflows += 1
             if self._closed:
                 return
-            self._queue.append((payload, source))
-            self._bytes += len(payload)
-            self._cond.notify_all()
+            queue.append((payload, source))
+            self._bytes += n
+            if self._readers_waiting:
+                self._data.notify_all()
 
-    def _pop(self, deadline: float | None, timeout: float | None, newest: bool) -> list[tuple[bytes, Any]]:
-        """Takes the oldest queued sample, or all of them when newest; waits until deadline."""
-        with self._cond:
-            while not self._queue:
-                if self._closed:
-                    raise Closed(f"subscriber on {self.url} is closed")
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    raise Timeout(f"nothing new on {self.url}" + (f" after {timeout} s" if timeout else ""))
-                self._cond.wait(left)
-            if newest:
-                items = list(self._queue)
-                self._queue.clear()
-                self._bytes = 0
-            else:
-                item = self._queue.popleft()
-                self._bytes -= len(item[0])
-                items = [item]
-            self._cond.notify_all()
-            return items
+    def _wait(self, deadline: float | None, timeout: float | None) -> None:
+        """Waits, holding self._lock, until a sample is queued; Closed or Timeout otherwise."""
+        while not self._queue:
+            if self._closed:
+                raise Closed(f"subscriber on {self.url} is closed")
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise Timeout(f"nothing new on {self.url}" + (f" after {timeout} s" if timeout else ""))
+            self._readers_waiting += 1
+            try:
+                self._data.wait(left)
+            finally:
+                self._readers_waiting -= 1
 
     def _decode_one(self, payload: bytes, source: Any) -> tuple[Any, int, int] | None:
         """(data, seq, ts) of a frame, or None for a bad frame or one already handed out."""
@@ -337,8 +343,15 @@ class ZenohSubscriber(pubsub.Subscriber):
     def recv(self, timeout: float | None = None) -> Message:
         """The next message in arrival order (each publisher's in its seq order)."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        queue = self._queue
         while True:
-            (payload, source), = self._pop(deadline, timeout, newest=False)
+            with self._lock:
+                if not queue:
+                    self._wait(deadline, timeout)
+                payload, source = queue.popleft()
+                self._bytes -= len(payload)
+                if self._samples_waiting:
+                    self._room.notify_all()
             got = self._decode_one(payload, source)
             if got is not None:
                 return self._deliver(*got, source)
@@ -347,7 +360,13 @@ class ZenohSubscriber(pubsub.Subscriber):
         """The newest queued message; the ones passed over count as skipped."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            items = self._pop(deadline, timeout, newest=True)
+            with self._lock:
+                self._wait(deadline, timeout)
+                items = list(self._queue)
+                self._queue.clear()
+                self._bytes = 0
+                if self._samples_waiting:
+                    self._room.notify_all()
             # Newest first: the first frame that decodes is the answer; the valid
             # frames before it are skipped, per publisher, so no gap reads as loss.
             chosen = None
@@ -375,11 +394,12 @@ class ZenohSubscriber(pubsub.Subscriber):
     def close(self) -> None:
         if self._closed:
             return
-        with self._cond:
+        with self._lock:
             self._closed = True
             self._queue.clear()
             self._bytes = 0
-            self._cond.notify_all()
+            self._data.notify_all()
+            self._room.notify_all()
         try:
             self._pubs.undeclare()
             self._token.undeclare()
