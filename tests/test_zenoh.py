@@ -184,8 +184,8 @@ def test_two_publishers_on_one_key_are_told_apart(backend, children) -> None:
     k = key()
     url = f"zenoh://{k}?connect=tcp/127.0.0.1:{port}"
     with dc.Subscriber(f"zenoh://{k}?listen=tcp/127.0.0.1:{port}", backend=backend) as sub:
-        for _ in range(2):
-            children.append(Child("pub", url, backend.name, "200", "block", "1", "16"))
+        for _ in range(2):  # both stay alive to the end: side by side, neither replaces the other
+            children.append(Child("pub", url, backend.name, "200", "block", "1", "16", "linger"))
         msgs = recv_all(sub, 400)
         for c in children:
             c.expect("done")
@@ -214,20 +214,28 @@ def test_wildcard_subscription(backend, children) -> None:
     assert (sub.stats.lost, sub.stats.restarts) == (0, 0)
 
 
-def test_restarted_publisher_is_a_new_stream_not_a_loss(backend, children) -> None:
+@pytest.mark.parametrize("end", ["close", "sigkill"])
+def test_restarted_publisher_is_a_new_stream_not_a_loss(backend, children, end) -> None:
+    """A publisher closed (or SIGKILLed) and started again: a restart, never a loss,
+    and the same subscriber carries on."""
     port = free_port()
     k = key()
     url = f"zenoh://{k}?connect=tcp/127.0.0.1:{port}"
     with dc.Subscriber(f"zenoh://{k}?listen=tcp/127.0.0.1:{port}", backend=backend) as sub:
         seqs = []
-        for _ in range(2):
-            c = Child("pub", url, backend.name, "40", "block", "1", "8")
+        for run in range(3):
+            c = Child("pub", url, backend.name, "40", "block", "1", "8", *(["linger"] if end == "sigkill" else []))
             children.append(c)
             seqs += [m.seq for m in recv_all(sub, 40)]
             c.expect("done")
-            assert c.finish() == 0
-    assert seqs == list(range(40)) * 2
-    assert (sub.stats.received, sub.stats.lost) == (80, 0)
+            if end == "sigkill":
+                c.proc.kill()
+            c.finish()
+            deadline = time.monotonic() + 20  # the publisher's token goes with its session
+            while sub.stats.restarts < run and time.monotonic() < deadline:
+                time.sleep(0.05)
+    assert seqs == list(range(40)) * 3
+    assert (sub.stats.received, sub.stats.lost, sub.stats.restarts) == (120, 0, 2)
     assert sub.duplicates == 0
 
 

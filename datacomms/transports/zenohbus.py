@@ -10,7 +10,10 @@ starts at 0, never a loss.
 Publishers are zenoh advanced publishers with a one-sample cache, subscribers
 advanced subscribers asking for that history, so a late joiner gets the newest
 value of every live publisher at once. Each subscriber holds a liveliness token
-naming its key expression, which is how a publisher counts its subscribers.
+naming its key expression, which is how a publisher counts its subscribers; each
+publisher holds one naming its id and key, which is how a subscriber tells a
+publisher that went away and was replaced (``stats.restarts``) from two
+publishers sharing a key.
 
 The module is named zenohbus so that it never shadows the zenoh package.
 """
@@ -34,6 +37,7 @@ from . import zenohsession
 # user wildcards such as '**' never match: @datacomms/sub/<id>/<hex of key expr>.
 # The key expression is hex-encoded because a token's key may not hold wildcards.
 _TOKEN_ROOT = "@datacomms/sub"
+_PUB_ROOT = "@datacomms/pub"  # @datacomms/pub/<hex of publisher id>/<hex of key>
 DEFAULT_QUEUE_SIZE = 1024
 DEFAULT_QUEUE_BYTES = 256 << 20
 _RECHECK = 0.1  # seconds between token queries while waiting for subscribers
@@ -97,6 +101,8 @@ class ZenohPublisher(pubsub.Publisher):
                 self._pub = self._session.declare_publisher(ke, congestion_control=cc, express=express)
             self._live = self._session.liveliness().declare_subscriber(
                 f"{_TOKEN_ROOT}/**", self._on_token, history=True)
+            self._token = self._session.liveliness().declare_token(
+                f"{_PUB_ROOT}/{self.id.hex()}/{opts.key.encode().hex()}")
         except BaseException:
             zenohsession.release(self._share)
             raise
@@ -180,6 +186,7 @@ class ZenohPublisher(pubsub.Publisher):
         with self._cond:
             self._cond.notify_all()
         try:
+            self._token.undeclare()
             self._live.undeclare()
             self._pub.undeclare()
         finally:
@@ -196,7 +203,7 @@ class _ZenohWaiter(_aio.PipeWaiter):
 
     def arm(self) -> bool:
         sub = self.sub
-        with sub._cond:
+        with sub._lock:
             if sub._queue or sub._closed:
                 return False
             sub._aio_sleeping = True
@@ -213,7 +220,9 @@ class ZenohSubscriber(pubsub.Subscriber):
     blocking publisher waits for room, which holds zenoh back and so the
     publisher. Frames that do not decode are dropped and counted in
     ``bad_frames``; duplicates (a cached value also seen live) in ``duplicates``.
-    ``history=False`` turns off the late-joiner query.
+    ``history=False`` turns off the late-joiner query. A publisher that goes
+    away and one that appears on the same key afterwards count as one
+    ``stats.restarts``; publishers that share a key while alive never do.
     """
 
     def __init__(self, url: str, backend: Any = None, queue_size: int = DEFAULT_QUEUE_SIZE,
@@ -243,9 +252,16 @@ class ZenohSubscriber(pubsub.Subscriber):
         self._block = zenoh.CongestionControl.BLOCK
         self._queue: deque[tuple[bytes, Any]] = deque()
         self._bytes = 0
-        self._cond = threading.Condition()
+        # One lock, two conditions: readers wait for data, blocking samples for room.
+        # Each side notifies only when the other waits (the common case is no one).
+        self._lock = threading.Lock()
+        self._data = threading.Condition(self._lock)
+        self._room = threading.Condition(self._lock)
+        self._readers_waiting = 0
+        self._samples_waiting = 0
         self._last: dict[Any, int] = {}         # source -> last seq handed out
         self._pending_skip: dict[Any, int] = {}  # source -> messages latest() passed over
+        self._gone: list[str] = []  # the key of each publisher gone and not yet replaced
         self._closed = False
         self._aio_w: _aio.PipeWaiter | None = None   # made by the first wait in an event loop
         self._aio_sleeping = False
@@ -259,9 +275,28 @@ class ZenohSubscriber(pubsub.Subscriber):
                 self._sub = self._session.declare_subscriber(ke, callback)
             self._token = self._session.liveliness().declare_token(
                 f"{_TOKEN_ROOT}/{uuid.uuid4().hex}/{opts.key.encode().hex()}")
+            self._put_kind, self._zerror, self._ke = zenoh.SampleKind.PUT, zenoh.ZError, ke
+            self._pubs = self._session.liveliness().declare_subscriber(
+                f"{_PUB_ROOT}/**", self._on_publisher, history=True)
         except BaseException:
             zenohsession.release(self._share)
             raise
+
+    def _on_publisher(self, sample: Any) -> None:
+        # A zenoh callback thread: a publisher's token appeared or went. A token that
+        # appears after one on the same key went is that publisher restarted.
+        try:
+            key = bytes.fromhex(str(sample.key_expr).rsplit("/", 1)[1]).decode()
+            if not self._ke.intersects(key):
+                return
+        except (ValueError, self._zerror):
+            return  # not a token of ours
+        with self._lock:
+            if sample.kind != self._put_kind:
+                self._gone.append(key)
+            elif key in self._gone:
+                self._gone.remove(key)
+                self.stats.restarts += 1
 
     def _on_sample(self, sample: Any) -> None:
         # Runs on zenoh's callback thread; keeps the work here to a copy out of
@@ -269,45 +304,45 @@ class ZenohSubscriber(pubsub.Subscriber):
         att = sample.attachment
         source = att.to_bytes() if att is not None else str(sample.key_expr)
         payload = sample.payload.to_bytes()
-        blocking = sample.congestion_control == self._block
-        with self._cond:
-            while self._queue and (len(self._queue) >= self.queue_size
-                                   or self._bytes + len(payload) > self.queue_bytes):
-                if blocking and not self._closed:
-                    self._cond.wait(0.1)
+        n = len(payload)
+        with self._lock:
+            queue = self._queue
+            while queue and (len(queue) >= self.queue_size or self._bytes + n > self.queue_bytes):
+                if self._closed:
+                    return
+                if sample.congestion_control == self._block:
+                    self._samples_waiting += 1
+                    try:
+                        self._room.wait(0.1)
+                    finally:
+                        self._samples_waiting -= 1
                     continue
-                old, _ = self._queue.popleft()
+                old, _ = queue.popleft()
                 self._bytes -= len(old)
                 self.overflows += 1
             if self._closed:
                 return
-            self._queue.append((payload, source))
-            self._bytes += len(payload)
-            self._cond.notify_all()
+            queue.append((payload, source))
+            self._bytes += n
+            if self._readers_waiting:
+                self._data.notify_all()
             if self._aio_sleeping:
                 self._aio_sleeping = False
                 self._aio_w.poke()
 
-    def _pop(self, deadline: float | None, timeout: float | None, newest: bool) -> list[tuple[bytes, Any]]:
-        """Takes the oldest queued sample, or all of them when newest; waits until deadline."""
-        with self._cond:
-            while not self._queue:
-                if self._closed:
-                    raise Closed(f"subscriber on {self.url} is closed")
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    raise Timeout(f"nothing new on {self.url}" + (f" after {timeout} s" if timeout else ""))
-                self._cond.wait(left)
-            if newest:
-                items = list(self._queue)
-                self._queue.clear()
-                self._bytes = 0
-            else:
-                item = self._queue.popleft()
-                self._bytes -= len(item[0])
-                items = [item]
-            self._cond.notify_all()
-            return items
+    def _wait(self, deadline: float | None, timeout: float | None) -> None:
+        """Waits, holding self._lock, until a sample is queued; Closed or Timeout otherwise."""
+        while not self._queue:
+            if self._closed:
+                raise Closed(f"subscriber on {self.url} is closed")
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise Timeout(f"nothing new on {self.url}" + (f" after {timeout} s" if timeout else ""))
+            self._readers_waiting += 1
+            try:
+                self._data.wait(left)
+            finally:
+                self._readers_waiting -= 1
 
     def _decode_one(self, payload: bytes, source: Any) -> tuple[Any, int, int] | None:
         """(data, seq, ts) of a frame, or None for a bad frame or one already handed out."""
@@ -335,8 +370,15 @@ class ZenohSubscriber(pubsub.Subscriber):
     def recv(self, timeout: float | None = None) -> Message:
         """The next message in arrival order (each publisher's in its seq order)."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        queue = self._queue
         while True:
-            (payload, source), = self._pop(deadline, timeout, newest=False)
+            with self._lock:
+                if not queue:
+                    self._wait(deadline, timeout)
+                payload, source = queue.popleft()
+                self._bytes -= len(payload)
+                if self._samples_waiting:
+                    self._room.notify_all()
             got = self._decode_one(payload, source)
             if got is not None:
                 return self._deliver(*got, source)
@@ -345,7 +387,13 @@ class ZenohSubscriber(pubsub.Subscriber):
         """The newest queued message; the ones passed over count as skipped."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            items = self._pop(deadline, timeout, newest=True)
+            with self._lock:
+                self._wait(deadline, timeout)
+                items = list(self._queue)
+                self._queue.clear()
+                self._bytes = 0
+                if self._samples_waiting:
+                    self._room.notify_all()
             # Newest first: the first frame that decodes is the answer; the valid
             # frames before it are skipped, per publisher, so no gap reads as loss.
             chosen = None
@@ -371,7 +419,7 @@ class ZenohSubscriber(pubsub.Subscriber):
         return self._fresh(seq, source)
 
     def _aio_waiter(self) -> _aio.Waiter:
-        with self._cond:
+        with self._lock:
             if self._aio_w is None:
                 self._aio_w = _ZenohWaiter(self)
             return self._aio_w
@@ -379,15 +427,17 @@ class ZenohSubscriber(pubsub.Subscriber):
     def close(self) -> None:
         if self._closed:
             return
-        with self._cond:
+        with self._lock:
             self._closed = True
             self._queue.clear()
             self._bytes = 0
-            self._cond.notify_all()
+            self._data.notify_all()
+            self._room.notify_all()
             if self._aio_w is not None:
                 self._aio_w.shutdown()
                 self._aio_sleeping = False
         try:
+            self._pubs.undeclare()
             self._token.undeclare()
             self._sub.undeclare()
         finally:
