@@ -18,7 +18,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from ._net import HandshakeError, close_quietly, handshake, log, tls_wrap, tune_tcp
+from ._net import FrameReader, HandshakeError, close_quietly, handshake, log, tls_wrap, tune_tcp
 
 OnReady = Callable[[Any, dict, Any, Any], None]
 
@@ -33,9 +33,11 @@ class Links:
     def __init__(self, host: str, port: int, *, bind: bool, role: str, framing: Any, epoch: str | None,
                  key: bytes | None, ssl: _ssl.SSLContext | None, heartbeat: float, handshake_timeout: float,
                  backoff_max: float, on_ready: OnReady, on_error: Callable[[Exception], None],
-                 on_tick: Callable[[], None] | None = None, tick: float = 0.1) -> None:
+                 on_tick: Callable[[], None] | None = None, tick: float = 0.1,
+                 reader_type: Any = FrameReader) -> None:
         self.host, self.port, self.bind, self.role = host, port, bind, role
         self._framing, self._epoch, self._key, self._ssl = framing, epoch, key, ssl
+        self._reader_type = reader_type   # what reads each connection, from its handshake on
         self._heartbeat, self._hs_timeout, self._backoff_max = heartbeat, handshake_timeout, backoff_max
         self._on_ready, self._on_error, self._on_tick, self._tick = on_ready, on_error, on_tick, tick
         self._stop = False
@@ -169,7 +171,8 @@ class Links:
             if conn is not sock:
                 with self._mu:
                     self._pending.add(conn)
-            peer, reader = handshake(conn, self._framing, self.role, self._epoch, self._key, self._hs_timeout)
+            peer, reader = handshake(conn, self._framing, self.role, self._epoch, self._key, self._hs_timeout,
+                                     self._reader_type)
             conn.settimeout(None)
         except (HandshakeError, OSError) as exc:
             msg = str(exc) if isinstance(exc, HandshakeError) else f"connection failed: {exc}"

@@ -24,15 +24,18 @@ from ._net import close_quietly, log, parse_address, resolve_key
 
 
 class _In:
-    """One connection a subscriber reads from."""
+    """One connection a subscriber reads from. ``take``/``on_control``: its
+    reader's take and the subscriber's handler of its control frames."""
 
-    __slots__ = ("sock", "reader", "epoch", "where", "last_rx", "expect", "tls")
+    __slots__ = ("sock", "fd", "reader", "epoch", "where", "last_rx", "tls", "take", "on_control")
 
-    def __init__(self, sock: Any, reader: Any, epoch: str, where: str) -> None:
+    def __init__(self, sock: Any, reader: Any, epoch: str, where: str, on_control: Any) -> None:
         self.sock, self.reader, self.epoch, self.where = sock, reader, epoch, where
+        self.fd = sock.fileno()
         self.last_rx = time.monotonic()
-        self.expect: int | None = None
         self.tls = isinstance(sock, _ssl.SSLSocket)
+        self.take = reader.take
+        self.on_control = on_control
 
 
 class TcpSubscriber(Subscriber):
@@ -59,6 +62,7 @@ class TcpSubscriber(Subscriber):
         self._reconnect = reconnect
         self._bind = bind
         self._conns: list[_In] = []
+        self._one: _In | None = None   # the connection when there is exactly one (recv's fast path)
         self._ready: deque[_In] = deque()
         self._last_seen: dict[str, int] = {}
         self._epochs: set[str] = set()
@@ -74,7 +78,8 @@ class TcpSubscriber(Subscriber):
             self._links = Links(host, port, bind=bind, role="sub", framing=self._framing, epoch=None,
                                 key=resolve_key(key), ssl=ssl, heartbeat=heartbeat,
                                 handshake_timeout=handshake_timeout, backoff_max=backoff_max,
-                                on_ready=self._attach, on_error=self._failed)
+                                on_ready=self._attach, on_error=self._failed,
+                                reader_type=self._be.streamreader.FrameReader)
         except BaseException:
             os.close(self._rfd)
             os.close(self._wfd)
@@ -92,8 +97,11 @@ class TcpSubscriber(Subscriber):
             return
         reader.max_frame_size = self._max_frame
         reader.chunk = self._chunk
+        reader.epoch = epoch
+        reader.seen = self._last_seen
         sock.setblocking(False)
-        self._ready.append(_In(sock, reader, epoch, where))
+        c = _In(sock, reader, epoch, where, lambda msg: self._control(c, msg))
+        self._ready.append(c)
         self._error = None
         try:
             os.write(self._wfd, b"\0")
@@ -111,10 +119,14 @@ class TcpSubscriber(Subscriber):
         """How many publishers this subscriber is reading from now."""
         return len(self._conns) + len(self._ready)
 
+    def _conns_changed(self) -> None:
+        self._one = self._conns[0] if len(self._conns) == 1 and not self._closed else None
+
     def _lose(self, c: _In, why: str, level: int = 20) -> None:
         if c not in self._conns:
             return
         self._conns.remove(c)
+        self._conns_changed()
         close_quietly(c.sock)
         if self._closed:
             return
@@ -138,39 +150,21 @@ class TcpSubscriber(Subscriber):
                     self.stats.add_lost(nxt)
                     self.stats.restarts += 1
                 self._epochs.add(c.epoch)
-            c.expect = nxt
+            c.reader.expect = nxt
         elif kind == "bye":
             raise Closed("publisher closed")
         elif kind == "error":
             raise FrameError(f"peer reported an error: {msg.get('reason')}")
         # "hb" and anything unknown (a newer peer) only prove the peer is alive
 
-    def _take(self, c: _In) -> tuple[Any, int, int] | None:
-        """The next data frame buffered on c (control frames handled), or None."""
-        while True:
-            f = c.reader.next()
-            if f is None:
-                return None
-            data, seq, ts, flags = f
-            if flags & 1:
-                self._control(c, data)
-                continue
-            last = self._last_seen.get(c.epoch)
-            if last is not None and seq <= last:
-                continue   # already delivered on an earlier connection of this epoch
-            if c.expect is not None:
-                if last is None and seq > c.expect:
-                    self.stats.add_lost(seq - c.expect)
-                c.expect = None
-            self._last_seen[c.epoch] = seq
-            return data, seq, ts
-
     def _read(self, c: _In) -> int:
         """Reads what is there from c: the byte count (0: nothing yet), -1 when c was lost."""
         got = 0
         try:
             while True:
-                n = c.reader.fill(c.sock)
+                n = c.reader.fill(c.sock) if c.tls else c.reader.fill_fd(c.fd)
+                if n < 0:
+                    return got
                 if n == 0:
                     self._lose(c, "connection closed by peer")
                     return -1
@@ -207,17 +201,19 @@ class TcpSubscriber(Subscriber):
                 raise Closed("subscriber is closed")
             if self._gone is not None:
                 raise Closed(self._gone)
-            while self._ready:
-                self._conns.append(self._ready.popleft())
+            if self._ready:
+                while self._ready:
+                    self._conns.append(self._ready.popleft())
+                self._conns_changed()
             if newest:
                 for c in list(self._conns):
                     self._read(c)
-            best: tuple[_In, tuple[Any, int, int]] | None = None
+            best: tuple[_In, Message] | None = None
             passed: dict[str, int] = {}
             for c in list(self._conns):
                 try:
                     while True:
-                        got = self._take(c)
+                        got = c.take(c.on_control, self.stats, False)
                         if got is None:
                             break
                         if best is not None:
@@ -230,13 +226,13 @@ class TcpSubscriber(Subscriber):
                 if best is not None and not newest:
                     break
             if best is not None:
-                c, (data, seq, ts) = best
+                c, msg = best
                 for ep, k in passed.items():
                     if ep != c.epoch:
                         self._skip_pending[ep] = self._skip_pending.get(ep, 0) + k
                 skipped = passed.get(c.epoch, 0) + self._skip_pending.pop(c.epoch, 0)
-                self.stats.record(seq, ts, time.time_ns(), skipped, c.epoch)
-                return Message(data, seq, ts)
+                self.stats.record(msg.seq, msg.timestamp_ns, time.time_ns(), skipped, c.epoch)
+                return msg
             if self._gone is not None:
                 continue
             if self._error is not None and not self._conns:
@@ -302,9 +298,20 @@ class TcpSubscriber(Subscriber):
             self._release()
 
     def recv(self, timeout: float | None = None) -> Message:
+        # fast path, without the bookkeeping of _next: one publisher and a frame
+        # already buffered (the reader records it in stats)
+        c = self._one
+        if c is not None and not self._ready and not self._skip_pending:
+            try:
+                msg = c.take(c.on_control, self.stats)
+            except (FrameError, Closed) as exc:
+                self._lose(c, str(exc), 20 if isinstance(exc, Closed) else 30)
+                msg = None
+            if msg is not None:
+                return msg
         self._enter()
         try:
-            return self._recv(timeout)
+            return self._next(timeout, newest=False)
         finally:
             self._leave()
 
@@ -315,27 +322,12 @@ class TcpSubscriber(Subscriber):
         finally:
             self._leave()
 
-    def _recv(self, timeout: float | None) -> Message:
-        # fast path: one publisher and a frame already buffered
-        if len(self._conns) == 1 and not self._ready and self._gone is None:
-            c = self._conns[0]
-            try:
-                got = self._take(c)
-            except (FrameError, Closed) as exc:
-                self._lose(c, str(exc), 20 if isinstance(exc, Closed) else 30)
-                got = None
-            if got is not None:
-                data, seq, ts = got
-                skipped = self._skip_pending.pop(c.epoch, 0) if self._skip_pending else 0
-                self.stats.record(seq, ts, time.time_ns(), skipped, c.epoch)
-                return Message(data, seq, ts)
-        return self._next(timeout, newest=False)
-
     def close(self) -> None:
         with self._state:
             if self._closed:
                 return
             self._closed = True
+            self._one = None
             waiting = self._busy > 0
         self._links.close()      # joins its thread: nothing is attached after this
         if not waiting:
@@ -356,6 +348,7 @@ class TcpSubscriber(Subscriber):
         for c in self._conns + list(self._ready):
             close_quietly(c.sock)
         self._conns.clear()
+        self._one = None
         self._ready.clear()
         os.close(self._rfd)
         os.close(self._wfd)
