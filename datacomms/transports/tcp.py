@@ -25,7 +25,7 @@ from typing import Any
 
 from .. import backend as _backend
 from .. import url as _url
-from ..errors import Closed
+from ..errors import Closed, Timeout
 from ..pubsub import Publisher
 from ._links import Links
 from ._net import wait_for_count, HandshakeError, close_quietly, control, log, new_epoch, parse_address, resolve_key
@@ -61,7 +61,8 @@ class TcpPublisher(Publisher):
         self._lock = threading.Lock()        # seq order, and start frames before data
         self._subs = threading.Condition()   # subscriber count changes
         self._conns: dict[int, tuple[Any, str]] = {}
-        self._last_send = 0.0
+        self._last_send = 0.0                # when seq last moved or a heartbeat went out
+        self._hb_seq = 0
         self._closed = False
         self._loop = _sendloop_module(self._be, ssl).SendLoop()
         try:
@@ -115,8 +116,12 @@ class TcpPublisher(Publisher):
                 self._reap()
             finally:
                 self._lock.release()
-        if self._conns and time.monotonic() - self._last_send >= self._heartbeat:
-            self._last_send = time.monotonic()
+        # data counts as a heartbeat: send one only when seq stood still for a heartbeat period
+        now = time.monotonic()
+        if self._seq != self._hb_seq:
+            self._hb_seq, self._last_send = self._seq, now
+        elif self._conns and now - self._last_send >= self._heartbeat:
+            self._last_send = now
             self._loop.send(control(self._framing, {"dc": "hb"}), -1, 0)
 
     def send(self, data: Any, timeout: float | None = None) -> int:
@@ -126,10 +131,12 @@ class TcpPublisher(Publisher):
             if self._closed:
                 raise Closed("publisher is closed")
             seq = self._seq
-            parts, _ = self._framing.encode(data, seq, time.time_ns())
+            try:
+                self._loop.send_data(data, seq, timeout)
+            except Timeout:
+                self._seq = seq + 1   # the other subscribers have it: the seq is used
+                raise
             self._seq = seq + 1
-            self._loop.send(parts, -1, timeout)
-        self._last_send = time.monotonic()
         return seq
 
     @property

@@ -9,3 +9,4 @@ cdef class SendLoop:
     cdef object socks
     cdef dc_sl_msg *build(self, list parts) except NULL
     cdef void release_freed(self)
+    cdef int push(self, dc_sl_msg *m, int cid, timeout) except -1

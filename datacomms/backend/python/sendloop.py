@@ -20,6 +20,7 @@ from collections import deque
 from typing import Any
 
 from ...errors import Closed, Timeout
+from . import framing as _framing
 
 IOV_MAX = 512
 # Frames up to this size sent while their connection's queue is empty are
@@ -166,6 +167,11 @@ class SendLoop:
         if timed_out:
             raise Timeout(f"send: a subscriber's queue stayed full for {timeout} s")
         return dropped
+
+    def send_data(self, data: Any, seq: int, timeout: float | None = None) -> int:
+        """Encodes data as data frame seq, stamped now, and queues it on every
+        connection (as send)."""
+        return self.send(_framing.encode(data, seq, time.time_ns())[0], -1, timeout)
 
     def flush(self, cid: int = -1, timeout: float | None = None) -> bool:
         """Waits until the queues (or cid's) are written; False on timeout."""
