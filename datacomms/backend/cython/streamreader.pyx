@@ -24,18 +24,14 @@ from libc.stdint cimport uint8_t, uint64_t, int64_t
 from libc.string cimport memcpy, memmove, memcmp, strerror
 
 from ...errors import FrameError
-from ...message import Message
-from ._csrc cimport DC_OK, dc_header, dc_header_unpack
+from ..._message cimport make_message
+from ._csrc cimport DC_OK, MSG_DONTWAIT, dc_header, dc_header_unpack, recv
 from .framing cimport check_status, loads_json
 from .stats cimport Stats
 
 cdef extern from "Python.h":
     ctypedef struct _ByteArrayObject "PyByteArrayObject":
         Py_ssize_t ob_exports
-
-cdef extern from "<sys/socket.h>" nogil:
-    ssize_t recv(int fd, void *buf, size_t n, int flags)
-    int MSG_DONTWAIT
 
 # Raw payloads up to this size come out as bytes (a copy): cheaper than a view
 # for small messages, and the receive buffer is free again at once.
@@ -44,7 +40,6 @@ cdef Py_ssize_t _SMALL_COPY = SMALL_COPY
 
 cdef bytes _MAGIC = b"DCMF"
 HTTP_STARTS = (b"GET ", b"POST", b"PUT ", b"HEAD", b"DELE", b"OPTI", b"PATC", b"CONN", b"HTTP", b"PRI ")
-cdef object _Message = Message
 
 
 def describe_garbage(head: bytes) -> str:
@@ -214,4 +209,4 @@ cdef class FrameReader:
                     (<Stats>stats).record_source(self.epoch, h.seq, h.timestamp_ns, time_ns(), 0)
                 else:
                     stats.record(h.seq, h.timestamp_ns, time_ns(), 0, self.epoch)
-            return _Message(data, h.seq, h.timestamp_ns)
+            return make_message(data, h.seq, h.timestamp_ns)
