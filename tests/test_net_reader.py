@@ -209,3 +209,32 @@ def test_views_stay_valid_while_the_reader_moves_on(backend, size):
     got = _read_all(reader, ChunkedSocket(b"".join(fr.encode_bytes(m, i, 0) for i, m in enumerate(msgs)), [5000]))
     assert [bytes(g[0]) for g in got] == msgs
     assert all(type(g[0]) is (bytes if size <= backend.streamreader.SMALL_COPY else memoryview) for g in got)
+
+
+@pytest.mark.parametrize("spin_ns", [0, 200_000])
+def test_wait_fd_reads_times_out_and_wakes(backend, spin_ns):
+    import os
+    import socket
+    import threading
+
+    fr = backend.framing
+    a, b = socket.socketpair()
+    rfd, wfd = os.pipe()
+    try:
+        b.setblocking(False)
+        reader = backend.streamreader.FrameReader(fr, 1 << 20, chunk=256)
+        assert reader.wait_fd(b.fileno(), rfd, 0.01, spin_ns) == -1     # nothing came in time
+        os.write(wfd, b"\0")
+        assert reader.wait_fd(b.fileno(), rfd, 5, spin_ns) == -2        # woken
+        os.read(rfd, 1)
+        t = threading.Timer(0.05, a.sendall, [fr.encode_bytes(b"late", 3, 0)])
+        t.start()
+        n = reader.wait_fd(b.fileno(), -1, None, spin_ns)               # waits for it
+        t.join()
+        assert n > 0 and reader.next()[:2] == (b"late", 3)
+        a.close()
+        assert reader.wait_fd(b.fileno(), rfd, 5, spin_ns) == 0         # the peer closed
+    finally:
+        b.close()
+        os.close(rfd)
+        os.close(wfd)

@@ -275,10 +275,7 @@ class TcpSubscriber(Subscriber):
             p.register(c.sock.fileno(), select.POLLIN)
         for fd, _ in p.poll(seconds * 1000 + 0.5 if seconds > 0 else 0):
             if fd == self._rfd:
-                try:
-                    os.read(self._rfd, 4096)
-                except BlockingIOError:
-                    pass
+                self._drain_wake()
             elif fds[fd] in self._conns:
                 self._read(fds[fd])
 
@@ -311,9 +308,57 @@ class TcpSubscriber(Subscriber):
                 return msg
         self._enter()
         try:
+            if c is not None and c is self._one and not c.tls:
+                msg, timeout = self._wait_one(c, timeout)
+                if msg is not None:
+                    return msg
             return self._next(timeout, newest=False)
         finally:
             self._leave()
+
+    def _wait_one(self, c: _In, timeout: float | None) -> tuple[Message | None, float | None]:
+        """recv's wait on its one plain connection: each round is one call to
+        the reader (spin, poll with the GIL released, read), then a take.
+        Returns (message, None), or (None, the timeout left) when _next must
+        take over: deadline passed, connection lost or silent, woken by a new
+        connection or close()."""
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        while not self._closed and self._one is c and not self._ready and not self._skip_pending:
+            now = time.monotonic()
+            wait = self._dead_after - (now - c.last_rx)
+            if wait <= 0:
+                break
+            if deadline is not None:
+                if now >= deadline:
+                    break
+                wait = min(wait, deadline - now)
+            try:
+                n = c.reader.wait_fd(c.fd, self._rfd, wait, self._spin_ns)
+            except OSError as exc:
+                self._lose(c, f"read failed: {exc}")
+                break
+            if n == 0:
+                self._lose(c, "connection closed by peer")
+                break
+            if n < 0:
+                if n == -2:
+                    self._drain_wake()
+                continue
+            c.last_rx = time.monotonic()
+            try:
+                msg = c.take(c.on_control, self.stats)
+            except (FrameError, Closed) as exc:
+                self._lose(c, str(exc), 20 if isinstance(exc, Closed) else 30)
+                break
+            if msg is not None:
+                return msg, None
+        return None, None if deadline is None else max(0.0, deadline - time.monotonic())
+
+    def _drain_wake(self) -> None:
+        try:
+            os.read(self._rfd, 4096)
+        except (BlockingIOError, OSError):
+            pass
 
     def latest(self, timeout: float | None = None) -> Message:
         self._enter()

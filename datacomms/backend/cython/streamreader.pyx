@@ -25,7 +25,9 @@ from libc.string cimport memcpy, memmove, memcmp, strerror
 
 from ...errors import FrameError
 from ..._message cimport make_message
-from ._csrc cimport DC_OK, MSG_DONTWAIT, dc_header, dc_header_unpack, recv
+from ._csrc cimport (
+    DC_OK, MSG_DONTWAIT, POLLIN, dc_header, dc_header_unpack, dc_monotonic_ns, poll, pollfd, recv, sched_yield,
+)
 from .framing cimport check_status, loads_json
 from .stats cimport Stats
 
@@ -123,6 +125,56 @@ cdef class FrameReader:
             return n
         if err == EAGAIN or err == EINTR:   # EWOULDBLOCK is EAGAIN on Linux
             return -1
+        raise OSError(err, strerror(err).decode())
+
+    def wait_fd(self, int fd, int wake_fd, timeout, long long spin_ns=0) -> int:
+        """Reads from a socket descriptor, waiting for data: first spins (read
+        attempts, yielding the CPU between them) for up to spin_ns, then polls
+        fd and wake_fd (-1: none) for up to timeout seconds (None: no limit),
+        all without the GIL. The byte count read, 0 when the peer closed, -1
+        when nothing came in time, -2 when wake_fd woke it. Raises OSError."""
+        cdef Py_buffer view
+        cdef ssize_t n
+        cdef int err = 0, ms, polled = 0, woken = 0
+        cdef int64_t spin_end
+        cdef pollfd fds[2]
+        if timeout is None:
+            ms = -1
+        else:
+            ms = <int>min(max(<double>timeout, 0.0) * 1000.0 + 0.999, 2e9)
+        if self.end == PyByteArray_GET_SIZE(self.buf):
+            self._room(max(self.need, self.end - self.start + 1))
+        fds[0].fd = fd
+        fds[0].events = POLLIN
+        fds[1].fd = wake_fd
+        fds[1].events = POLLIN
+        PyObject_GetBuffer(self.buf, &view, PyBUF_WRITABLE)   # pins buf while the GIL is released
+        with nogil:
+            spin_end = dc_monotonic_ns() + spin_ns
+            while True:
+                n = recv(fd, <char *>view.buf + self.end, <size_t>(view.len - self.end), MSG_DONTWAIT)
+                if n >= 0:
+                    break
+                err = errno
+                if (err != EAGAIN and err != EINTR) or polled:
+                    break
+                if spin_ns > 0 and dc_monotonic_ns() < spin_end:
+                    sched_yield()
+                    continue
+                fds[0].revents = 0
+                fds[1].revents = 0
+                if poll(fds, 2 if wake_fd >= 0 else 1, ms) <= 0:
+                    break
+                polled = 1
+                if fds[1].revents and not fds[0].revents:
+                    woken = 1
+                    break
+        PyBuffer_Release(&view)
+        if n >= 0:
+            self.end += n
+            return n
+        if err == EAGAIN or err == EINTR:
+            return -2 if woken else -1
         raise OSError(err, strerror(err).decode())
 
     cdef int _fail(self, object exc) except -1:

@@ -12,6 +12,7 @@ started, and returns a Message.
 from __future__ import annotations
 
 import os
+import select
 import struct
 import time
 from typing import Any, Callable
@@ -117,6 +118,30 @@ class FrameReader:
             return -1
         self.end += n
         return n
+
+    def wait_fd(self, fd: int, wake_fd: int, timeout: float | None, spin_ns: int = 0) -> int:
+        """Reads from a socket descriptor, waiting for data: first spins (read
+        attempts, yielding the CPU between them) for up to spin_ns, then polls
+        fd and wake_fd (-1: none) for up to timeout seconds (None: no limit).
+        The byte count read, 0 when the peer closed, -1 when nothing came in
+        time, -2 when wake_fd woke it. Raises OSError."""
+        n = self.fill_fd(fd)
+        if n >= 0:
+            return n
+        spin_end = time.monotonic_ns() + spin_ns
+        while spin_ns > 0 and time.monotonic_ns() < spin_end:
+            os.sched_yield()
+            n = self.fill_fd(fd)
+            if n >= 0:
+                return n
+        p = select.poll()
+        p.register(fd, select.POLLIN)
+        if wake_fd >= 0:
+            p.register(wake_fd, select.POLLIN)
+        ready = dict(p.poll(None if timeout is None else max(timeout, 0.0) * 1000 + 0.999))
+        if ready.get(fd):
+            return self.fill_fd(fd)
+        return -2 if ready.get(wake_fd) else -1
 
     def next(self) -> tuple[Any, int, int, int] | None:
         """The next complete frame as (data, seq, timestamp_ns, flags), or None.
