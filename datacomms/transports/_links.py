@@ -18,7 +18,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from ._net import FrameReader, HandshakeError, close_quietly, handshake, log, tls_wrap, tune_tcp
+from ._net import FrameReader, HandshakeError, bind_address, close_quietly, family, handshake, log, tls_wrap, tune_tcp
 
 OnReady = Callable[[Any, dict, Any, Any], None]
 
@@ -50,11 +50,10 @@ class Links:
         self._rfd, self._wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.listener: socket.socket | None = None
         if bind:
-            family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            self.listener = socket.socket(family, socket.SOCK_STREAM)
+            self.listener = socket.socket(family(host), socket.SOCK_STREAM)
             try:
                 self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                self.listener.bind((host, port))
+                bind_address(self.listener, host, port, "tcp")
                 self.listener.listen(128)
                 self.listener.setblocking(False)
             except OSError:

@@ -11,6 +11,7 @@ control frames are JSON, data frames go through the framing layer.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import hmac
 import logging
@@ -50,6 +51,30 @@ def parse_address(rest: str, url: str) -> tuple[str, int]:
     if host == "*":
         host = "0.0.0.0"
     return host, port
+
+
+def family(host: str) -> socket.AddressFamily:
+    """AF_INET6 for an IPv6 address (the URL wrote it in brackets), else AF_INET."""
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def url_of(scheme: str, host: str, port: int) -> str:
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
+def bind_address(sock: socket.socket, host: str, port: int, scheme: str) -> None:
+    """sock.bind((host, port)); an address in use is an OSError that names it."""
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            raise OSError(exc.errno, f"{scheme} address {where} is already in use "
+                                     "(by another publisher, or another program listening there)") from None
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise OSError(exc.errno, f"cannot bind {url_of(scheme, host, port)}: {host} is not an address "
+                                     "of this machine") from None
+        raise
 
 
 def wait_for_count(count: Any, n: int, timeout: float | None, closed: Any, pause: Any, what: str) -> int:

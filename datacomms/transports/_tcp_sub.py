@@ -20,7 +20,7 @@ from ..errors import Closed, FrameError, Timeout
 from ..message import Message
 from ..pubsub import Subscriber
 from ._links import Links
-from ._net import close_quietly, log, parse_address, resolve_key
+from ._net import close_quietly, log, parse_address, resolve_key, url_of
 
 
 class _In:
@@ -85,7 +85,7 @@ class TcpSubscriber(Subscriber):
             os.close(self._wfd)
             raise
         self.address = (host, self._links.port)
-        self.url = f"tcp://{host}:{self._links.port}" if ":" not in host else f"tcp://[{host}]:{self._links.port}"
+        self.url = url_of("tcp", host, self._links.port)
 
     # -- called from the Links thread ----------------------------------------
 

@@ -28,7 +28,9 @@ from .. import url as _url
 from ..errors import Closed
 from ..pubsub import Publisher
 from ._links import Links
-from ._net import wait_for_count, HandshakeError, close_quietly, control, log, new_epoch, parse_address, resolve_key
+from ._net import (
+    wait_for_count, HandshakeError, close_quietly, control, log, new_epoch, parse_address, resolve_key, url_of,
+)
 from ._tcp_sub import TcpSubscriber
 
 __all__ = ["TcpPublisher", "TcpSubscriber", "HandshakeError"]
@@ -77,7 +79,7 @@ class TcpPublisher(Publisher):
             self._loop.close()
             raise
         self.address = (host, self._links.port)
-        self.url = f"tcp://{host}:{self._links.port}" if ":" not in host else f"tcp://[{host}]:{self._links.port}"
+        self.url = url_of("tcp", host, self._links.port)
 
     def _attach(self, sock: Any, peer: dict, reader: Any, where: str) -> None:
         with self._lock:
