@@ -60,8 +60,8 @@ cdef class FrameReader:
     Python twin for the contract of each method and attribute)."""
 
     def __init__(self, framing, uint64_t max_frame_size, Py_ssize_t chunk=1 << 20):
-        if chunk < 64:
-            raise ValueError("chunk must be at least 64 bytes")
+        if chunk < 0:
+            raise ValueError("chunk must not be negative")
         self.framing = framing
         self._decode = framing.decode
         self.max_frame_size = max_frame_size
