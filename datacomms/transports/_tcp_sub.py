@@ -27,15 +27,16 @@ class _In:
     """One connection a subscriber reads from. ``take``/``on_control``: its
     reader's take and the subscriber's handler of its control frames."""
 
-    __slots__ = ("sock", "fd", "reader", "epoch", "where", "last_rx", "tls", "take", "on_control")
+    __slots__ = ("sock", "fd", "reader", "epoch", "where", "last_rx", "tls", "take", "on_control", "direct")
 
-    def __init__(self, sock: Any, reader: Any, epoch: str, where: str, on_control: Any) -> None:
+    def __init__(self, sock: Any, reader: Any, epoch: str, where: str, on_control: Any, direct: Any) -> None:
         self.sock, self.reader, self.epoch, self.where = sock, reader, epoch, where
         self.fd = sock.fileno()
         self.last_rx = time.monotonic()
         self.tls = isinstance(sock, _ssl.SSLSocket)
         self.take = reader.take
         self.on_control = on_control
+        self.direct = direct   # a streamreader.DirectRecv: recv while c is the only connection
 
 
 class TcpSubscriber(Subscriber):
@@ -100,7 +101,11 @@ class TcpSubscriber(Subscriber):
         reader.epoch = epoch
         reader.seen = self._last_seen
         sock.setblocking(False)
-        c = _In(sock, reader, epoch, where, lambda msg: self._control(c, msg))
+        def on_control(msg: Any) -> None:
+            self._control(c, msg)
+
+        direct = self._be.streamreader.DirectRecv(reader, on_control, self.stats, self._recv_slow)
+        c = _In(sock, reader, epoch, where, on_control, direct)
         self._ready.append(c)
         self._error = None
         try:
@@ -120,7 +125,14 @@ class TcpSubscriber(Subscriber):
         return len(self._conns) + len(self._ready)
 
     def _conns_changed(self) -> None:
-        self._one = self._conns[0] if len(self._conns) == 1 and not self._closed else None
+        """Keeps _one, and recv bound to its DirectRecv while it is the one
+        connection (messages skipped by latest() still to account: not direct)."""
+        one = self._conns[0] if len(self._conns) == 1 and not self._closed and not self._skip_pending else None
+        self._one = one
+        if one is not None:
+            self.recv = one.direct.recv  # type: ignore[method-assign]
+        else:
+            vars(self).pop("recv", None)
 
     def _lose(self, c: _In, why: str, level: int = 20) -> None:
         if c not in self._conns:
@@ -232,6 +244,8 @@ class TcpSubscriber(Subscriber):
                         self._skip_pending[ep] = self._skip_pending.get(ep, 0) + k
                 skipped = passed.get(c.epoch, 0) + self._skip_pending.pop(c.epoch, 0)
                 self.stats.record(msg.seq, msg.timestamp_ns, time.time_ns(), skipped, c.epoch)
+                if newest:
+                    self._conns_changed()   # _skip_pending may have changed
                 return msg
             if self._gone is not None:
                 continue
@@ -295,20 +309,24 @@ class TcpSubscriber(Subscriber):
             self._release()
 
     def recv(self, timeout: float | None = None) -> Message:
-        # fast path, without the bookkeeping of _next: one publisher and a frame
-        # already buffered (the reader records it in stats)
+        # While one connection is followed, the instance's recv is that
+        # connection's DirectRecv.recv (see _conns_changed): a buffered message
+        # costs one call into the reader, and this is only reached otherwise.
         c = self._one
-        if c is not None and not self._ready and not self._skip_pending:
-            try:
-                msg = c.take(c.on_control, self.stats)
-            except (FrameError, Closed) as exc:
-                self._lose(c, str(exc), 20 if isinstance(exc, Closed) else 30)
-                msg = None
-            if msg is not None:
-                return msg
+        if c is not None:
+            return c.direct.recv(timeout)
+        return self._recv_slow(timeout, None)
+
+    def _recv_slow(self, timeout: float | None, error: Exception | None) -> Message:
+        """recv when nothing is buffered on the one connection (or there is not
+        exactly one): error is what the reader raised on it, if anything."""
+        c = self._one
+        if error is not None and c is not None:
+            self._lose(c, str(error), 20 if isinstance(error, Closed) else 30)
         self._enter()
         try:
-            if c is not None and c is self._one and not c.tls:
+            c = self._one
+            if c is not None and not c.tls:
                 msg, timeout = self._wait_one(c, timeout)
                 if msg is not None:
                     return msg
@@ -373,6 +391,7 @@ class TcpSubscriber(Subscriber):
                 return
             self._closed = True
             self._one = None
+            vars(self).pop("recv", None)
             waiting = self._busy > 0
         self._links.close()      # joins its thread: nothing is attached after this
         if not waiting:

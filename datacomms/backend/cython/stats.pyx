@@ -68,9 +68,10 @@ cdef class Stats:
         if lat > self._max_latency_ns:
             self._max_latency_ns = lat
 
-    cdef int record_source(self, object source, uint64_t seq, int64_t timestamp_ns, int64_t now_ns,
+    cdef int record_source(self, object source, object seq_obj, uint64_t seq, int64_t timestamp_ns, int64_t now_ns,
                            long long skipped) except -1:
-        """fast_record for a message of one of several publishers (source keeps their seqs apart)."""
+        """fast_record for a message of one of several publishers (source keeps
+        their seqs apart); seq_obj is seq as a Python int (kept per source)."""
         cdef PyObject *last
         cdef uint64_t prev
         cdef double gap
@@ -90,7 +91,7 @@ cdef class Stats:
                 self.lost += <long long>(seq - prev - 1) - skipped
             else:
                 self.restarts += 1
-        self._sources[source] = seq
+        self._sources[source] = seq_obj
         self.skipped += skipped
         lat = now_ns - timestamp_ns
         if lat < 0:
@@ -110,7 +111,7 @@ cdef class Stats:
             if source is None:
                 self.fast_record(seq, timestamp_ns, now, skipped)
             else:
-                self.record_source(source, seq, timestamp_ns, now, skipped)
+                self.record_source(source, seq, seq, timestamp_ns, now, skipped)
             return
         if self.received:
             gap = (now - self._last_ns) * 1e-9

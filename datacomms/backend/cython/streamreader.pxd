@@ -18,3 +18,9 @@ cdef class FrameReader:
     cdef int _frame(self, dc_header *h) except -1
     cdef object _data(self, const dc_header *h)
     cdef void _consume(self, uint64_t frame_len)
+    cpdef take(self, on_control, stats, bint record=*)
+
+
+cdef class DirectRecv:
+    cdef FrameReader reader
+    cdef object on_control, stats, slow

@@ -23,7 +23,7 @@ from libc.errno cimport errno, EAGAIN, EINTR
 from libc.stdint cimport uint8_t, uint64_t, int64_t
 from libc.string cimport memcpy, memmove, memcmp, strerror
 
-from ...errors import FrameError
+from ...errors import Closed, FrameError
 from ..._message cimport make_message
 from ._csrc cimport (
     DC_OK, MSG_DONTWAIT, POLLIN, dc_header, dc_header_unpack, dc_monotonic_ns, poll, pollfd, recv, sched_yield,
@@ -236,7 +236,7 @@ cdef class FrameReader:
         self._consume(h.frame_len)
         return data, h.seq, h.timestamp_ns, h.flags
 
-    def take(self, on_control, stats, bint record=True):
+    cpdef take(self, on_control, stats, bint record=True):
         """The next data frame buffered here as a Message, or None (see the twin)."""
         cdef dc_header h
         cdef PyObject *last
@@ -255,10 +255,27 @@ cdef class FrameReader:
                 if last == NULL and h.seq > <uint64_t>self.expect:
                     stats.add_lost(h.seq - <uint64_t>self.expect)
                 self.expect = None
-            self.seen[self.epoch] = h.seq
+            seq = h.seq   # one int object for the message, seen and stats
+            self.seen[self.epoch] = seq
             if record:
                 if type(stats) is Stats:
-                    (<Stats>stats).record_source(self.epoch, h.seq, h.timestamp_ns, time_ns(), 0)
+                    (<Stats>stats).record_source(self.epoch, seq, h.seq, h.timestamp_ns, time_ns(), 0)
                 else:
-                    stats.record(h.seq, h.timestamp_ns, time_ns(), 0, self.epoch)
-            return make_message(data, h.seq, h.timestamp_ns)
+                    stats.record(seq, h.timestamp_ns, time_ns(), 0, self.epoch)
+            return make_message(data, seq, h.timestamp_ns)
+
+
+cdef class DirectRecv:
+    """The recv of a subscriber that follows one connection (see the twin)."""
+
+    def __init__(self, FrameReader reader, on_control, stats, slow):
+        self.reader, self.on_control, self.stats, self.slow = reader, on_control, stats, slow
+
+    def recv(self, timeout=None):
+        try:
+            msg = self.reader.take(self.on_control, self.stats, True)
+        except (FrameError, Closed) as exc:
+            return self.slow(timeout, exc)
+        if msg is None:
+            return self.slow(timeout, None)
+        return msg

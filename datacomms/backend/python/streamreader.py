@@ -17,7 +17,7 @@ import struct
 import time
 from typing import Any, Callable
 
-from ...errors import FrameError
+from ...errors import Closed, FrameError
 from ...message import Message
 
 # Raw payloads up to this size come out as bytes (a copy): cheaper than a view
@@ -204,3 +204,22 @@ class FrameReader:
             if record:
                 stats.record(seq, ts, time.time_ns(), 0, self.epoch)
             return Message(data, seq, ts)
+
+
+class DirectRecv:
+    """The recv of a subscriber that follows one connection: the next message
+    already buffered in reader, taken in one call; anything else (nothing
+    buffered, a bad frame, a peer that said bye) is slow(timeout, error)'s."""
+
+    def __init__(self, reader: FrameReader, on_control: Callable[[Any], None], stats: Any,
+                 slow: Callable[[float | None, Exception | None], Message]) -> None:
+        self.reader, self.on_control, self.stats, self.slow = reader, on_control, stats, slow
+
+    def recv(self, timeout: float | None = None) -> Message:
+        try:
+            msg = self.reader.take(self.on_control, self.stats)
+        except (FrameError, Closed) as exc:
+            return self.slow(timeout, exc)
+        if msg is None:
+            return self.slow(timeout, None)
+        return msg
