@@ -238,3 +238,28 @@ def test_wait_fd_reads_times_out_and_wakes(backend, spin_ns):
         b.close()
         os.close(rfd)
         os.close(wfd)
+
+
+def test_wait_fd_reads_an_announced_frame_whole(backend):
+    """Once a header announced a big frame, one wait_fd call reads all of it
+    (polling as the sender goes), not one socket buffer's worth."""
+    import socket
+    import threading
+
+    fr = backend.framing
+    big = np.arange(1 << 20, dtype=np.uint32)           # a 4 MiB frame
+    frame = fr.encode_bytes(big, 9, 0)
+    a, b = socket.socketpair()
+    with a, b:
+        b.setblocking(False)
+        reader = backend.streamreader.FrameReader(fr, 1 << 24, chunk=4096)
+        t = threading.Thread(target=a.sendall, args=(frame,))
+        t.start()
+        f, calls = None, 0
+        while f is None:
+            assert reader.wait_fd(b.fileno(), -1, 10) > 0
+            calls += 1
+            f = reader.next()
+        t.join()
+        assert f[1] == 9 and calls <= 3   # the header, then the rest in one call
+        np.testing.assert_array_equal(f[0], big)

@@ -131,36 +131,50 @@ cdef class FrameReader:
         """Reads from a socket descriptor, waiting for data: first spins (read
         attempts, yielding the CPU between them) for up to spin_ns, then polls
         fd and wake_fd (-1: none) for up to timeout seconds (None: no limit),
-        all without the GIL. The byte count read, 0 when the peer closed, -1
-        when nothing came in time, -2 when wake_fd woke it. Raises OSError."""
+        all without the GIL; while a frame whose header is read is incomplete
+        it keeps reading (and polling) until the frame is whole. The byte
+        count read, 0 when the peer closed, -1 when nothing came in time, -2
+        when wake_fd woke it. Raises OSError."""
         cdef Py_buffer view
         cdef ssize_t n
+        cdef Py_ssize_t total = 0
         cdef int err = 0, ms, polled = 0, woken = 0
-        cdef int64_t spin_end
+        cdef int64_t spin_end, deadline = -1, left
         cdef pollfd fds[2]
-        if timeout is None:
-            ms = -1
-        else:
-            ms = <int>min(max(<double>timeout, 0.0) * 1000.0 + 0.999, 2e9)
+        if timeout is not None:
+            deadline = dc_monotonic_ns() + <int64_t>(max(<double>timeout, 0.0) * 1e9)
         if self.end == PyByteArray_GET_SIZE(self.buf):
             self._room(max(self.need, self.end - self.start + 1))
         fds[0].fd = fd
         fds[0].events = POLLIN
         fds[1].fd = wake_fd
         fds[1].events = POLLIN
-        PyObject_GetBuffer(self.buf, &view, PyBUF_WRITABLE)   # pins buf while the GIL is released
+        # the export pins buf (no resize) while the GIL is released; _frame made
+        # it hold all of an announced frame (need), so there is room until then
+        PyObject_GetBuffer(self.buf, &view, PyBUF_WRITABLE)
         with nogil:
             spin_end = dc_monotonic_ns() + spin_ns
             while True:
                 n = recv(fd, <char *>view.buf + self.end, <size_t>(view.len - self.end), MSG_DONTWAIT)
-                if n >= 0:
+                if n > 0:
+                    total += n
+                    self.end += n
+                    if self.need > self.end - self.start and self.end < view.len:
+                        polled = 0
+                        continue   # the rest of a frame already announced
+                    break
+                if n == 0:
                     break
                 err = errno
                 if (err != EAGAIN and err != EINTR) or polled:
                     break
-                if spin_ns > 0 and dc_monotonic_ns() < spin_end:
+                if spin_ns > 0 and total == 0 and dc_monotonic_ns() < spin_end:
                     sched_yield()
                     continue
+                ms = -1
+                if deadline >= 0:
+                    left = deadline - dc_monotonic_ns()
+                    ms = 0 if left <= 0 else <int>min((left + 999999) // 1000000, 2000000000)
                 fds[0].revents = 0
                 fds[1].revents = 0
                 if poll(fds, 2 if wake_fd >= 0 else 1, ms) <= 0:
@@ -170,9 +184,10 @@ cdef class FrameReader:
                     woken = 1
                     break
         PyBuffer_Release(&view)
-        if n >= 0:
-            self.end += n
-            return n
+        if total > 0:
+            return total
+        if n == 0:
+            return 0
         if err == EAGAIN or err == EINTR:
             return -2 if woken else -1
         raise OSError(err, strerror(err).decode())

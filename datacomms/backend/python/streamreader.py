@@ -122,26 +122,45 @@ class FrameReader:
     def wait_fd(self, fd: int, wake_fd: int, timeout: float | None, spin_ns: int = 0) -> int:
         """Reads from a socket descriptor, waiting for data: first spins (read
         attempts, yielding the CPU between them) for up to spin_ns, then polls
-        fd and wake_fd (-1: none) for up to timeout seconds (None: no limit).
-        The byte count read, 0 when the peer closed, -1 when nothing came in
-        time, -2 when wake_fd woke it. Raises OSError."""
-        n = self.fill_fd(fd)
-        if n >= 0:
-            return n
+        fd and wake_fd (-1: none) for up to timeout seconds (None: no limit);
+        while a frame whose header is read is incomplete it keeps reading (and
+        polling) until the frame is whole. The byte count read, 0 when the
+        peer closed, -1 when nothing came in time, -2 when wake_fd woke it.
+        Raises OSError (unless some bytes were read: then the next call does)."""
+        deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
         spin_end = time.monotonic_ns() + spin_ns
-        while spin_ns > 0 and time.monotonic_ns() < spin_end:
-            os.sched_yield()
-            n = self.fill_fd(fd)
-            if n >= 0:
-                return n
-        p = select.poll()
-        p.register(fd, select.POLLIN)
-        if wake_fd >= 0:
-            p.register(wake_fd, select.POLLIN)
-        ready = dict(p.poll(None if timeout is None else max(timeout, 0.0) * 1000 + 0.999))
-        if ready.get(fd):
-            return self.fill_fd(fd)
-        return -2 if ready.get(wake_fd) else -1
+        total, polled = 0, False
+        p = None
+        while True:
+            try:
+                n = self.fill_fd(fd)
+            except OSError:
+                if total:
+                    return total
+                raise
+            if n > 0:
+                total += n
+                polled = False
+                if self.need > self.end - self.start and self.end < len(self.buf):
+                    continue   # the rest of a frame already announced
+                return total
+            if n == 0:
+                return total or 0
+            if polled:
+                return total or -1
+            if spin_ns > 0 and not total and time.monotonic_ns() < spin_end:
+                os.sched_yield()
+                continue
+            if p is None:
+                p = select.poll()
+                p.register(fd, select.POLLIN)
+                if wake_fd >= 0:
+                    p.register(wake_fd, select.POLLIN)
+            left = None if deadline is None else max(0.0, deadline - time.monotonic()) * 1000 + 0.999
+            ready = dict(p.poll(left))
+            if not ready.get(fd):
+                return total or (-2 if ready.get(wake_fd) else -1)
+            polled = True
 
     def next(self) -> tuple[Any, int, int, int] | None:
         """The next complete frame as (data, seq, timestamp_ns, flags), or None.
