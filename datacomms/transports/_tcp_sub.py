@@ -1,6 +1,7 @@
 """The receive side of tcp:// (see transports/tcp.py for the protocol):
 TcpSubscriber reads in the caller's thread, straight into large buffers
-(_net.FrameReader), and accounts for every message per publisher epoch.
+(the backend's streamreader.FrameReader, which also does the per-message
+accounting per publisher epoch), and never runs a receive thread.
 """
 
 from __future__ import annotations
