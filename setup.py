@@ -14,7 +14,7 @@ import traceback
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
-MODULES = ["framing", "stats", "ring", "sendloop"]
+MODULES = ["framing", "stats", "ring", "sendloop", "streamreader"]
 
 
 def _flag(name):
@@ -39,7 +39,8 @@ def extensions():
                   include_dirs=["csrc"], extra_compile_args=cflags, extra_link_args=ldflags,
                   define_macros=macros)
         for m in MODULES
-    ]
+    ] + [Extension("datacomms._message", ["datacomms/_message.pyx"], extra_compile_args=cflags,
+                   extra_link_args=ldflags, define_macros=macros)]
     return cythonize(exts, language_level=3, compiler_directives={
         "boundscheck": True, "wraparound": False, "cdivision": True, "embedsignature": True,
     }, force=debug or bool(sanitize))

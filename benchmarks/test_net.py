@@ -55,9 +55,10 @@ def test_round_trip_64B(benchmark, kind):
 
 
 @pytest.mark.parametrize("rate,count", [(1000, 10_000), (50, 500)])
-@pytest.mark.parametrize("kind", ["dc-cython", "dc-python"])
+@pytest.mark.parametrize("kind", netbench.SEED_PEERS)
 def test_seed_scenario(benchmark, kind, rate, count):
-    """The seed scenario: joint-state dicts at a fixed rate; lost, longest gap and min Hz in extra_info."""
+    """The seed scenario: joint-state dicts at a fixed rate; lost, longest gap and min Hz in extra_info
+    (socket: the same JSON over a plain persistent socket, the machine's own scheduling floor)."""
     benchmark.group = f"seed scenario {rate} Hz x {count}"
     out: dict = {}
     benchmark.pedantic(lambda: out.update(netbench.seed(kind, rate, count)), rounds=1, iterations=1)

@@ -1,4 +1,9 @@
-"""The Message a subscriber receives."""
+"""The Message a subscriber receives.
+
+The class below is the reference; when the extensions are built, the
+compiled twin in datacomms/_message.pyx (same attributes, same repr) takes
+its name, so every transport and backend hands out one type.
+"""
 
 from __future__ import annotations
 
@@ -25,3 +30,9 @@ class Message:
     def __repr__(self) -> str:
         kind = type(self.data).__name__
         return f"Message(seq={self.seq}, timestamp_ns={self.timestamp_ns}, data=<{kind}>)"
+
+
+try:
+    from ._message import Message  # type: ignore[assignment]  # noqa: F811
+except ImportError:   # not built: the class above it is
+    pass

@@ -10,6 +10,7 @@ recv_into of whole buffers: the loopback's speed with no per-message work).
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import struct
@@ -22,6 +23,7 @@ import numpy as np
 
 PEERS = ("dc-cython", "dc-python", "socket", "zmq", "stream")
 RTT_PEERS = ("dc-cython", "dc-python", "dc-cython-spin", "socket", "zmq")
+SEED_PEERS = ("dc-cython", "dc-python", "socket")
 _LEN = struct.Struct("<Q")
 
 
@@ -49,13 +51,7 @@ def _child(kind: str, mode: str, size: int, count: int, addr: str) -> None:
             pub = dc.Publisher("tcp://127.0.0.1:0", backend=be, on_full="block")
             print(pub.url, flush=True)
             pub.wait_for_subscribers(1, timeout=30)
-            period = 1.0 / size
-            t0 = time.perf_counter()
-            for i in range(count):
-                pub.send({"timestamp": time.time(), **{f"joint_{j}": 0.1 * j + i * 1e-4 for j in range(1, 9)}})
-                delay = t0 + (i + 1) * period - time.perf_counter()
-                if delay > 0:
-                    time.sleep(delay)
+            _paced(count, size, lambda i: pub.send(_joints(i)))
             pub.flush(10)
             sys.stdin.readline()
             pub.close()
@@ -103,7 +99,13 @@ def _child(kind: str, mode: str, size: int, count: int, addr: str) -> None:
     conn, _ = srv.accept()
     srv.close()
     conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    if mode == "send":
+    if mode == "seed":
+        def send_one(i: int) -> None:
+            body = json.dumps({"ts_ns": time.time_ns(), **_joints(i)}).encode()
+            conn.sendall(_LEN.pack(len(body)) + body)
+        _paced(count, size, send_one)
+        sys.stdin.readline()
+    elif mode == "send":
         print("ok", flush=True)
         view = memoryview(data)
         while sys.stdin.readline().strip() == "go":
@@ -125,6 +127,21 @@ def _child(kind: str, mode: str, size: int, count: int, addr: str) -> None:
             if m is None:
                 return
             conn.sendall(_LEN.pack(len(m)) + bytes(m))
+
+
+def _joints(i: int) -> dict[str, float]:
+    return {"timestamp": time.time(), **{f"joint_{j}": 0.1 * j + i * 1e-4 for j in range(1, 9)}}
+
+
+def _paced(count: int, rate: float, send_one: Callable[[int], None]) -> None:
+    """Calls send_one(i) count times at rate Hz, sleeping (time.sleep) until each slot."""
+    period = 1.0 / rate
+    t0 = time.perf_counter()
+    for i in range(count):
+        send_one(i)
+        delay = t0 + (i + 1) * period - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
 
 
 class _SockReader:
@@ -320,20 +337,40 @@ def round_trips(kind: str, size: int, count: int) -> list[float]:
 
 def seed(kind: str, rate: int, count: int) -> dict[str, Any]:
     """The seed scenario: a child publishes count joint-state dicts at rate Hz;
-    returns the subscriber's stats plus the lowest rate seen in any 1 s window."""
-    import datacomms as dc
-    be, spin = _dc_kind(kind)
+    returns the subscriber's stats plus the lowest rate seen in any 1 s window.
+    kind "socket": the same JSON over a plain persistent socket (length prefix,
+    json.loads), the reference for what the machine's scheduling alone costs."""
     child = _Child(kind, "seed", rate, count)
-    sub = dc.Subscriber(child.url, backend=be, spin_us=spin)
     times = []
-    try:
-        for _ in range(count):
-            sub.recv(timeout=30)
-            times.append(time.monotonic())
-        st = sub.stats.as_dict()
-    finally:
-        child.close()
-        sub.close()
+    if kind == "socket":
+        sock = socket.create_connection(("127.0.0.1", child.port))
+        r = _SockReader(sock)
+        lat = []
+        try:
+            for _ in range(count):
+                m = json.loads(bytes(r.read()))   # type: ignore[arg-type]
+                now = time.monotonic()
+                lat.append((time.time_ns() - m["ts_ns"]) / 1e3)
+                times.append(now)
+        finally:
+            child.close()
+            sock.close()
+        lat.sort()
+        gaps = [b - a for a, b in zip(times, times[1:])]
+        st = {"received": len(times), "lost": 0, "longest_gap_s": max(gaps, default=0.0),
+              "latency_p50_us": lat[len(lat) // 2], "latency_p99_us": lat[int(len(lat) * 0.99)]}
+    else:
+        import datacomms as dc
+        be, spin = _dc_kind(kind)
+        sub = dc.Subscriber(child.url, backend=be, spin_us=spin)
+        try:
+            for _ in range(count):
+                sub.recv(timeout=30)
+                times.append(time.monotonic())
+            st = sub.stats.as_dict()
+        finally:
+            child.close()
+            sub.close()
     per_s = [0] * (int(times[-1] - times[0]) + 1)
     for t in times:
         per_s[int(t - times[0])] += 1
@@ -383,7 +420,7 @@ def main() -> None:
         print(f"{kind:<10} {64:>8} {rtt[len(rtt) // 2] * 1e6:>10.1f} {rtt[int(len(rtt) * 0.99)] * 1e6:>10.1f}",
               flush=True)
     print(f"\n{'peer':<10} {'rate':>6} {'count':>6} {'lost':>5} {'min Hz':>7} {'longest gap ms':>15}")
-    for kind in ("dc-cython", "dc-python"):
+    for kind in SEED_PEERS:
         for rate, count in ((1000, 10_000), (50, 500)):
             st = seed(kind, rate, count)
             print(f"{kind:<10} {rate:>6} {count:>6} {st['lost']:>5} {st['min_hz']:>7} "

@@ -89,8 +89,10 @@ def test_port_in_use_is_one_line(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
-        r = run("send", f"tcp://127.0.0.1:{s.getsockname()[1]}", "--count", "1")
+        port = s.getsockname()[1]
+        r = run("send", f"tcp://127.0.0.1:{port}", "--count", "1")
     assert r.returncode == 1 and "in use" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert f"127.0.0.1:{port}" in r.stderr   # says which address
 
 
 def test_bench_quick_writes_a_matrix(tmp_path):

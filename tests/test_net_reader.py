@@ -8,8 +8,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import datacomms as dc
-from datacomms.transports._net import FrameReader
 
+
+def FrameReader(fr, max_frame_size, chunk=1 << 20):
+    """The stream reader of the backend whose framing module fr is."""
+    name = "cython" if fr is dc.backend.get("cython").framing else "python"
+    return dc.backend.get(name).streamreader.FrameReader(fr, max_frame_size, chunk=chunk)
 
 
 class ChunkedSocket:
@@ -29,7 +33,7 @@ class ChunkedSocket:
         return n
 
 
-def _read_all(reader: FrameReader, sock: ChunkedSocket) -> list:
+def _read_all(reader, sock: ChunkedSocket) -> list:
     out = []
     while True:
         f = reader.next()
@@ -107,3 +111,155 @@ def test_mutated_stream_fails_cleanly(msgs, flips, name):
         _read_all(reader, ChunkedSocket(bytes(stream), [777]))
     except dc.FrameError:
         pass
+
+
+def _take_all(reader, stats, controls):
+    out = []
+    while True:
+        m = reader.take(controls.append, stats)
+        if m is None:
+            return out
+        out.append(m)
+
+
+def test_take_counts_delivers_once_and_hands_over_control_frames(backend):
+    fr = backend.framing
+    reader = backend.streamreader.FrameReader(fr, 1 << 20, chunk=4096)
+    reader.epoch, reader.seen = "e1", {"e1": 4}   # seq 4 came on an earlier connection
+    reader.expect = 3
+    stream = b"".join([fr.encode_bytes({"dc": "hb"}, 0, 0, fr.FLAG_CONTROL)]
+                      + [fr.encode_bytes(b"m%d" % i, i, 100 + i) for i in range(3, 8)]
+                      + [fr.encode_bytes({"k": 1}, 8, 108)])
+    reader.fill(ChunkedSocket(stream, []))
+    stats, controls = backend.stats.Stats(), []
+    got = _take_all(reader, stats, controls)
+    assert controls == [{"dc": "hb"}]
+    assert [m.seq for m in got] == [5, 6, 7, 8] and [m.timestamp_ns for m in got] == [105, 106, 107, 108]
+    assert bytes(got[0].data) == b"m5" and got[-1].data == {"k": 1}
+    assert reader.seen == {"e1": 8} and stats.received == 4 and stats.lost == 0
+
+
+def test_take_counts_what_was_sent_before_the_connection(backend):
+    fr = backend.framing
+    reader = backend.streamreader.FrameReader(fr, 1 << 20)
+    reader.epoch, reader.expect = "e2", 10   # the start frame said 10, the first data frame is 13
+    reader.fill(ChunkedSocket(b"".join(fr.encode_bytes(b"x", i, 0) for i in (13, 14)), []))
+    stats = backend.stats.Stats()
+    got = _take_all(reader, stats, [])
+    assert [m.seq for m in got] == [13, 14] and stats.lost == 3 and reader.expect is None
+    # without record, take counts the loss but leaves recording to the caller
+    reader.fill(ChunkedSocket(fr.encode_bytes(b"y", 15, 0), []))
+    assert reader.take(lambda d: None, stats, False).seq == 15 and stats.received == 2
+
+
+def test_take_garbage_is_a_frame_error(backend):
+    fr = backend.framing
+    reader = backend.streamreader.FrameReader(fr, 1 << 20)
+    reader.fill(ChunkedSocket(fr.encode_bytes(b"ok", 0, 0) + b"GET / HTTP/1.1\r\n" + bytes(100), []))
+    assert reader.take(lambda d: None, backend.stats.Stats()).seq == 0
+    with pytest.raises(dc.FrameError, match="not a datacomms frame"):
+        reader.take(lambda d: None, backend.stats.Stats())
+
+
+def test_take_bad_json_is_a_frame_error(backend):
+    fr = backend.framing
+    frame = bytearray(fr.encode_bytes({"a": 1}, 0, 0))
+    frame[64] = ord("}")
+    reader = backend.streamreader.FrameReader(fr, 1 << 20)
+    reader.fill(ChunkedSocket(bytes(frame), []))
+    with pytest.raises(dc.FrameError):
+        reader.take(lambda d: None, backend.stats.Stats())
+
+
+def test_fill_fd_reads_a_socket_without_waiting(backend):
+    import socket
+
+    fr = backend.framing
+    a, b = socket.socketpair()
+    with a, b:
+        b.setblocking(False)
+        reader = backend.streamreader.FrameReader(fr, 1 << 20, chunk=256)
+        assert reader.fill_fd(b.fileno()) == -1          # nothing there yet
+        big = np.arange(300, dtype=np.uint8)
+        a.sendall(fr.encode_bytes(big, 0, 0) + b"\xff" * 64)
+        frames = []
+        while len(frames) < 1:
+            assert reader.fill_fd(b.fileno()) > 0
+            f = reader.next()
+            if f is not None:
+                frames.append(f)
+        np.testing.assert_array_equal(frames[0][0], big)
+        while reader.fill_fd(b.fileno()) > 0:
+            pass
+        with pytest.raises(dc.FrameError, match="not a datacomms frame"):
+            reader.next()
+        a.close()
+        assert reader.fill_fd(b.fileno()) == 0          # the peer closed
+    with pytest.raises(OSError):
+        reader.fill_fd(b.fileno())                      # closed descriptor
+
+
+@pytest.mark.parametrize("size", [64, 4096, 4097, 70_000])
+def test_views_stay_valid_while_the_reader_moves_on(backend, size):
+    """Small raw payloads are copies, large ones views; a view held by the caller
+    keeps its bytes while later frames are read into fresh or recycled buffers."""
+    fr = backend.framing
+    msgs = [bytes([i]) * size for i in range(40)]
+    reader = backend.streamreader.FrameReader(fr, 1 << 24, chunk=8192)
+    got = _read_all(reader, ChunkedSocket(b"".join(fr.encode_bytes(m, i, 0) for i, m in enumerate(msgs)), [5000]))
+    assert [bytes(g[0]) for g in got] == msgs
+    assert all(type(g[0]) is (bytes if size <= backend.streamreader.SMALL_COPY else memoryview) for g in got)
+
+
+@pytest.mark.parametrize("spin_ns", [0, 200_000])
+def test_wait_fd_reads_times_out_and_wakes(backend, spin_ns):
+    import os
+    import socket
+    import threading
+
+    fr = backend.framing
+    a, b = socket.socketpair()
+    rfd, wfd = os.pipe()
+    try:
+        b.setblocking(False)
+        reader = backend.streamreader.FrameReader(fr, 1 << 20, chunk=256)
+        assert reader.wait_fd(b.fileno(), rfd, 0.01, spin_ns) == -1     # nothing came in time
+        os.write(wfd, b"\0")
+        assert reader.wait_fd(b.fileno(), rfd, 5, spin_ns) == -2        # woken
+        os.read(rfd, 1)
+        t = threading.Timer(0.05, a.sendall, [fr.encode_bytes(b"late", 3, 0)])
+        t.start()
+        n = reader.wait_fd(b.fileno(), -1, None, spin_ns)               # waits for it
+        t.join()
+        assert n > 0 and reader.next()[:2] == (b"late", 3)
+        a.close()
+        assert reader.wait_fd(b.fileno(), rfd, 5, spin_ns) == 0         # the peer closed
+    finally:
+        b.close()
+        os.close(rfd)
+        os.close(wfd)
+
+
+def test_wait_fd_reads_an_announced_frame_whole(backend):
+    """Once a header announced a big frame, one wait_fd call reads all of it
+    (polling as the sender goes), not one socket buffer's worth."""
+    import socket
+    import threading
+
+    fr = backend.framing
+    big = np.arange(1 << 20, dtype=np.uint32)           # a 4 MiB frame
+    frame = fr.encode_bytes(big, 9, 0)
+    a, b = socket.socketpair()
+    with a, b:
+        b.setblocking(False)
+        reader = backend.streamreader.FrameReader(fr, 1 << 24, chunk=4096)
+        t = threading.Thread(target=a.sendall, args=(frame,))
+        t.start()
+        f, calls = None, 0
+        while f is None:
+            assert reader.wait_fd(b.fileno(), -1, 10) > 0
+            calls += 1
+            f = reader.next()
+        t.join()
+        assert f[1] == 9 and calls <= 3   # the header, then the rest in one call
+        np.testing.assert_array_equal(f[0], big)

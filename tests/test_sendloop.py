@@ -53,7 +53,8 @@ def _read_frames(backend, sock, n, timeout=10.0):
 def test_api_parity():
     cy = dc.backend.get("cython").sendloop.SendLoop
     py = dc.backend.get("python").sendloop.SendLoop
-    names = {"add", "remove", "send", "flush", "info", "dead", "close", "connections"}
+    names = {"add", "remove", "send", "send_data", "publish", "seal", "flush", "info", "dead", "close",
+             "connections"}
     assert names <= set(dir(cy)) and names <= set(dir(py))
     for n in names - {"connections"}:
         assert list(inspect.signature(getattr(py, n)).parameters)[1:] == \
@@ -210,3 +211,49 @@ def test_bursts_with_pauses_never_strand_a_queue(backend, loop, pair):
     assert loop.flush(-1, 20), "frames left queued"
     t.join(30)
     assert [s for s, _ in got] == list(range(n))
+
+
+def test_send_data_frames_what_encode_frames(backend, loop, pair):
+    """send_data (the publisher's path: frame and queue in one call) gives the
+    frames encode + send give, small ones built in place and large ones by parts."""
+    a, b = pair
+    loop.add(a, 64, 1 << 24, True)
+    sent = [b"x" * 64, {"joint_1": 0.5, "t": [1, 2]}, b"y" * 20_000, np.arange(5000, dtype=np.float32),
+            {"big": "z" * 20_000}, b"", {}]
+    before = time.time_ns()
+    for i, d in enumerate(sent):
+        assert loop.send_data(d, 100 + i, 5) == 0
+    got = _read_frames(backend, b, len(sent))
+    assert [g[0] for g in got] == [100 + i for i in range(len(sent))]
+    for (_, data), d in zip(got, sent):
+        if isinstance(d, np.ndarray):
+            np.testing.assert_array_equal(data, d)
+        elif isinstance(d, bytes):
+            assert bytes(data) == d
+        else:
+            assert data == d
+    b.setblocking(True)
+    loop.send_data(b"t", 7)
+    head = b.recv(64)
+    assert backend.framing.unpack_header(head)[3] >= before
+
+
+def test_publish_numbers_in_order_and_start_frames_come_first(backend, loop, pair):
+    fr = backend.framing
+    a, b = pair
+    loop.add(a, 64, 1 << 20, True)
+    assert [loop.publish(b"m%d" % i, 5) for i in range(3)] == [0, 1, 2]
+    with pytest.raises(dc.FrameError):
+        loop.publish({"x": object()})        # not encodable: the seq is not used
+    c, d = socket.socketpair()
+    with c, d:
+        loop.add(c, 64, 1 << 20, True, lambda nxt: fr.encode({"dc": "start", "next_seq": nxt}, 0, 0,
+                                                             fr.FLAG_CONTROL)[0])
+        assert loop.publish(b"late", 5) == 3 and loop.next_seq == 4
+        got = _read_frames(backend, d, 2)
+        assert got == [(0, {"dc": "start", "next_seq": 3}), (3, got[1][1])] and bytes(got[1][1]) == b"late"
+    assert [(s, bytes(x)) for s, x in _read_frames(backend, b, 4)] == [(0, b"m0"), (1, b"m1"), (2, b"m2"),
+                                                                       (3, b"late")]
+    loop.seal()
+    with pytest.raises(dc.Closed):
+        loop.publish(b"after")

@@ -585,3 +585,12 @@ def test_close_from_another_thread_wakes_a_waiting_recv(backend):
         assert outcome == ["closed"]
         with pytest.raises(dc.Closed):
             sub.recv(timeout=0)
+
+
+def test_port_in_use_names_the_address(backend):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        with pytest.raises(OSError, match=f"tcp address 127.0.0.1:{port} is already in use"):
+            dc.Publisher(f"tcp://127.0.0.1:{port}", backend=backend)

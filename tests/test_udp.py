@@ -34,6 +34,42 @@ def test_round_trip_and_dispatch(backend):
             sub.recv(timeout=0.05)
 
 
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback (::1) on this host")
+def test_ipv6_round_trip_and_loss_count(backend):
+    with dc.Subscriber("udp://[::1]:0", backend=backend) as sub, \
+            dc.Publisher(sub.url, backend=backend) as pub:
+        assert sub.url.startswith("udp://[::1]:") and pub.url == sub.url
+        pub.send({"i": 0})
+        assert sub.recv(timeout=5).data == {"i": 0}
+        pub._seq += 2            # two datagrams "lost" on the way
+        pub.send(b"three")
+        m = sub.recv(timeout=5)
+        assert m.seq == 3 and bytes(m.data) == b"three" and sub.stats.lost == 2
+        assert pub.wait_for_subscribers(1, timeout=5) == 1   # the answers come back over IPv6 too
+
+
+def test_port_in_use_names_the_address(backend):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        with pytest.raises(OSError, match=f"127.0.0.1:{port} is already in use"):
+            dc.Subscriber(f"udp://127.0.0.1:{port}", backend=backend)
+
+
+def test_ipv6_multicast_is_refused_clearly(backend):
+    with pytest.raises(dc.DataCommsError, match="IPv6 multicast"):
+        dc.Subscriber("udp://[ff02::1]:9000", backend=backend)
+
+
 def test_oversized_message_is_a_clear_frame_error(backend):
     with dc.Subscriber("udp://127.0.0.1:0", backend=backend) as sub, \
             dc.Publisher(sub.url, backend=backend) as pub:

@@ -18,7 +18,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from ._net import HandshakeError, close_quietly, handshake, log, tls_wrap, tune_tcp
+from ._net import FrameReader, HandshakeError, bind_address, close_quietly, family, handshake, log, tls_wrap, tune_tcp
 
 OnReady = Callable[[Any, dict, Any, Any], None]
 
@@ -33,9 +33,11 @@ class Links:
     def __init__(self, host: str, port: int, *, bind: bool, role: str, framing: Any, epoch: str | None,
                  key: bytes | None, ssl: _ssl.SSLContext | None, heartbeat: float, handshake_timeout: float,
                  backoff_max: float, on_ready: OnReady, on_error: Callable[[Exception], None],
-                 on_tick: Callable[[], None] | None = None, tick: float = 0.1) -> None:
+                 on_tick: Callable[[], None] | None = None, tick: float = 0.1,
+                 reader_type: Any = FrameReader) -> None:
         self.host, self.port, self.bind, self.role = host, port, bind, role
         self._framing, self._epoch, self._key, self._ssl = framing, epoch, key, ssl
+        self._reader_type = reader_type   # what reads each connection, from its handshake on
         self._heartbeat, self._hs_timeout, self._backoff_max = heartbeat, handshake_timeout, backoff_max
         self._on_ready, self._on_error, self._on_tick, self._tick = on_ready, on_error, on_tick, tick
         self._stop = False
@@ -48,11 +50,10 @@ class Links:
         self._rfd, self._wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.listener: socket.socket | None = None
         if bind:
-            family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            self.listener = socket.socket(family, socket.SOCK_STREAM)
+            self.listener = socket.socket(family(host), socket.SOCK_STREAM)
             try:
                 self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                self.listener.bind((host, port))
+                bind_address(self.listener, host, port, "tcp")
                 self.listener.listen(128)
                 self.listener.setblocking(False)
             except OSError:
@@ -169,7 +170,8 @@ class Links:
             if conn is not sock:
                 with self._mu:
                     self._pending.add(conn)
-            peer, reader = handshake(conn, self._framing, self.role, self._epoch, self._key, self._hs_timeout)
+            peer, reader = handshake(conn, self._framing, self.role, self._epoch, self._key, self._hs_timeout,
+                                     self._reader_type)
             conn.settimeout(None)
         except (HandshakeError, OSError) as exc:
             msg = str(exc) if isinstance(exc, HandshakeError) else f"connection failed: {exc}"

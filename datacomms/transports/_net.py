@@ -11,16 +11,19 @@ control frames are JSON, data frames go through the framing layer.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import hmac
 import logging
 import os
 import socket
 import ssl as _ssl
-import struct
 import time
 from typing import Any
 
+# FrameReader lives with its compiled twin in the backends; the Python one is
+# also the reader of handshakes when no other is given, and stays importable here
+from ..backend.python.streamreader import FrameReader, buffer_free as _buffer_free, describe_garbage  # noqa: F401
 from ..errors import Closed, DataCommsError, FrameError, Timeout
 
 log = logging.getLogger("datacomms")
@@ -28,9 +31,6 @@ log = logging.getLogger("datacomms")
 # Control frames are small; a peer announcing more during the handshake is not a datacomms peer.
 HANDSHAKE_MAX_FRAME = 64 * 1024
 PROTOCOL = 1
-_MAGIC = b"DCMF"
-_FRAME_LEN = struct.Struct("<Q").unpack_from
-_HTTP_STARTS = (b"GET ", b"POST", b"PUT ", b"HEAD", b"DELE", b"OPTI", b"PATC", b"CONN", b"HTTP", b"PRI ")
 
 
 class HandshakeError(DataCommsError):
@@ -51,6 +51,30 @@ def parse_address(rest: str, url: str) -> tuple[str, int]:
     if host == "*":
         host = "0.0.0.0"
     return host, port
+
+
+def family(host: str) -> socket.AddressFamily:
+    """AF_INET6 for an IPv6 address (the URL wrote it in brackets), else AF_INET."""
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def url_of(scheme: str, host: str, port: int) -> str:
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
+def bind_address(sock: socket.socket, host: str, port: int, scheme: str) -> None:
+    """sock.bind((host, port)); an address in use is an OSError that names it."""
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            raise OSError(exc.errno, f"{scheme} address {where} is already in use "
+                                     "(by another publisher, or another program listening there)") from None
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise OSError(exc.errno, f"cannot bind {url_of(scheme, host, port)}: {host} is not an address "
+                                     "of this machine") from None
+        raise
 
 
 def wait_for_count(count: Any, n: int, timeout: float | None, closed: Any, pause: Any, what: str) -> int:
@@ -93,109 +117,7 @@ def control(framing: Any, obj: dict[str, Any]) -> list[Any]:
     return framing.encode(obj, 0, time.time_ns(), framing.FLAG_CONTROL)[0]
 
 
-def describe_garbage(head: bytes) -> str:
-    if head[:4] in _HTTP_STARTS:
-        return "an HTTP request, not a datacomms peer"
-    return f"not a datacomms frame (first bytes {head[:16]!r})"
-
-
-def _buffer_free(buf: bytearray) -> bool:
-    """True when no view of buf is alive (a bytearray with exports cannot be resized)."""
-    if not buf:
-        return True
-    try:
-        last = buf[-1]
-        del buf[-1]
-    except BufferError:
-        return False
-    buf.append(last)
-    return True
-
-
-class FrameReader:
-    """Reads a byte stream into large buffers and cuts it into frames.
-
-    Data frames come out as views of the receive buffer (no copy). A buffer
-    that a returned view still points into is never written again: the
-    reader moves on to a fresh one (or a spare nobody references any more).
-    ``max_frame_size`` is checked on each header before any allocation.
-    """
-
-    def __init__(self, framing: Any, max_frame_size: int, chunk: int = 1 << 20) -> None:
-        self.framing = framing
-        self.max_frame_size = max_frame_size
-        self.chunk = chunk
-        self.buf = bytearray(chunk)
-        self.start = 0
-        self.end = 0
-        self.spare: bytearray | None = None
-        self.need = 0  # bytes the frame at start needs, once its header is read
-
-    def _room(self, need: int) -> None:
-        """Makes sure buf can hold need bytes from start, keeping views valid."""
-        size = max(self.chunk, need)
-        if len(self.buf) - self.start >= need:
-            return
-        have = self.end - self.start
-        if len(self.buf) >= size and _buffer_free(self.buf):
-            self.buf[:have] = self.buf[self.start:self.end]
-        else:
-            old = self.buf
-            if self.spare is not None and len(self.spare) >= size and _buffer_free(self.spare):
-                new, self.spare = self.spare, old
-            else:
-                new = bytearray(size)
-                # keep the bigger of the two retired buffers for reuse
-                if self.spare is None or len(old) >= len(self.spare):
-                    self.spare = old
-            new[:have] = old[self.start:self.end]
-            self.buf = new
-        self.start, self.end = 0, have
-
-    def fill(self, sock: Any) -> int:
-        """One recv_into; returns the byte count (0: the peer closed). Raises
-        BlockingIOError (or ssl.SSLWantReadError) when nothing is there."""
-        if self.end == len(self.buf):
-            self._room(max(self.need, self.end - self.start + 1))
-        n = sock.recv_into(memoryview(self.buf)[self.end:])
-        self.end += n
-        return n
-
-    def next(self) -> tuple[Any, int, int, int] | None:
-        """The next complete frame as (data, seq, timestamp_ns, flags), or None.
-        Raises FrameError on bytes that are not a valid frame."""
-        have = self.end - self.start
-        if have < 64:
-            # a short request (HTTP, a probe) is refused now, not after a timeout
-            head = bytes(self.buf[self.start:self.start + min(have, 4)])
-            if head != _MAGIC[:len(head)]:
-                raise FrameError(describe_garbage(bytes(self.buf[self.start:self.start + 16])))
-            if self.start and len(self.buf) - self.start < 64:
-                self._room(64)
-            return None
-        try:
-            if not self.need:
-                # When the length field says the frame is all here, decode (which
-                # validates the whole header) at once; otherwise validate the
-                # header first, since its length decides what gets allocated.
-                if _FRAME_LEN(self.buf, self.start + 40)[0] > have:
-                    self.need = self.framing.unpack_header(self.buf, self.start, self.max_frame_size)[7]
-            if have < self.need:
-                self._room(self.need)
-                return None
-            data, seq, ts, flags, flen = self.framing.decode(self.buf, self.start, self.max_frame_size)
-        except FrameError as exc:
-            if self.start == 0 and bytes(self.buf[:4]) in _HTTP_STARTS:
-                raise FrameError(describe_garbage(bytes(self.buf[:16]))) from None
-            raise FrameError(f"{exc} (first bytes {bytes(self.buf[self.start:self.start + 16])!r})") from None
-        self.start += flen
-        self.need = 0
-        if self.start == self.end and _buffer_free(self.buf):
-            self.start = self.end = 0
-        return data, seq, ts, flags
-
-
-def read_control(sock: Any, reader: FrameReader, what: str) -> dict[str, Any]:
+def read_control(sock: Any, reader: Any, what: str) -> dict[str, Any]:
     """Blocks (socket timeout) for the next frame, which must be a control frame."""
     while True:
         try:
@@ -233,12 +155,12 @@ def resolve_key(key: bytes | str | None) -> bytes | None:
 
 
 def handshake(sock: Any, framing: Any, role: str, epoch: str | None, key: bytes | None,
-              timeout: float) -> tuple[dict[str, Any], FrameReader]:
+              timeout: float, reader_type: Any = FrameReader) -> tuple[dict[str, Any], Any]:
     """Exchanges hellos (and HMAC answers to each other's nonces when a key is
-    set) on a connected socket; returns the peer's hello and the reader, which
-    may already hold frames that followed. Raises HandshakeError."""
+    set) on a connected socket; returns the peer's hello and the reader (a
+    reader_type), which may already hold frames that followed. Raises HandshakeError."""
     sock.settimeout(timeout)
-    reader = FrameReader(framing, HANDSHAKE_MAX_FRAME, chunk=64 * 1024)
+    reader = reader_type(framing, HANDSHAKE_MAX_FRAME, chunk=64 * 1024)
     nonce = os.urandom(16).hex()
     want = "sub" if role == "pub" else "pub"
     hello = {"dc": "hello", "v": PROTOCOL, "role": role, "epoch": epoch, "nonce": nonce, "auth": key is not None}

@@ -1,6 +1,7 @@
 """The receive side of tcp:// (see transports/tcp.py for the protocol):
 TcpSubscriber reads in the caller's thread, straight into large buffers
-(_net.FrameReader), and accounts for every message per publisher epoch.
+(the backend's streamreader.FrameReader, which also does the per-message
+accounting per publisher epoch), and never runs a receive thread.
 """
 
 from __future__ import annotations
@@ -21,19 +22,23 @@ from ..errors import Closed, FrameError, Timeout
 from ..message import Message
 from ..pubsub import Subscriber
 from ._links import Links
-from ._net import close_quietly, log, parse_address, resolve_key
+from ._net import close_quietly, log, parse_address, resolve_key, url_of
 
 
 class _In:
-    """One connection a subscriber reads from."""
+    """One connection a subscriber reads from. ``take``/``on_control``: its
+    reader's take and the subscriber's handler of its control frames."""
 
-    __slots__ = ("sock", "reader", "epoch", "where", "last_rx", "expect", "tls")
+    __slots__ = ("sock", "fd", "reader", "epoch", "where", "last_rx", "tls", "take", "on_control", "direct")
 
-    def __init__(self, sock: Any, reader: Any, epoch: str, where: str) -> None:
+    def __init__(self, sock: Any, reader: Any, epoch: str, where: str, on_control: Any, direct: Any) -> None:
         self.sock, self.reader, self.epoch, self.where = sock, reader, epoch, where
+        self.fd = sock.fileno()
         self.last_rx = time.monotonic()
-        self.expect: int | None = None
         self.tls = isinstance(sock, _ssl.SSLSocket)
+        self.take = reader.take
+        self.on_control = on_control
+        self.direct = direct   # a streamreader.DirectRecv: recv while c is the only connection
 
 
 class _TcpWaiter(_aio.Waiter):
@@ -77,6 +82,7 @@ class TcpSubscriber(Subscriber):
         self._reconnect = reconnect
         self._bind = bind
         self._conns: list[_In] = []
+        self._one: _In | None = None   # the connection when there is exactly one (recv's fast path)
         self._ready: deque[_In] = deque()
         self._last_seen: dict[str, int] = {}
         self._epochs: set[str] = set()
@@ -92,13 +98,14 @@ class TcpSubscriber(Subscriber):
             self._links = Links(host, port, bind=bind, role="sub", framing=self._framing, epoch=None,
                                 key=resolve_key(key), ssl=ssl, heartbeat=heartbeat,
                                 handshake_timeout=handshake_timeout, backoff_max=backoff_max,
-                                on_ready=self._attach, on_error=self._failed)
+                                on_ready=self._attach, on_error=self._failed,
+                                reader_type=self._be.streamreader.FrameReader)
         except BaseException:
             os.close(self._rfd)
             os.close(self._wfd)
             raise
         self.address = (host, self._links.port)
-        self.url = f"tcp://{host}:{self._links.port}" if ":" not in host else f"tcp://[{host}]:{self._links.port}"
+        self.url = url_of("tcp", host, self._links.port)
 
     # -- called from the Links thread ----------------------------------------
 
@@ -110,8 +117,15 @@ class TcpSubscriber(Subscriber):
             return
         reader.max_frame_size = self._max_frame
         reader.chunk = self._chunk
+        reader.epoch = epoch
+        reader.seen = self._last_seen
         sock.setblocking(False)
-        self._ready.append(_In(sock, reader, epoch, where))
+        def on_control(msg: Any) -> None:
+            self._control(c, msg)
+
+        direct = self._be.streamreader.DirectRecv(reader, on_control, self.stats, self._recv_slow)
+        c = _In(sock, reader, epoch, where, on_control, direct)
+        self._ready.append(c)
         self._error = None
         try:
             os.write(self._wfd, b"\0")
@@ -129,10 +143,21 @@ class TcpSubscriber(Subscriber):
         """How many publishers this subscriber is reading from now."""
         return len(self._conns) + len(self._ready)
 
+    def _conns_changed(self) -> None:
+        """Keeps _one, and recv bound to its DirectRecv while it is the one
+        connection (messages skipped by latest() still to account: not direct)."""
+        one = self._conns[0] if len(self._conns) == 1 and not self._closed and not self._skip_pending else None
+        self._one = one
+        if one is not None:
+            self.recv = one.direct.recv  # type: ignore[method-assign]
+        else:
+            vars(self).pop("recv", None)
+
     def _lose(self, c: _In, why: str, level: int = 20) -> None:
         if c not in self._conns:
             return
         self._conns.remove(c)
+        self._conns_changed()
         close_quietly(c.sock)
         if self._closed:
             return
@@ -156,39 +181,21 @@ class TcpSubscriber(Subscriber):
                     self.stats.add_lost(nxt)
                     self.stats.restarts += 1
                 self._epochs.add(c.epoch)
-            c.expect = nxt
+            c.reader.expect = nxt
         elif kind == "bye":
             raise Closed("publisher closed")
         elif kind == "error":
             raise FrameError(f"peer reported an error: {msg.get('reason')}")
         # "hb" and anything unknown (a newer peer) only prove the peer is alive
 
-    def _take(self, c: _In) -> tuple[Any, int, int] | None:
-        """The next data frame buffered on c (control frames handled), or None."""
-        while True:
-            f = c.reader.next()
-            if f is None:
-                return None
-            data, seq, ts, flags = f
-            if flags & 1:
-                self._control(c, data)
-                continue
-            last = self._last_seen.get(c.epoch)
-            if last is not None and seq <= last:
-                continue   # already delivered on an earlier connection of this epoch
-            if c.expect is not None:
-                if last is None and seq > c.expect:
-                    self.stats.add_lost(seq - c.expect)
-                c.expect = None
-            self._last_seen[c.epoch] = seq
-            return data, seq, ts
-
     def _read(self, c: _In) -> int:
         """Reads what is there from c: the byte count (0: nothing yet), -1 when c was lost."""
         got = 0
         try:
             while True:
-                n = c.reader.fill(c.sock)
+                n = c.reader.fill(c.sock) if c.tls else c.reader.fill_fd(c.fd)
+                if n < 0:
+                    return got
                 if n == 0:
                     self._lose(c, "connection closed by peer")
                     return -1
@@ -225,17 +232,19 @@ class TcpSubscriber(Subscriber):
                 raise Closed("subscriber is closed")
             if self._gone is not None:
                 raise Closed(self._gone)
-            while self._ready:
-                self._conns.append(self._ready.popleft())
+            if self._ready:
+                while self._ready:
+                    self._conns.append(self._ready.popleft())
+                self._conns_changed()
             if newest:
                 for c in list(self._conns):
                     self._read(c)
-            best: tuple[_In, tuple[Any, int, int]] | None = None
+            best: tuple[_In, Message] | None = None
             passed: dict[str, int] = {}
             for c in list(self._conns):
                 try:
                     while True:
-                        got = self._take(c)
+                        got = c.take(c.on_control, self.stats, False)
                         if got is None:
                             break
                         if best is not None:
@@ -248,13 +257,15 @@ class TcpSubscriber(Subscriber):
                 if best is not None and not newest:
                     break
             if best is not None:
-                c, (data, seq, ts) = best
+                c, msg = best
                 for ep, k in passed.items():
                     if ep != c.epoch:
                         self._skip_pending[ep] = self._skip_pending.get(ep, 0) + k
                 skipped = passed.get(c.epoch, 0) + self._skip_pending.pop(c.epoch, 0)
-                self.stats.record(seq, ts, time.time_ns(), skipped, c.epoch)
-                return Message(data, seq, ts)
+                self.stats.record(msg.seq, msg.timestamp_ns, time.time_ns(), skipped, c.epoch)
+                if newest:
+                    self._conns_changed()   # _skip_pending may have changed
+                return msg
             if self._gone is not None:
                 continue
             if self._error is not None and not self._conns:
@@ -297,10 +308,7 @@ class TcpSubscriber(Subscriber):
             p.register(c.sock.fileno(), select.POLLIN)
         for fd, _ in p.poll(seconds * 1000 + 0.5 if seconds > 0 else 0):
             if fd == self._rfd:
-                try:
-                    os.read(self._rfd, 4096)
-                except BlockingIOError:
-                    pass
+                self._drain_wake()
             elif fds[fd] in self._conns:
                 self._read(fds[fd])
 
@@ -326,11 +334,74 @@ class TcpSubscriber(Subscriber):
             self._release()
 
     def recv(self, timeout: float | None = None) -> Message:
+        # While one connection is followed, the instance's recv is that
+        # connection's DirectRecv.recv (see _conns_changed): a buffered message
+        # costs one call into the reader, and this is only reached otherwise.
+        c = self._one
+        if c is not None:
+            return c.direct.recv(timeout)
+        return self._recv_slow(timeout, None)
+
+    def _recv_slow(self, timeout: float | None, error: Exception | None) -> Message:
+        """recv when nothing is buffered on the one connection (or there is not
+        exactly one): error is what the reader raised on it, if anything."""
+        c = self._one
+        if error is not None and c is not None:
+            self._lose(c, str(error), 20 if isinstance(error, Closed) else 30)
         self._enter()
         try:
-            return self._recv(timeout)
+            c = self._one
+            if c is not None and not c.tls:
+                msg, timeout = self._wait_one(c, timeout)
+                if msg is not None:
+                    return msg
+            return self._next(timeout, newest=False)
         finally:
             self._leave()
+
+    def _wait_one(self, c: _In, timeout: float | None) -> tuple[Message | None, float | None]:
+        """recv's wait on its one plain connection: each round is one call to
+        the reader (spin, poll with the GIL released, read), then a take.
+        Returns (message, None), or (None, the timeout left) when _next must
+        take over: deadline passed, connection lost or silent, woken by a new
+        connection or close()."""
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        while not self._closed and self._one is c and not self._ready and not self._skip_pending:
+            now = time.monotonic()
+            wait = self._dead_after - (now - c.last_rx)
+            if wait <= 0:
+                break
+            if deadline is not None:
+                if now >= deadline:
+                    break
+                wait = min(wait, deadline - now)
+            try:
+                n = c.reader.wait_fd(c.fd, self._rfd, wait, self._spin_ns)
+            except OSError as exc:
+                self._lose(c, f"read failed: {exc}")
+                break
+            if n == 0:
+                self._lose(c, "connection closed by peer")
+                break
+            if n < 0:
+                if n == -2:
+                    self._drain_wake()
+                continue
+            c.last_rx = time.monotonic()
+            try:
+                msg = c.take(c.on_control, self.stats)
+            except (FrameError, Closed) as exc:
+                self._lose(c, str(exc), 20 if isinstance(exc, Closed) else 30)
+                break
+            if msg is not None:
+                return msg, None
+        return None, None if deadline is None else max(0.0, deadline - time.monotonic())
+
+    def _drain_wake(self) -> None:
+        try:
+            os.read(self._rfd, 4096)
+        except (BlockingIOError, OSError):
+            pass
 
     def latest(self, timeout: float | None = None) -> Message:
         self._enter()
@@ -339,27 +410,13 @@ class TcpSubscriber(Subscriber):
         finally:
             self._leave()
 
-    def _recv(self, timeout: float | None) -> Message:
-        # fast path: one publisher and a frame already buffered
-        if len(self._conns) == 1 and not self._ready and self._gone is None:
-            c = self._conns[0]
-            try:
-                got = self._take(c)
-            except (FrameError, Closed) as exc:
-                self._lose(c, str(exc), 20 if isinstance(exc, Closed) else 30)
-                got = None
-            if got is not None:
-                data, seq, ts = got
-                skipped = self._skip_pending.pop(c.epoch, 0) if self._skip_pending else 0
-                self.stats.record(seq, ts, time.time_ns(), skipped, c.epoch)
-                return Message(data, seq, ts)
-        return self._next(timeout, newest=False)
-
     def close(self) -> None:
         with self._state:
             if self._closed:
                 return
             self._closed = True
+            self._one = None
+            vars(self).pop("recv", None)
             waiting = self._busy > 0
         w = self.__dict__.get("_aio_w")
         if w is not None:
@@ -383,6 +440,7 @@ class TcpSubscriber(Subscriber):
         for c in self._conns + list(self._ready):
             close_quietly(c.sock)
         self._conns.clear()
+        self._one = None
         self._ready.clear()
         os.close(self._rfd)
         os.close(self._wfd)

@@ -28,7 +28,9 @@ from .. import url as _url
 from ..errors import Closed
 from ..pubsub import Publisher
 from ._links import Links
-from ._net import wait_for_count, HandshakeError, close_quietly, control, log, new_epoch, parse_address, resolve_key
+from ._net import (
+    wait_for_count, HandshakeError, close_quietly, control, log, new_epoch, parse_address, resolve_key, url_of,
+)
 from ._tcp_sub import TcpSubscriber
 
 __all__ = ["TcpPublisher", "TcpSubscriber", "HandshakeError"]
@@ -57,13 +59,16 @@ class TcpPublisher(Publisher):
         self._qm, self._qb = queue_messages, queue_bytes
         self._heartbeat, self._linger = heartbeat, linger
         self.epoch = new_epoch()
-        self._seq = 0
-        self._lock = threading.Lock()        # seq order, and start frames before data
+        self._lock = threading.Lock()        # reaping dead connections
         self._subs = threading.Condition()   # subscriber count changes
         self._conns: dict[int, tuple[Any, str]] = {}
-        self._last_send = 0.0
+        self._last_send = 0.0                # when seq last moved or a heartbeat went out
+        self._hb_seq = 0
         self._closed = False
         self._loop = _sendloop_module(self._be, ssl).SendLoop()
+        # the loop numbers and queues each message in one call (it keeps seq order
+        # and puts each start frame before the data it counts)
+        self.send = self._loop.publish  # type: ignore[method-assign]
         try:
             self._links = Links(host, port, bind=bind, role="pub", framing=self._framing, epoch=self.epoch,
                                 key=resolve_key(key), ssl=ssl, heartbeat=heartbeat,
@@ -74,17 +79,16 @@ class TcpPublisher(Publisher):
             self._loop.close()
             raise
         self.address = (host, self._links.port)
-        self.url = f"tcp://{host}:{self._links.port}" if ":" not in host else f"tcp://[{host}]:{self._links.port}"
+        self.url = url_of("tcp", host, self._links.port)
 
     def _attach(self, sock: Any, peer: dict, reader: Any, where: str) -> None:
         with self._lock:
             if self._closed:
                 close_quietly(sock)
                 return
-            cid = self._loop.add(sock, self._qm, self._qb, self._block)
             # first on this queue, before any data: the subscriber's loss count starts here
-            self._loop.send(control(self._framing, {"dc": "start", "next_seq": self._seq, "epoch": self.epoch}),
-                            cid, 0)
+            cid = self._loop.add(sock, self._qm, self._qb, self._block, lambda nxt: control(
+                self._framing, {"dc": "start", "next_seq": nxt, "epoch": self.epoch}))
             self._conns[cid] = (sock, where)
         log.info("datacomms tcp: subscriber %s attached", where)
         with self._subs:
@@ -115,22 +119,19 @@ class TcpPublisher(Publisher):
                 self._reap()
             finally:
                 self._lock.release()
-        if self._conns and time.monotonic() - self._last_send >= self._heartbeat:
-            self._last_send = time.monotonic()
+        # data counts as a heartbeat: send one only when seq stood still for a heartbeat period
+        now, seq = time.monotonic(), self._loop.next_seq
+        if seq != self._hb_seq:
+            self._hb_seq, self._last_send = seq, now
+        elif self._conns and now - self._last_send >= self._heartbeat:
+            self._last_send = now
             self._loop.send(control(self._framing, {"dc": "hb"}), -1, 0)
 
     def send(self, data: Any, timeout: float | None = None) -> int:
         """Queues data for every attached subscriber and returns its seq. In block
-        mode waits up to timeout for room (then dc.Timeout; the seq is used)."""
-        with self._lock:
-            if self._closed:
-                raise Closed("publisher is closed")
-            seq = self._seq
-            parts, _ = self._framing.encode(data, seq, time.time_ns())
-            self._seq = seq + 1
-            self._loop.send(parts, -1, timeout)
-        self._last_send = time.monotonic()
-        return seq
+        mode waits up to timeout for room (then dc.Timeout; the seq is used).
+        (__init__ binds send to the send loop's publish, which does exactly this.)"""
+        return self._loop.publish(data, timeout)
 
     def _send_may_wait(self) -> bool:
         return self._block
@@ -162,6 +163,7 @@ class TcpPublisher(Publisher):
         if self._closed:
             return
         self._closed = True
+        self._loop.seal()
         self._links.close()
         try:
             self._loop.send(control(self._framing, {"dc": "bye"}), -1, 0)

@@ -26,10 +26,10 @@ from typing import Any
 from .. import _aio
 from .. import backend as _backend
 from .. import url as _url
-from ..errors import Closed, FrameError, Timeout
+from ..errors import Closed, DataCommsError, FrameError, Timeout
 from ..message import Message
 from ..pubsub import Publisher, Subscriber
-from ._net import wait_for_count, _buffer_free, control, log, new_epoch, parse_address
+from ._net import wait_for_count, _buffer_free, bind_address, control, family, log, new_epoch, parse_address, url_of
 
 MAX_DATAGRAM = 65507          # the largest UDP payload over IPv4
 _SLOT = 65536                 # receive room per datagram
@@ -56,7 +56,7 @@ class UdpPublisher(Publisher):
         self._be = _backend.get(backend)
         self._framing = self._be.framing
         self.address = (host, port)
-        self.url = f"udp://{host}:{port}"
+        self.url = url_of("udp", host, port)
         self.epoch = new_epoch()
         self.dropped = 0                 # datagrams the kernel refused (buffer full)
         self._seq = 0
@@ -65,14 +65,18 @@ class UdpPublisher(Publisher):
         self._seen: dict[Any, float] = {}
         self._lock = threading.Lock()
         self._closed = False
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        if _is_multicast(host) and ":" in host:
+            raise DataCommsError(f"{url!r}: IPv6 multicast is not supported; use an IPv4 group or IPv6 unicast")
+        self._sock = socket.socket(family(host), socket.SOCK_DGRAM)
         if _is_multicast(host):
             self._sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ttl)
             self._sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
             if interface:
                 self._sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(interface))
         # answers come back to this port; it listens on loopback only when sending there
-        self._sock.bind(("127.0.0.1" if host.startswith("127.") else "", 0))
+        v6 = ":" in host
+        loopback = host == "::1" if v6 else host.startswith("127.")
+        self._sock.bind(((("::1" if v6 else "127.0.0.1") if loopback else ("::" if v6 else "")), 0))
         self._rfd, self._wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._thread = threading.Thread(target=self._run, name="datacomms-udp-pub", daemon=True)
         self._thread.start()
@@ -168,22 +172,24 @@ class UdpSubscriber(Subscriber):
         self._last: dict[Any, int] = {}
         self._epoch: dict[Any, str] = {}
         self._closed = False
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        if _is_multicast(host) and ":" in host:
+            raise DataCommsError(f"{url!r}: IPv6 multicast is not supported; use an IPv4 group or IPv6 unicast")
+        self._sock = socket.socket(family(host), socket.SOCK_DGRAM)
         try:
             self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, recv_buffer)
             if _is_multicast(host):
                 self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                self._sock.bind((host, port))
+                bind_address(self._sock, host, port, "udp")
                 mreq = socket.inet_aton(host) + socket.inet_aton(interface or "0.0.0.0")
                 self._sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
             else:
-                self._sock.bind((host, port))
+                bind_address(self._sock, host, port, "udp")
             self._sock.setblocking(False)
         except OSError:
             self._sock.close()
             raise
         self.address = (host, self._sock.getsockname()[1])
-        self.url = f"udp://{host}:{self.address[1]}"
+        self.url = url_of("udp", host, self.address[1])
         self._buf = bytearray(1 << 20)
         self._spare: bytearray | None = None
         self._off = 0

@@ -160,3 +160,27 @@ cdef extern from "dc_ring.h" nogil:
     int dc_ring_latest(uint8_t *base, uint64_t *pos, uint64_t *length, uint64_t *seq)
     void dc_reader_resync(dc_reader *r, int newest)
     int dc_reader_check_at(const dc_reader *r, uint64_t pos, uint64_t length, dc_header *h)
+
+cdef extern from "<sys/socket.h>" nogil:
+    ssize_t recv(int fd, void *buf, size_t n, int flags)
+    int MSG_DONTWAIT
+
+cdef extern from "<pthread.h>" nogil:
+    ctypedef struct pthread_mutex_t:
+        pass
+    int pthread_mutex_init(pthread_mutex_t *m, const void *attr)
+    int pthread_mutex_destroy(pthread_mutex_t *m)
+    int pthread_mutex_lock(pthread_mutex_t *m)
+    int pthread_mutex_trylock(pthread_mutex_t *m)
+    int pthread_mutex_unlock(pthread_mutex_t *m)
+
+cdef extern from "<poll.h>" nogil:
+    struct pollfd:
+        int fd
+        short events
+        short revents
+    short POLLIN
+    int poll(pollfd *fds, unsigned long nfds, int timeout)
+
+cdef extern from "<sched.h>" nogil:
+    int sched_yield()

@@ -73,15 +73,11 @@ cdef int read_header(const uint8_t *p, Py_ssize_t have, uint64_t max_frame, dc_h
     return check_status(dc_header_unpack(p, <size_t>have, max_frame, h), h, have, max_frame)
 
 
-cdef bytes _head(int kind, int flags, uint64_t seq, int64_t ts, const char *meta, uint32_t meta_len,
-                 uint32_t nbufs, uint64_t payload_len, Py_ssize_t inline_payload):
-    """Header + meta + padding in one new bytes object; with inline_payload > 0 the
-    payload (given as meta) is laid after the header instead, as a raw frame's body."""
+cdef void write_small(uint8_t *o, int kind, int flags, uint64_t seq, int64_t ts, const char *body,
+                      Py_ssize_t body_len, uint32_t meta_len, uint32_t nbufs, uint64_t payload_len) noexcept nogil:
+    """A whole frame whose only section is body (a raw payload or a JSON meta)
+    at o, which holds 64 + align64(body_len) bytes."""
     cdef dc_header h
-    cdef Py_ssize_t body = inline_payload if inline_payload >= 0 else meta_len
-    cdef Py_ssize_t n = 64 + <Py_ssize_t>dc_align64(body)
-    cdef bytes out = PyBytes_FromStringAndSize(NULL, n)
-    cdef uint8_t *o = <uint8_t *>PyBytes_AS_STRING(out)
     h.kind = kind
     h.flags = flags
     h.seq = seq
@@ -90,9 +86,19 @@ cdef bytes _head(int kind, int flags, uint64_t seq, int64_t ts, const char *meta
     h.nbufs = nbufs
     h.payload_len = payload_len
     dc_header_pack(o, &h)
-    if body:
-        memcpy(o + 64, meta, body)
-    memset(o + 64 + body, 0, n - 64 - body)
+    if body_len:
+        memcpy(o + 64, body, body_len)
+    memset(o + 64 + body_len, 0, dc_align64(body_len) - body_len)
+
+
+cdef bytes _head(int kind, int flags, uint64_t seq, int64_t ts, const char *meta, uint32_t meta_len,
+                 uint32_t nbufs, uint64_t payload_len, Py_ssize_t inline_payload):
+    """Header + meta + padding in one new bytes object; with inline_payload > 0 the
+    payload (given as meta) is laid after the header instead, as a raw frame's body."""
+    cdef Py_ssize_t body = inline_payload if inline_payload >= 0 else meta_len
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, 64 + <Py_ssize_t>dc_align64(body))
+    write_small(<uint8_t *>PyBytes_AS_STRING(out), kind, flags, seq, ts, meta, body, meta_len, nbufs,
+                payload_len)
     return out
 
 
@@ -159,18 +165,18 @@ cpdef object loads_json(object b):
         raise FrameError(f"bad JSON in frame: {exc}") from None
 
 
-cdef bint _has_buffers(object o):
+cdef bint has_buffers(object o) except -1:
     cdef type t = type(o)
     if t is float or t is int or t is str or t is bool or o is None:
         return False
     if t is dict:
         for v in (<dict>o).values():
-            if _has_buffers(v):
+            if has_buffers(v):
                 return True
         return False
     if t is list or t is tuple:
         for v in o:
-            if _has_buffers(v):
+            if has_buffers(v):
                 return True
         return False
     return isinstance(o, (_ndarray, bytes, bytearray, memoryview))
@@ -198,7 +204,7 @@ cpdef tuple encode(object data, uint64_t seq, int64_t timestamp_ns, int flags=0)
     cdef uint64_t payload_len
     cdef list parts
     if t is dict or t is list or t is str or t is float or t is int:
-        if not _has_buffers(data):
+        if not has_buffers(data):
             meta = dumps_json(data)
             head = _head(2, flags, seq, timestamp_ns, meta, len(meta), 0, 0, -1)
             return [head], len(head)
@@ -224,7 +230,7 @@ cpdef tuple encode(object data, uint64_t seq, int64_t timestamp_ns, int flags=0)
                  memoryview(arr.reshape(-1).view(np.uint8))]
         _pad(parts, n)
         return parts, 64 + <Py_ssize_t>dc_align64(len(meta)) + <Py_ssize_t>dc_align64(n)
-    if not _has_buffers(data):
+    if not has_buffers(data):
         meta = dumps_json(data)
         head = _head(2, flags, seq, timestamp_ns, meta, len(meta), 0, 0, -1)
         return [head], len(head)
@@ -244,7 +250,7 @@ cpdef tuple encode(object data, uint64_t seq, int64_t timestamp_ns, int flags=0)
 def encode_bytes(data, uint64_t seq, int64_t timestamp_ns, int flags=0):
     """The whole frame as one bytes object (copies; for small frames and tests)."""
     cdef bytes meta
-    if type(data) is dict and not _has_buffers(data):  # the joint-state case, without the parts list
+    if type(data) is dict and not has_buffers(data):  # the joint-state case, without the parts list
         meta = dumps_json(data)
         return _head(2, flags, seq, timestamp_ns, meta, len(meta), 0, 0, -1)
     parts, _ = encode(data, seq, timestamp_ns, flags)

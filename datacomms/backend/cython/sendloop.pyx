@@ -11,8 +11,10 @@ dropped here, with the GIL, at the next send, flush or close.
 """
 
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.time cimport time_ns
 from cpython.ref cimport Py_INCREF, Py_DECREF, PyObject
-from libc.stdint cimport uint8_t
+from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t
 from libc.stdlib cimport free
 from libc.string cimport memcpy, strerror
 
@@ -23,8 +25,10 @@ from ...errors import Closed, DataCommsError, Timeout
 from ._csrc cimport (
     DC_SL_OK, DC_SL_TIMEOUT, DC_SL_NOMEM, DC_SL_STOPPED, dc_sl_msg, dc_sl_info, dc_sl_init,
     dc_sl_msg_new, dc_sl_msg_inline, dc_sl_add, dc_sl_remove, dc_sl_push, dc_sl_flush, dc_sl_info_get,
-    dc_sl_dead, dc_sl_take_freed, dc_sl_run, dc_sl_stop, dc_sl_destroy,
+    dc_sl_dead, dc_sl_take_freed, dc_sl_run, dc_sl_stop, dc_sl_destroy, dc_align64,
+    pthread_mutex_init, pthread_mutex_destroy, pthread_mutex_lock, pthread_mutex_trylock, pthread_mutex_unlock,
 )
+from .framing cimport dumps_json, encode, has_buffers, write_small
 
 # Frames up to this size are copied: cheaper than holding Python references
 # the loop thread could not release without the GIL.
@@ -46,6 +50,9 @@ cdef class SendLoop:
         self.started = False
         self.closed = False
         self.socks = {}
+        self.next_seq = 0
+        self.sealed = False
+        pthread_mutex_init(&self.pub_mu, NULL)
         rc = dc_sl_init(&self.sl)
         if rc < 0:
             raise OSError(-rc, os.strerror(-rc))
@@ -57,19 +64,60 @@ cdef class SendLoop:
         with nogil:
             dc_sl_run(&self.sl)
 
-    def add(self, sock, size_t max_msgs=1024, size_t max_bytes=64 << 20, bint block=False) -> int:
-        """Registers a connected stream socket; returns its connection id."""
+    def add(self, sock, size_t max_msgs=1024, size_t max_bytes=64 << 20, bint block=False, start=None) -> int:
+        """Registers a connected stream socket; returns its connection id. With
+        start, start(next_seq) gives a frame queued first on the new connection,
+        before any frame publish() numbers next_seq or later."""
         if self.closed:
             raise Closed("send loop is closed")
         if hasattr(sock, "cipher"):
             raise TypeError("the compiled send loop writes raw sockets; TLS sockets use the python send loop")
         cdef int fd = sock.fileno()
         cdef int cid
-        with nogil:
-            cid = dc_sl_add(&self.sl, fd, max_msgs, max_bytes, block)
-        if cid < 0:
-            raise OSError(-cid, os.strerror(-cid))
+        if start is not None:
+            self._lock_pub()
+        try:
+            with nogil:
+                cid = dc_sl_add(&self.sl, fd, max_msgs, max_bytes, block)
+            if cid < 0:
+                raise OSError(-cid, os.strerror(-cid))
+            if start is not None:
+                self.send(start(self.next_seq), cid, 0)
+        finally:
+            if start is not None:
+                pthread_mutex_unlock(&self.pub_mu)
         return cid
+
+    cdef void _lock_pub(self) noexcept:
+        # the holder may be waiting for queue room with the GIL released, or
+        # encoding with it held: wait for the mutex without the GIL
+        if pthread_mutex_trylock(&self.pub_mu) != 0:
+            with nogil:
+                pthread_mutex_lock(&self.pub_mu)
+
+    def publish(self, data, timeout=None) -> int:
+        """Numbers data with next_seq, queues it on every connection (send_data)
+        and returns its seq. A Timeout still uses the seq (the other
+        connections have the frame); an encoding error does not."""
+        cdef uint64_t seq
+        self._lock_pub()
+        try:
+            if self.sealed:
+                raise Closed("publisher is closed")
+            seq = self.next_seq
+            try:
+                self._send_data(data, seq, timeout)
+            except Timeout:
+                self.next_seq = seq + 1
+                raise
+            self.next_seq = seq + 1
+        finally:
+            pthread_mutex_unlock(&self.pub_mu)
+        return seq
+
+    def seal(self) -> None:
+        """publish() raises Closed from now on (send and send_data still work)."""
+        self.sealed = True
 
     def remove(self, int cid) -> None:
         """Forgets connection cid: its queue is dropped and the loop closes its descriptor."""
@@ -131,13 +179,51 @@ cdef class SendLoop:
         connection when cid is -1. Returns how many connections dropped it
         because their queue was full; raises Timeout when a block-mode queue
         stayed full for timeout seconds (None: wait for ever)."""
-        cdef double t = -1.0 if timeout is None else max(<double>timeout, 0.0)
-        cdef int dropped = 0, taken = 0, rc
-        cdef dc_sl_msg *m
         if self.closed:
             raise Closed("send loop is closed")
         self.release_freed()
-        m = self.build(parts)
+        return self.push(self.build(parts), cid, timeout)
+
+    def send_data(self, data, uint64_t seq, timeout=None) -> int:
+        """Encodes data as data frame seq, stamped now, and queues it on every
+        connection (as send). Small bytes and JSON dicts are framed straight
+        into the queued message: no intermediate objects."""
+        return self._send_data(data, seq, timeout)
+
+    cdef int _send_data(self, object data, uint64_t seq, object timeout) except -1:
+        cdef int64_t ts = time_ns()
+        cdef type t = type(data)
+        cdef object body
+        cdef int kind
+        cdef Py_ssize_t n
+        cdef uint32_t meta_len = 0
+        cdef dc_sl_msg *m
+        if self.closed:
+            raise Closed("send loop is closed")
+        if t is bytes and PyBytes_GET_SIZE(data) <= COPY_MAX - 64:
+            body, kind = data, 0
+        elif t is dict and not has_buffers(data):
+            body, kind = dumps_json(data), 2
+            meta_len = <uint32_t>PyBytes_GET_SIZE(body)
+            if PyBytes_GET_SIZE(body) > COPY_MAX - 64:
+                return self.send(encode(data, seq, ts)[0], -1, timeout)
+        else:
+            return self.send(encode(data, seq, ts)[0], -1, timeout)
+        self.release_freed()
+        n = PyBytes_GET_SIZE(body)
+        m = dc_sl_msg_new(1, 64 + dc_align64(n))
+        if m == NULL:
+            raise MemoryError()
+        write_small(dc_sl_msg_inline(m), kind, 0, seq, ts, PyBytes_AS_STRING(body), n, meta_len,
+                    1 if kind == 0 else 0, n if kind == 0 else 0)
+        m.iov[0].iov_base = dc_sl_msg_inline(m)
+        m.iov[0].iov_len = m.len = 64 + dc_align64(n)
+        return self.push(m, -1, timeout)
+
+    cdef int push(self, dc_sl_msg *m, int cid, timeout) except -1:
+        """Queues m (which this call owns until a queue takes it)."""
+        cdef double t = -1.0 if timeout is None else max(<double>timeout, 0.0)
+        cdef int dropped = 0, taken = 0, rc
         with nogil:
             rc = dc_sl_push(&self.sl, cid, m, t, &dropped, &taken)
         if not taken:
@@ -200,3 +286,4 @@ cdef class SendLoop:
             self.closed = True
             dc_sl_destroy(&self.sl)
             self.release_freed()
+        pthread_mutex_destroy(&self.pub_mu)

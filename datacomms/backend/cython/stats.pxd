@@ -14,3 +14,5 @@ cdef class Stats:
     cdef dict _sources
     cdef uint64_t _hist[NBUCKETS]
     cdef void fast_record(self, uint64_t seq, int64_t timestamp_ns, int64_t now_ns, long long skipped) noexcept
+    cdef int record_source(self, object source, object seq_obj, uint64_t seq, int64_t timestamp_ns, int64_t now_ns,
+                           long long skipped) except -1

@@ -8,6 +8,8 @@ from libc.stdint cimport int64_t, uint64_t
 from libc.string cimport memset
 from libc.math cimport ceil
 from cpython.time cimport time_ns
+from cpython.dict cimport PyDict_GetItem
+from cpython.ref cimport PyObject
 
 
 
@@ -66,13 +68,50 @@ cdef class Stats:
         if lat > self._max_latency_ns:
             self._max_latency_ns = lat
 
+    cdef int record_source(self, object source, object seq_obj, uint64_t seq, int64_t timestamp_ns, int64_t now_ns,
+                           long long skipped) except -1:
+        """fast_record for a message of one of several publishers (source keeps
+        their seqs apart); seq_obj is seq as a Python int (kept per source)."""
+        cdef PyObject *last
+        cdef uint64_t prev
+        cdef double gap
+        cdef int64_t lat
+        if self.received:
+            gap = (now_ns - self._last_ns) * 1e-9
+            if gap > self.longest_gap_s:
+                self.longest_gap_s = gap
+        else:
+            self._first_ns = now_ns
+        self._last_ns = now_ns
+        self.received += 1
+        last = PyDict_GetItem(self._sources, source)
+        if last != NULL:
+            prev = <uint64_t>(<object>last)
+            if seq > prev:
+                self.lost += <long long>(seq - prev - 1) - skipped
+            else:
+                self.restarts += 1
+        self._sources[source] = seq_obj
+        self.skipped += skipped
+        lat = now_ns - timestamp_ns
+        if lat < 0:
+            lat = 0
+        self._hist[_bucket(<uint64_t>lat)] += 1
+        self._latency_n += 1
+        if lat > self._max_latency_ns:
+            self._max_latency_ns = lat
+        return 0
+
     def record(self, seq, timestamp_ns, now_ns=None, long long skipped=0, source=None):
         """Account for one received message (see the Python reference for the rules)."""
         cdef int64_t now = time_ns() if now_ns is None else now_ns
         cdef int64_t lat
         cdef double gap
-        if source is None and seq is not None and timestamp_ns is not None:
-            self.fast_record(seq, timestamp_ns, now, skipped)
+        if seq is not None and timestamp_ns is not None and seq >= 0:
+            if source is None:
+                self.fast_record(seq, timestamp_ns, now, skipped)
+            else:
+                self.record_source(source, seq, seq, timestamp_ns, now, skipped)
             return
         if self.received:
             gap = (now - self._last_ns) * 1e-9

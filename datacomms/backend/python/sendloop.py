@@ -17,9 +17,10 @@ import ssl
 import threading
 import time
 from collections import deque
-from typing import Any
+from typing import Any, Callable
 
 from ...errors import Closed, Timeout
+from . import framing as _framing
 
 IOV_MAX = 512
 # Frames up to this size sent while their connection's queue is empty are
@@ -78,6 +79,9 @@ class SendLoop:
         self._wake_pending = False
         self._rfd, self._wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.closed = False
+        self._publishing = threading.Lock()   # seq order on the wire, start frames before data
+        self.next_seq = 0
+        self.sealed = False
         self._thread = threading.Thread(target=self._run, name="datacomms-sendloop", daemon=True)
         self._thread.start()
 
@@ -86,17 +90,43 @@ class SendLoop:
             self._wake_pending = True
             os.write(self._wfd, b"\0")
 
-    def add(self, sock: Any, max_msgs: int = 1024, max_bytes: int = 64 << 20, block: bool = False) -> int:
-        """Registers a connected stream socket (set nonblocking); returns its connection id."""
+    def add(self, sock: Any, max_msgs: int = 1024, max_bytes: int = 64 << 20, block: bool = False,
+            start: Callable[[int], list[Any]] | None = None) -> int:
+        """Registers a connected stream socket (set nonblocking); returns its
+        connection id. With start, start(next_seq) gives a frame queued first on
+        the new connection, before any frame publish() numbers next_seq or later."""
         if self.closed:
             raise Closed("send loop is closed")
         sock.setblocking(False)
-        with self._mu:
-            cid = self._next_id
-            self._next_id += 1
-            self._conns[cid] = _Conn(cid, sock, max_msgs, max_bytes, block)
-            self._wake()
+        with self._publishing:
+            with self._mu:
+                cid = self._next_id
+                self._next_id += 1
+                self._conns[cid] = _Conn(cid, sock, max_msgs, max_bytes, block)
+                self._wake()
+            if start is not None:
+                self.send(start(self.next_seq), cid, 0)
         return cid
+
+    def publish(self, data: Any, timeout: float | None = None) -> int:
+        """Numbers data with next_seq, queues it on every connection (send_data)
+        and returns its seq. A Timeout still uses the seq (the other
+        connections have the frame); an encoding error does not."""
+        with self._publishing:
+            if self.sealed:
+                raise Closed("publisher is closed")
+            seq = self.next_seq
+            try:
+                self.send_data(data, seq, timeout)
+            except Timeout:
+                self.next_seq = seq + 1
+                raise
+            self.next_seq = seq + 1
+        return seq
+
+    def seal(self) -> None:
+        """publish() raises Closed from now on (send and send_data still work)."""
+        self.sealed = True
 
     def remove(self, cid: int) -> None:
         """Forgets connection cid: its queue is dropped; once this returns the loop
@@ -166,6 +196,11 @@ class SendLoop:
         if timed_out:
             raise Timeout(f"send: a subscriber's queue stayed full for {timeout} s")
         return dropped
+
+    def send_data(self, data: Any, seq: int, timeout: float | None = None) -> int:
+        """Encodes data as data frame seq, stamped now, and queues it on every
+        connection (as send)."""
+        return self.send(_framing.encode(data, seq, time.time_ns())[0], -1, timeout)
 
     def flush(self, cid: int = -1, timeout: float | None = None) -> bool:
         """Waits until the queues (or cid's) are written; False on timeout."""

@@ -1,0 +1,26 @@
+# The receive side of a frame stream; the readable twin is backend/python/streamreader.py.
+from libc.stdint cimport uint64_t
+from ._csrc cimport dc_header
+
+cdef class FrameReader:
+    cdef public object framing
+    cdef object _decode
+    cdef public uint64_t max_frame_size
+    cdef public Py_ssize_t chunk
+    cdef public bytearray buf
+    cdef public Py_ssize_t start, end, need
+    cdef public bytearray spare
+    cdef public object epoch
+    cdef public dict seen
+    cdef public object expect
+    cdef int _room(self, Py_ssize_t need) except -1
+    cdef int _fail(self, object exc) except -1
+    cdef int _frame(self, dc_header *h) except -1
+    cdef object _data(self, const dc_header *h)
+    cdef void _consume(self, uint64_t frame_len)
+    cpdef take(self, on_control, stats, bint record=*)
+
+
+cdef class DirectRecv:
+    cdef FrameReader reader
+    cdef object on_control, stats, slow

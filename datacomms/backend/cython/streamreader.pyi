@@ -1,0 +1,34 @@
+# Stub of the compiled stream reader; the Python twin (backend/python/streamreader.py) is the reference.
+from typing import Any, Callable
+
+from ...message import Message
+
+SMALL_COPY: int
+HTTP_STARTS: tuple[bytes, ...]
+
+def describe_garbage(head: bytes) -> str: ...
+
+class FrameReader:
+    framing: Any
+    max_frame_size: int
+    chunk: int
+    buf: bytearray
+    start: int
+    end: int
+    need: int
+    spare: bytearray | None
+    epoch: str | None
+    seen: dict[str, int]
+    expect: int | None
+    def __init__(self, framing: Any, max_frame_size: int, chunk: int = ...) -> None: ...
+    def fill(self, sock: Any) -> int: ...
+    def fill_fd(self, fd: int) -> int: ...
+    def wait_fd(self, fd: int, wake_fd: int, timeout: float | None, spin_ns: int = 0) -> int: ...
+    def next(self) -> tuple[Any, int, int, int] | None: ...
+    def take(self, on_control: Callable[[Any], None], stats: Any, record: bool = True) -> Message | None: ...
+
+
+class DirectRecv:
+    def __init__(self, reader: FrameReader, on_control: Callable[[Any], None], stats: Any,
+                 slow: Callable[[float | None, Exception | None], Message]) -> None: ...
+    def recv(self, timeout: float | None = None) -> Message: ...

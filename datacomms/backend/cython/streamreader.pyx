@@ -1,0 +1,296 @@
+# cython: language_level=3
+"""The receive side of a frame stream (tcp://), compiled: each header is
+validated by csrc/dc_frame.h and the per-message work of a subscriber (cut
+the frame, drop what an earlier connection of the same epoch delivered,
+count losses, build the Message, record stats) runs here in one call. The
+readable reference of the same API is backend/python/streamreader.py.
+
+Ownership: the receive buffers are bytearrays owned by the reader. A buffer
+is written again only while no view of it is exported (ob_exports == 0);
+otherwise the reader moves to a spare or a fresh one, so a returned view
+never changes under its holder. Every length comes from dc_header_unpack,
+which bounds it by max_frame_size, and is compared with the bytes held
+before anything is read.
+"""
+
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_WRITABLE
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.dict cimport PyDict_GetItem
+from cpython.ref cimport PyObject
+from cpython.time cimport time_ns
+from libc.errno cimport errno, EAGAIN, EINTR
+from libc.stdint cimport uint8_t, uint64_t, int64_t
+from libc.string cimport memcpy, memmove, memcmp, strerror
+
+from ...errors import Closed, FrameError
+from ..._message cimport make_message
+from ._csrc cimport (
+    DC_OK, MSG_DONTWAIT, POLLIN, dc_header, dc_header_unpack, dc_monotonic_ns, poll, pollfd, recv, sched_yield,
+)
+from .framing cimport check_status, loads_json
+from .stats cimport Stats
+
+cdef extern from "Python.h":
+    ctypedef struct _ByteArrayObject "PyByteArrayObject":
+        Py_ssize_t ob_exports
+
+# Raw payloads up to this size come out as bytes (a copy): cheaper than a view
+# for small messages, and the receive buffer is free again at once.
+SMALL_COPY = 4096
+cdef Py_ssize_t _SMALL_COPY = SMALL_COPY
+
+cdef bytes _MAGIC = b"DCMF"
+HTTP_STARTS = (b"GET ", b"POST", b"PUT ", b"HEAD", b"DELE", b"OPTI", b"PATC", b"CONN", b"HTTP", b"PRI ")
+
+
+def describe_garbage(head: bytes) -> str:
+    if head[:4] in HTTP_STARTS:
+        return "an HTTP request, not a datacomms peer"
+    return f"not a datacomms frame (first bytes {head[:16]!r})"
+
+
+cdef inline bint _free(bytearray buf):
+    """True when no view of buf is alive."""
+    return (<_ByteArrayObject *>buf).ob_exports == 0
+
+
+cdef class FrameReader:
+    """Reads a byte stream into large buffers and cuts it into frames (see the
+    Python twin for the contract of each method and attribute)."""
+
+    def __init__(self, framing, uint64_t max_frame_size, Py_ssize_t chunk=1 << 20):
+        if chunk < 0:
+            raise ValueError("chunk must not be negative")
+        self.framing = framing
+        self._decode = framing.decode
+        self.max_frame_size = max_frame_size
+        self.chunk = chunk
+        self.buf = bytearray(chunk)
+        self.start = self.end = self.need = 0
+        self.spare = None
+        self.epoch = None
+        self.seen = {}
+        self.expect = None
+
+    cdef int _room(self, Py_ssize_t need) except -1:
+        """Makes sure buf can hold need bytes from start, keeping views valid."""
+        cdef Py_ssize_t size = max(self.chunk, need)
+        cdef Py_ssize_t have = self.end - self.start
+        cdef bytearray old, new
+        if PyByteArray_GET_SIZE(self.buf) - self.start >= need:
+            return 0
+        if PyByteArray_GET_SIZE(self.buf) >= size and _free(self.buf):
+            memmove(PyByteArray_AS_STRING(self.buf), PyByteArray_AS_STRING(self.buf) + self.start, have)
+        else:
+            old = self.buf
+            if self.spare is not None and PyByteArray_GET_SIZE(self.spare) >= size and _free(self.spare):
+                new, self.spare = self.spare, old
+            else:
+                new = bytearray(size)
+                # keep the bigger of the two retired buffers for reuse
+                if self.spare is None or PyByteArray_GET_SIZE(old) >= PyByteArray_GET_SIZE(self.spare):
+                    self.spare = old
+            memcpy(PyByteArray_AS_STRING(new), PyByteArray_AS_STRING(old) + self.start, have)
+            self.buf = new
+        self.start, self.end = 0, have
+        return 0
+
+    def fill(self, sock) -> int:
+        """One recv_into; returns the byte count (0: the peer closed). Raises
+        BlockingIOError (or ssl.SSLWantReadError) when nothing is there."""
+        if self.end == PyByteArray_GET_SIZE(self.buf):
+            self._room(max(self.need, self.end - self.start + 1))
+        n = sock.recv_into(memoryview(self.buf)[self.end:])
+        self.end += n
+        return n
+
+    def fill_fd(self, int fd) -> int:
+        """One read from a socket descriptor without waiting: the byte count,
+        0 when the peer closed, -1 when nothing is there. Raises OSError."""
+        cdef Py_buffer view
+        cdef ssize_t n
+        cdef int err = 0
+        if self.end == PyByteArray_GET_SIZE(self.buf):
+            self._room(max(self.need, self.end - self.start + 1))
+        # the export pins buf (no resize) while the GIL is released
+        PyObject_GetBuffer(self.buf, &view, PyBUF_WRITABLE)
+        with nogil:
+            n = recv(fd, <char *>view.buf + self.end, <size_t>(view.len - self.end), MSG_DONTWAIT)
+            if n < 0:
+                err = errno
+        PyBuffer_Release(&view)
+        if n >= 0:
+            self.end += n
+            return n
+        if err == EAGAIN or err == EINTR:   # EWOULDBLOCK is EAGAIN on Linux
+            return -1
+        raise OSError(err, strerror(err).decode())
+
+    def wait_fd(self, int fd, int wake_fd, timeout, long long spin_ns=0) -> int:
+        """Reads from a socket descriptor, waiting for data: first spins (read
+        attempts, yielding the CPU between them) for up to spin_ns, then polls
+        fd and wake_fd (-1: none) for up to timeout seconds (None: no limit),
+        all without the GIL; while a frame whose header is read is incomplete
+        it keeps reading (and polling) until the frame is whole. The byte
+        count read, 0 when the peer closed, -1 when nothing came in time, -2
+        when wake_fd woke it. Raises OSError."""
+        cdef Py_buffer view
+        cdef ssize_t n
+        cdef Py_ssize_t total = 0
+        cdef int err = 0, ms, polled = 0, woken = 0
+        cdef int64_t spin_end, deadline = -1, left
+        cdef pollfd fds[2]
+        if timeout is not None:
+            deadline = dc_monotonic_ns() + <int64_t>(max(<double>timeout, 0.0) * 1e9)
+        if self.end == PyByteArray_GET_SIZE(self.buf):
+            self._room(max(self.need, self.end - self.start + 1))
+        fds[0].fd = fd
+        fds[0].events = POLLIN
+        fds[1].fd = wake_fd
+        fds[1].events = POLLIN
+        # the export pins buf (no resize) while the GIL is released; _frame made
+        # it hold all of an announced frame (need), so there is room until then
+        PyObject_GetBuffer(self.buf, &view, PyBUF_WRITABLE)
+        with nogil:
+            spin_end = dc_monotonic_ns() + spin_ns
+            while True:
+                n = recv(fd, <char *>view.buf + self.end, <size_t>(view.len - self.end), MSG_DONTWAIT)
+                if n > 0:
+                    total += n
+                    self.end += n
+                    if self.need > self.end - self.start and self.end < view.len:
+                        polled = 0
+                        continue   # the rest of a frame already announced
+                    break
+                if n == 0:
+                    break
+                err = errno
+                if (err != EAGAIN and err != EINTR) or polled:
+                    break
+                if spin_ns > 0 and total == 0 and dc_monotonic_ns() < spin_end:
+                    sched_yield()
+                    continue
+                ms = -1
+                if deadline >= 0:
+                    left = deadline - dc_monotonic_ns()
+                    ms = 0 if left <= 0 else <int>min((left + 999999) // 1000000, 2000000000)
+                fds[0].revents = 0
+                fds[1].revents = 0
+                if poll(fds, 2 if wake_fd >= 0 else 1, ms) <= 0:
+                    break
+                polled = 1
+                if fds[1].revents and not fds[0].revents:
+                    woken = 1
+                    break
+        PyBuffer_Release(&view)
+        if total > 0:
+            return total
+        if n == 0:
+            return 0
+        if err == EAGAIN or err == EINTR:
+            return -2 if woken else -1
+        raise OSError(err, strerror(err).decode())
+
+    cdef int _fail(self, object exc) except -1:
+        cdef bytes head = bytes(self.buf[:4])
+        if self.start == 0 and head in HTTP_STARTS:
+            raise FrameError(describe_garbage(bytes(self.buf[:16]))) from None
+        raise FrameError(f"{exc} (first bytes {bytes(self.buf[self.start:self.start + 16])!r})") from None
+
+    cdef int _frame(self, dc_header *h) except -1:
+        """1 when a whole valid frame starts at start (h filled), 0 when more bytes are needed."""
+        cdef Py_ssize_t have = self.end - self.start
+        cdef const uint8_t *p = <const uint8_t *>PyByteArray_AS_STRING(self.buf) + self.start
+        cdef int rc
+        if have < 64:
+            # a short request (HTTP, a probe) is refused now, not after a timeout
+            if memcmp(p, <const char *>_MAGIC, min(have, 4)) != 0:
+                raise FrameError(describe_garbage(bytes(self.buf[self.start:self.start + 16])))
+            if self.start and PyByteArray_GET_SIZE(self.buf) - self.start < 64:
+                self._room(64)
+            return 0
+        rc = dc_header_unpack(p, <size_t>have, self.max_frame_size, h)
+        if rc != DC_OK:
+            try:
+                check_status(rc, h, have, self.max_frame_size)
+            except FrameError as exc:
+                self._fail(exc)
+        if h.frame_len > <uint64_t>have:
+            # frame_len is at most max_frame_size: safe to allocate for
+            self.need = <Py_ssize_t>h.frame_len
+            self._room(self.need)
+            return 0
+        return 1
+
+    cdef object _data(self, const dc_header *h):
+        """The payload of the frame at start (whole and validated by _frame)."""
+        cdef const char *p = PyByteArray_AS_STRING(self.buf) + self.start
+        try:
+            if h.kind == 0 and h.payload_len <= <uint64_t>_SMALL_COPY:
+                return PyBytes_FromStringAndSize(p + 64, <Py_ssize_t>h.payload_len)
+            if h.kind == 2:
+                return loads_json(PyBytes_FromStringAndSize(p + 64, h.meta_len))
+            return self._decode(self.buf, self.start, self.max_frame_size)[0]
+        except FrameError as exc:
+            self._fail(exc)
+
+    cdef void _consume(self, uint64_t frame_len):
+        self.start += <Py_ssize_t>frame_len
+        self.need = 0
+        if self.start == self.end and _free(self.buf):
+            self.start = self.end = 0
+
+    def next(self):
+        """The next complete frame as (data, seq, timestamp_ns, flags), or None.
+        Raises FrameError on bytes that are not a valid frame."""
+        cdef dc_header h
+        if not self._frame(&h):
+            return None
+        data = self._data(&h)
+        self._consume(h.frame_len)
+        return data, h.seq, h.timestamp_ns, h.flags
+
+    cpdef take(self, on_control, stats, bint record=True):
+        """The next data frame buffered here as a Message, or None (see the twin)."""
+        cdef dc_header h
+        cdef PyObject *last
+        while True:
+            if not self._frame(&h):
+                return None
+            data = self._data(&h)
+            self._consume(h.frame_len)
+            if h.flags & 1:
+                on_control(data)
+                continue
+            last = PyDict_GetItem(self.seen, self.epoch)
+            if last != NULL and h.seq <= <uint64_t>(<object>last):
+                continue   # already delivered on an earlier connection of this epoch
+            if self.expect is not None:
+                if last == NULL and h.seq > <uint64_t>self.expect:
+                    stats.add_lost(h.seq - <uint64_t>self.expect)
+                self.expect = None
+            seq = h.seq   # one int object for the message, seen and stats
+            self.seen[self.epoch] = seq
+            if record:
+                if type(stats) is Stats:
+                    (<Stats>stats).record_source(self.epoch, seq, h.seq, h.timestamp_ns, time_ns(), 0)
+                else:
+                    stats.record(seq, h.timestamp_ns, time_ns(), 0, self.epoch)
+            return make_message(data, seq, h.timestamp_ns)
+
+
+cdef class DirectRecv:
+    """The recv of a subscriber that follows one connection (see the twin)."""
+
+    def __init__(self, FrameReader reader, on_control, stats, slow):
+        self.reader, self.on_control, self.stats, self.slow = reader, on_control, stats, slow
+
+    def recv(self, timeout=None):
+        try:
+            msg = self.reader.take(self.on_control, self.stats, True)
+        except (FrameError, Closed) as exc:
+            return self.slow(timeout, exc)
+        if msg is None:
+            return self.slow(timeout, None)
+        return msg

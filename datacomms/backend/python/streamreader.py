@@ -1,0 +1,244 @@
+"""The receive side of a frame stream (tcp://) in pure Python: the readable
+reference; backend/cython/streamreader.pyx is its compiled twin.
+
+A FrameReader reads a byte stream into large buffers and cuts it into frames
+with the framing layer. ``next()`` returns each frame as it is; ``take()`` is
+what a subscriber calls per message: it hands control frames to a callback,
+drops data frames already delivered on an earlier connection of the same
+publisher epoch, counts what the publisher sent before this connection
+started, and returns a Message.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import struct
+import time
+from typing import Any, Callable
+
+from ...errors import Closed, FrameError
+from ...message import Message
+
+# Raw payloads up to this size come out as bytes (a copy): cheaper than a view
+# for small messages, and the receive buffer is free again at once.
+SMALL_COPY = 4096
+
+MAGIC = b"DCMF"
+HTTP_STARTS = (b"GET ", b"POST", b"PUT ", b"HEAD", b"DELE", b"OPTI", b"PATC", b"CONN", b"HTTP", b"PRI ")
+_FRAME_LEN = struct.Struct("<Q").unpack_from
+
+
+def describe_garbage(head: bytes) -> str:
+    if head[:4] in HTTP_STARTS:
+        return "an HTTP request, not a datacomms peer"
+    return f"not a datacomms frame (first bytes {head[:16]!r})"
+
+
+def buffer_free(buf: bytearray) -> bool:
+    """True when no view of buf is alive (a bytearray with exports cannot be resized)."""
+    if not buf:
+        return True
+    try:
+        last = buf[-1]
+        del buf[-1]
+    except BufferError:
+        return False
+    buf.append(last)
+    return True
+
+
+class FrameReader:
+    """Reads a byte stream into large buffers and cuts it into frames.
+
+    Data frames come out as views of the receive buffer (no copy), except raw
+    payloads up to SMALL_COPY bytes, which are copied. A buffer that a
+    returned view still points into is never written again: the reader moves
+    on to a fresh one (or a spare nobody references any more).
+    ``max_frame_size`` is checked on each header before any allocation.
+
+    For ``take()``: ``epoch`` names the publisher epoch of this connection,
+    ``seen`` maps each epoch to the last seq delivered from it (shared by all
+    the readers of one subscriber), ``expect`` is the publisher's next seq
+    when this connection started (set from its start frame).
+    """
+
+    def __init__(self, framing: Any, max_frame_size: int, chunk: int = 1 << 20) -> None:
+        self.framing = framing
+        self.max_frame_size = max_frame_size
+        self.chunk = chunk
+        self.buf = bytearray(chunk)
+        self.start = 0
+        self.end = 0
+        self.spare: bytearray | None = None
+        self.need = 0  # bytes the frame at start needs, once its header is read
+        self.epoch: str | None = None
+        self.seen: dict[str, int] = {}
+        self.expect: int | None = None
+
+    def _room(self, need: int) -> None:
+        """Makes sure buf can hold need bytes from start, keeping views valid."""
+        size = max(self.chunk, need)
+        if len(self.buf) - self.start >= need:
+            return
+        have = self.end - self.start
+        if len(self.buf) >= size and buffer_free(self.buf):
+            self.buf[:have] = self.buf[self.start:self.end]
+        else:
+            old = self.buf
+            if self.spare is not None and len(self.spare) >= size and buffer_free(self.spare):
+                new, self.spare = self.spare, old
+            else:
+                new = bytearray(size)
+                # keep the bigger of the two retired buffers for reuse
+                if self.spare is None or len(old) >= len(self.spare):
+                    self.spare = old
+            new[:have] = old[self.start:self.end]
+            self.buf = new
+        self.start, self.end = 0, have
+
+    def _prepare(self) -> memoryview:
+        if self.end == len(self.buf):
+            self._room(max(self.need, self.end - self.start + 1))
+        return memoryview(self.buf)[self.end:]
+
+    def fill(self, sock: Any) -> int:
+        """One recv_into; returns the byte count (0: the peer closed). Raises
+        BlockingIOError (or ssl.SSLWantReadError) when nothing is there."""
+        n = sock.recv_into(self._prepare())
+        self.end += n
+        return n
+
+    def fill_fd(self, fd: int) -> int:
+        """One read from a nonblocking descriptor: the byte count, 0 when the
+        peer closed, -1 when nothing is there. Raises OSError on errors."""
+        try:
+            n = os.readv(fd, [self._prepare()])
+        except (BlockingIOError, InterruptedError):
+            return -1
+        self.end += n
+        return n
+
+    def wait_fd(self, fd: int, wake_fd: int, timeout: float | None, spin_ns: int = 0) -> int:
+        """Reads from a socket descriptor, waiting for data: first spins (read
+        attempts, yielding the CPU between them) for up to spin_ns, then polls
+        fd and wake_fd (-1: none) for up to timeout seconds (None: no limit);
+        while a frame whose header is read is incomplete it keeps reading (and
+        polling) until the frame is whole. The byte count read, 0 when the
+        peer closed, -1 when nothing came in time, -2 when wake_fd woke it.
+        Raises OSError (unless some bytes were read: then the next call does)."""
+        deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
+        spin_end = time.monotonic_ns() + spin_ns
+        total, polled = 0, False
+        p = None
+        while True:
+            try:
+                n = self.fill_fd(fd)
+            except OSError:
+                if total:
+                    return total
+                raise
+            if n > 0:
+                total += n
+                polled = False
+                if self.need > self.end - self.start and self.end < len(self.buf):
+                    continue   # the rest of a frame already announced
+                return total
+            if n == 0:
+                return total or 0
+            if polled:
+                return total or -1
+            if spin_ns > 0 and not total and time.monotonic_ns() < spin_end:
+                os.sched_yield()
+                continue
+            if p is None:
+                p = select.poll()
+                p.register(fd, select.POLLIN)
+                if wake_fd >= 0:
+                    p.register(wake_fd, select.POLLIN)
+            left = None if deadline is None else max(0.0, deadline - time.monotonic()) * 1000 + 0.999
+            ready = dict(p.poll(left))
+            if not ready.get(fd):
+                return total or (-2 if ready.get(wake_fd) else -1)
+            polled = True
+
+    def next(self) -> tuple[Any, int, int, int] | None:
+        """The next complete frame as (data, seq, timestamp_ns, flags), or None.
+        Raises FrameError on bytes that are not a valid frame."""
+        have = self.end - self.start
+        if have < 64:
+            # a short request (HTTP, a probe) is refused now, not after a timeout
+            head = bytes(self.buf[self.start:self.start + min(have, 4)])
+            if head != MAGIC[:len(head)]:
+                raise FrameError(describe_garbage(bytes(self.buf[self.start:self.start + 16])))
+            if self.start and len(self.buf) - self.start < 64:
+                self._room(64)
+            return None
+        try:
+            if not self.need:
+                # When the length field says the frame is all here, decode (which
+                # validates the whole header) at once; otherwise validate the
+                # header first, since its length decides what gets allocated.
+                if _FRAME_LEN(self.buf, self.start + 40)[0] > have:
+                    self.need = self.framing.unpack_header(self.buf, self.start, self.max_frame_size)[7]
+            if have < self.need:
+                self._room(self.need)
+                return None
+            data, seq, ts, flags, flen = self.framing.decode(self.buf, self.start, self.max_frame_size)
+        except FrameError as exc:
+            if self.start == 0 and bytes(self.buf[:4]) in HTTP_STARTS:
+                raise FrameError(describe_garbage(bytes(self.buf[:16]))) from None
+            raise FrameError(f"{exc} (first bytes {bytes(self.buf[self.start:self.start + 16])!r})") from None
+        if type(data) is memoryview and data.nbytes <= SMALL_COPY:
+            data = data.tobytes()
+        self.start += flen
+        self.need = 0
+        if self.start == self.end and buffer_free(self.buf):
+            self.start = self.end = 0
+        return data, seq, ts, flags
+
+    def take(self, on_control: Callable[[Any], None], stats: Any, record: bool = True) -> Message | None:
+        """The next data frame buffered here as a Message, or None. Control
+        frames go to on_control(data) on the way (what it raises propagates);
+        frames of this epoch delivered before are passed over; what the
+        publisher sent before this connection started is added to
+        stats.lost. With record, the message is also recorded in stats
+        (source: the epoch, nothing skipped)."""
+        while True:
+            f = self.next()
+            if f is None:
+                return None
+            data, seq, ts, flags = f
+            if flags & 1:
+                on_control(data)
+                continue
+            last = self.seen.get(self.epoch)  # type: ignore[arg-type]
+            if last is not None and seq <= last:
+                continue   # already delivered on an earlier connection of this epoch
+            if self.expect is not None:
+                if last is None and seq > self.expect:
+                    stats.add_lost(seq - self.expect)
+                self.expect = None
+            self.seen[self.epoch] = seq  # type: ignore[index]
+            if record:
+                stats.record(seq, ts, time.time_ns(), 0, self.epoch)
+            return Message(data, seq, ts)
+
+
+class DirectRecv:
+    """The recv of a subscriber that follows one connection: the next message
+    already buffered in reader, taken in one call; anything else (nothing
+    buffered, a bad frame, a peer that said bye) is slow(timeout, error)'s."""
+
+    def __init__(self, reader: FrameReader, on_control: Callable[[Any], None], stats: Any,
+                 slow: Callable[[float | None, Exception | None], Message]) -> None:
+        self.reader, self.on_control, self.stats, self.slow = reader, on_control, stats, slow
+
+    def recv(self, timeout: float | None = None) -> Message:
+        try:
+            msg = self.reader.take(self.on_control, self.stats)
+        except (FrameError, Closed) as exc:
+            return self.slow(timeout, exc)
+        if msg is None:
+            return self.slow(timeout, None)
+        return msg
