@@ -263,3 +263,35 @@ def test_wait_fd_reads_an_announced_frame_whole(backend):
         t.join()
         assert f[1] == 9 and calls <= 3   # the header, then the rest in one call
         np.testing.assert_array_equal(f[0], big)
+
+
+def _whole(fr, data, seq: int, ts: int = 7) -> bytes:
+    parts, _ = fr.encode(data, seq, ts)
+    return b"".join(bytes(p) for p in parts)
+
+
+def test_take_frame_of_a_sample(backend):
+    """take_frame (one frame that arrived by itself): a Message per fresh seq of each
+    source, None for a seq that source already delivered, stats kept per source."""
+    take, fr = backend.streamreader.take_frame, backend.framing
+    stats, seen = backend.stats.Stats(), {}
+    arr = np.arange(12, dtype=np.float32).reshape(3, 4)
+    m = take(_whole(fr, b"x" * 64, 0), "a", seen, stats, 1 << 20)
+    assert (m.data, m.seq, m.timestamp_ns) == (b"x" * 64, 0, 7) and type(m.data) is bytes
+    m = take(_whole(fr, arr, 3), "a", seen, stats, 1 << 20, 1)
+    assert m.seq == 3 and np.array_equal(m.data, arr)
+    assert take(_whole(fr, {"k": 1}, 0), "b", seen, stats, 1 << 20).data == {"k": 1}
+    assert take(_whole(fr, b"again", 3), "a", seen, stats, 1 << 20) is None
+    assert seen == {"a": 3, "b": 0}
+    assert (stats.received, stats.lost, stats.skipped) == (3, 1, 1)  # seq 1, 2 of "a": one skipped, one lost
+
+
+@pytest.mark.parametrize("cut", ["truncated", "garbage", "too_big"])
+def test_take_frame_refuses_bad_frames(backend, cut):
+    take, fr = backend.streamreader.take_frame, backend.framing
+    frame = _whole(fr, b"y" * 200, 5)
+    bad = {"truncated": frame[:100], "garbage": b"GET / HTTP/1.1\r\n" * 8, "too_big": frame}[cut]
+    seen, stats = {}, backend.stats.Stats()
+    with pytest.raises(dc.FrameError):
+        take(bad, "a", seen, stats, 128 if cut == "too_big" else 1 << 20)
+    assert seen == {} and stats.received == 0

@@ -23,7 +23,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections import deque
+from collections import Counter, deque
 from typing import Any
 
 from .. import _aio
@@ -235,7 +235,8 @@ class ZenohSubscriber(pubsub.Subscriber):
             raise ValueError("queue_size and queue_bytes must be at least 1")
         self.url = url
         self.backend = _backend.get(backend)
-        self._decode = self.backend.framing.decode
+        self._take = self.backend.streamreader.take_frame
+        self._unpack_header = self.backend.framing.unpack_header
         self._max_frame = max_frame_size or self.backend.framing.DEFAULT_MAX_FRAME_SIZE
         self.stats = _stats(self.backend)
         opts = zenohsession.parse_url(url, mode, connect, listen, config)
@@ -344,28 +345,21 @@ class ZenohSubscriber(pubsub.Subscriber):
             finally:
                 self._readers_waiting -= 1
 
-    def _decode_one(self, payload: bytes, source: Any) -> tuple[Any, int, int] | None:
-        """(data, seq, ts) of a frame, or None for a bad frame or one already handed out."""
+    def _accept(self, payload: bytes, source: Any) -> Message | None:
+        """The message a queued frame holds (recorded in stats), or None for a frame
+        that is not valid (counted in bad_frames) or already handed out (duplicates)."""
+        skipped = self._pending_skip.pop(source, 0) if self._pending_skip else 0
         try:
-            data, seq, ts, flags, _ = self._decode(payload, 0, self._max_frame)
+            msg = self._take(payload, source, self._last, self.stats, self._max_frame, skipped)
         except FrameError:
             self.bad_frames += 1
-            return None
-        return (data, seq, ts) if self._fresh(seq, source) else None
-
-    def _fresh(self, seq: int, source: Any) -> bool:
-        """False (and counted as a duplicate) for a seq this source already handed out."""
-        last = self._last.get(source)
-        if last is not None and seq <= last:
-            self.duplicates += 1
-            return False
-        return True
-
-    def _deliver(self, data: Any, seq: int, ts: int, source: Any) -> Message:
-        skipped = self._pending_skip.pop(source, 0)
-        self.stats.record(seq, ts, time.time_ns(), skipped, source)
-        self._last[source] = seq
-        return Message(data, seq, ts)
+            msg = None
+        else:
+            if msg is None:
+                self.duplicates += 1
+        if msg is None and skipped:
+            self._pending_skip[source] = skipped
+        return msg
 
     def recv(self, timeout: float | None = None) -> Message:
         """The next message in arrival order (each publisher's in its seq order)."""
@@ -379,9 +373,9 @@ class ZenohSubscriber(pubsub.Subscriber):
                 self._bytes -= len(payload)
                 if self._samples_waiting:
                     self._room.notify_all()
-            got = self._decode_one(payload, source)
-            if got is not None:
-                return self._deliver(*got, source)
+            msg = self._accept(payload, source)
+            if msg is not None:
+                return msg
 
     def latest(self, timeout: float | None = None) -> Message:
         """The newest queued message; the ones passed over count as skipped."""
@@ -394,29 +388,33 @@ class ZenohSubscriber(pubsub.Subscriber):
                 self._bytes = 0
                 if self._samples_waiting:
                     self._room.notify_all()
-            # Newest first: the first frame that decodes is the answer; the valid
-            # frames before it are skipped, per publisher, so no gap reads as loss.
-            chosen = None
-            for payload, source in reversed(items):
-                if chosen is None:
-                    got = self._decode_one(payload, source)
-                    if got is not None:
-                        chosen = (got, source)
-                    continue
-                if self._is_news(payload, source):
-                    self._pending_skip[source] = self._pending_skip.get(source, 0) + 1
-            if chosen is not None:
-                (data, seq, ts), source = chosen
-                return self._deliver(data, seq, ts, source)
+            # Only headers are read to pick: the newest fresh frame that decodes is the
+            # answer, and the fresh frames before it count as skipped, per publisher
+            # (on its next message), so no gap reads as loss.
+            fresh = [(payload, source) for payload, source in items if self._is_news(payload, source)]
+            while fresh:
+                payload, source = fresh.pop()
+                older = Counter(src for _, src in fresh)
+                for src, k in older.items():
+                    self._pending_skip[src] = self._pending_skip.get(src, 0) + k
+                msg = self._accept(payload, source)
+                if msg is not None:
+                    return msg
+                for src, k in older.items():  # that one was bad after all: try the one before
+                    self._pending_skip[src] -= k
 
     def _is_news(self, payload: bytes, source: Any) -> bool:
-        # Only the header is read: a passed-over frame's payload is never decoded.
+        """Whether a frame has a valid header and a seq its source has not handed out."""
         try:
-            seq = self.backend.framing.unpack_header(payload, 0, self._max_frame)[2]
+            seq = self._unpack_header(payload, 0, self._max_frame)[2]
         except FrameError:
             self.bad_frames += 1
             return False
-        return self._fresh(seq, source)
+        last = self._last.get(source)
+        if last is not None and seq <= last:
+            self.duplicates += 1
+            return False
+        return True
 
     def _aio_waiter(self) -> _aio.Waiter:
         with self._lock:

@@ -15,7 +15,7 @@ before anything is read.
 
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_WRITABLE
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
-from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_GetItem
 from cpython.ref cimport PyObject
 from cpython.time cimport time_ns
@@ -28,7 +28,8 @@ from ..._message cimport make_message
 from ._csrc cimport (
     DC_OK, MSG_DONTWAIT, POLLIN, dc_header, dc_header_unpack, dc_monotonic_ns, poll, pollfd, recv, sched_yield,
 )
-from .framing cimport check_status, loads_json
+from .framing cimport check_status, loads_json, read_header
+from .framing import decode as _framing_decode
 from .stats cimport Stats
 
 cdef extern from "Python.h":
@@ -294,3 +295,33 @@ cdef class DirectRecv:
         if msg is None:
             return self.slow(timeout, None)
         return msg
+
+
+def take_frame(frame, source, dict seen, stats, uint64_t max_frame_size, long long skipped=0):
+    """One whole frame that arrived by itself (a zenoh sample) as a Message, or
+    None when source already delivered this seq (see the twin)."""
+    cdef dc_header h
+    cdef const uint8_t *p
+    cdef Py_ssize_t n
+    cdef PyObject *last
+    if type(frame) is not bytes:
+        frame = bytes(frame)
+    p = <const uint8_t *>PyBytes_AS_STRING(frame)
+    n = PyBytes_GET_SIZE(frame)
+    read_header(p, n, max_frame_size, &h)   # FrameError unless a valid header
+    if h.frame_len > <uint64_t>n:
+        raise FrameError(f"truncated frame: {n} of {h.frame_len} bytes")
+    if h.kind == 0 and h.payload_len <= <uint64_t>_SMALL_COPY:
+        data = PyBytes_FromStringAndSize(<const char *>p + 64, <Py_ssize_t>h.payload_len)
+    else:
+        data = _framing_decode(frame, 0, max_frame_size)[0]
+    last = PyDict_GetItem(seen, source)
+    if last != NULL and h.seq <= <uint64_t>(<object>last):
+        return None
+    seq = h.seq
+    seen[source] = seq
+    if type(stats) is Stats:
+        (<Stats>stats).record_source(source, seq, h.seq, h.timestamp_ns, time_ns(), skipped)
+    else:
+        stats.record(seq, h.timestamp_ns, time_ns(), skipped, source)
+    return make_message(data, seq, h.timestamp_ns)

@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from ...errors import Closed, FrameError
 from ...message import Message
+from . import framing as _framing
 
 # Raw payloads up to this size come out as bytes (a copy): cheaper than a view
 # for small messages, and the receive buffer is free again at once.
@@ -242,3 +243,20 @@ class DirectRecv:
         if msg is None:
             return self.slow(timeout, None)
         return msg
+
+
+def take_frame(frame: Any, source: Any, seen: dict[Any, int], stats: Any, max_frame_size: int,
+               skipped: int = 0) -> Message | None:
+    """One whole frame that arrived by itself (a zenoh sample) as a Message, or
+    None when source already delivered this seq (a duplicate). The frame is
+    validated first (dc.FrameError); a fresh one updates seen[source] and is
+    recorded in stats with source and skipped."""
+    data, seq, ts, _, _ = _framing.decode(frame, 0, max_frame_size)
+    if type(data) is memoryview and data.nbytes <= SMALL_COPY:
+        data = data.tobytes()
+    last = seen.get(source)
+    if last is not None and seq <= last:
+        return None
+    seen[source] = seq
+    stats.record(seq, ts, time.time_ns(), skipped, source)
+    return Message(data, seq, ts)
