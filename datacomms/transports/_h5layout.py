@@ -280,15 +280,14 @@ def write_block(layout: Layout, old: int, block: list[np.ndarray]) -> int:
     n = len(block[-1])
     new = old + n
     for ds, arr in zip(layout.all, block):
-        ds.resize(new, axis=0)
-        if arr.dtype.hasobject:
-            # h5py's slice assignment turns equal-length byte arrays into a 2-D
-            # array and refuses it; the low-level write takes the object array as is
-            space = ds.id.get_space()
-            space.select_hyperslab((old,), (n,))
-            ds.id.write(h5py.h5s.create_simple((n,)), space, arr)
-        else:
-            ds[old:new] = arr
+        # The low-level calls cost a third of h5py's resize and slice assignment
+        # (which also turns equal-length byte arrays into a 2-D array and refuses it).
+        did = ds.id
+        rest = did.shape[1:]
+        did.set_extent((new, *rest))
+        space = did.get_space()
+        space.select_hyperslab((old,) + (0,) * len(rest), (n, *rest))
+        did.write(h5py.h5s.create_simple((n, *rest)), space, np.ascontiguousarray(arr))
     return new
 
 
