@@ -100,8 +100,10 @@ def test_bad_batch_records_nothing(tmp_path: Path, backend) -> None:
         pub.send({"a": 1.0, "b": 2.0})
         with pytest.raises(dc.FrameError):
             pub.send_many([{"a": 1.0, "b": 2.0}, {"a": 1.0}])
-        with pytest.raises(dc.FrameError):
-            pub.send_many([{"a": 1.0, "b": "text"}])
+        for bad in ({"a": 1.0, "b": "text"}, {"a": 1.0, "c": 2.0}, {"a": None, "b": 2.0}, {"a": [1.0], "b": 2.0},
+                    {"a": [1.0, 2.0], "b": 2.0}, {"a": "1.5", "b": "2"}):
+            with pytest.raises(dc.FrameError):
+                pub.send_many([{"a": 5.0, "b": 6.0}, bad])
         with pytest.raises(dc.FrameError):
             pub.send({"a": 1.0, "c": 2.0})
         assert pub.send_many([{"a": 3.0, "b": 4}]) == 1
