@@ -585,3 +585,41 @@ def test_close_from_another_thread_wakes_a_waiting_recv(backend):
         assert outcome == ["closed"]
         with pytest.raises(dc.Closed):
             sub.recv(timeout=0)
+
+
+def _sockets() -> int:
+    n = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            n += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+        except OSError:
+            pass
+    return n
+
+
+def test_busy_publisher_closes_departed_subscribers_sockets(backend):
+    """Found by the soak test: a publisher sending without pause holds its lock almost
+    all the time, and the heartbeat tick (which frees departed subscribers' sockets)
+    only ran when it won that lock, so closed connections piled up for seconds."""
+    import threading
+    with _pub(backend) as pub:
+        stop = threading.Event()
+
+        def busy() -> None:
+            while not stop.is_set():
+                pub.send(b"x" * 64)
+
+        sender = threading.Thread(target=busy)
+        base = _sockets()
+        sender.start()
+        try:
+            for _ in range(30):
+                with _sub(backend, pub.url) as s:
+                    s.recv(timeout=10)
+            deadline = time.monotonic() + 10
+            while _sockets() > base and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert _sockets() <= base, "sockets of closed subscribers are still open on the publisher side"
+        finally:
+            stop.set()
+            sender.join()

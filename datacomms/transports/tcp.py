@@ -63,6 +63,7 @@ class TcpPublisher(Publisher):
         self._conns: dict[int, tuple[Any, str]] = {}
         self._last_send = 0.0
         self._closed = False
+        self._reap_due = False
         self._loop = _sendloop_module(self._be, ssl).SendLoop()
         try:
             self._links = Links(host, port, bind=bind, role="pub", framing=self._framing, epoch=self.epoch,
@@ -115,6 +116,8 @@ class TcpPublisher(Publisher):
                 self._reap()
             finally:
                 self._lock.release()
+        else:
+            self._reap_due = True   # a sender that keeps the lock busy reaps for us
         if self._conns and time.monotonic() - self._last_send >= self._heartbeat:
             self._last_send = time.monotonic()
             self._loop.send(control(self._framing, {"dc": "hb"}), -1, 0)
@@ -129,6 +132,9 @@ class TcpPublisher(Publisher):
             parts, _ = self._framing.encode(data, seq, time.time_ns())
             self._seq = seq + 1
             self._loop.send(parts, -1, timeout)
+            if self._reap_due:
+                self._reap_due = False
+                self._reap()
         self._last_send = time.monotonic()
         return seq
 
@@ -139,6 +145,8 @@ class TcpPublisher(Publisher):
                 self._reap()
             finally:
                 self._lock.release()
+        else:
+            self._reap_due = True   # a sender that keeps the lock busy reaps for us
         return len(self._conns) - len(self._loop.dead())
 
     def wait_for_subscribers(self, n: int = 1, timeout: float | None = None) -> int:
