@@ -486,6 +486,40 @@ def test_two_hosts_over_veth(backend, two_hosts):
             sub.close()
 
 
+def test_veth_link_down_and_up_detected_reconnected_loss_exact(backend, two_hosts):
+    """The link between the hosts goes down for 2 s and comes back: the subscriber
+    on host B notices the silent publisher (dead_after 1 s), reconnects once the link
+    is up, and counts exactly the messages it never got (drop mode publisher)."""
+    a, b = two_hosts
+    dev = "dcva" + a[len(NS_A):]
+    count, rate = 8000, 1000
+    pub = Peer("pub", "tcp://10.213.7.1:0", "--backend", backend.name, "--count", str(count), "--rate", str(rate),
+               "--wait", "1", "--on-full", "drop", prefix=["ip", "netns", "exec", a])
+    sub = None
+    try:
+        url = pub.ready()
+        sub = Peer("sub", url, "--backend", backend.name, "--count", str(count), "--until-last",
+                   "--dead-after", "1.0", "--backoff-max", "0.2", "--timeout", "30",
+                   prefix=["ip", "netns", "exec", b])
+        sub.ready()
+        time.sleep(2.0)               # streaming
+        _ip("-n", a, "link", "set", dev, "down")
+        time.sleep(2.0)
+        _ip("-n", a, "link", "set", dev, "up")
+        r = json.loads(sub.line(60))
+        print(f"\nveth down 2 s: {r}")
+        assert "error" not in r, r
+        assert r["first"] == 0 and r["last"] == count - 1 and r["increasing"] and r["payload_ok"]
+        assert r["received"] + r["lost"] == count, "every message is received or counted lost"
+        assert r["lost"] > 0 and r["restarts"] == 0
+        assert r["dead_peer"] >= 1, "the silent publisher was not detected"
+        assert r["longest_gap_s"] < 2.0 + 15.0, "reconnected within a generous bound"
+    finally:
+        pub.close()
+        if sub is not None:
+            sub.close()
+
+
 def test_spin_us_busy_poll_receives_everything(backend):
     """spin_us changes how recv waits, not what it returns (including Timeout)."""
     with _pub(backend, on_full="block") as pub, _sub(backend, pub.url, spin_us=300) as sub:
