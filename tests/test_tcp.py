@@ -648,3 +648,42 @@ def test_busy_publisher_lets_go_of_departed_subscribers(backend):
         finally:
             stop.set()
             sender.join()
+
+
+def _sockets() -> int:
+    n = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            n += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+        except OSError:
+            pass
+    return n
+
+
+def test_send_loop_closes_departed_subscribers_sockets(backend):
+    """The send loop keeps its own duplicate of each subscriber's socket and closes it
+    on its thread. A removal that came while the loop lingered for more frames did not
+    wake it, and a publisher whose sends all went out inline never woke it again:
+    departed subscribers' sockets stayed open (found while testing the reap above)."""
+    import threading
+    with _pub(backend) as pub:
+        stop = threading.Event()
+
+        def busy() -> None:
+            while not stop.is_set():
+                pub.send(b"x" * 64)
+
+        sender = threading.Thread(target=busy)
+        base = _sockets()
+        sender.start()
+        try:
+            for _ in range(30):
+                with _sub(backend, pub.url) as s:
+                    s.recv(timeout=10)
+            deadline = time.monotonic() + 10
+            while _sockets() > base and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert _sockets() <= base, f"{_sockets() - base} sockets of departed subscribers still open"
+        finally:
+            stop.set()
+            sender.join()
