@@ -182,6 +182,10 @@ static inline void dc_sl_remove(dc_sendloop *sl, int id) {
     if (c) {
         c->closing = 1;
         pthread_cond_broadcast(&sl->changed);
+        /* A lingering loop is not sleeping (no eventfd write) and watches only
+         * this counter; without the bump it would go to sleep with c unreaped,
+         * its descriptor open, until some later push is queued. */
+        __atomic_store_n(&sl->pushes, sl->pushes + 1, __ATOMIC_RELAXED);
         dc_sl_wake(sl);
     }
     pthread_mutex_unlock(&sl->mu);

@@ -65,6 +65,15 @@ def main(argv: list[str]) -> None:
                 i += 1
                 if i % 50 == 0:
                     print(f"flushed {seq}", flush=True)
+    elif role == "hdf5-bytes-until-killed":
+        # variable-length bytes naming their seq, as fast as it can
+        with dc.Publisher(url, backend=backend) as pub:
+            i = 0
+            while True:
+                pub.send(i.to_bytes(8, "little") * (1 + i % 8))
+                i += 1
+                if i == 1000:
+                    print("ready", flush=True)
     elif role == "hdf5-reader":
         # follows live until it has n messages; prints a JSON summary
         n = int(rest[0])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 
@@ -47,7 +48,21 @@ def run_pub(a: argparse.Namespace) -> None:
     pub.close()
 
 
+class _DeadPeers(logging.Handler):
+    """Counts the subscriber's "nothing heard" (dead peer) log records."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += "nothing heard" in record.getMessage()
+
+
 def run_sub(a: argparse.Namespace) -> None:
+    if a.until_last:
+        run_sub_until_last(a)
+        return
     sub = dc.Subscriber(a.url, backend=a.backend, bind=a.bind)
     print("READY", sub.url, flush=True)
     seqs = []
@@ -68,6 +83,33 @@ def run_sub(a: argparse.Namespace) -> None:
     sub.close()
 
 
+def run_sub_until_last(a: argparse.Namespace) -> None:
+    """Reads until the message of seq count - 1, reconnecting through outages, and
+    prints what it received, what its stats counted and how often a peer went silent."""
+    dead = _DeadPeers()
+    logging.getLogger("datacomms").addHandler(dead)
+    logging.getLogger("datacomms").setLevel(logging.INFO)
+    sub = dc.Subscriber(a.url, backend=a.backend, bind=a.bind, dead_after=a.dead_after,
+                        backoff_max=a.backoff_max)
+    print("READY", sub.url, flush=True)
+    seqs, ok = [], True
+    try:
+        while not seqs or seqs[-1] < a.count - 1:
+            m = sub.recv(timeout=a.timeout)
+            ok = ok and bytes(m.data[:8]) == m.seq.to_bytes(8, "little")
+            seqs.append(m.seq)
+    except dc.DataCommsError as exc:
+        print(json.dumps({"error": repr(exc), "received": len(seqs)}), flush=True)
+        sub.close()
+        return
+    st = sub.stats
+    print(json.dumps({"received": len(seqs), "lost": st.lost, "restarts": st.restarts, "first": seqs[0],
+                      "last": seqs[-1], "increasing": all(y > x for x, y in zip(seqs, seqs[1:])),
+                      "payload_ok": ok, "longest_gap_s": st.longest_gap_s, "dead_peer": dead.count}),
+          flush=True)
+    sub.close()
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("role", choices=["pub", "sub"])
@@ -84,6 +126,9 @@ def main() -> None:
     p.add_argument("--key", default=None)
     p.add_argument("--tag", default="")
     p.add_argument("--timeout", type=float, default=20.0)
+    p.add_argument("--until-last", action="store_true", help="subscriber reads until seq count - 1")
+    p.add_argument("--dead-after", type=float, default=None)
+    p.add_argument("--backoff-max", type=float, default=1.0)
     a = p.parse_args()
     (run_pub if a.role == "pub" else run_sub)(a)
 

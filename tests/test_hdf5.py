@@ -182,6 +182,29 @@ def test_reader_first_follows_live_writer_process(tmp_path: Path, backend_name: 
         assert sub.stats.lost == 0 and sub.stats.received == n
 
 
+def test_late_reader_follows_a_live_writer_of_bytes(tmp_path: Path, backend_name: str) -> None:
+    """Found by the soak test: variable-length rows (bytes payloads) a SWMR reader in
+    another process already counts can point past the end of the file it knows, and
+    reading them raised OSError ("len not positive after adjustment for EOA") out of
+    recv. The reader now reopens the file and carries on: every message, in order."""
+    url = url_of(tmp_path / "bytes.h5")
+    writer = subprocess.Popen([sys.executable, WORKERS, "hdf5-bytes-until-killed", url, backend_name],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "ready"
+        with dc.Subscriber(url, backend=backend_name) as sub:
+            last = None
+            for _ in range(5000):
+                m = sub.recv(timeout=20)
+                assert last is None or m.seq == last + 1
+                assert bytes(m.data) == m.seq.to_bytes(8, "little") * (1 + m.seq % 8)
+                last = m.seq
+            assert sub.stats.lost == 0
+    finally:
+        writer.kill()
+        finish(writer)
+
+
 def test_idle_publisher_still_flushes(tmp_path: Path, backend_name: str) -> None:
     """One message, then silence: the timer must flush it for a reader in another process."""
     url = url_of(tmp_path / "idle.h5")

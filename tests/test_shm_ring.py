@@ -7,6 +7,7 @@ from __future__ import annotations
 import mmap
 import os
 import random
+import struct
 import time
 
 import numpy as np
@@ -198,3 +199,45 @@ def test_scribbled_segment_never_crashes_or_hangs(backend, shm_name):
             sub.latest(timeout=1)
         except dc.DataCommsError:
             pass
+
+
+def _ring_in_memory(backend, capacity: int = 1 << 12) -> bytearray:
+    """A segment in a bytearray with subscriber slot 0 joined before the first message."""
+    buf = bytearray(S.segment_size(capacity, 2))
+    S.init_segment(buf, capacity, 2, False, 1, 1)
+    struct.pack_into("<I", buf, S.OFF_SLOTS + S.SLOT_STATE, S.SLOT_ACTIVE)
+    return buf
+
+
+def test_latest_on_a_closed_ring_with_a_scribbled_tail_returns(backend):
+    """Found by tests/fuzz/fuzz_shm.py: on a closed segment whose TAIL was scribbled
+    past the cursor and nothing newer to take, latest() waited for more, the wait
+    returned at once (closed, and TAIL says there is more) and the loop never ended,
+    whatever the timeout."""
+    buf = _ring_in_memory(backend)
+    backend.ring.Writer(buf).close()
+    struct.pack_into("<Q", buf, S.OFF_TAIL, 1374463283923456787)
+    r = backend.ring.Reader(buf, 0)
+    try:
+        with pytest.raises(dc.Closed):
+            r.latest(timeout=1)
+        with pytest.raises(dc.DataCommsError):
+            r.recv(timeout=1)
+    finally:
+        r.close()
+
+
+def test_latest_on_a_closed_ring_gives_the_final_value_then_closed(backend):
+    buf = _ring_in_memory(backend)
+    w = backend.ring.Writer(buf)
+    w.send(b"first")
+    w.send(b"last")
+    w.close()
+    r = backend.ring.Reader(buf, 0)
+    try:
+        m = r.latest(timeout=1)
+        assert (m.data, m.seq) == (b"last", 1) and r.stats.skipped == 1
+        with pytest.raises(dc.Closed):
+            r.latest(timeout=1)
+    finally:
+        r.close()

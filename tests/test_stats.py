@@ -78,3 +78,14 @@ def test_backends_agree(backend):
     for st in (s, other):
         feed(st, [0, 2, 3, 3, 9], step_ns=3_000_000)
     assert s.as_dict() == other.as_dict()
+
+
+def test_a_wild_loss_count_saturates_instead_of_raising(backend):
+    """Found by tests/fuzz/fuzz_shm.py: a scribbled or hostile seq makes a transport add
+    a loss near 2**64, which the compiled Stats refused with OverflowError out of recv()."""
+    s = backend.stats.Stats()
+    s.add_lost(3)
+    s.add_lost(2 ** 64 - 1)
+    assert s.lost >= 2 ** 63 - 1
+    s.add_lost(10 ** 30)
+    assert s.lost >= 2 ** 63 - 1

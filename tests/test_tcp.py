@@ -486,6 +486,40 @@ def test_two_hosts_over_veth(backend, two_hosts):
             sub.close()
 
 
+def test_veth_link_down_and_up_detected_reconnected_loss_exact(backend, two_hosts):
+    """The link between the hosts goes down for 2 s and comes back: the subscriber
+    on host B notices the silent publisher (dead_after 1 s), reconnects once the link
+    is up, and counts exactly the messages it never got (drop mode publisher)."""
+    a, b = two_hosts
+    dev = "dcva" + a[len(NS_A):]
+    count, rate = 8000, 1000
+    pub = Peer("pub", "tcp://10.213.7.1:0", "--backend", backend.name, "--count", str(count), "--rate", str(rate),
+               "--wait", "1", "--on-full", "drop", prefix=["ip", "netns", "exec", a])
+    sub = None
+    try:
+        url = pub.ready()
+        sub = Peer("sub", url, "--backend", backend.name, "--count", str(count), "--until-last",
+                   "--dead-after", "1.0", "--backoff-max", "0.2", "--timeout", "30",
+                   prefix=["ip", "netns", "exec", b])
+        sub.ready()
+        time.sleep(2.0)               # streaming
+        _ip("-n", a, "link", "set", dev, "down")
+        time.sleep(2.0)
+        _ip("-n", a, "link", "set", dev, "up")
+        r = json.loads(sub.line(60))
+        print(f"\nveth down 2 s: {r}")
+        assert "error" not in r, r
+        assert r["first"] == 0 and r["last"] == count - 1 and r["increasing"] and r["payload_ok"]
+        assert r["received"] + r["lost"] == count, "every message is received or counted lost"
+        assert r["lost"] > 0 and r["restarts"] == 0
+        assert r["dead_peer"] >= 1, "the silent publisher was not detected"
+        assert r["longest_gap_s"] < 2.0 + 15.0, "reconnected within a generous bound"
+    finally:
+        pub.close()
+        if sub is not None:
+            sub.close()
+
+
 def test_spin_us_busy_poll_receives_everything(backend):
     """spin_us changes how recv waits, not what it returns (including Timeout)."""
     with _pub(backend, on_full="block") as pub, _sub(backend, pub.url, spin_us=300) as sub:
@@ -594,3 +628,71 @@ def test_port_in_use_names_the_address(backend):
         port = s.getsockname()[1]
         with pytest.raises(OSError, match=f"tcp address 127.0.0.1:{port} is already in use"):
             dc.Publisher(f"tcp://127.0.0.1:{port}", backend=backend)
+
+
+def test_busy_publisher_lets_go_of_departed_subscribers(backend):
+    """Found by the soak test: a publisher sending without pause holds its lock almost
+    all the time, and the heartbeat tick (which drops departed subscribers and closes
+    their sockets) only ran when it won that lock, so closed connections piled up
+    (90 open fds after 20 s of churn). Checked on the publisher's connection table:
+    the send loop's own duplicates of those sockets are closed by its thread later."""
+    import threading
+    with _pub(backend) as pub:
+        stop = threading.Event()
+
+        def busy() -> None:
+            while not stop.is_set():
+                pub.send(b"x" * 64)
+
+        sender = threading.Thread(target=busy)
+        sender.start()
+        try:
+            for _ in range(30):
+                with _sub(backend, pub.url) as s:
+                    s.recv(timeout=10)
+            deadline = time.monotonic() + 10
+            while pub._conns and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not pub._conns, f"{len(pub._conns)} departed subscribers still held by the publisher"
+        finally:
+            stop.set()
+            sender.join()
+
+
+def _sockets() -> int:
+    n = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            n += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+        except OSError:
+            pass
+    return n
+
+
+def test_send_loop_closes_departed_subscribers_sockets(backend):
+    """The send loop keeps its own duplicate of each subscriber's socket and closes it
+    on its thread. A removal that came while the loop lingered for more frames did not
+    wake it, and a publisher whose sends all went out inline never woke it again:
+    departed subscribers' sockets stayed open (found while testing the reap above)."""
+    import threading
+    with _pub(backend) as pub:
+        stop = threading.Event()
+
+        def busy() -> None:
+            while not stop.is_set():
+                pub.send(b"x" * 64)
+
+        sender = threading.Thread(target=busy)
+        base = _sockets()
+        sender.start()
+        try:
+            for _ in range(30):
+                with _sub(backend, pub.url) as s:
+                    s.recv(timeout=10)
+            deadline = time.monotonic() + 10
+            while _sockets() > base and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert _sockets() <= base, f"{_sockets() - base} sockets of departed subscribers still open"
+        finally:
+            stop.set()
+            sender.join()

@@ -127,6 +127,29 @@ def test_garbage_datagrams_dropped_and_counted(backend, caplog):
         assert "dropped a datagram" in caplog.text
 
 
+def test_hostile_seq_and_heartbeat_do_not_break_recv(backend):
+    """A datagram whose seq jumps to 2**64 - 1, or a heartbeat announcing that as the
+    next seq, is counted as (absurd) loss: recv never raises OverflowError for it."""
+    f = backend.framing
+    with dc.Subscriber("udp://127.0.0.1:0", backend=backend) as sub, \
+            dc.Publisher(sub.url, backend=backend) as pub, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as b:
+        a.sendto(f.encode_bytes(b"a0", 0, 1), sub.address)
+        assert bytes(sub.recv(timeout=5).data) == b"a0"
+        a.sendto(f.encode_bytes(b"wild", 2 ** 64 - 1, 2), sub.address)
+        m = sub.recv(timeout=5)
+        assert (bytes(m.data), m.seq) == (b"wild", 2 ** 64 - 1) and sub.stats.lost >= 2 ** 63 - 1
+        b.sendto(f.encode_bytes(b"b0", 0, 1), sub.address)
+        assert bytes(sub.recv(timeout=5).data) == b"b0"
+        hb = f.encode({"dc": "hb", "next_seq": 2 ** 64 - 1}, 0, 3, f.FLAG_CONTROL)[0]
+        b.sendto(b"".join(bytes(p) for p in hb), sub.address)
+        with pytest.raises(dc.Timeout):
+            sub.recv(timeout=0.3)
+        pub.send(b"still fine")
+        assert bytes(sub.recv(timeout=5).data) == b"still fine"
+
+
 def test_wait_for_subscribers_and_restart(backend):
     """Subscribers answer heartbeats; a new publisher (new source) is not loss."""
     with dc.Subscriber("udp://127.0.0.1:0", backend=backend) as sub:

@@ -42,6 +42,8 @@ from . import _files
 from ._h5layout import Layout, Stage, choose_kind, clear_open_flags, is_hdf5, not_ours, read_rows, write_block
 
 DEFAULT_FLUSH_INTERVAL = 0.005
+# polls in a row that may fail to read rows a SWMR reader already sees (see Hdf5Subscriber._rows)
+MAX_READ_RETRIES = 200
 _LOCK_START = 1 << 62   # a byte range no HDF5 library touches
 
 
@@ -301,6 +303,7 @@ class Hdf5Subscriber(pubsub.Subscriber):
         self._avail = 0       # rows known to be readable
         self._cache: deque[tuple[Any, int, int]] = deque()
         self._closed = False
+        self._read_failures = 0
 
     def _open(self) -> bool:
         try:
@@ -348,6 +351,27 @@ class Hdf5Subscriber(pubsub.Subscriber):
             self._avail = self._layout.refresh_all()
         return self._avail
 
+    def _rows(self, start: int, stop: int) -> list[tuple[Any, int, int]] | None:
+        """Rows [start, stop), or None when HDF5 cannot read them yet: a SWMR reader
+        can see a row whose variable-length data lie past the end of allocation its
+        open file knows ("len not positive after adjustment for EOA"), and an open
+        file never learns the new end. The file is reopened (the position kept) and
+        the next poll tries again; an error that persists is raised."""
+        try:
+            rows = read_rows(self._layout, start, stop, self.backend.framing)
+        except OSError as exc:
+            self._read_failures += 1
+            if self._read_failures > MAX_READ_RETRIES:
+                raise DataCommsError(f"cannot read {self.path}: {exc}") from exc
+            nxt = self._next
+            self._f.close()
+            self._f = None
+            if self._open():
+                self._next = nxt
+            return None
+        self._read_failures = 0
+        return rows
+
     def _poll_next(self) -> tuple[Any, int, int, int] | None:
         if not self._cache:
             avail = self._refresh()
@@ -356,15 +380,20 @@ class Hdf5Subscriber(pubsub.Subscriber):
                 if self._f is not None:
                     self._reopen_if_replaced()
                 return None
-            self._cache.extend(read_rows(self._layout, start, min(avail, start + self.batch),
-                                         self.backend.framing))
+            rows = self._rows(start, min(avail, start + self.batch))
+            if rows is None:
+                return None
+            self._cache.extend(rows)
         self._next += 1
         return (*self._cache.popleft(), 0)
 
     def _poll_latest(self) -> tuple[Any, int, int, int] | None:
         avail = self._refresh()
         if avail > self._next + len(self._cache):
-            data, seq, ts = read_rows(self._layout, avail - 1, avail, self.backend.framing)[0]
+            rows = self._rows(avail - 1, avail)
+            if rows is None:
+                return None
+            data, seq, ts = rows[0]
         elif self._cache:
             data, seq, ts = self._cache[-1]
         else:

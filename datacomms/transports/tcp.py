@@ -112,8 +112,8 @@ class TcpPublisher(Publisher):
             self._subs.notify_all()
 
     def _tick(self) -> None:
-        # never wait for the lock here: a send blocked on one full queue holds it,
-        # and the other subscribers still need their heartbeats meanwhile
+        # never wait for the lock here: an attach waiting for the loop behind a send
+        # blocked on one full queue holds it, and the others still need heartbeats
         if self._lock.acquire(blocking=False):
             try:
                 self._reap()

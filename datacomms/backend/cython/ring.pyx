@@ -468,11 +468,14 @@ cdef class Reader:
         cdef long long skipped
         cdef int64_t deadline = -2
         cdef int misses = 0
+        cdef bint closed
         if not self.has_view:
             raise Closed("this subscriber is closed")
         if self.holding:
             self.release()
         while True:
+            # read before the descriptor: once closed, the descriptor is final
+            closed = dc_ring_closed(self.r.base)
             if dc_ring_tail(self.r.base) - self.r.cursor > self.r.cap:
                 dc_reader_resync(&self.r, 1)
             rc = dc_ring_latest(self.r.base, &pos, &length, &seq)
@@ -495,6 +498,10 @@ cdef class Reader:
                     self._corrupt(rc)  # a descriptor that never names an intact record
                 misses += 1
                 continue
+            if closed:
+                # nothing newer will come (waiting would return at once, for ever,
+                # when a scribbled TAIL says there is more to read)
+                raise Closed(f"the publisher of {self.name} closed")
             if deadline == -2:
                 deadline = _deadline(timeout)
             self.wait(deadline)

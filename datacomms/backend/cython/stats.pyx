@@ -7,6 +7,7 @@ C-level entry point transports in this backend call per message."""
 from libc.stdint cimport int64_t, uint64_t
 from libc.string cimport memset
 from libc.math cimport ceil
+from libc.limits cimport LLONG_MAX, LLONG_MIN
 from cpython.time cimport time_ns
 from cpython.dict cimport PyDict_GetItem
 from cpython.ref cimport PyObject
@@ -144,9 +145,12 @@ cdef class Stats:
             if lat > self._max_latency_ns:
                 self._max_latency_ns = lat
 
-    def add_lost(self, long long n):
-        """Count messages known lost that no seq gap will show (a transport's own accounting)."""
-        self.lost += n
+    def add_lost(self, n):
+        """Count messages known lost that no seq gap will show (a transport's own accounting).
+        The count saturates at what a long long holds: only a corrupt or hostile seq gets
+        there, and it must not raise OverflowError out of a receive call."""
+        total = self.lost + n
+        self.lost = LLONG_MAX if total > LLONG_MAX else (LLONG_MIN if total < LLONG_MIN else total)
 
     @property
     def rate_hz(self):

@@ -211,6 +211,8 @@ class Reader:
         deadline: int | None = None
         misses = 0
         while True:
+            # read before the descriptor: once closed, the descriptor is final
+            closed = m.u32[S.OFF_CLOSED // 4]
             if m.u64[S.OFF_TAIL // 8] - self.cursor > m.cap:
                 self._resync(True)
             latest = m.latest()
@@ -243,6 +245,10 @@ class Reader:
                     self._corrupt("the latest-value descriptor names an overwritten record")
                 misses += 1
                 continue
+            if closed:
+                # nothing newer will come (waiting would return at once, for ever,
+                # when a scribbled TAIL says there is more to read)
+                raise Closed(f"the publisher of {self.name} closed")
             if deadline is None:
                 deadline = _deadline(timeout)
             self._wait(deadline)
