@@ -13,6 +13,9 @@ cdef class Stats:
     cdef uint64_t _last_seq
     cdef dict _sources
     cdef uint64_t _hist[NBUCKETS]
+    cdef void _arrived(self, int64_t now_ns) noexcept
+    cdef void _after(self, uint64_t prev, uint64_t seq, long long skipped) noexcept
+    cdef void _latency(self, int64_t timestamp_ns, int64_t now_ns) noexcept
     cdef void fast_record(self, uint64_t seq, int64_t timestamp_ns, int64_t now_ns, long long skipped) noexcept
     cdef int record_source(self, object source, object seq_obj, uint64_t seq, int64_t timestamp_ns, int64_t now_ns,
                            long long skipped) except -1

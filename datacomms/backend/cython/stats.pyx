@@ -42,9 +42,9 @@ cdef class Stats:
         memset(self._hist, 0, sizeof(self._hist))
         self._sources = {}
 
-    cdef void fast_record(self, uint64_t seq, int64_t timestamp_ns, int64_t now_ns, long long skipped) noexcept:
+    cdef inline void _arrived(self, int64_t now_ns) noexcept:
+        """Counts one message received at now_ns and the gap before it."""
         cdef double gap
-        cdef int64_t lat
         if self.received:
             gap = (now_ns - self._last_ns) * 1e-9
             if gap > self.longest_gap_s:
@@ -53,75 +53,56 @@ cdef class Stats:
             self._first_ns = now_ns
         self._last_ns = now_ns
         self.received += 1
-        if self._have_seq:
-            if seq > self._last_seq:
-                self.lost += <long long>(seq - self._last_seq - 1) - skipped
-            else:
-                self.restarts += 1
-        self._have_seq = True
-        self._last_seq = seq
-        self.skipped += skipped
-        lat = now_ns - timestamp_ns
+
+    cdef inline void _after(self, uint64_t prev, uint64_t seq, long long skipped) noexcept:
+        """A seq following prev of the same source: the gap is loss, a step back a restart."""
+        if seq > prev:
+            self.lost += <long long>(seq - prev - 1) - skipped
+        else:
+            self.restarts += 1
+
+    cdef inline void _latency(self, int64_t timestamp_ns, int64_t now_ns) noexcept:
+        cdef int64_t lat = now_ns - timestamp_ns
         if lat < 0:
             lat = 0
         self._hist[_bucket(<uint64_t>lat)] += 1
         self._latency_n += 1
         if lat > self._max_latency_ns:
             self._max_latency_ns = lat
+
+    cdef void fast_record(self, uint64_t seq, int64_t timestamp_ns, int64_t now_ns, long long skipped) noexcept:
+        self._arrived(now_ns)
+        if self._have_seq:
+            self._after(self._last_seq, seq, skipped)
+        self._have_seq = True
+        self._last_seq = seq
+        self.skipped += skipped
+        self._latency(timestamp_ns, now_ns)
 
     cdef int record_source(self, object source, object seq_obj, uint64_t seq, int64_t timestamp_ns, int64_t now_ns,
                            long long skipped) except -1:
         """fast_record for a message of one of several publishers (source keeps
         their seqs apart); seq_obj is seq as a Python int (kept per source)."""
         cdef PyObject *last
-        cdef uint64_t prev
-        cdef double gap
-        cdef int64_t lat
-        if self.received:
-            gap = (now_ns - self._last_ns) * 1e-9
-            if gap > self.longest_gap_s:
-                self.longest_gap_s = gap
-        else:
-            self._first_ns = now_ns
-        self._last_ns = now_ns
-        self.received += 1
+        self._arrived(now_ns)
         last = PyDict_GetItem(self._sources, source)
         if last != NULL:
-            prev = <uint64_t>(<object>last)
-            if seq > prev:
-                self.lost += <long long>(seq - prev - 1) - skipped
-            else:
-                self.restarts += 1
+            self._after(<uint64_t>(<object>last), seq, skipped)
         self._sources[source] = seq_obj
         self.skipped += skipped
-        lat = now_ns - timestamp_ns
-        if lat < 0:
-            lat = 0
-        self._hist[_bucket(<uint64_t>lat)] += 1
-        self._latency_n += 1
-        if lat > self._max_latency_ns:
-            self._max_latency_ns = lat
+        self._latency(timestamp_ns, now_ns)
         return 0
 
     def record(self, seq, timestamp_ns, now_ns=None, long long skipped=0, source=None):
         """Account for one received message (see the Python reference for the rules)."""
         cdef int64_t now = time_ns() if now_ns is None else now_ns
-        cdef int64_t lat
-        cdef double gap
         if seq is not None and timestamp_ns is not None and seq >= 0:
             if source is None:
                 self.fast_record(seq, timestamp_ns, now, skipped)
             else:
                 self.record_source(source, seq, seq, timestamp_ns, now, skipped)
             return
-        if self.received:
-            gap = (now - self._last_ns) * 1e-9
-            if gap > self.longest_gap_s:
-                self.longest_gap_s = gap
-        else:
-            self._first_ns = now
-        self._last_ns = now
-        self.received += 1
+        self._arrived(now)
         if seq is not None:
             if source is None:
                 last = self._last_seq if self._have_seq else None
@@ -139,11 +120,7 @@ cdef class Stats:
                 self._sources[source] = seq
         self.skipped += skipped
         if timestamp_ns is not None:
-            lat = max(0, now - <int64_t>timestamp_ns)
-            self._hist[_bucket(<uint64_t>lat)] += 1
-            self._latency_n += 1
-            if lat > self._max_latency_ns:
-                self._max_latency_ns = lat
+            self._latency(<int64_t>timestamp_ns, now)
 
     def add_lost(self, n):
         """Count messages known lost that no seq gap will show (a transport's own accounting).
