@@ -47,6 +47,13 @@ def _stats(be: Any) -> Any:
     return be.stats.Stats()
 
 
+def _key_expr(zenoh: Any, key: str) -> Any:
+    try:
+        return zenoh.KeyExpr(key)
+    except zenoh.ZError as exc:
+        raise DataCommsError(f"bad zenoh key expression {key!r}: {exc}") from None
+
+
 def _check_on_full(on_full: str) -> None:
     if on_full not in ("drop", "block"):
         raise ValueError(f"on_full must be 'drop' or 'block', not {on_full!r}")
@@ -74,11 +81,7 @@ class ZenohPublisher(pubsub.Publisher):
         self.backend = _backend.get(backend)
         self._encode = self.backend.framing.encode
         opts = zenohsession.parse_url(url, mode, connect, listen, config)
-        self.key = opts.key
-        try:
-            ke = zenoh.KeyExpr(opts.key)
-        except zenoh.ZError as exc:
-            raise DataCommsError(f"bad zenoh key expression {opts.key!r}: {exc}") from None
+        self.key, ke = opts.key, _key_expr(zenoh, opts.key)
         if "*" in opts.key or "$" in opts.key:
             raise DataCommsError(f"a publisher needs a concrete key, not the wildcard {opts.key!r}")
         self.id = uuid.uuid4().bytes
@@ -240,11 +243,7 @@ class ZenohSubscriber(pubsub.Subscriber):
         self._max_frame = max_frame_size or self.backend.framing.DEFAULT_MAX_FRAME_SIZE
         self.stats = _stats(self.backend)
         opts = zenohsession.parse_url(url, mode, connect, listen, config)
-        self.key = opts.key
-        try:
-            ke = zenoh.KeyExpr(opts.key)
-        except zenoh.ZError as exc:
-            raise DataCommsError(f"bad zenoh key expression {opts.key!r}: {exc}") from None
+        self.key, ke = opts.key, _key_expr(zenoh, opts.key)
         self.queue_size = queue_size
         self.queue_bytes = queue_bytes
         self.overflows = 0    # samples pushed out of a full queue
