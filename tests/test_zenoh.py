@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import socket
 import subprocess
 import sys
@@ -376,3 +377,10 @@ def test_without_zenoh_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch
         dc.Publisher("zenoh://a/b")
     with pytest.raises(dc.DataCommsError, match=r"datacomms\[zenoh\]"):
         dc.Subscriber("zenoh://a/b")
+
+
+@pytest.mark.parametrize("bad", ["a//b", "a/**x"])
+def test_bad_key_expression_is_a_clear_error(backend, bad) -> None:
+    for cls in (dc.Publisher, dc.Subscriber):
+        with pytest.raises(dc.DataCommsError, match=re.escape(f"bad zenoh key expression '{bad}'")):
+            cls(f"zenoh://{bad}", backend=backend)

@@ -50,8 +50,8 @@ def _stats(be: Any) -> Any:
 def _key_expr(zenoh: Any, key: str) -> Any:
     try:
         return zenoh.KeyExpr(key)
-    except zenoh.ZError as exc:
-        raise DataCommsError(f"bad zenoh key expression {key!r}: {exc}") from None
+    except zenoh.ZError as exc:  # zenoh's text ends with where in its sources it was raised
+        raise DataCommsError(f"bad zenoh key expression {key!r}: {str(exc).split(' at /')[0]}") from None
 
 
 def _check_on_full(on_full: str) -> None:
