@@ -21,6 +21,7 @@ import h5py
 import numpy as np
 
 import datacomms as dc
+from conftest import run_once
 
 N_SEED = int(os.environ.get("DATACOMMS_BENCH_N", "3000"))
 BACKENDS = ("cython", "python")
@@ -223,16 +224,9 @@ def run_all() -> dict[str, Any]:
 
 # -- pytest-benchmark entry points (each runs its scenario once; numbers in extra_info) --
 
-def _once(benchmark: Any, fn: Callable[[], Any]) -> Any:
-    result = benchmark.pedantic(fn, rounds=1, iterations=1)
-    benchmark.extra_info["result"] = result
-    print(json.dumps(result, indent=1))
-    return result
-
-
 def test_json_seed_scenario(benchmark: Any) -> None:
     """Failed-read % and longest gap: naive writer, plain os.replace writer, datacomms json://."""
-    _once(benchmark, lambda: [json_seed(k) for k in ("naive", "replace", "datacomms:cython",
+    run_once(benchmark, lambda: [json_seed(k) for k in ("naive", "replace", "datacomms:cython",
                                                       "datacomms:python")])
 
 
@@ -243,17 +237,17 @@ def test_hdf5_appends(benchmark: Any) -> None:
         r["bare_h5py/flush_each"] = bare_h5py_appends(1)
         r["bare_h5py/1000_per_call"] = bare_h5py_appends(1000)
         return r
-    _once(benchmark, run)
+    run_once(benchmark, run)
 
 
 def test_hdf5_follower_latency(benchmark: Any) -> None:
     """Latency p50/p99 of a live follower of a 300 Hz writer process (default flush)."""
-    _once(benchmark, lambda: {b: hdf5_follower_latency(b) for b in BACKENDS})
+    run_once(benchmark, lambda: {b: hdf5_follower_latency(b) for b in BACKENDS})
 
 
 def test_hdf5_big_frames(benchmark: Any) -> None:
     """MB/s of 8 MiB frames through hdf5:// beside bare h5py."""
-    _once(benchmark, lambda: {b or "bare_h5py": hdf5_big_frames(b) for b in (*BACKENDS, None)})
+    run_once(benchmark, lambda: {b or "bare_h5py": hdf5_big_frames(b) for b in (*BACKENDS, None)})
 
 
 if __name__ == "__main__":

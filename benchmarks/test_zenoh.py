@@ -29,6 +29,7 @@ import pytest
 zenoh = pytest.importorskip("zenoh")
 
 import datacomms as dc  # noqa: E402
+from conftest import run_once  # noqa: E402
 
 SIZES = {"64B": 64, "8MiB": 8 << 20}
 COUNTS = {"64B": 20000, "8MiB": 60}
@@ -169,22 +170,15 @@ def run_all() -> dict[str, dict[str, Any]]:
     return out
 
 
-def _once(benchmark: Any, fn: Callable[[], Any]) -> Any:
-    result = benchmark.pedantic(fn, rounds=1, iterations=1)
-    benchmark.extra_info["result"] = result
-    print(json.dumps(result, indent=1))
-    return result
-
-
 @pytest.mark.parametrize("label", list(SIZES))
 def test_throughput(benchmark: Any, label: str) -> None:
     """Throughput of 64 B and 8 MiB messages: bare zenoh vs datacomms (both backends)."""
-    _once(benchmark, lambda: {k: throughput(m, SIZES[label], COUNTS[label]) for k, m in makers().items()})
+    run_once(benchmark, lambda: {k: throughput(m, SIZES[label], COUNTS[label]) for k, m in makers().items()})
 
 
 def test_latency(benchmark: Any) -> None:
     """One-way p50/p99 latency of 64 B messages sent one at a time: bare zenoh vs datacomms."""
-    _once(benchmark, lambda: {k: latency(m) for k, m in makers().items()})
+    run_once(benchmark, lambda: {k: latency(m) for k, m in makers().items()})
 
 
 if __name__ == "__main__":
