@@ -181,6 +181,7 @@ def soak(run: Run, seconds: float, pub: Any, sub: Any, *, strict: bool, child_ur
          make: Callable[[int], Any] = payload) -> None:
     """Publishes from a thread, reads with sub in another, churns in this one, samples twice a second."""
     stop = threading.Event()
+    published = threading.Event()
 
     def publish() -> None:
         try:
@@ -195,11 +196,14 @@ def soak(run: Run, seconds: float, pub: Any, sub: Any, *, strict: bool, child_ur
         except Exception as exc:  # noqa: BLE001  (reported by the test)
             run.errors.append(f"publisher: {exc!r}")
             stop.set()
+        finally:
+            published.set()  # run.sent is final
 
     def survive() -> None:
         last = -1
         try:
-            while not stop.is_set() or (last + 1 < run.sent and strict):
+            # until the publisher has finished its last batch, then (strict) until all of it came
+            while not published.is_set() or (last + 1 < run.sent and strict):
                 try:
                     m = sub.recv(timeout=0.5 if not strict else 30)
                 except dc.Timeout:
