@@ -56,10 +56,9 @@ def _net(quick: bool, out: dict[str, list[dict[str, Any]]]) -> None:
                 close()
             out["throughput"].append({"transport": "tcp", "size": "64B" if size == 64 else "8MiB", "kind": kind,
                                       "msg_s": best, "mb_s": best * size / 1e6})
-    for kind in netbench.RTT_PEERS:
-        if not netbench.available(kind):
-            continue
-        rtt = sorted(netbench.round_trips(kind, 64, 500 if quick else 2000))
+    kinds = [k for k in netbench.RTT_PEERS if netbench.available(k)]
+    for kind, rtt in netbench.round_trips(kinds, 64, 500 if quick else 2000).items():
+        rtt.sort()
         out["latency"].append({"transport": "tcp", "what": "round trip", "kind": kind, "mode": "",
                                "p50_us": rtt[len(rtt) // 2] * 1e6, "p99_us": rtt[int(len(rtt) * 0.99)] * 1e6,
                                "max_us": rtt[-1] * 1e6})

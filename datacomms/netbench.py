@@ -17,7 +17,7 @@ import struct
 import subprocess
 import sys
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -274,64 +274,77 @@ def receiver(kind: str, size: int, count: int) -> tuple[Callable[[], None], Call
     return run, close
 
 
-def round_trips(kind: str, size: int, count: int) -> list[float]:
-    """count round-trip times (seconds) of one message of size bytes through an echoing child."""
-    data = _payload(size)
-    out: list[float] = []
-    clock = time.perf_counter
-    if kind.startswith("dc-"):
-        import datacomms as dc
-        be, spin = _dc_kind(kind)
-        pub = dc.Publisher("tcp://127.0.0.1:0", backend=be, on_full="block")
-        child = _Child(kind, "echo", size, count, pub.url)
-        sub = dc.Subscriber(child.url, backend=be, spin_us=spin)
-        try:
+class _Echo:
+    """One sender and its echoing child; once() is one round trip (seconds)."""
+
+    def __init__(self, kind: str, size: int) -> None:
+        self.kind = kind
+        data = _payload(size)
+        if kind.startswith("dc-"):
+            import datacomms as dc
+            be, spin = _dc_kind(kind)
+            pub = dc.Publisher("tcp://127.0.0.1:0", backend=be, on_full="block")
+            self.child = _Child(kind, "echo", size, 0, pub.url)
+            sub = dc.Subscriber(self.child.url, backend=be, spin_us=spin)
             pub.wait_for_subscribers(1, timeout=30)
-            for i in range(count + 50):
-                t0 = clock()
-                pub.send(data)
-                sub.recv(timeout=30)
-                if i >= 50:   # the first ones warm both ends up
-                    out.append(clock() - t0)
-        finally:
-            pub.close()
-            child.close()
-            sub.close()
-        return out
-    if kind == "zmq":
-        import zmq
-        child = _Child(kind, "echo", size, count)
-        ctx = zmq.Context()
-        s = ctx.socket(zmq.REQ)
-        s.connect(child.url)
-        try:
-            for i in range(count + 50):
-                t0 = clock()
-                s.send(data)
-                s.recv()
-                if i >= 50:
-                    out.append(clock() - t0)
-        finally:
+            self._ends: tuple[Any, ...] = (pub, sub)
+            send, recv = pub.send, sub.recv
+            self._trip = lambda: (send(data), recv(timeout=30))
+        elif kind == "zmq":
+            import zmq
+            self.child = _Child(kind, "echo", size, 0)
+            ctx = zmq.Context()
+            s = ctx.socket(zmq.REQ)
+            s.connect(self.child.url)
+            self._ends = (s, ctx)
+            self._trip = lambda: (s.send(data), s.recv())
+        else:
+            self.child = _Child("socket", "echo", size, 0)
+            sock = socket.create_connection(("127.0.0.1", self.child.port))
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._ends = (sock,)
+            r = _SockReader(sock)
+            msg = _LEN.pack(size) + bytes(data)
+            self._trip = lambda: (sock.sendall(msg), r.read())
+        for _ in range(50):   # the first ones warm both ends up
+            self._trip()
+
+    def once(self) -> float:
+        t0 = time.perf_counter()
+        self._trip()
+        return time.perf_counter() - t0
+
+    def close(self) -> None:
+        if self.kind == "zmq":
+            s, ctx = self._ends
             s.close(linger=0)
             ctx.term()
-            child.p.kill()
-            child.close()
-        return out
-    child = _Child("socket", "echo", size, count)
-    sock = socket.create_connection(("127.0.0.1", child.port))
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    r = _SockReader(sock)
-    msg = _LEN.pack(size) + bytes(data)
+            self.child.p.kill()
+        else:
+            for end in self._ends:
+                end.close()
+        self.child.close()
+
+
+def round_trips(kinds: Sequence[str], size: int, count: int, rounds: int = 20) -> dict[str, list[float]]:
+    """count round-trip times (seconds) per kind of one message of size bytes
+    through an echoing child. The kinds take turns, count // rounds trips at a
+    time, all children alive throughout: this machine's wake-up cost drifts by
+    several times within minutes, and taking turns makes the drift fall alike
+    on every kind, so their ratio means something."""
+    pairs: dict[str, _Echo] = {}
+    out: dict[str, list[float]] = {k: [] for k in kinds}
     try:
-        for i in range(count + 50):
-            t0 = clock()
-            sock.sendall(msg)
-            r.read()
-            if i >= 50:
-                out.append(clock() - t0)
+        for k in kinds:
+            pairs[k] = _Echo(k, size)
+        per = max(1, count // rounds)
+        while any(len(v) < count for v in out.values()):
+            for k, pair in pairs.items():
+                for _ in range(min(per, count - len(out[k]))):
+                    out[k].append(pair.once())
     finally:
-        sock.close()
-        child.close()
+        for pair in pairs.values():
+            pair.close()
     return out
 
 
@@ -413,10 +426,8 @@ def main() -> None:
                 close()
             print(f"{kind:<10} {size:>8} {best:>12.0f} {best * size / 1e6:>10.1f}", flush=True)
     print(f"\n{'peer':<10} {'size':>8} {'p50 us':>10} {'p99 us':>10}")
-    for kind in RTT_PEERS:
-        if not available(kind):
-            continue
-        rtt = sorted(round_trips(kind, 64, 2000))
+    for kind, rtt in round_trips([k for k in RTT_PEERS if available(k)], 64, 2000).items():
+        rtt.sort()
         print(f"{kind:<10} {64:>8} {rtt[len(rtt) // 2] * 1e6:>10.1f} {rtt[int(len(rtt) * 0.99)] * 1e6:>10.1f}",
               flush=True)
     print(f"\n{'peer':<10} {'rate':>6} {'count':>6} {'lost':>5} {'min Hz':>7} {'longest gap ms':>15}")

@@ -603,6 +603,8 @@ def test_close_from_another_thread_wakes_a_waiting_recv(backend):
     with _pub(backend) as pub:
         sub = _sub(backend, pub.url)
         pub.wait_for_subscribers(1, timeout=5)
+        pub.send("first")
+        assert sub.recv(timeout=5).data == "first"   # the next recv waits on the connection itself
         outcome: list = []
 
         def wait() -> None:
@@ -614,11 +616,46 @@ def test_close_from_another_thread_wakes_a_waiting_recv(backend):
         t = threading.Thread(target=wait)
         t.start()
         time.sleep(0.3)
+        conn = sub._one.sock   # the connection the waiting recv sleeps on
         sub.close()
         t.join(5)
         assert outcome == ["closed"]
+        assert conn.fileno() == -1   # released by the waiter on its way out
         with pytest.raises(dc.Closed):
             sub.recv(timeout=0)
+
+
+def test_timeout_error_names_the_callers_timeout(backend):
+    """Waiting on the one connection, and with none, the Timeout says the timeout asked for."""
+    with _pub(backend) as pub, _sub(backend, pub.url) as sub:
+        pub.wait_for_subscribers(1, timeout=5)
+        with pytest.raises(dc.Timeout, match=r"within 0\.3 s"):
+            sub.recv(timeout=0.3)
+    with _sub(backend, LOCAL, bind=True) as lonely:
+        with pytest.raises(dc.Timeout, match=r"within 0\.2 s"):
+            lonely.recv(timeout=0.2)
+
+
+def test_new_publisher_wakes_a_recv_waiting_on_the_first(backend):
+    """A listening subscriber's recv sleeping on its one connection is woken by
+    a second publisher connecting, and returns what that one sends."""
+    import threading
+    with _sub(backend, LOCAL, bind=True) as sub, _pub(backend, sub.url, bind=False) as quiet:
+        quiet.wait_for_subscribers(1, timeout=5)
+        deadline = time.monotonic() + 5
+        while sub.connected < 1 or sub._one is None:
+            with pytest.raises(dc.Timeout):
+                sub.recv(timeout=0.05)
+            assert time.monotonic() < deadline
+        got: list = []
+        t = threading.Thread(target=lambda: got.append(sub.recv(timeout=10).data))
+        t.start()
+        time.sleep(0.3)   # the recv sleeps on quiet's connection now
+        with _pub(backend, sub.url, bind=False) as talker:
+            talker.wait_for_subscribers(1, timeout=5)
+            talker.send("from the second")
+            t.join(10)
+        assert got == ["from the second"]
 
 
 def test_port_in_use_names_the_address(backend):

@@ -30,7 +30,7 @@ API: dict[str, tuple[str, ...]] = {
     "stats": ("Stats",),
     "sendloop": ("SendLoop",),
     "ring": ("Writer", "Reader", "Loan"),
-    "streamreader": ("FrameReader", "DirectRecv", "SMALL_COPY", "describe_garbage", "take_frame"),
+    "streamreader": ("FrameReader", "DirectRecv", "Gate", "SMALL_COPY", "describe_garbage", "take_frame"),
 }
 
 

@@ -29,16 +29,17 @@ class _In:
     """One connection a subscriber reads from. ``take``/``on_control``: its
     reader's take and the subscriber's handler of its control frames."""
 
-    __slots__ = ("sock", "fd", "reader", "epoch", "where", "last_rx", "tls", "take", "on_control", "direct")
+    __slots__ = ("sock", "fd", "reader", "epoch", "where", "tls", "take", "on_control", "direct")
 
-    def __init__(self, sock: Any, reader: Any, epoch: str, where: str, on_control: Any, direct: Any) -> None:
+    def __init__(self, sock: Any, reader: Any, epoch: str, where: str, on_control: Any) -> None:
         self.sock, self.reader, self.epoch, self.where = sock, reader, epoch, where
         self.fd = sock.fileno()
-        self.last_rx = time.monotonic()
         self.tls = isinstance(sock, _ssl.SSLSocket)
         self.take = reader.take
         self.on_control = on_control
-        self.direct = direct   # a streamreader.DirectRecv: recv while c is the only connection
+        # a streamreader.DirectRecv: recv while c is the only connection; its
+        # last_rx says when c last gave bytes
+        self.direct: Any = None
 
 
 class _TcpWaiter(_aio.Waiter):
@@ -89,9 +90,8 @@ class TcpSubscriber(Subscriber):
         self._skip_pending: dict[str, int] = {}
         self._error: Exception | None = None
         self._gone: str | None = None
-        self._closed = False
+        self._gate = self._be.streamreader.Gate()   # closed, and how many threads are inside recv
         self._state = threading.Lock()
-        self._busy = 0
         self._released = False
         self._rfd, self._wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         try:
@@ -123,8 +123,11 @@ class TcpSubscriber(Subscriber):
         def on_control(msg: Any) -> None:
             self._control(c, msg)
 
-        direct = self._be.streamreader.DirectRecv(reader, on_control, self.stats, self._recv_slow)
-        c = _In(sock, reader, epoch, where, on_control, direct)
+        c = _In(sock, reader, epoch, where, on_control)
+        # a TLS socket can hold decrypted bytes its descriptor does not show: no waiting on the fd there
+        c.direct = self._be.streamreader.DirectRecv(
+            reader, on_control, self.stats, self._recv_slow, fd=-1 if c.tls else c.fd, wake_fd=self._rfd,
+            gate=self._gate, spin_ns=self._spin_ns, dead_after=self._dead_after)
         self._ready.append(c)
         self._error = None
         try:
@@ -137,6 +140,10 @@ class TcpSubscriber(Subscriber):
             self._error = exc
 
     # -- the receive side (the caller's thread) -------------------------------
+
+    @property
+    def _closed(self) -> bool:
+        return bool(self._gate.closed)
 
     @property
     def connected(self) -> int:
@@ -200,7 +207,7 @@ class TcpSubscriber(Subscriber):
                     self._lose(c, "connection closed by peer")
                     return -1
                 got += n
-                c.last_rx = time.monotonic()
+                c.direct.last_rx = time.monotonic()
                 if not (c.tls and c.sock.pending()):
                     return got
         except (BlockingIOError, InterruptedError, _ssl.SSLWantReadError, _ssl.SSLWantWriteError):
@@ -224,7 +231,9 @@ class TcpSubscriber(Subscriber):
             os.sched_yield()
         return False
 
-    def _next(self, timeout: float | None, newest: bool) -> Message:
+    def _next(self, timeout: float | None, newest: bool, said: float | None = None) -> Message:
+        """The next (newest: the newest) message within timeout; said: the
+        timeout the caller gave, for the error message."""
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
         looked = False  # timeout=0 still reads what the sockets hold before giving up
         while True:
@@ -274,7 +283,7 @@ class TcpSubscriber(Subscriber):
             now = time.monotonic()
             wait = self._dead_after
             for c in list(self._conns):
-                idle = now - c.last_rx
+                idle = now - c.direct.last_rx
                 if idle > self._dead_after and self._read(c) > 0:
                     continue   # silent only because nobody was reading: it has sent since
                 if c not in self._conns:
@@ -287,7 +296,7 @@ class TcpSubscriber(Subscriber):
                 left = deadline - now
                 if left <= 0:
                     if looked:
-                        raise Timeout(f"no message within {timeout} s")
+                        raise Timeout(f"no message within {timeout if said is None else said} s")
                     left = 0.0
                 wait = min(wait, left)
             looked = True
@@ -319,83 +328,41 @@ class TcpSubscriber(Subscriber):
         return w
 
     # close() may come from another thread while recv waits: it only marks the
-    # subscriber closed and wakes the waiter, which then releases everything
+    # subscriber closed and wakes the waiter, and the last one out of the gate
+    # releases everything
     def _enter(self) -> None:
-        with self._state:
-            if self._closed:
-                raise Closed("subscriber is closed")
-            self._busy += 1
+        if not self._gate.enter():
+            if not self._gate.busy:
+                self._release()   # a DirectRecv waiting on the fd was the last one in
+            raise Closed("subscriber is closed")
 
     def _leave(self) -> None:
-        with self._state:
-            self._busy -= 1
-            last = self._closed and self._busy == 0
-        if last:
+        if self._gate.leave():
             self._release()
 
     def recv(self, timeout: float | None = None) -> Message:
         # While one connection is followed, the instance's recv is that
-        # connection's DirectRecv.recv (see _conns_changed): a buffered message
-        # costs one call into the reader, and this is only reached otherwise.
+        # connection's DirectRecv.recv (see _conns_changed), which takes a
+        # buffered message, or waits on the socket and takes one, in one
+        # call; this is only reached otherwise.
         c = self._one
         if c is not None:
             return c.direct.recv(timeout)
         return self._recv_slow(timeout, None)
 
-    def _recv_slow(self, timeout: float | None, error: Exception | None) -> Message:
-        """recv when nothing is buffered on the one connection (or there is not
-        exactly one): error is what the reader raised on it, if anything."""
+    def _recv_slow(self, timeout: float | None, error: Exception | None, deadline: float | None = None) -> Message:
+        """recv when DirectRecv cannot go on by itself: error is what the
+        reader raised on the one connection, if anything; deadline
+        (time.monotonic()) when part of timeout is already spent."""
         c = self._one
         if error is not None and c is not None:
             self._lose(c, str(error), 20 if isinstance(error, Closed) else 30)
         self._enter()
         try:
-            c = self._one
-            if c is not None and not c.tls:
-                msg, timeout = self._wait_one(c, timeout)
-                if msg is not None:
-                    return msg
-            return self._next(timeout, newest=False)
+            left = timeout if deadline is None else max(0.0, deadline - time.monotonic())
+            return self._next(left, newest=False, said=timeout)
         finally:
             self._leave()
-
-    def _wait_one(self, c: _In, timeout: float | None) -> tuple[Message | None, float | None]:
-        """recv's wait on its one plain connection: each round is one call to
-        the reader (spin, poll with the GIL released, read), then a take.
-        Returns (message, None), or (None, the timeout left) when _next must
-        take over: deadline passed, connection lost or silent, woken by a new
-        connection or close()."""
-        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
-        while not self._closed and self._one is c and not self._ready and not self._skip_pending:
-            now = time.monotonic()
-            wait = self._dead_after - (now - c.last_rx)
-            if wait <= 0:
-                break
-            if deadline is not None:
-                if now >= deadline:
-                    break
-                wait = min(wait, deadline - now)
-            try:
-                n = c.reader.wait_fd(c.fd, self._rfd, wait, self._spin_ns)
-            except OSError as exc:
-                self._lose(c, f"read failed: {exc}")
-                break
-            if n == 0:
-                self._lose(c, "connection closed by peer")
-                break
-            if n < 0:
-                if n == -2:
-                    self._drain_wake()
-                continue
-            c.last_rx = time.monotonic()
-            try:
-                msg = c.take(c.on_control, self.stats)
-            except (FrameError, Closed) as exc:
-                self._lose(c, str(exc), 20 if isinstance(exc, Closed) else 30)
-                break
-            if msg is not None:
-                return msg, None
-        return None, None if deadline is None else max(0.0, deadline - time.monotonic())
 
     def _drain_wake(self) -> None:
         try:
@@ -411,13 +378,11 @@ class TcpSubscriber(Subscriber):
             self._leave()
 
     def close(self) -> None:
-        with self._state:
-            if self._closed:
-                return
-            self._closed = True
-            self._one = None
-            vars(self).pop("recv", None)
-            waiting = self._busy > 0
+        waiting = self._gate.close()
+        if waiting is None:
+            return
+        self._one = None
+        vars(self).pop("recv", None)
         w = self.__dict__.get("_aio_w")
         if w is not None:
             w.shutdown()   # a coroutine waiting in arecv looks again and gets dc.Closed

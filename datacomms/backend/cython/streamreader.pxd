@@ -1,5 +1,5 @@
 # The receive side of a frame stream; the readable twin is backend/python/streamreader.py.
-from libc.stdint cimport uint64_t
+from libc.stdint cimport int64_t, uint64_t
 from ._csrc cimport dc_header
 
 cdef class FrameReader:
@@ -17,10 +17,21 @@ cdef class FrameReader:
     cdef int _fail(self, object exc) except -1
     cdef int _frame(self, dc_header *h) except -1
     cdef object _data(self, const dc_header *h)
+    cdef Py_ssize_t _wait(self, int fd, int wake_fd, int64_t deadline, long long spin_ns) except? -3
     cdef void _consume(self, uint64_t frame_len)
     cpdef take(self, on_control, stats, bint record=*)
+
+
+cdef class Gate:
+    cdef public bint closed
+    cdef public int busy
 
 
 cdef class DirectRecv:
     cdef FrameReader reader
     cdef object on_control, stats, slow
+    cdef int fd, wake_fd
+    cdef Gate gate
+    cdef long long spin_ns
+    cdef double dead_after
+    cdef public double last_rx

@@ -22,8 +22,9 @@ from cpython.time cimport time_ns
 from libc.errno cimport errno, EAGAIN, EINTR
 from libc.stdint cimport uint8_t, uint64_t, int64_t
 from libc.string cimport memcpy, memmove, memcmp, strerror
+from posix.unistd cimport read
 
-from ...errors import Closed, FrameError
+from ...errors import Closed, FrameError, Timeout
 from ..._message cimport make_message
 from ._csrc cimport (
     DC_OK, MSG_DONTWAIT, POLLIN, dc_header, dc_header_unpack, dc_monotonic_ns, poll, pollfd, recv, sched_yield,
@@ -136,14 +137,19 @@ cdef class FrameReader:
         it keeps reading (and polling) until the frame is whole. The byte
         count read, 0 when the peer closed, -1 when nothing came in time, -2
         when wake_fd woke it. Raises OSError."""
+        cdef int64_t deadline = -1
+        if timeout is not None:
+            deadline = dc_monotonic_ns() + <int64_t>(max(<double>timeout, 0.0) * 1e9)
+        return self._wait(fd, wake_fd, deadline, spin_ns)
+
+    cdef Py_ssize_t _wait(self, int fd, int wake_fd, int64_t deadline, long long spin_ns) except? -3:
+        """wait_fd with a dc_monotonic_ns deadline (-1: none)."""
         cdef Py_buffer view
         cdef ssize_t n
         cdef Py_ssize_t total = 0
         cdef int err = 0, ms, polled = 0, woken = 0
-        cdef int64_t spin_end, deadline = -1, left
+        cdef int64_t spin_end, left
         cdef pollfd fds[2]
-        if timeout is not None:
-            deadline = dc_monotonic_ns() + <int64_t>(max(<double>timeout, 0.0) * 1e9)
         if self.end == PyByteArray_GET_SIZE(self.buf):
             self._room(max(self.need, self.end - self.start + 1))
         fds[0].fd = fd
@@ -281,20 +287,95 @@ cdef class FrameReader:
             return make_message(data, seq, h.timestamp_ns)
 
 
+cdef void _drain(int fd) noexcept nogil:
+    cdef char sink[64]
+    while read(fd, sink, sizeof(sink)) > 0:
+        pass
+
+
+cdef class Gate:
+    """A subscriber's closed flag and the count of threads inside its recv
+    (see the twin). Each method runs under the GIL without calling Python
+    code, so it is atomic without a lock."""
+
+    def enter(self) -> bool:
+        if self.closed:
+            return False
+        self.busy += 1
+        return True
+
+    def leave(self) -> bool:
+        self.busy -= 1
+        return self.closed and self.busy == 0
+
+    def close(self):
+        if self.closed:
+            return None
+        self.closed = True
+        return self.busy > 0
+
+
 cdef class DirectRecv:
     """The recv of a subscriber that follows one connection (see the twin)."""
 
-    def __init__(self, FrameReader reader, on_control, stats, slow):
+    def __init__(self, FrameReader reader, on_control, stats, slow, int fd=-1, int wake_fd=-1, Gate gate=None,
+                 long long spin_ns=0, double dead_after=1.0):
         self.reader, self.on_control, self.stats, self.slow = reader, on_control, stats, slow
+        self.fd, self.wake_fd, self.gate, self.spin_ns, self.dead_after = fd, wake_fd, gate, spin_ns, dead_after
+        self.last_rx = dc_monotonic_ns() / 1e9
 
     def recv(self, timeout=None):
+        cdef int64_t deadline = -1, now, until
+        cdef Py_ssize_t n
         try:
             msg = self.reader.take(self.on_control, self.stats, True)
         except (FrameError, Closed) as exc:
-            return self.slow(timeout, exc)
-        if msg is None:
-            return self.slow(timeout, None)
-        return msg
+            return self.slow(timeout, exc, None)
+        if msg is not None:
+            return msg
+        if self.fd < 0 or self.gate is None or (timeout is not None and timeout <= 0):
+            return self.slow(timeout, None, None)
+        if timeout is not None:
+            deadline = dc_monotonic_ns() + <int64_t>(<double>timeout * 1e9)
+        error = None
+        while True:
+            now = dc_monotonic_ns()
+            until = <int64_t>((self.last_rx + self.dead_after) * 1e9)
+            if until <= now:
+                break   # silent too long: the slow path decides
+            if deadline >= 0:
+                if now >= deadline:
+                    raise Timeout(f"no message within {timeout} s")
+                until = min(until, deadline)
+            # enter and leave as the twin's gate does; nothing between here and
+            # the wait can run other Python code, so close() sees busy or we see closed
+            if self.gate.closed:
+                break
+            self.gate.busy += 1
+            try:
+                n = self.reader._wait(self.fd, self.wake_fd, until, self.spin_ns)
+            except OSError as exc:
+                n = 0
+                error = Closed(f"read failed: {exc}")
+            finally:
+                self.gate.busy -= 1
+            if n == -2:
+                _drain(self.wake_fd)   # the slow path looks at what woke us
+            if self.gate.closed or n == -2:
+                break   # closed meanwhile, or woken (a new connection, or close())
+            if n == -1:
+                continue
+            if n == 0:
+                return self.slow(timeout, error or Closed("connection closed by peer"),
+                                 None if deadline < 0 else deadline / 1e9)
+            self.last_rx = dc_monotonic_ns() / 1e9
+            try:
+                msg = self.reader.take(self.on_control, self.stats, True)
+            except (FrameError, Closed) as exc:
+                return self.slow(timeout, exc, None if deadline < 0 else deadline / 1e9)
+            if msg is not None:
+                return msg
+        return self.slow(timeout, None, None if deadline < 0 else deadline / 1e9)
 
 
 def take_frame(frame, source, dict seen, stats, uint64_t max_frame_size, long long skipped=0):

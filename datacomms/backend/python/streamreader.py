@@ -14,10 +14,11 @@ from __future__ import annotations
 import os
 import select
 import struct
+import threading
 import time
 from typing import Any, Callable
 
-from ...errors import Closed, FrameError
+from ...errors import Closed, FrameError, Timeout
 from ...message import Message
 from . import framing as _framing
 
@@ -226,23 +227,106 @@ class FrameReader:
             return Message(data, seq, ts)
 
 
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 64):
+            pass
+    except (BlockingIOError, OSError):
+        pass
+
+
+class Gate:
+    """A subscriber's closed flag and the count of threads inside its recv,
+    so close() from another thread knows whether someone is waiting on the
+    sockets it would close (then the last one out releases them)."""
+
+    def __init__(self) -> None:
+        self.closed = False
+        self.busy = 0
+        self._lock = threading.Lock()
+
+    def enter(self) -> bool:
+        """Counts the caller in; False when closed."""
+        with self._lock:
+            if self.closed:
+                return False
+            self.busy += 1
+            return True
+
+    def leave(self) -> bool:
+        """Counts the caller out; True when it was the last one in after close()."""
+        with self._lock:
+            self.busy -= 1
+            return self.closed and self.busy == 0
+
+    def close(self) -> bool | None:
+        """Marks closed: None when it was already, else whether anyone is inside."""
+        with self._lock:
+            if self.closed:
+                return None
+            self.closed = True
+            return self.busy > 0
+
+
 class DirectRecv:
-    """The recv of a subscriber that follows one connection: the next message
-    already buffered in reader, taken in one call; anything else (nothing
-    buffered, a bad frame, a peer that said bye) is slow(timeout, error)'s."""
+    """The recv of a subscriber that follows one plain connection fd: the next
+    message already buffered in reader, or else a wait on fd (wake_fd wakes
+    it; spin_ns of busy-polling first) and a take, counted in gate while it
+    waits. Anything else (a bad frame, a peer that said bye or went away or
+    stayed silent past dead_after, a wake-up, close()) is
+    slow(timeout, error, deadline)'s, deadline being time.monotonic()'s when
+    some of timeout was spent here. fd -1 or no gate: no waiting here (TLS)."""
 
     def __init__(self, reader: FrameReader, on_control: Callable[[Any], None], stats: Any,
-                 slow: Callable[[float | None, Exception | None], Message]) -> None:
+                 slow: Callable[[float | None, Exception | None, float | None], Message], fd: int = -1,
+                 wake_fd: int = -1, gate: Gate | None = None, spin_ns: int = 0, dead_after: float = 1.0) -> None:
         self.reader, self.on_control, self.stats, self.slow = reader, on_control, stats, slow
+        self.fd, self.wake_fd, self.gate, self.spin_ns, self.dead_after = fd, wake_fd, gate, spin_ns, dead_after
+        self.last_rx = time.monotonic()   # when fd last gave bytes
 
     def recv(self, timeout: float | None = None) -> Message:
         try:
             msg = self.reader.take(self.on_control, self.stats)
         except (FrameError, Closed) as exc:
-            return self.slow(timeout, exc)
-        if msg is None:
-            return self.slow(timeout, None)
-        return msg
+            return self.slow(timeout, exc, None)
+        if msg is not None:
+            return msg
+        gate = self.gate
+        if self.fd < 0 or gate is None or (timeout is not None and timeout <= 0):
+            return self.slow(timeout, None, None)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            now = time.monotonic()
+            until = self.last_rx + self.dead_after
+            if until <= now:
+                break   # silent too long: the slow path decides
+            if deadline is not None:
+                if now >= deadline:
+                    raise Timeout(f"no message within {timeout} s")
+                until = min(until, deadline)
+            if not gate.enter():
+                break
+            error = None
+            try:
+                n = self.reader.wait_fd(self.fd, self.wake_fd, until - now, self.spin_ns)
+            except OSError as exc:
+                n, error = 0, Closed(f"read failed: {exc}")
+            if n == -2:
+                _drain(self.wake_fd)   # the slow path looks at what woke us
+            if gate.leave() or n == -2:
+                break   # closed meanwhile, or woken (a new connection, or close())
+            if n == -1:
+                continue
+            if n == 0:
+                return self.slow(timeout, error or Closed("connection closed by peer"), deadline)
+            self.last_rx = time.monotonic()
+            try:
+                msg = self.reader.take(self.on_control, self.stats)
+            except (FrameError, Closed) as exc:
+                return self.slow(timeout, exc, deadline)
+            if msg is not None:
+                return msg
+        return self.slow(timeout, None, deadline)
 
 
 def take_frame(frame: Any, source: Any, seen: dict[Any, int], stats: Any, max_frame_size: int,
