@@ -20,7 +20,7 @@ KINDS = ["cython", "python"] + bench.available_peers()  # peers that are not ins
 
 
 def _run(benchmark, kind: str, size: int, spin_us: float = 50.0) -> None:
-    n = max(20, bench.burst_size(size) // 2)  # the same n for every kind: the times compare directly
+    n = max(20, bench.burst_size(size, kind) // 2)  # the same n for every kind of a group: the times compare
     with bench.Pump(kind, size, spin_us=spin_us) as pump:
         pump.burst(max(10, n // 10))  # map the ring's pages, warm the caches
         benchmark.pedantic(pump.burst, args=(n,), rounds=3, iterations=1)

@@ -21,7 +21,7 @@ def _shm(quick: bool, out: dict[str, list[dict[str, Any]]]) -> None:
     kinds = ["cython", "python"] + shm_bench.available_peers()
     for label, size in sizes.items():
         for kind in kinds + (shm_bench.zero_copy_kinds() if size >= (1 << 20) else []):
-            n = shm_bench.burst_size(size) // (10 if quick else 1)
+            n = shm_bench.burst_size(size, kind) // (10 if quick else 1)
             if kind in ("python", "mpqueue"):
                 n //= 4
             n = max(n, 10)

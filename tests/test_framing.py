@@ -180,6 +180,17 @@ def test_bad_frames_are_frame_errors(backend, case):
         backend.framing.decode(frame)
 
 
+def test_a_remembered_array_meta_is_still_checked_against_the_payload(backend):
+    """Array metas seen before skip parsing, never the check that the shape fills the payload."""
+    good = frame_of(backend, np.arange(8, dtype=np.uint8))
+    assert backend.framing.decode(good)[0].tolist() == list(range(8))   # now remembered
+    (_, _, k, flags, seq, ts, mlen, nbufs, plen, flen, _) = struct.unpack_from("<4sBBHQqIIQQ16s", good)
+    longer = struct.pack("<4sBBHQqIIQQ16s", b"DCMF", 1, k, flags, seq, ts, mlen, nbufs, 64, flen, bytes(16))
+    with pytest.raises(dc.FrameError, match="shape"):
+        backend.framing.decode(longer + good[64:])
+    assert backend.framing.decode(good)[0].tolist() == list(range(8))
+
+
 def test_max_frame_size_is_checked_before_reading_the_body(backend):
     frame = frame_of(backend, np.zeros(1000, np.uint8))
     with pytest.raises(dc.FrameError, match="max_frame_size"):

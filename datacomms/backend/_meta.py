@@ -18,11 +18,21 @@ from ..errors import FrameError
 Path = list  # list[str | int]
 
 
+_DESCR_CACHE: dict[np.dtype, str] = {}
+
+
 def dtype_to_json(dt: np.dtype) -> Any:
     """A JSON description of a dtype that round-trips through ``dtype_from_json``."""
+    descr = _DESCR_CACHE.get(dt)
+    if descr is not None:
+        return descr
     if dt.hasobject:
         raise FrameError(f"arrays of dtype {dt} hold Python objects and cannot be sent")
-    return np.lib.format.dtype_to_descr(dt)
+    descr = np.lib.format.dtype_to_descr(dt)
+    # plain dtypes only: a structured one's equality ignores details its descr keeps
+    if isinstance(descr, str) and dt.fields is None and len(_DESCR_CACHE) < 256:
+        _DESCR_CACHE[dt] = descr
+    return descr
 
 
 def _tuplify(descr: Any) -> Any:
@@ -65,6 +75,30 @@ def dtype_from_json(descr: Any) -> np.dtype:
     return dt
 
 
+# An array frame's meta, as sent, -> (dtype, shape, nbytes): the same few
+# metas come again and again (a camera's frames), and a hit skips parsing and
+# checking them. Only metas that passed every check are kept.
+_ARRAY_META: dict[bytes, tuple[np.dtype, tuple[int, ...], int]] = {}
+
+
+def array_spec(meta: bytes, payload_len: int, loads: Any) -> tuple[np.dtype, tuple[int, ...]]:
+    """The dtype and shape an array frame's meta (its raw bytes) gives its
+    payload of payload_len bytes, checked as check_shape does; loads parses
+    the meta (the backend's JSON decoder)."""
+    hit = _ARRAY_META.get(meta)
+    if hit is not None and hit[2] == payload_len:
+        return hit[0], hit[1]
+    doc = loads(meta)
+    if type(doc) is not dict:
+        raise FrameError("frame meta is not a JSON object")
+    dt = dtype_from_json(doc.get("dtype"))
+    shape = check_shape(doc.get("shape"), dt, payload_len)
+    if len(_ARRAY_META) >= 256:
+        _ARRAY_META.clear()
+    _ARRAY_META[meta] = (dt, shape, payload_len)
+    return dt, shape
+
+
 def contiguous(arr: np.ndarray) -> np.ndarray:
     """The array itself if it is C-contiguous, else a C-contiguous copy."""
     if arr.flags.c_contiguous:
@@ -95,7 +129,8 @@ def view_array(buf: Any, offset: int, nbytes: int, dt: np.dtype, shape: tuple[in
     try:
         if nbytes == 0 or dt.itemsize == 0:
             return np.empty(shape, dt)
-        return np.frombuffer(buf, dt, nbytes // dt.itemsize, offset).reshape(shape)
+        arr = np.frombuffer(buf, dt, nbytes // dt.itemsize, offset)
+        return arr if len(shape) == 1 else arr.reshape(shape)
     except (ValueError, TypeError, MemoryError) as exc:  # a last line of defence: checks above should catch all
         raise FrameError(f"cannot view {nbytes} bytes as {dt} {shape}: {exc}") from None
 

@@ -41,6 +41,7 @@ cdef enum:
 
 cdef object _dumps = orjson.dumps
 cdef object _loads = orjson.loads
+cdef object _array_spec = _meta.array_spec
 cdef int _OPTS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 cdef bytes _ZEROS = bytes(64)
 cdef object _ndarray = np.ndarray
@@ -267,7 +268,8 @@ cdef object _read_frame(const char *base, Py_ssize_t length, Py_ssize_t offset, 
         raise FrameError(f"truncated frame: header says {h.frame_len} bytes, have {length - offset}")
     if h.kind == 0:
         return None
-    return loads_json(PyBytes_FromStringAndSize(base + offset + 64, h.meta_len))
+    meta = PyBytes_FromStringAndSize(base + offset + 64, h.meta_len)
+    return meta if h.kind == 1 else loads_json(meta)   # an array's meta: see _meta.array_spec
 
 
 def decode(buf, Py_ssize_t offset=0, uint64_t max_frame_size=DEFAULT_MAX_FRAME_SIZE):
@@ -291,13 +293,12 @@ def decode(buf, Py_ssize_t offset=0, uint64_t max_frame_size=DEFAULT_MAX_FRAME_S
     mv = _byte_view(buf)
     if h.kind == 0:
         return mv[start:start + <Py_ssize_t>h.payload_len], h.seq, h.timestamp_ns, h.flags, h.frame_len
-    if type(meta) is not dict:
-        raise FrameError("frame meta is not a JSON object")
     if h.kind == 1:
-        dt = _meta.dtype_from_json(meta.get("dtype"))
-        shape = _meta.check_shape(meta.get("shape"), dt, h.payload_len)
+        dt, shape = _array_spec(meta, h.payload_len, loads_json)
         data = _meta.view_array(mv, start, h.payload_len, dt, shape)
         return data, h.seq, h.timestamp_ns, h.flags, h.frame_len
+    if type(meta) is not dict:
+        raise FrameError("frame meta is not a JSON object")
     table = meta.get("buffers")
     if not isinstance(table, list) or len(table) != h.nbufs:
         raise FrameError(f"buffer table does not list the {h.nbufs} buffers the header announces")

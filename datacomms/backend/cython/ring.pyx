@@ -83,6 +83,11 @@ cdef inline void _copy(void *dst, const void *src, size_t n) noexcept:
         memcpy(dst, src, n)
 
 
+# (dtype, shape) -> the meta of an array frame, for loans: a camera loans the
+# same shape again and again.
+cdef dict _LOAN_META = {}
+
+
 cdef class Writer:
     """The publisher's end of a ring in a writable buffer whose header is initialised.
     ``reap`` (optional) frees dead subscribers' slots; a blocked send calls it.
@@ -224,7 +229,12 @@ cdef class Writer:
                 raise FrameError(f"bad shape {shape!r}")
             count *= s
         nbytes = count * dt.itemsize
-        meta = dumps_json({"dtype": _meta.dtype_to_json(dt), "shape": list(shp)})
+        meta = _LOAN_META.get((dt, shp))
+        if meta is None:
+            meta = dumps_json({"dtype": _meta.dtype_to_json(dt), "shape": list(shp)})
+            if len(_LOAN_META) >= 64:
+                _LOAN_META.clear()
+            _LOAN_META[(dt, shp)] = meta
         mlen = len(meta)
         frame_len = dc_frame_len(<uint32_t>mlen, nbytes)
         self.reserve(frame_len, timeout)
@@ -242,8 +252,8 @@ cdef class Writer:
         start = 64 + dc_align64(mlen)
         memset(p + start + nbytes, 0, frame_len - start - nbytes)
         offset = <Py_ssize_t>(p - <uint8_t *>self.view.buf) + <Py_ssize_t>start
-        arr = np.frombuffer(self._mv, dtype=dt, count=count, offset=offset).reshape(shp)
-        self.loaned = Loan(self, arr)
+        arr = np.frombuffer(self._mv, dtype=dt, count=count, offset=offset)
+        self.loaned = Loan(self, arr if len(shp) == 1 else arr.reshape(shp))
         return self.loaned
 
     def async_prepare(self, uint64_t wake_id):

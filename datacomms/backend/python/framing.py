@@ -192,15 +192,14 @@ def decode(buf: Any, offset: int = 0, max_frame_size: int = DEFAULT_MAX_FRAME_SI
     start = meta_start + _align(meta_len)
     if kind == KIND_RAW:
         return mv[start:start + payload_len], seq, ts, flags, frame_len
+    if kind == KIND_ARRAY:
+        dt, shape = _meta.array_spec(bytes(mv[meta_start:meta_start + meta_len]), payload_len, loads_json)
+        return _meta.view_array(mv, start, payload_len, dt, shape), seq, ts, flags, frame_len
     meta = loads_json(mv[meta_start:meta_start + meta_len])
     if kind == KIND_JSON:
         return meta, seq, ts, flags, frame_len
     if type(meta) is not dict:
         raise FrameError("frame meta is not a JSON object")
-    if kind == KIND_ARRAY:
-        dt = _meta.dtype_from_json(meta.get("dtype"))
-        shape = _meta.check_shape(meta.get("shape"), dt, payload_len)
-        return _meta.view_array(mv, start, payload_len, dt, shape), seq, ts, flags, frame_len
     table = meta.get("buffers")
     if not isinstance(table, list) or len(table) != nbufs:
         raise FrameError(f"buffer table does not list the {nbufs} buffers the header announces")
