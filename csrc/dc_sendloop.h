@@ -82,6 +82,7 @@ typedef struct {
     pthread_cond_t changed;    /* room in a queue, a queue drained, a conn died */
     int wakefd;
     int sleeping, wake_pending, stop, next_id, nconns;
+    int sealed;                /* dc_sl_seal: pushers no longer wait for room */
     int users;                 /* threads inside push or flush (dc_sl_destroy waits for them) */
     unsigned long pushes;      /* frames queued so far; read without the mutex by dc_sl_linger */
     dc_sl_conn *conns;
@@ -230,7 +231,8 @@ static inline int dc_sl_push(dc_sendloop *sl, int id, dc_sl_msg *m, double timeo
     sl->users++;
     for (dc_sl_conn *c = sl->conns; c && !sl->stop; c = c->next) {
         if (c->closing || c->dead || (id >= 0 && c->id != id)) continue;
-        while (dc_sl_full(c, m->len) && c->block && timeout != 0 && !c->dead && !c->closing && !sl->stop) {
+        while (dc_sl_full(c, m->len) && c->block && timeout != 0 && !c->dead && !c->closing && !sl->stop &&
+               !sl->sealed) {
             if (timeout < 0) { pthread_cond_wait(&sl->changed, &sl->mu); continue; }
             if (!have_dl) { dc_sl_deadline(&dl, timeout); have_dl = 1; }
             if (pthread_cond_timedwait(&sl->changed, &sl->mu, &dl) == ETIMEDOUT) break;
@@ -494,6 +496,17 @@ static inline void dc_sl_run(dc_sendloop *sl) {
             }
         }
     }
+    pthread_mutex_unlock(&sl->mu);
+}
+
+/* Closing: a push waiting for room gives up (DC_SL_TIMEOUT) and no push
+ * waits from now on; queued frames are still written. A waiting pusher may
+ * hold what a thread attaching a connection needs, so closing releases it
+ * before anything else. */
+static inline void dc_sl_seal(dc_sendloop *sl) {
+    pthread_mutex_lock(&sl->mu);
+    sl->sealed = 1;
+    pthread_cond_broadcast(&sl->changed);
     pthread_mutex_unlock(&sl->mu);
 }
 

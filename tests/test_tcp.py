@@ -565,6 +565,46 @@ def test_close_releases_a_send_blocked_on_a_stopped_subscriber(backend):
         stuck.close()
 
 
+def test_close_while_a_send_is_blocked_and_a_subscriber_is_attaching(backend):
+    """A subscriber connecting while send() waits on a full queue waits for that
+    send (frames stay in seq order); close() from another thread must release
+    the send first, or it would wait for ever on the attaching connection."""
+    import threading
+    pub = _pub(backend, on_full="block", queue_messages=2, queue_bytes=1 << 14, linger=0.2)
+    stuck = Peer("sub", pub.url, "--backend", backend.name, "--count", "1000000")
+    late = None
+    try:
+        stuck.ready()
+        pub.wait_for_subscribers(1, timeout=10)
+        stuck.kill(signal.SIGSTOP)
+        outcome: list = []
+
+        def produce() -> None:
+            try:
+                for _ in range(100_000):
+                    pub.send(b"q" * 8192)
+            except dc.Closed:
+                outcome.append("closed")
+
+        sender = threading.Thread(target=produce, daemon=True)
+        sender.start()
+        time.sleep(0.5)
+        assert sender.is_alive(), "send should be waiting for room"
+        late = _sub(backend, pub.url)   # its handshake completes; attaching waits for the send
+        time.sleep(0.5)
+        closer = threading.Thread(target=pub.close, daemon=True)
+        closer.start()
+        closer.join(10)
+        sender.join(10)
+        assert not closer.is_alive(), "close() hung"
+        assert not sender.is_alive() and outcome == ["closed"]
+    finally:
+        stuck.kill(signal.SIGKILL)
+        stuck.close()
+        if late is not None:
+            late.close()
+
+
 def test_views_stay_valid_while_held_and_buffers_are_reused_when_not(backend):
     """Arrays handed out are views of the receive buffer: ones still held are
     never overwritten by later messages; dropped ones let the buffer be reused."""

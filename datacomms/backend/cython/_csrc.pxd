@@ -80,6 +80,7 @@ cdef extern from "dc_sendloop.h" nogil:
     dc_sl_msg *dc_sl_take_freed(dc_sendloop *sl)
     void dc_sl_run(dc_sendloop *sl)
     void dc_sl_stop(dc_sendloop *sl)
+    void dc_sl_seal(dc_sendloop *sl)
     void dc_sl_destroy(dc_sendloop *sl)
 cdef extern from "dc_seqlock.h" nogil:
     ctypedef uint64_t dc_au64

@@ -25,7 +25,7 @@ from ...errors import Closed, DataCommsError, Timeout
 from ._csrc cimport (
     DC_SL_OK, DC_SL_TIMEOUT, DC_SL_NOMEM, DC_SL_STOPPED, dc_sl_msg, dc_sl_info, dc_sl_init,
     dc_sl_msg_new, dc_sl_msg_inline, dc_sl_add, dc_sl_remove, dc_sl_push, dc_sl_flush, dc_sl_info_get,
-    dc_sl_dead, dc_sl_take_freed, dc_sl_run, dc_sl_stop, dc_sl_destroy, dc_align64,
+    dc_sl_dead, dc_sl_take_freed, dc_sl_run, dc_sl_seal, dc_sl_stop, dc_sl_destroy, dc_align64,
     pthread_mutex_init, pthread_mutex_destroy, pthread_mutex_lock, pthread_mutex_trylock, pthread_mutex_unlock,
 )
 from .framing cimport dumps_json, encode, has_buffers, write_small
@@ -109,6 +109,8 @@ cdef class SendLoop:
                 self._send_data(data, seq, timeout)
             except Timeout:
                 self.next_seq = seq + 1
+                if self.sealed:
+                    raise Closed("publisher is closed") from None   # seal() ended the wait
                 raise
             self.next_seq = seq + 1
         finally:
@@ -116,8 +118,11 @@ cdef class SendLoop:
         return seq
 
     def seal(self) -> None:
-        """publish() raises Closed from now on (send and send_data still work)."""
+        """publish() raises Closed from now on, a publish waiting for room
+        included (send and send_data still work, without waiting for room)."""
         self.sealed = True
+        if not self.closed:
+            dc_sl_seal(&self.sl)
 
     def remove(self, int cid) -> None:
         """Forgets connection cid: its queue is dropped and the loop closes its descriptor."""

@@ -120,13 +120,19 @@ class SendLoop:
                 self.send_data(data, seq, timeout)
             except Timeout:
                 self.next_seq = seq + 1
+                if self.sealed:
+                    raise Closed("publisher is closed") from None   # seal() ended the wait
                 raise
             self.next_seq = seq + 1
         return seq
 
     def seal(self) -> None:
-        """publish() raises Closed from now on (send and send_data still work)."""
-        self.sealed = True
+        """publish() raises Closed from now on, a publish waiting for room
+        included (send and send_data still work, without waiting for room:
+        a waiting publish may hold what a connection being added needs)."""
+        with self._mu:
+            self.sealed = True
+            self._changed.notify_all()
 
     def remove(self, cid: int) -> None:
         """Forgets connection cid: its queue is dropped; once this returns the loop
@@ -159,7 +165,7 @@ class SendLoop:
             targets = list(self._conns.values()) if cid < 0 else [c for c in (self._conns.get(cid),) if c]
             took = False
             for c in targets:
-                while c.full(n) and c.block and timeout != 0 and not (c.dead or c.closing or self._stop):
+                while c.full(n) and c.block and timeout != 0 and not (c.dead or c.closing or self._stop or self.sealed):
                     left = None if deadline is None else deadline - time.monotonic()
                     if left is not None and left <= 0:
                         break
