@@ -1,6 +1,6 @@
 # cython: language_level=3
-"""The shm:// ring, compiled: a thin owner of csrc/dc_ring.h's writer and
-reader. The readable reference of the same API and algorithm is
+"""The shm:// ring, compiled: a thin owner of csrc/dc_ring.h's writer (the
+reader is ringreader.pyx, re-exported here). The readable reference of the same API and algorithm is
 backend/python/ring.py; backend/_segment.py lays out and checks the header.
 
 Ownership: the segment is a Python mmap; Writer and Reader hold a buffer
@@ -10,8 +10,7 @@ the ring bounds (dc_reader_next, dc_reader_check_at) before it is used.
 """
 
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE
-from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
-from cpython.bytearray cimport PyByteArray_FromStringAndSize, PyByteArray_AS_STRING
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.exc cimport PyErr_CheckSignals
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t
 from libc.string cimport memcpy, memset
@@ -21,35 +20,20 @@ import socket
 import numpy as np
 
 from ...errors import Closed, DataCommsError, FrameError, Timeout
-from ...message import Message
 from .. import _meta
-from .._segment import SLOT_SIZE, OFF_SLOTS
+from .._segment import SLOT_SIZE
 from ._csrc cimport (
-    DC_OK, DC_RING_EMPTY, DC_RING_LAPPED, DC_RING_FULL, DC_ERR_CORRUPT, DC_RING_OFF_DATA_WORD,
-    DC_RING_OFF_DATA_SLEEPERS, DC_RING_OFF_ASYNC_SLEEPERS, DC_RING_SLOT_WAKE, DC_RING_SLOT_WAKE_ID,
-    dc_async_prepare, dc_space_async_prepare, DC_RING_OFF_SPACE_ASYNC, DC_RING_OFF_SPACE_WAKE_ID,
-    DC_RING_OFF_SPACE_WORD, DC_RING_OFF_SPACE_SLEEPERS, DC_KIND_RAW,
-    DC_RING_OFF_TAIL, DC_RING_OFF_INTENT, DC_RING_OFF_HEAD, DC_RING_OFF_CLOSED, DC_RING_OFF_SUBS_WORD,
-    DC_RING_OFF_LATEST_LOCK, DC_RING_OFF_LATEST_POS, DC_RING_OFF_LATEST_SEQ, DC_RING_OFF_SLOTS,
-    DC_RING_SLOT_SIZE, DC_RING_SLOT_CURSOR, DC_RING_SLOT_JOIN_SEQ, DC_RING_MAGIC, dc_ld64,
-    dc_au32, dc_header, dc_header_pack, dc_align64, dc_frame_len, dc_st64, dc_cpu_relax, dc_realtime_ns,
-    dc_monotonic_ns, dc_futex_wait, dc_sleep_prepare, dc_writer_init, dc_writer_reserve, dc_writer_ptr,
-    dc_writer_commit, dc_writer_close, dc_reader_init, dc_ring_tail, dc_ring_closed, dc_reader_valid,
-    dc_reader_next, dc_reader_advance, dc_reader_hold, dc_ring_latest, dc_reader_resync, dc_reader_check_at,
+    DC_OK, DC_RING_OFF_DATA_WORD, DC_RING_OFF_DATA_SLEEPERS, DC_RING_OFF_ASYNC_SLEEPERS, DC_RING_SLOT_WAKE,
+    DC_RING_SLOT_WAKE_ID, dc_space_async_prepare, DC_RING_OFF_SPACE_ASYNC, DC_RING_OFF_SPACE_WAKE_ID,
+    DC_RING_OFF_SPACE_WORD, DC_RING_OFF_SPACE_SLEEPERS, DC_KIND_RAW, DC_RING_OFF_TAIL, DC_RING_OFF_INTENT,
+    DC_RING_OFF_HEAD, DC_RING_OFF_CLOSED, DC_RING_OFF_SUBS_WORD, DC_RING_OFF_LATEST_LOCK,
+    DC_RING_OFF_LATEST_POS, DC_RING_OFF_LATEST_SEQ, DC_RING_OFF_SLOTS, DC_RING_SLOT_SIZE, DC_RING_SLOT_CURSOR,
+    DC_RING_SLOT_JOIN_SEQ, DC_RING_MAGIC, dc_au32, dc_header, dc_header_pack, dc_align64, dc_frame_len,
+    dc_st64, dc_cpu_relax, dc_realtime_ns, dc_monotonic_ns, dc_futex_wait, dc_sleep_prepare, dc_writer_init,
+    dc_writer_reserve, dc_writer_ptr, dc_writer_commit, dc_writer_close, dc_reader_next, dc_reader_check_at,
 )
 from .framing cimport encode, dumps_json
-from .framing import decode
-from .stats cimport Stats
-
-# Copies above this size release the GIL.
-cdef enum:
-    NOGIL_COPY = 1 << 16
-
-cdef int64_t SLICE_NS = 100_000_000      # longest single sleep: signals and liveness are checked between
-cdef int64_t CHECK_NS = 100_000_000      # how often a waiting reader asks whether the publisher lives
-cdef int64_t REAP_AFTER_NS = 100_000_000 # a blocked publisher looks for dead subscribers after this long
-
-cdef object _Message = Message
+from ._ringutil cimport REAP_AFTER_NS, SLICE_NS, _copy, _deadline
 
 
 def _layout():
@@ -64,23 +48,6 @@ def _layout():
             "ASYNC_SLEEPERS": DC_RING_OFF_ASYNC_SLEEPERS, "SLOT_WAKE": DC_RING_SLOT_WAKE,
             "SLOT_WAKE_ID": DC_RING_SLOT_WAKE_ID, "SPACE_ASYNC": DC_RING_OFF_SPACE_ASYNC,
             "SPACE_WAKE_ID": DC_RING_OFF_SPACE_WAKE_ID}
-
-
-cdef inline int64_t _deadline(object timeout) except -2:
-    if timeout is None:
-        return -1
-    t = float(timeout)
-    if t <= 0:
-        return dc_monotonic_ns()
-    return dc_monotonic_ns() + <int64_t>(t * 1e9)
-
-
-cdef inline void _copy(void *dst, const void *src, size_t n) noexcept:
-    if n > NOGIL_COPY:
-        with nogil:
-            memcpy(dst, src, n)
-    else:
-        memcpy(dst, src, n)
 
 
 # (dtype, shape) -> the meta of an array frame, for loans: a camera loans the
@@ -323,231 +290,4 @@ class Loan:
             self.abort()
 
 
-cdef class Reader:
-    """One subscriber's end of a ring: its slot's cursor, its Stats, its waits.
-    ``alive()`` (optional) says whether the publisher still lives."""
-
-    def __cinit__(self, buf, uint32_t slot, alive=None, name="", double spin_us=0.0, stats=None):
-        PyObject_GetBuffer(buf, &self.view, PyBUF_WRITABLE)
-        self.has_view = True
-        if <Py_ssize_t>(OFF_SLOTS + (slot + 1) * SLOT_SIZE) > self.view.len:
-            PyBuffer_Release(&self.view)
-            self.has_view = False
-            raise ValueError(f"slot {slot} lies outside the segment")
-        dc_reader_init(&self.r, <uint8_t *>self.view.buf, slot)
-        self.slot = slot
-        if self.r.block:
-            # wakes a block-mode publisher sleeping in an event loop (dc_wake_space_async)
-            self._wake_sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-            self._wake_sock.setblocking(False)
-            self.r.wake_fd = self._wake_sock.fileno()
-        self.join_seq = dc_ld64(<uint8_t *>self.view.buf + DC_RING_OFF_SLOTS + slot * DC_RING_SLOT_SIZE
-                                + DC_RING_SLOT_JOIN_SEQ)
-        self.stats = Stats() if stats is None else stats
-        self.alive = alive
-        self.name = name
-        self._ro = memoryview(buf).toreadonly()
-        self.spin_ns = <int64_t>(spin_us * 1000.0)
-        self.next_check_ns = 0
-
-    @property
-    def cursor(self):
-        return self.r.cursor
-
-    cdef int wait(self, int64_t deadline) except -1:
-        """Waits until the ring may hold something past the cursor; raises Timeout or Closed."""
-        cdef uint8_t *base = self.r.base
-        cdef int64_t now = dc_monotonic_ns(), end, left
-        cdef uint32_t v
-        cdef dc_au32 *word = <dc_au32 *>(base + DC_RING_OFF_DATA_WORD)
-        cdef dc_au32 *flag = <dc_au32 *>(base + DC_RING_OFF_DATA_SLEEPERS)
-        if dc_ring_closed(base):
-            if dc_ring_tail(base) != self.r.cursor:
-                return 0
-            raise Closed(f"the publisher of {self.name} closed")
-        if now >= self.next_check_ns and self.alive is not None:
-            self.next_check_ns = now + CHECK_NS
-            if not self.alive():
-                if dc_ring_tail(base) != self.r.cursor:
-                    return 0
-                raise Closed(f"the publisher of {self.name} is gone")
-        if deadline >= 0 and now >= deadline:
-            raise Timeout(f"nothing new on {self.name}")
-        if self.spin_ns > 0:
-            end = now + self.spin_ns
-            if deadline >= 0 and deadline < end:
-                end = deadline
-            with nogil:
-                while dc_ring_tail(base) == self.r.cursor and dc_monotonic_ns() < end:
-                    dc_cpu_relax()
-            if dc_ring_tail(base) != self.r.cursor:
-                return 0
-            now = dc_monotonic_ns()
-        v = dc_sleep_prepare(word, flag)
-        if dc_ring_tail(base) != self.r.cursor or dc_ring_closed(base):
-            return 0
-        left = SLICE_NS if deadline < 0 else min(SLICE_NS, max(deadline - now, 0))
-        if left > 0:
-            with nogil:
-                dc_futex_wait(word, v, left)
-        PyErr_CheckSignals()
-        return 0
-
-    cdef object take(self, uint64_t pos, dc_header *h, bint copy, long long skipped):
-        """The message of the validated record at pos, or None when it was overwritten meanwhile."""
-        cdef const uint8_t *p = self.r.ring + (pos & self.r.mask)
-        cdef uint64_t seq = h.seq, flen = h.frame_len
-        cdef int64_t ts = h.timestamp_ns
-        cdef Py_ssize_t n
-        if copy:
-            if h.kind == DC_KIND_RAW:
-                n = <Py_ssize_t>h.payload_len
-                data = PyBytes_FromStringAndSize(NULL, n)
-                _copy(PyBytes_AS_STRING(data), p + 64, n)
-                if not dc_reader_valid(&self.r, pos):
-                    return None
-                dc_reader_advance(&self.r, pos + flen)
-            else:
-                frame = PyByteArray_FromStringAndSize(NULL, <Py_ssize_t>flen)
-                _copy(PyByteArray_AS_STRING(frame), p, flen)
-                if not dc_reader_valid(&self.r, pos):
-                    return None
-                dc_reader_advance(&self.r, pos + flen)
-                data, seq, ts, _, _ = decode(frame)
-        else:
-            try:
-                data, seq, ts, _, _ = decode(self._ro, <Py_ssize_t>(p - <const uint8_t *>self.view.buf))
-            except FrameError:
-                if not dc_reader_valid(&self.r, pos):
-                    return None
-                dc_reader_advance(&self.r, pos + flen)
-                raise
-            if not dc_reader_valid(&self.r, pos):
-                return None
-            dc_reader_hold(&self.r, pos, pos + flen)
-            self.holding = True
-            self.hold_pos = pos
-        if not self.have_seq and seq > self.join_seq and skipped == 0:
-            self.stats.add_lost(seq - self.join_seq)  # lapped before the first message
-        self.stats.fast_record(seq, ts, dc_realtime_ns(), skipped)
-        self.have_seq = True
-        self.last_seq = seq
-        return _Message(data, seq, ts)
-
-    cdef _corrupt(self, int rc):
-        dc_reader_advance(&self.r, dc_ring_tail(self.r.base))
-        raise FrameError(f"corrupted record in shared-memory ring {self.name} (code {rc}); skipped to the newest")
-
-    def recv(self, timeout=None, bint copy=True):
-        """The next record as a Message; see the transport for the semantics."""
-        cdef uint64_t pos
-        cdef dc_header h
-        cdef int rc, laps = 0
-        cdef int64_t deadline = -2
-        if not self.has_view:
-            raise Closed("this subscriber is closed")
-        if self.holding:
-            self.release()
-        while True:
-            rc = dc_reader_next(&self.r, &pos, &h)
-            if rc == DC_OK:
-                msg = self.take(pos, &h, copy, 0)
-                if msg is not None:
-                    return msg
-                rc = DC_RING_LAPPED
-            if rc == DC_RING_LAPPED:
-                # first to the oldest intact record, then to the newest; a header
-                # scribbled on so that neither holds sends the cursor to TAIL
-                laps += 1
-                if laps > 3:
-                    dc_reader_advance(&self.r, dc_ring_tail(self.r.base))
-                else:
-                    dc_reader_resync(&self.r, laps > 1)
-            elif rc == DC_RING_EMPTY:
-                if deadline == -2:
-                    deadline = _deadline(timeout)
-                self.wait(deadline)
-            else:
-                self._corrupt(rc)
-
-    def latest(self, timeout=None, bint copy=True):
-        """The newest record not yet received, counting the ones passed over as skipped."""
-        cdef uint64_t pos, length, seq
-        cdef dc_header h
-        cdef int rc
-        cdef long long skipped
-        cdef int64_t deadline = -2
-        cdef int misses = 0
-        cdef bint closed
-        if not self.has_view:
-            raise Closed("this subscriber is closed")
-        if self.holding:
-            self.release()
-        while True:
-            # read before the descriptor: once closed, the descriptor is final
-            closed = dc_ring_closed(self.r.base)
-            if dc_ring_tail(self.r.base) - self.r.cursor > self.r.cap:
-                dc_reader_resync(&self.r, 1)
-            rc = dc_ring_latest(self.r.base, &pos, &length, &seq)
-            # A subscriber that has received nothing yet may take the record that was
-            # newest when it joined (it ends at the join cursor): a late joiner is never blind.
-            if rc == DC_OK and (pos >= self.r.cursor or (not self.have_seq and pos + length >= self.r.cursor)):
-                rc = dc_reader_check_at(&self.r, pos, length, &h)
-                if rc == DC_OK:
-                    skipped = 0
-                    if self.have_seq and h.seq > self.last_seq + 1:
-                        skipped = <long long>(h.seq - self.last_seq - 1)
-                    elif not self.have_seq and h.seq > self.join_seq:
-                        skipped = <long long>(h.seq - self.join_seq)
-                    msg = self.take(pos, &h, copy, skipped)
-                    if msg is not None:
-                        return msg
-                    if misses > 1000:
-                        self._corrupt(DC_RING_LAPPED)
-                elif rc != DC_RING_LAPPED or misses > 1000:
-                    self._corrupt(rc)  # a descriptor that never names an intact record
-                misses += 1
-                continue
-            if closed:
-                # nothing newer will come (waiting would return at once, for ever,
-                # when a scribbled TAIL says there is more to read)
-                raise Closed(f"the publisher of {self.name} closed")
-            if deadline == -2:
-                deadline = _deadline(timeout)
-            self.wait(deadline)
-
-    def async_prepare(self, uint64_t wake_id):
-        """Announces a sleep on the wake socket named by wake_id (see csrc/dc_ring.h):
-        True when the caller may sleep, False when something may be there to read now."""
-        if not self.has_view:
-            raise Closed("this subscriber is closed")
-        return bool(dc_async_prepare(self.r.base, self.slot, wake_id, self.r.cursor))
-
-    def release(self):
-        """Ends the zero-copy hold of the last record (a block-mode publisher may overwrite it now)."""
-        if self.holding and self.has_view:
-            self.holding = False
-            dc_reader_advance(&self.r, self.r.cursor)
-
-    def still_valid(self):
-        """Whether the record of the last zero-copy message is still intact in the ring."""
-        if not self.holding or not self.has_view:
-            return False
-        return bool(dc_reader_valid(&self.r, self.hold_pos))
-
-    def close(self):
-        if self.has_view:
-            self.holding = False
-            if self._wake_sock is not None:
-                self.r.wake_fd = -1
-                self._wake_sock.close()
-            PyBuffer_Release(&self.view)
-            self.has_view = False
-            try:
-                self._ro.release()
-            except BufferError:
-                pass  # zero-copy views still exist; the mapping lives until they go
-
-    def __dealloc__(self):
-        if self.has_view:
-            PyBuffer_Release(&self.view)
+from .ringreader import Reader  # noqa: E402  (the ring API: Writer, Reader, Loan)
