@@ -211,8 +211,9 @@ def test_views_stay_valid_while_the_reader_moves_on(backend, size):
     assert all(type(g[0]) is (bytes if size <= backend.streamreader.SMALL_COPY else memoryview) for g in got)
 
 
+@pytest.mark.parametrize("poll_first", [False, True])
 @pytest.mark.parametrize("spin_ns", [0, 200_000])
-def test_wait_fd_reads_times_out_and_wakes(backend, spin_ns):
+def test_wait_fd_reads_times_out_and_wakes(backend, spin_ns, poll_first):
     import os
     import socket
     import threading
@@ -223,17 +224,20 @@ def test_wait_fd_reads_times_out_and_wakes(backend, spin_ns):
     try:
         b.setblocking(False)
         reader = backend.streamreader.FrameReader(fr, 1 << 20, chunk=256)
-        assert reader.wait_fd(b.fileno(), rfd, 0.01, spin_ns) == -1     # nothing came in time
+        a.sendall(fr.encode_bytes(b"early", 2, 0))
+        assert reader.wait_fd(b.fileno(), rfd, 5, spin_ns, poll_first) > 0     # already there
+        assert reader.next()[:2] == (b"early", 2)
+        assert reader.wait_fd(b.fileno(), rfd, 0.01, spin_ns, poll_first) == -1     # nothing came in time
         os.write(wfd, b"\0")
-        assert reader.wait_fd(b.fileno(), rfd, 5, spin_ns) == -2        # woken
+        assert reader.wait_fd(b.fileno(), rfd, 5, spin_ns, poll_first) == -2        # woken
         os.read(rfd, 1)
         t = threading.Timer(0.05, a.sendall, [fr.encode_bytes(b"late", 3, 0)])
         t.start()
-        n = reader.wait_fd(b.fileno(), -1, None, spin_ns)               # waits for it
+        n = reader.wait_fd(b.fileno(), -1, None, spin_ns, poll_first)               # waits for it
         t.join()
         assert n > 0 and reader.next()[:2] == (b"late", 3)
         a.close()
-        assert reader.wait_fd(b.fileno(), rfd, 5, spin_ns) == 0         # the peer closed
+        assert reader.wait_fd(b.fileno(), rfd, 5, spin_ns, poll_first) == 0         # the peer closed
     finally:
         b.close()
         os.close(rfd)

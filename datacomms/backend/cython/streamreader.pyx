@@ -129,25 +129,28 @@ cdef class FrameReader:
             return -1
         raise OSError(err, strerror(err).decode())
 
-    def wait_fd(self, int fd, int wake_fd, timeout, long long spin_ns=0) -> int:
+    def wait_fd(self, int fd, int wake_fd, timeout, long long spin_ns=0, bint poll_first=False) -> int:
         """Reads from a socket descriptor, waiting for data: first spins (read
         attempts, yielding the CPU between them) for up to spin_ns, then polls
         fd and wake_fd (-1: none) for up to timeout seconds (None: no limit),
         all without the GIL; while a frame whose header is read is incomplete
         it keeps reading (and polling) until the frame is whole. The byte
         count read, 0 when the peer closed, -1 when nothing came in time, -2
-        when wake_fd woke it. Raises OSError."""
+        when wake_fd woke it. poll_first (without spin_ns): poll before the
+        first read, for a caller that has just read fd dry. Raises OSError."""
         cdef int64_t deadline = -1
         if timeout is not None:
             deadline = dc_monotonic_ns() + <int64_t>(max(<double>timeout, 0.0) * 1e9)
-        return self._wait(fd, wake_fd, deadline, spin_ns)
+        return self._wait(fd, wake_fd, deadline, spin_ns, poll_first)
 
-    cdef Py_ssize_t _wait(self, int fd, int wake_fd, int64_t deadline, long long spin_ns) except? -3:
+    cdef Py_ssize_t _wait(self, int fd, int wake_fd, int64_t deadline, long long spin_ns,
+                          bint poll_first=False) except? -3:
         """wait_fd with a dc_monotonic_ns deadline (-1: none)."""
         cdef Py_buffer view
-        cdef ssize_t n
+        cdef ssize_t n = -1
         cdef Py_ssize_t total = 0
         cdef int err = 0, ms, polled = 0, woken = 0
+        cdef bint skip
         cdef int64_t spin_end, left
         cdef pollfd fds[2]
         if self.end == PyByteArray_GET_SIZE(self.buf):
@@ -161,18 +164,25 @@ cdef class FrameReader:
         PyObject_GetBuffer(self.buf, &view, PyBUF_WRITABLE)
         with nogil:
             spin_end = dc_monotonic_ns() + spin_ns
+            skip = poll_first and spin_ns <= 0
             while True:
-                n = recv(fd, <char *>view.buf + self.end, <size_t>(view.len - self.end), MSG_DONTWAIT)
-                if n > 0:
-                    total += n
-                    self.end += n
-                    if self.need > self.end - self.start and self.end < view.len:
-                        polled = 0
-                        continue   # the rest of a frame already announced
-                    break
-                if n == 0:
-                    break
-                err = errno
+                if skip:
+                    # straight to poll: one system call fewer when nothing is
+                    # there yet (a reply awaited), one more when something is
+                    skip = 0
+                    err = EAGAIN
+                else:
+                    n = recv(fd, <char *>view.buf + self.end, <size_t>(view.len - self.end), MSG_DONTWAIT)
+                    if n > 0:
+                        total += n
+                        self.end += n
+                        if self.need > self.end - self.start and self.end < view.len:
+                            polled = 0
+                            continue   # the rest of a frame already announced
+                        break
+                    if n == 0:
+                        break
+                    err = errno
                 if (err != EAGAIN and err != EINTR) or polled:
                     break
                 if spin_ns > 0 and total == 0 and dc_monotonic_ns() < spin_end:
@@ -353,7 +363,8 @@ cdef class DirectRecv:
                 break
             self.gate.busy += 1
             try:
-                n = self.reader._wait(self.fd, self.wake_fd, until, self.spin_ns)
+                # take() found the buffer empty: the last read emptied the socket
+                n = self.reader._wait(self.fd, self.wake_fd, until, self.spin_ns, True)
             except OSError as exc:
                 n = 0
                 error = Closed(f"read failed: {exc}")

@@ -121,21 +121,27 @@ class FrameReader:
         self.end += n
         return n
 
-    def wait_fd(self, fd: int, wake_fd: int, timeout: float | None, spin_ns: int = 0) -> int:
+    def wait_fd(self, fd: int, wake_fd: int, timeout: float | None, spin_ns: int = 0,
+                poll_first: bool = False) -> int:
         """Reads from a socket descriptor, waiting for data: first spins (read
         attempts, yielding the CPU between them) for up to spin_ns, then polls
         fd and wake_fd (-1: none) for up to timeout seconds (None: no limit);
         while a frame whose header is read is incomplete it keeps reading (and
         polling) until the frame is whole. The byte count read, 0 when the
         peer closed, -1 when nothing came in time, -2 when wake_fd woke it.
-        Raises OSError (unless some bytes were read: then the next call does)."""
+        poll_first (without spin_ns): poll before the first read, for a caller
+        that has just read fd dry. Raises OSError (unless some bytes were
+        read: then the next call does)."""
         deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
         spin_end = time.monotonic_ns() + spin_ns
         total, polled = 0, False
+        skip = poll_first and spin_ns <= 0
         p = None
         while True:
             try:
-                n = self.fill_fd(fd)
+                # skip: straight to poll, one system call fewer when nothing is there yet
+                n = -1 if skip else self.fill_fd(fd)
+                skip = False
             except OSError:
                 if total:
                     return total
@@ -308,7 +314,8 @@ class DirectRecv:
                 break
             error = None
             try:
-                n = self.reader.wait_fd(self.fd, self.wake_fd, until - now, self.spin_ns)
+                # take() found the buffer empty: the last read emptied the socket
+                n = self.reader.wait_fd(self.fd, self.wake_fd, until - now, self.spin_ns, True)
             except OSError as exc:
                 n, error = 0, Closed(f"read failed: {exc}")
             if n == -2:
