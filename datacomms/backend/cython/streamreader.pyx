@@ -337,18 +337,20 @@ cdef class DirectRecv:
     def recv(self, timeout=None):
         cdef int64_t deadline = -1, now, until
         cdef Py_ssize_t n
-        try:
-            msg = self.reader.take(self.on_control, self.stats, True)
-        except (FrameError, Closed) as exc:
-            return self.slow(timeout, exc, None)
-        if msg is not None:
-            return msg
-        if self.fd < 0 or self.gate is None or (timeout is not None and timeout <= 0):
-            return self.slow(timeout, None, None)
-        if timeout is not None:
-            deadline = dc_monotonic_ns() + <int64_t>(<double>timeout * 1e9)
-        error = None
+        cdef bint waited = False
         while True:
+            try:
+                msg = self.reader.take(self.on_control, self.stats, True)
+            except (FrameError, Closed) as exc:
+                return self.slow(timeout, exc, None if deadline < 0 else deadline / 1e9)
+            if msg is not None:
+                return msg
+            if not waited:
+                if self.fd < 0 or self.gate is None or (timeout is not None and timeout <= 0):
+                    break
+                if timeout is not None:
+                    deadline = dc_monotonic_ns() + <int64_t>(<double>timeout * 1e9)
+                waited = True
             now = dc_monotonic_ns()
             until = <int64_t>((self.last_rx + self.dead_after) * 1e9)
             if until <= now:
@@ -362,6 +364,7 @@ cdef class DirectRecv:
             if self.gate.closed:
                 break
             self.gate.busy += 1
+            error = None
             try:
                 # take() found the buffer empty: the last read emptied the socket
                 n = self.reader._wait(self.fd, self.wake_fd, until, self.spin_ns, True)
@@ -374,18 +377,11 @@ cdef class DirectRecv:
                 _drain(self.wake_fd)   # the slow path looks at what woke us
             if self.gate.closed or n == -2:
                 break   # closed meanwhile, or woken (a new connection, or close())
-            if n == -1:
-                continue
             if n == 0:
                 return self.slow(timeout, error or Closed("connection closed by peer"),
                                  None if deadline < 0 else deadline / 1e9)
-            self.last_rx = dc_monotonic_ns() / 1e9
-            try:
-                msg = self.reader.take(self.on_control, self.stats, True)
-            except (FrameError, Closed) as exc:
-                return self.slow(timeout, exc, None if deadline < 0 else deadline / 1e9)
-            if msg is not None:
-                return msg
+            if n > 0:
+                self.last_rx = dc_monotonic_ns() / 1e9
         return self.slow(timeout, None, None if deadline < 0 else deadline / 1e9)
 
 

@@ -291,17 +291,21 @@ class DirectRecv:
         self.last_rx = time.monotonic()   # when fd last gave bytes
 
     def recv(self, timeout: float | None = None) -> Message:
-        try:
-            msg = self.reader.take(self.on_control, self.stats)
-        except (FrameError, Closed) as exc:
-            return self.slow(timeout, exc, None)
-        if msg is not None:
-            return msg
+        deadline = None
         gate = self.gate
-        if self.fd < 0 or gate is None or (timeout is not None and timeout <= 0):
-            return self.slow(timeout, None, None)
-        deadline = None if timeout is None else time.monotonic() + timeout
+        waited = False
         while True:
+            try:
+                msg = self.reader.take(self.on_control, self.stats)
+            except (FrameError, Closed) as exc:
+                return self.slow(timeout, exc, deadline)
+            if msg is not None:
+                return msg
+            if not waited:
+                if self.fd < 0 or gate is None or (timeout is not None and timeout <= 0):
+                    break
+                deadline = None if timeout is None else time.monotonic() + timeout
+                waited = True
             now = time.monotonic()
             until = self.last_rx + self.dead_after
             if until <= now:
@@ -322,17 +326,10 @@ class DirectRecv:
                 _drain(self.wake_fd)   # the slow path looks at what woke us
             if gate.leave() or n == -2:
                 break   # closed meanwhile, or woken (a new connection, or close())
-            if n == -1:
-                continue
             if n == 0:
                 return self.slow(timeout, error or Closed("connection closed by peer"), deadline)
-            self.last_rx = time.monotonic()
-            try:
-                msg = self.reader.take(self.on_control, self.stats)
-            except (FrameError, Closed) as exc:
-                return self.slow(timeout, exc, deadline)
-            if msg is not None:
-                return msg
+            if n > 0:
+                self.last_rx = time.monotonic()
         return self.slow(timeout, None, deadline)
 
 
