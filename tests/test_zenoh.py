@@ -312,6 +312,27 @@ def test_latest_skips_and_big_arrays(backend) -> None:
         assert st.lost == 0 and st.received + st.skipped == 6 and st.received == 1 + len(rest)
 
 
+@pytest.mark.parametrize("pub_history, sub_history", [(0, True), (1, False), (0, False)])
+def test_without_history_plain_zenoh_entities_interoperate(backend, pub_history, sub_history) -> None:
+    # history=0 / history=False declare plain zenoh publishers / subscribers (cheaper per
+    # message); they exchange frames with advanced ones, keep publishers apart by id and
+    # count losses as ever, and a late joiner of a history=0 publisher waits for news.
+    port, k = free_port(), key()
+    with dc.Publisher(local(k, port), backend=backend, history=pub_history) as pub:
+        assert (type(pub._pub).__name__ == "Publisher") == (pub_history == 0)
+        pub.send("before")
+        with dc.Subscriber(local(k, port), backend=backend, history=sub_history) as sub:
+            assert (type(sub._sub).__name__ == "Subscriber") == (not sub_history)
+            pub.wait_for_subscribers(1, timeout=10)
+            with pytest.raises(dc.Timeout):
+                sub.latest(timeout=0.3)  # no cache or no query: nothing from before
+            for i in range(3):
+                pub.send({"i": i})
+            msgs = [sub.recv(timeout=10) for _ in range(3)]
+            assert [m.data["i"] for m in msgs] == [0, 1, 2] and [m.seq for m in msgs] == [1, 2, 3]
+            assert sub.stats.lost == 0
+
+
 def test_bad_frames_are_dropped_and_counted(backend) -> None:
     port, k = free_port(), key()
     with dc.Subscriber(local(k, port), backend=backend) as sub, \

@@ -95,13 +95,16 @@ class ZenohPublisher(pubsub.Publisher):
         self._session, self._share = zenohsession.acquire(opts)
         try:
             cc = zenoh.CongestionControl.BLOCK if on_full == "block" else zenoh.CongestionControl.DROP
-            if hasattr(zext, "declare_advanced_publisher"):
+            if history > 0 and hasattr(zext, "declare_advanced_publisher"):
                 self._pub = zext.declare_advanced_publisher(
                     self._session, ke, congestion_control=cc, express=express,
-                    cache=zext.CacheConfig(max_samples=history) if history > 0 else None,
-                    publisher_detection=True)
-            else:  # zenoh-python before advanced pub/sub: no late-joiner cache (docs/zenoh.md)
+                    cache=zext.CacheConfig(max_samples=history), publisher_detection=True)
+            else:
+                # No cache wanted, or a zenoh-python before advanced pub/sub (docs/zenoh.md):
+                # a plain publisher, whose put costs about 1.5 us less.
                 self._pub = self._session.declare_publisher(ke, congestion_control=cc, express=express)
+            # The attachment, built once: a ZBytes costs less per put than bytes converted each time.
+            self._attachment = zenoh.ZBytes(self.id)
             self._live = self._session.liveliness().declare_subscriber(
                 f"{_TOKEN_ROOT}/**", self._on_token, history=True)
             self._token = self._session.liveliness().declare_token(
@@ -137,7 +140,7 @@ class ZenohPublisher(pubsub.Publisher):
         seq = self._seq
         parts, _ = self._encode(data, seq, time.time_ns())
         frame = parts[0] if len(parts) == 1 else b"".join(parts)
-        self._pub.put(frame, attachment=self.id)
+        self._pub.put(frame, attachment=self._attachment)
         self._seq = seq + 1
         return seq
 
@@ -268,10 +271,12 @@ class ZenohSubscriber(pubsub.Subscriber):
         self._session, self._share = zenohsession.acquire(opts)
         try:
             callback = zenoh.handlers.Callback(self._on_sample)
-            if hasattr(zext, "declare_advanced_subscriber"):
-                hist = zext.HistoryConfig(detect_late_publishers=True, max_samples=1) if history else None
+            if history and hasattr(zext, "declare_advanced_subscriber"):
+                hist = zext.HistoryConfig(detect_late_publishers=True, max_samples=1)
                 self._sub = zext.declare_advanced_subscriber(self._session, ke, callback, history=hist)
-            else:  # zenoh-python before advanced pub/sub: no late-joiner query (docs/zenoh.md)
+            else:
+                # No late-joiner query wanted, or a zenoh-python before advanced pub/sub
+                # (docs/zenoh.md): a plain subscriber, which receives from both kinds of publisher.
                 self._sub = self._session.declare_subscriber(ke, callback)
             self._token = self._session.liveliness().declare_token(
                 f"{_TOKEN_ROOT}/{uuid.uuid4().hex}/{opts.key.encode().hex()}")
