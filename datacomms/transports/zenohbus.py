@@ -41,6 +41,7 @@ _PUB_ROOT = "@datacomms/pub"  # @datacomms/pub/<hex of publisher id>/<hex of key
 DEFAULT_QUEUE_SIZE = 1024
 DEFAULT_QUEUE_BYTES = 256 << 20
 _RECHECK = 0.1  # seconds between token queries while waiting for subscribers
+_time_ns = time.time_ns
 
 
 def _stats(be: Any) -> Any:
@@ -79,7 +80,7 @@ class ZenohPublisher(pubsub.Publisher):
         self.url = url
         self.on_full = on_full
         self.backend = _backend.get(backend)
-        self._encode = self.backend.framing.encode
+        self._encode_bytes = self.backend.framing.encode_bytes  # one bytes: what put takes
         opts = zenohsession.parse_url(url, mode, connect, listen, config)
         self.key, ke = opts.key, _key_expr(zenoh, opts.key)
         if "*" in opts.key or "$" in opts.key:
@@ -105,6 +106,7 @@ class ZenohPublisher(pubsub.Publisher):
                 self._pub = self._session.declare_publisher(ke, congestion_control=cc, express=express)
             # The attachment, built once: a ZBytes costs less per put than bytes converted each time.
             self._attachment = zenoh.ZBytes(self.id)
+            self._put = self._pub.put
             self._live = self._session.liveliness().declare_subscriber(
                 f"{_TOKEN_ROOT}/**", self._on_token, history=True)
             self._token = self._session.liveliness().declare_token(
@@ -138,9 +140,7 @@ class ZenohPublisher(pubsub.Publisher):
         if self._closed:
             raise Closed(f"publisher on {self.url} is closed")
         seq = self._seq
-        parts, _ = self._encode(data, seq, time.time_ns())
-        frame = parts[0] if len(parts) == 1 else b"".join(parts)
-        self._pub.put(frame, attachment=self._attachment)
+        self._put(self._encode_bytes(data, seq, _time_ns()), attachment=self._attachment)
         self._seq = seq + 1
         return seq
 
