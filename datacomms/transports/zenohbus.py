@@ -42,6 +42,7 @@ DEFAULT_QUEUE_SIZE = 1024
 DEFAULT_QUEUE_BYTES = 256 << 20
 _RECHECK = 0.1  # seconds between token queries while waiting for subscribers
 _time_ns = time.time_ns
+SCRATCH_MIN = 1 << 20  # frames at least this big are assembled in the publisher's own buffer
 
 
 def _stats(be: Any) -> Any:
@@ -80,7 +81,9 @@ class ZenohPublisher(pubsub.Publisher):
         self.url = url
         self.on_full = on_full
         self.backend = _backend.get(backend)
-        self._encode_bytes = self.backend.framing.encode_bytes  # one bytes: what put takes
+        self._encode = self.backend.framing.encode
+        self._scratch: bytearray | None = None  # large frames are assembled here
+        self._scratch_lock = threading.Lock()  # a second thread sending meanwhile joins its own
         opts = zenohsession.parse_url(url, mode, connect, listen, config)
         self.key, ke = opts.key, _key_expr(zenoh, opts.key)
         if "*" in opts.key or "$" in opts.key:
@@ -140,9 +143,32 @@ class ZenohPublisher(pubsub.Publisher):
         if self._closed:
             raise Closed(f"publisher on {self.url} is closed")
         seq = self._seq
-        self._put(self._encode_bytes(data, seq, _time_ns()), attachment=self._attachment)
+        parts, n = self._encode(data, seq, _time_ns())
+        if n >= SCRATCH_MIN and self._scratch_lock.acquire(False):
+            try:
+                self._put(self._fill_scratch(parts, n), attachment=self._attachment)
+            finally:
+                self._scratch_lock.release()
+        else:
+            self._put(parts[0] if len(parts) == 1 else b"".join(parts), attachment=self._attachment)
         self._seq = seq + 1
         return seq
+
+    def _fill_scratch(self, parts: list[Any], n: int) -> bytearray:
+        # A large frame is assembled in a buffer this publisher keeps, not in a fresh
+        # bytes per message: put copies it into zenoh anyway, and a fresh multi-MiB
+        # allocation per message, freed right after, made glibc hand the pages back and
+        # fault them in again on every send (docs/zenoh.md, "Large messages").
+        buf = self._scratch
+        if buf is None or len(buf) != n:
+            buf = self._scratch = bytearray(n)
+        view = memoryview(buf)
+        off = 0
+        for part in parts:
+            part = memoryview(part).cast("B")
+            view[off:off + part.nbytes] = part
+            off += part.nbytes
+        return buf
 
     def _send_may_wait(self) -> bool:
         return self.on_full == "block"
@@ -197,6 +223,7 @@ class ZenohPublisher(pubsub.Publisher):
             self._pub.undeclare()
         finally:
             zenohsession.release(self._share)
+        self._scratch = None
 
 
 class _ZenohWaiter(_aio.PipeWaiter):
