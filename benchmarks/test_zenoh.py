@@ -4,10 +4,15 @@ Both sides run two zenoh peer sessions in one process joined over loopback TCP
 (the subscriber listens, the publisher connects), blocking congestion control,
 and a receive path that copies the payload out of zenoh and hands it to the
 reading thread through a condition-guarded deque, the least a bare zenoh user
-writing a recv(timeout) must do. Bare zenoh sends the array's bytes and turns
-them back into an array with np.frombuffer; datacomms sends and decodes its
-frame (header, dtype, shape, seq, timestamp, per-publisher loss accounting).
-64 B messages are bytes on both sides (raw frames), 8 MiB ones numpy arrays.
+writing a recv(timeout) must do. Bare zenoh copies the array into a bytearray
+it keeps (as datacomms does with large frames; zenoh-python's put takes only
+bytes or bytearray) and turns what arrives back into an array with
+np.frombuffer; datacomms sends and decodes its frame (header, dtype, shape, seq,
+timestamp, per-publisher loss accounting). "bare_tobytes" is bare zenoh sending
+``arr.tobytes()``, a new 8 MiB bytes per message, shown because the glibc heap
+then often gives pages back after every message and faults them in again, which
+halves throughput (docs/zenoh.md, "Large messages"). 64 B messages are bytes on
+both sides (raw frames), 8 MiB ones numpy arrays.
 
 Publishers and subscribers are plain zenoh ones on both sides (datacomms with
 history=0 / history=False, which declares plain ones), with the sessions' other
@@ -90,8 +95,16 @@ class Bare:
             self.q.append(b)
             self.cond.notify()
 
+    buf: bytearray | None = None
+
     def send(self, data: Any) -> None:
-        self.pub.put(data if isinstance(data, bytes) else data.tobytes())
+        if isinstance(data, bytes):
+            self.pub.put(data)
+            return
+        if self.buf is None or len(self.buf) != data.nbytes:
+            self.buf = bytearray(data.nbytes)
+        memoryview(self.buf)[:] = memoryview(data).cast("B")
+        self.pub.put(self.buf)
 
     def recv(self) -> Any:
         with self.cond:
@@ -105,6 +118,13 @@ class Bare:
         self.pub.undeclare()
         for s in self.sessions:
             s.close()
+
+
+class BareTobytes(Bare):
+    """Bare zenoh sending a new bytes per message (arr.tobytes())."""
+
+    def send(self, data: Any) -> None:
+        self.pub.put(data if isinstance(data, bytes) else data.tobytes())
 
 
 class Ours:
@@ -173,7 +193,8 @@ def latency(make: Callable[[], Any], size: int = 64, n: int = N_LATENCY) -> dict
 
 
 def makers() -> dict[str, Callable[[], Any]]:
-    return {"bare_zenoh": Bare, **{f"datacomms:{b}": (lambda b=b: Ours(b)) for b in BACKENDS}}
+    return {"bare_zenoh": Bare, "bare_tobytes": BareTobytes,
+            **{f"datacomms:{b}": (lambda b=b: Ours(b)) for b in BACKENDS}}
 
 
 def one_pair(make: Callable[[], Any]) -> dict[str, Any]:
