@@ -4,20 +4,41 @@ Both sides run two zenoh peer sessions in one process joined over loopback TCP
 (the subscriber listens, the publisher connects), blocking congestion control,
 and a receive path that copies the payload out of zenoh and hands it to the
 reading thread through a condition-guarded deque, the least a bare zenoh user
-writing a recv(timeout) must do. Bare zenoh sends the array's bytes and turns
-them back into an array with np.frombuffer; datacomms sends and decodes its
-frame (header, dtype, shape, seq, timestamp, per-publisher loss accounting).
-64 B messages are bytes on both sides (raw frames), 8 MiB ones numpy arrays.
+writing a recv(timeout) must do. Bare zenoh copies the array into a bytearray
+it keeps (as datacomms does with large frames; zenoh-python's put takes only
+bytes or bytearray) and turns what arrives back into an array with
+np.frombuffer; datacomms sends and decodes its frame (header, dtype, shape, seq,
+timestamp, per-publisher loss accounting). "bare_tobytes" is bare zenoh sending
+``arr.tobytes()``, a new 8 MiB bytes per message, shown because the glibc heap
+then often gives pages back after every message and faults them in again, which
+halves throughput (docs/zenoh.md, "Large messages"). 64 B messages are bytes on
+both sides (raw frames), 8 MiB ones numpy arrays.
+
+Publishers and subscribers are plain zenoh ones on both sides (datacomms with
+history=0 / history=False, which declares plain ones), with the sessions' other
+defaults: datacomms' sessions have timestamping on, and its puts carry the
+16-byte publisher id as an attachment.
+
+The machine this runs on is small and shared, and one run of one pair swings by
+2x (three threads on two cores and one GIL; where the allocator puts 8 MiB
+buffers, fresh pages or reused ones), so a run is ROUNDS rounds, each measuring
+every pair in turn, the order rotating from round to round. Reported: the median
+over rounds of each figure, the median of the per-round ratios to bare zenoh,
+and the process CPU time per message (all threads), which is what datacomms adds
+and moves less with the machine's load than wall-clock rates do.
 
 Run with pytest-benchmark (``pytest benchmarks/test_zenoh.py``; results in each
-benchmark's extra_info) or as a script (``python benchmarks/test_zenoh.py``)
-for a plain table. Figures are ratios within one run, never assertions.
+benchmark's extra_info) or as a script (``python benchmarks/test_zenoh.py
+[ROUNDS]``) for a plain table. Figures are ratios within one run, never
+assertions.
 """
 
 from __future__ import annotations
 
 import json
 import socket
+import statistics
+import sys
 import threading
 import time
 from collections import deque
@@ -34,6 +55,7 @@ from conftest import run_once  # noqa: E402
 SIZES = {"64B": 64, "8MiB": 8 << 20}
 COUNTS = {"64B": 20000, "8MiB": 60}
 N_LATENCY = 2000
+ROUNDS = 5
 BACKENDS = ("cython", "python")
 
 
@@ -73,8 +95,16 @@ class Bare:
             self.q.append(b)
             self.cond.notify()
 
+    buf: bytearray | None = None
+
     def send(self, data: Any) -> None:
-        self.pub.put(data if isinstance(data, bytes) else data.tobytes())
+        if isinstance(data, bytes):
+            self.pub.put(data)
+            return
+        if self.buf is None or len(self.buf) != data.nbytes:
+            self.buf = bytearray(data.nbytes)
+        memoryview(self.buf)[:] = memoryview(data).cast("B")
+        self.pub.put(self.buf)
 
     def recv(self) -> Any:
         with self.cond:
@@ -88,6 +118,13 @@ class Bare:
         self.pub.undeclare()
         for s in self.sessions:
             s.close()
+
+
+class BareTobytes(Bare):
+    """Bare zenoh sending a new bytes per message (arr.tobytes())."""
+
+    def send(self, data: Any) -> None:
+        self.pub.put(data if isinstance(data, bytes) else data.tobytes())
 
 
 class Ours:
@@ -125,14 +162,14 @@ def throughput(make: Callable[[], Any], size: int, n: int) -> dict[str, float]:
         pair.recv()  # warm-up: routes are in place
         got: list[int] = []
         reader = threading.Thread(target=lambda: got.extend(len(pair.recv()) for _ in range(n)))
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         reader.start()
         for _ in range(n):
             pair.send(arr)
         reader.join()
-        dt = time.perf_counter() - t0
+        dt, cpu = time.perf_counter() - t0, time.process_time() - c0
         assert len(got) == n and got[-1] == size
-        return {"msg_per_s": n / dt, "MiB_per_s": n * size / dt / (1 << 20)}
+        return {"msg_per_s": n / dt, "MiB_per_s": n * size / dt / (1 << 20), "cpu_us_per_msg": cpu / n * 1e6}
     finally:
         pair.close()
 
@@ -156,34 +193,71 @@ def latency(make: Callable[[], Any], size: int = 64, n: int = N_LATENCY) -> dict
 
 
 def makers() -> dict[str, Callable[[], Any]]:
-    return {"bare_zenoh": Bare, **{f"datacomms:{b}": (lambda b=b: Ours(b)) for b in BACKENDS}}
+    return {"bare_zenoh": Bare, "bare_tobytes": BareTobytes,
+            **{f"datacomms:{b}": (lambda b=b: Ours(b)) for b in BACKENDS}}
 
 
-def run_all() -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for name, make in makers().items():
-        row: dict[str, Any] = {}
-        for label, size in SIZES.items():
-            row[label] = throughput(make, size, COUNTS[label])
-        row["latency_64B"] = latency(make)
-        out[name] = row
+def one_pair(make: Callable[[], Any]) -> dict[str, Any]:
+    row: dict[str, Any] = {label: throughput(make, size, COUNTS[label]) for label, size in SIZES.items()}
+    row["latency_64B"] = latency(make)
+    return row
+
+
+def rounds(fn: Callable[[Callable[[], Any]], dict[str, Any]], n_rounds: int = ROUNDS) -> dict[str, Any]:
+    """fn(maker) for every pair, n_rounds times, the order rotating each round. For each
+    pair and figure: the median over rounds, and (not for bare zenoh) the median of the
+    per-round ratios to bare zenoh's figure, so a round slowed by the machine's other
+    work skews both sides of its own ratio."""
+    names = list(makers())
+    runs: dict[str, list[dict[str, Any]]] = {k: [] for k in names}
+    for r in range(n_rounds):
+        order = names[r % len(names):] + names[:r % len(names)]
+        for name in order:
+            runs[name].append(fn(makers()[name]))
+
+    def figures(row: dict[str, Any], prefix: str = "") -> dict[str, float]:
+        out: dict[str, float] = {}
+        for k, v in row.items():
+            out.update(figures(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
+        return out
+
+    flat = {k: [figures(row) for row in v] for k, v in runs.items()}
+    out: dict[str, Any] = {"rounds": n_rounds}
+    for name, rows in flat.items():
+        med = {f: statistics.median(row[f] for row in rows) for f in rows[0]}
+        if name != "bare_zenoh":
+            med.update({f + "/bare": statistics.median(row[f] / bare[f] for row, bare in zip(rows, flat["bare_zenoh"]))
+                        for f in rows[0]})
+        out[name] = med
     return out
+
+
+def run_all(n_rounds: int = ROUNDS) -> dict[str, Any]:
+    return rounds(one_pair, n_rounds)
 
 
 @pytest.mark.parametrize("label", list(SIZES))
 def test_throughput(benchmark: Any, label: str) -> None:
-    """Throughput of 64 B and 8 MiB messages: bare zenoh vs datacomms (both backends)."""
-    run_once(benchmark, lambda: {k: throughput(m, SIZES[label], COUNTS[label]) for k, m in makers().items()})
+    """Throughput of 64 B and 8 MiB messages: bare zenoh vs datacomms (both backends), ROUNDS rounds."""
+    run_once(benchmark, lambda: rounds(lambda m: throughput(m, SIZES[label], COUNTS[label])))
 
 
 def test_latency(benchmark: Any) -> None:
     """One-way p50/p99 latency of 64 B messages sent one at a time: bare zenoh vs datacomms."""
-    run_once(benchmark, lambda: {k: latency(m) for k, m in makers().items()})
+    run_once(benchmark, lambda: rounds(latency))
 
 
 if __name__ == "__main__":
-    results = run_all()
-    print(f"{'':18}{'64B msg/s':>12}{'8MiB MiB/s':>12}{'p50 us':>9}{'p99 us':>9}")
-    for name, row in results.items():
-        print(f"{name:18}{row['64B']['msg_per_s']:12.0f}{row['8MiB']['MiB_per_s']:12.0f}"
-              f"{row['latency_64B']['p50_us']:9.1f}{row['latency_64B']['p99_us']:9.1f}")
+    res = run_all(int(sys.argv[1]) if len(sys.argv) > 1 else ROUNDS)
+    cols = [("64B msg/s", "64B.msg_per_s", "{:.0f}"), ("64B cpu us", "64B.cpu_us_per_msg", "{:.1f}"),
+            ("8MiB MiB/s", "8MiB.MiB_per_s", "{:.0f}"), ("8MiB cpu ms", "8MiB.cpu_us_per_msg", "{:.0f}"),
+            ("p50 us", "latency_64B.p50_us", "{:.1f}"), ("p99 us", "latency_64B.p99_us", "{:.1f}")]
+    print(f"medians of {res['rounds']} rounds; (x.xx) = median of per-round ratios to bare zenoh")
+    print(f"{'':18}" + "".join(f"{c:>18}" for c, _, _ in cols))
+    for name in makers():
+        row = res[name]
+        cells = []
+        for _, f, fmt in cols:
+            v = row[f] / 1000 if f == "8MiB.cpu_us_per_msg" else row[f]
+            cells.append(fmt.format(v) + (f" ({row[f + '/bare']:.2f})" if f + "/bare" in row else ""))
+        print(f"{name:18}" + "".join(f"{c:>18}" for c in cells))
