@@ -41,14 +41,17 @@ def test_throughput(benchmark, kind, size):
     benchmark.extra_info["MB_per_s"] = round(count * nbytes / median / 1e6, 1)
 
 
-def test_round_trip_64B(benchmark):
+@pytest.mark.parametrize("placement", netbench.placements())
+def test_round_trip_64B(benchmark, placement):
     """2000 round trips of 64 B through an echoing child for every peer, the
-    peers taking turns (netbench.round_trips); p50/p99 per peer and the
-    dc-cython / plain socket p50 ratio in extra_info (dc-cython-spin: both
-    subscribers busy-poll, spin_us=netbench.SPIN_US)."""
+    peers taking turns (netbench.round_trips), with the processes where the
+    scheduler puts them, all on one core, or the children on another core;
+    p50/p99 per peer and the dc-cython / plain socket p50 ratio in extra_info
+    (dc-cython-spin: both subscribers busy-poll, spin_us=netbench.SPIN_US)."""
     kinds = [k for k in netbench.RTT_PEERS if netbench.available(k)]
     benchmark.group = "tcp round trip 64B"
-    rtts = benchmark.pedantic(lambda: netbench.round_trips(kinds, 64, 2000), rounds=1, iterations=1)
+    rtts = benchmark.pedantic(lambda: netbench.round_trips(kinds, 64, 2000, placement=placement), rounds=1,
+                              iterations=1)
     for kind, r in rtts.items():
         r.sort()
         benchmark.extra_info[f"{kind}_p50_us"] = round(r[len(r) // 2] * 1e6, 1)

@@ -57,11 +57,12 @@ def _net(quick: bool, out: dict[str, list[dict[str, Any]]]) -> None:
             out["throughput"].append({"transport": "tcp", "size": "64B" if size == 64 else "8MiB", "kind": kind,
                                       "msg_s": best, "mb_s": best * size / 1e6})
     kinds = [k for k in netbench.RTT_PEERS if netbench.available(k)]
-    for kind, rtt in netbench.round_trips(kinds, 64, 500 if quick else 2000).items():
-        rtt.sort()
-        out["latency"].append({"transport": "tcp", "what": "round trip", "kind": kind, "mode": "",
-                               "p50_us": rtt[len(rtt) // 2] * 1e6, "p99_us": rtt[int(len(rtt) * 0.99)] * 1e6,
-                               "max_us": rtt[-1] * 1e6})
+    for placement in netbench.placements() if not quick else [""]:
+        for kind, rtt in netbench.round_trips(kinds, 64, 500 if quick else 2000, placement=placement).items():
+            rtt.sort()
+            out["latency"].append({"transport": "tcp", "what": "round trip", "kind": kind, "mode": placement,
+                                   "p50_us": rtt[len(rtt) // 2] * 1e6, "p99_us": rtt[int(len(rtt) * 0.99)] * 1e6,
+                                   "max_us": rtt[-1] * 1e6})
 
 
 def run(quick: bool = False, transports: tuple[str, ...] = ("shm", "tcp")) -> dict[str, list[dict[str, Any]]]:

@@ -180,9 +180,11 @@ class _SockReader:
 # -- the parent side --------------------------------------------------------------------
 
 class _Child:
-    def __init__(self, kind: str, mode: str, size: int, count: int, addr: str = "-") -> None:
+    def __init__(self, kind: str, mode: str, size: int, count: int, addr: str = "-", cpu: int | None = None) -> None:
+        pin = None if cpu is None else (lambda: os.sched_setaffinity(0, {cpu}))
         self.p = subprocess.Popen([sys.executable, "-m", "datacomms.netbench", "child", kind, mode, str(size),
-                                   str(count), addr], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                                   str(count), addr], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                  preexec_fn=pin)
         assert self.p.stdout is not None
         self.url = self.p.stdout.readline().strip()
         self.port = int(self.url.rsplit(":", 1)[1])
@@ -277,14 +279,14 @@ def receiver(kind: str, size: int, count: int) -> tuple[Callable[[], None], Call
 class _Echo:
     """One sender and its echoing child; once() is one round trip (seconds)."""
 
-    def __init__(self, kind: str, size: int) -> None:
+    def __init__(self, kind: str, size: int, cpu: int | None = None) -> None:
         self.kind = kind
         data = _payload(size)
         if kind.startswith("dc-"):
             import datacomms as dc
             be, spin = _dc_kind(kind)
             pub = dc.Publisher("tcp://127.0.0.1:0", backend=be, on_full="block")
-            self.child = _Child(kind, "echo", size, 0, pub.url)
+            self.child = _Child(kind, "echo", size, 0, pub.url, cpu)
             sub = dc.Subscriber(self.child.url, backend=be, spin_us=spin)
             pub.wait_for_subscribers(1, timeout=30)
             self._ends: tuple[Any, ...] = (pub, sub)
@@ -292,14 +294,14 @@ class _Echo:
             self._trip = lambda: (send(data), recv(timeout=30))
         elif kind == "zmq":
             import zmq
-            self.child = _Child(kind, "echo", size, 0)
+            self.child = _Child(kind, "echo", size, 0, cpu=cpu)
             ctx = zmq.Context()
             s = ctx.socket(zmq.REQ)
             s.connect(self.child.url)
             self._ends = (s, ctx)
             self._trip = lambda: (s.send(data), s.recv())
         else:
-            self.child = _Child("socket", "echo", size, 0)
+            self.child = _Child("socket", "echo", size, 0, cpu=cpu)
             sock = socket.create_connection(("127.0.0.1", self.child.port))
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._ends = (sock,)
@@ -326,17 +328,31 @@ class _Echo:
         self.child.close()
 
 
-def round_trips(kinds: Sequence[str], size: int, count: int, rounds: int = 20) -> dict[str, list[float]]:
+PLACEMENTS = {"": None, "same core": (0, 0), "across cores": (0, 1)}
+
+
+def round_trips(kinds: Sequence[str], size: int, count: int, rounds: int = 20,
+                placement: str = "") -> dict[str, list[float]]:
     """count round-trip times (seconds) per kind of one message of size bytes
     through an echoing child. The kinds take turns, count // rounds trips at a
     time, all children alive throughout: this machine's wake-up cost drifts by
     several times within minutes, and taking turns makes the drift fall alike
-    on every kind, so their ratio means something."""
+    on every kind, so their ratio means something.
+
+    placement (PLACEMENTS): "" leaves the processes to the scheduler; "same
+    core" pins this process and the children to CPU 0, "across cores" the
+    children to CPU 1. On a VM, waking a process on another (idle) vCPU costs
+    far more than the messaging does, and where the scheduler puts each pair
+    decides most of a free-running comparison."""
     pairs: dict[str, _Echo] = {}
     out: dict[str, list[float]] = {k: [] for k in kinds}
+    cpus = PLACEMENTS[placement]
+    before = os.sched_getaffinity(0)
+    if cpus is not None:
+        os.sched_setaffinity(0, {cpus[0]})
     try:
         for k in kinds:
-            pairs[k] = _Echo(k, size)
+            pairs[k] = _Echo(k, size, None if cpus is None else cpus[1])
         per = max(1, count // rounds)
         while any(len(v) < count for v in out.values()):
             for k, pair in pairs.items():
@@ -345,6 +361,7 @@ def round_trips(kinds: Sequence[str], size: int, count: int, rounds: int = 20) -
     finally:
         for pair in pairs.values():
             pair.close()
+        os.sched_setaffinity(0, before)
     return out
 
 
@@ -392,6 +409,12 @@ def seed(kind: str, rate: int, count: int) -> dict[str, Any]:
     return st
 
 
+def placements() -> list[str]:
+    """The placements this machine can do (across cores needs two CPUs)."""
+    have = os.sched_getaffinity(0)
+    return [p for p, c in PLACEMENTS.items() if c is None or set(c) <= have]
+
+
 def available(kind: str) -> bool:
     if kind == "zmq":
         try:
@@ -426,10 +449,11 @@ def main() -> None:
                 close()
             print(f"{kind:<10} {size:>8} {best:>12.0f} {best * size / 1e6:>10.1f}", flush=True)
     print(f"\n{'peer':<10} {'size':>8} {'p50 us':>10} {'p99 us':>10}")
-    for kind, rtt in round_trips([k for k in RTT_PEERS if available(k)], 64, 2000).items():
-        rtt.sort()
-        print(f"{kind:<10} {64:>8} {rtt[len(rtt) // 2] * 1e6:>10.1f} {rtt[int(len(rtt) * 0.99)] * 1e6:>10.1f}",
-              flush=True)
+    for placement in placements():
+        for kind, rtt in round_trips([k for k in RTT_PEERS if available(k)], 64, 2000, placement=placement).items():
+            rtt.sort()
+            print(f"{kind:<10} {64:>8} {rtt[len(rtt) // 2] * 1e6:>10.1f} {rtt[int(len(rtt) * 0.99)] * 1e6:>10.1f} "
+                  f"{placement}", flush=True)
     print(f"\n{'peer':<10} {'rate':>6} {'count':>6} {'lost':>5} {'min Hz':>7} {'longest gap ms':>15}")
     for kind in SEED_PEERS:
         for rate, count in ((1000, 10_000), (50, 500)):
