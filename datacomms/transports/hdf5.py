@@ -39,7 +39,7 @@ from .. import _aio, pubsub
 from ..errors import Closed, DataCommsError, FrameError
 from ..message import Message
 from . import _files
-from ._h5layout import Layout, Stage, choose_kind, clear_open_flags, is_hdf5, not_ours, read_rows, write_block
+from ._h5layout import (Layout, Stage, Writer, choose_kind, clear_open_flags, is_hdf5, not_ours, read_rows)
 
 DEFAULT_FLUSH_INTERVAL = 0.005
 # polls in a row that may fail to read rows a SWMR reader already sees (see Hdf5Subscriber._rows)
@@ -79,6 +79,7 @@ class Hdf5Publisher(pubsub.Publisher):
         self._f: h5py.File | None = None
         self._layout: Layout | None = None
         self._stage: Stage | None = None
+        self._writer: Writer | None = None
         self._fd = -1
         self._seq = 0
         self._rows = 0                        # rows written to the datasets
@@ -156,6 +157,7 @@ class Hdf5Publisher(pubsub.Publisher):
     def _attach(self, f: h5py.File, layout: Layout) -> None:
         self._f, self._layout = f, layout
         self._stage = Stage(layout, self.backend.framing)
+        self._writer = Writer(layout)
         if self.flush_interval > 0:
             self._timer = threading.Thread(target=self._run_timer, name=f"datacomms-flush {self.path}",
                                            daemon=True)
@@ -165,7 +167,7 @@ class Hdf5Publisher(pubsub.Publisher):
 
     def _write(self) -> None:
         if self._stage:
-            self._rows = write_block(self._layout, self._rows, self._stage.take())
+            self._rows = self._writer.write(self._rows, self._stage.take())
 
     def _flush(self) -> None:
         self._last_flush = time.monotonic()
@@ -221,7 +223,7 @@ class Hdf5Publisher(pubsub.Publisher):
             seq0 = self._seq
             block = self._stage.batch(items, seq0, time.time_ns())
             self._write()
-            self._rows = write_block(self._layout, self._rows, block)
+            self._rows = self._writer.write(self._rows, block)
             self._seq = seq0 + len(items)
             self._after_add()
             return self._seq - 1
