@@ -14,7 +14,7 @@ import traceback
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
-MODULES = ["framing", "stats", "ring", "sendloop", "streamreader"]
+MODULES = ["framing", "stats", "ring", "sendloop", "streamreader", "columns"]
 
 
 def _flag(name):

@@ -111,6 +111,23 @@ def test_bad_batch_records_nothing(tmp_path: Path, backend) -> None:
                                                                            {"a": 3.0, "b": 4.0}]
 
 
+def test_bad_batch_errors_name_the_fault(tmp_path: Path, backend) -> None:
+    """send_many's FrameError says what is wrong, the same on both backends; numbers of
+    any kind numpy takes are accepted into float columns."""
+    with dc.Publisher(url_of(tmp_path / "log.h5"), backend=backend) as pub:
+        pub.send({"a": 1.0, "b": 2.0})
+        with pytest.raises(dc.FrameError, match=r"takes dicts with keys \['a', 'b'\]"):
+            pub.send_many([{"a": 1.0, "b": 2.0}, [1.0, 2.0]])
+        with pytest.raises(dc.FrameError, match="an item lacks the key 'b'"):
+            pub.send_many([{"a": "not a number", "b": 1.0}, {"a": 1.0, "c": 2.0}])
+        for bad in (np.complex64(1), 2 ** 64, "1.5", np.array([1.0]), None):
+            with pytest.raises(dc.FrameError, match="take one number each"):
+                pub.send_many([{"a": 5.0, "b": 6.0}, {"a": bad, "b": 1.0}])
+        assert pub.send_many([{"a": np.float32(0.5), "b": np.int16(3)}, {"a": True, "b": 2 ** 63}]) == 2
+    got = [m.data for m in replay(url_of(tmp_path / "log.h5"), backend)]
+    assert got == [{"a": 1.0, "b": 2.0}, {"a": 0.5, "b": 3.0}, {"a": 1.0, "b": 2.0 ** 63}]
+
+
 def test_join_latest_and_skips(tmp_path: Path, backend) -> None:
     url = url_of(tmp_path / "log.h5")
     with dc.Publisher(url, backend=backend) as pub:

@@ -16,7 +16,6 @@ Root group attributes: ``datacomms_layout`` (format version, 1) and
 from __future__ import annotations
 
 import json
-import operator
 import os
 from typing import Any
 
@@ -142,10 +141,10 @@ class Layout:
 class Stage:
     """Rows waiting to be written, kept columnar so one write covers many messages."""
 
-    def __init__(self, layout: Layout, framing: Any) -> None:
+    def __init__(self, layout: Layout, backend: Any) -> None:
         self.layout = layout
         self.kind = layout.kind
-        self.framing = framing
+        self.framing = backend.framing
         self.seqs: list[int] = []
         self.ts: list[int] = []
         if self.kind == "columns":
@@ -155,7 +154,8 @@ class Stage:
             self.cols: list[list[Any]] = [[] for _ in self.keys]
             self.checks = [_checker(dt) for dt in self.dtypes]
             self.all_float = all(dt.kind == "f" for dt in self.dtypes)
-            self.getter = operator.itemgetter(*self.keys)
+            self.key_tuple = tuple(self.keys)
+            self.fill_columns = backend.columns.fill_columns
         elif self.kind == "array":
             ds = layout.data
             self.shape, self.dtype = ds.shape[1:], ds.dtype
@@ -217,24 +217,27 @@ class Stage:
         return FrameError(f"this recording's layout is {self.kind!r} and takes {want}; got {got}. "
                           f"Record mixed data with Publisher(url, layout='frames')")
 
+    def _not_dicts(self) -> FrameError:
+        return FrameError(f"send_many to a 'columns' recording takes dicts with keys {self.keys}")
+
     def batch(self, items: list[Any], seq0: int, ts: int) -> list[np.ndarray]:
         """A block of columns for many messages at once, validated as a whole."""
         n = len(items)
         if self.kind == "columns":
-            if set(map(type, items)) != {dict} or set(map(len, items)) != {self.nkeys}:
-                raise FrameError(f"send_many to a 'columns' recording takes dicts with keys {self.keys}")
-            if self.all_float:  # the joint-state case: one matrix, built at C speed
+            if self.all_float:  # the joint-state case: one compiled pass over the batch
+                mat = np.empty((self.nkeys, n))
                 try:
-                    mat = np.array(list(map(self.getter, items)))
+                    self.fill_columns(items, self.key_tuple, mat)
+                except TypeError:
+                    raise self._not_dicts() from None
                 except KeyError as exc:
                     raise FrameError(f"send_many: an item lacks the key {exc.args[0]!r}") from None
-                except ValueError:  # ragged values
-                    mat = np.empty(0, dtype=object)
-                if mat.dtype.kind not in "biuf" or mat.size != n * self.nkeys or mat.ndim > 2:
-                    raise FrameError(f"send_many: the columns {self.keys} take one number each")
-                mat = mat.reshape(n, self.nkeys)
-                return [*(np.ascontiguousarray(mat[:, j], dtype=dt) for j, dt in enumerate(self.dtypes)),
-                        np.full(n, ts, np.int64), np.arange(seq0, seq0 + n, dtype=np.int64)]
+                except ValueError:
+                    raise FrameError(f"send_many: the columns {self.keys} take one number each") from None
+                # each row of mat is one column, contiguous (a float32 column is cast by the Writer)
+                return [*mat, np.full(n, ts, np.int64), np.arange(seq0, seq0 + n, dtype=np.int64)]
+            if set(map(type, items)) != {dict} or set(map(len, items)) != {self.nkeys}:
+                raise self._not_dicts()
             block = []
             for k, dt in zip(self.keys, self.dtypes):
                 try:

@@ -156,7 +156,7 @@ class Hdf5Publisher(pubsub.Publisher):
 
     def _attach(self, f: h5py.File, layout: Layout) -> None:
         self._f, self._layout = f, layout
-        self._stage = Stage(layout, self.backend.framing)
+        self._stage = Stage(layout, self.backend)
         self._writer = Writer(layout)
         if self.flush_interval > 0:
             self._timer = threading.Thread(target=self._run_timer, name=f"datacomms-flush {self.path}",
