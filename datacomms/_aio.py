@@ -19,7 +19,9 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import functools
+import math
 import os
+import select
 import socket
 import threading
 import time
@@ -293,6 +295,34 @@ async def _sleep(waiter: Waiter, seconds: float | None) -> None:
     finally:
         for fd in added:
             loop.remove_reader(fd)
+        with _guard:
+            waiter._wake = None
+            doomed = waiter._doomed
+        if doomed:
+            waiter.close()
+        else:
+            waiter.drain()
+
+
+def _noop() -> None:
+    pass
+
+
+def block(waiter: Waiter, seconds: float) -> None:
+    """The blocking twin of _sleep, for a thread outside any event loop: sleeps until
+    one of the waiter's descriptors is readable or seconds pass, then drains the
+    wake-up. A shutdown() meanwhile cannot interrupt the sleep; it only marks the
+    waiter, which is closed here when the sleep ends (so keep seconds short)."""
+    with _guard:
+        if waiter._doomed:
+            return
+        waiter._wake = _noop   # shutdown() now leaves the closing to this thread
+    try:
+        p = select.poll()
+        for fd in waiter.fds():
+            p.register(fd, select.POLLIN)
+        p.poll(max(0, math.ceil(seconds * 1000)))
+    finally:
         with _guard:
             waiter._wake = None
             doomed = waiter._doomed

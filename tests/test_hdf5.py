@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import h5py
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 
 import datacomms as dc
+from datacomms import _aio
 from datacomms.transports import hdf5
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -197,6 +199,40 @@ def test_reader_first_follows_live_writer_process(tmp_path: Path, backend_name: 
             assert finish(writer).split() == ["ready", "done"]
         assert seqs == list(range(n))
         assert sub.stats.lost == 0 and sub.stats.received == n
+
+
+@pytest.mark.skipif(_aio._libc() is None, reason="no inotify here")
+def test_flush_wakes_a_blocked_recv(tmp_path: Path, backend_name: str, monkeypatch) -> None:
+    """A blocking recv sleeps on inotify: with the fallback look pushed out past the
+    recv timeout, only the writer's flushes can wake it, and every message arrives."""
+    monkeypatch.setattr(hdf5, "SYNC_SLICE", 3600.0)
+    url = url_of(tmp_path / "woken.h5")
+    with dc.Subscriber(url, backend=backend_name) as sub:
+        writer = child("hdf5-writer", url, backend_name, "6", "20", "0.002")
+        try:
+            assert [sub.recv(timeout=30).seq for _ in range(6)] == list(range(6))
+            assert sub._sync_w.watching
+        finally:
+            assert finish(writer).split() == ["ready", "done"]
+
+
+def test_close_ends_a_blocked_recv(tmp_path: Path, backend) -> None:
+    sub = dc.Subscriber(url_of(tmp_path / "never.h5"), backend=backend)
+    raised = []
+
+    def wait() -> None:
+        try:
+            sub.recv()
+        except dc.Closed:
+            raised.append(True)
+    t = threading.Thread(target=wait)
+    t.start()
+    try:
+        t.join(0.3)  # let it go to sleep; the test holds without this
+    finally:
+        sub.close()
+        t.join(30)
+    assert not t.is_alive() and raised == [True]
 
 
 def test_late_reader_follows_a_live_writer_of_bytes(tmp_path: Path, backend_name: str) -> None:

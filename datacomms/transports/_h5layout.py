@@ -128,14 +128,22 @@ class Layout:
         return min(d.shape[0] for d in self.all)
 
     def refresh(self) -> int:
-        """Rows a SWMR reader may read: seq first, the rest only when seq grew."""
+        """The length of seq as a SWMR reader sees it now: the cheap look (one
+        dataset of twelve in the joint-state case) that tells whether rows came."""
         self.seq.refresh()
         return self.seq.shape[0]
 
-    def refresh_all(self) -> int:
+    def refresh_rest(self) -> int:
+        """After refresh(): refreshes the other datasets too; the rows every one of them
+        holds (a flush in progress may have extended some datasets and not others)."""
         for d in self.all:
-            d.refresh()
+            if d is not self.seq:
+                d.refresh()
         return self.lengths()
+
+    def refresh_all(self) -> int:
+        self.refresh()
+        return self.refresh_rest()
 
 
 class Stage:
@@ -339,19 +347,54 @@ class Writer:
         return new
 
 
-def read_rows(layout: Layout, a: int, b: int, framing: Any) -> list[tuple[Any, int, int]]:
+class Reader:
+    """Reads rows [a, b) of every dataset, each in one low-level call, with the
+    memory types and the dataspaces made once (the reading twin of Writer).
+    Variable-length frames are read through h5py's high-level slicing."""
+
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
+        self.dsets = layout.all
+        self.dtypes = [ds.dtype for ds in self.dsets]
+        self.rests = [tuple(ds.shape[1:]) for ds in self.dsets]
+        self.mtypes = [None if dt.kind == "O" else h5py.h5t.py_create(dt) for dt in self.dtypes]
+        self.fspaces = {rest: h5py.h5s.create_simple((0, *rest), (h5py.h5s.UNLIMITED, *rest))
+                        for rest in set(self.rests)}
+
+    def read(self, a: int, b: int) -> list[np.ndarray]:
+        """One array per dataset (Layout.all order); b must not exceed the rows every dataset holds."""
+        n = b - a
+        spaces: dict[tuple[int, ...], tuple[Any, Any]] = {}
+        out = []
+        for ds, dt, rest, mt in zip(self.dsets, self.dtypes, self.rests, self.mtypes):
+            if mt is None:
+                out.append(ds[a:b])
+                continue
+            sp = spaces.get(rest)
+            if sp is None:
+                fs = self.fspaces[rest]
+                fs.set_extent_simple((b, *rest), (h5py.h5s.UNLIMITED, *rest))
+                fs.select_hyperslab((a,) + (0,) * len(rest), (n, *rest))
+                sp = spaces[rest] = (h5py.h5s.create_simple((n, *rest)), fs)
+            arr = np.empty((n, *rest), dt)
+            ds.id.read(sp[0], sp[1], arr, mtype=mt)
+            out.append(arr)
+        return out
+
+
+def read_rows(reader: Reader, a: int, b: int, framing: Any) -> list[tuple[Any, int, int]]:
     """Rows [a, b) as (data, seq, timestamp_ns) messages."""
-    seqs = layout.seq[a:b].tolist()
-    ts = layout.ts[a:b].tolist()
+    layout = reader.layout
+    *datas, ts, seqs = reader.read(a, b)
     if layout.kind == "columns":
-        cols = [ds[a:b].tolist() for ds in layout.datasets]
+        cols = [c.tolist() for c in datas]
         keys = layout.columns
-        datas: Any = [dict(zip(keys, row)) for row in zip(*cols)]
+        data: Any = [dict(zip(keys, row)) for row in zip(*cols)]
     elif layout.kind == "array":
-        datas = list(layout.data[a:b])
+        data = list(datas[0])
     else:
-        datas = [framing.decode(fr)[0] for fr in layout.data[a:b]]
-    return list(zip(datas, seqs, ts))
+        data = [framing.decode(fr)[0] for fr in datas[0]]
+    return list(zip(data, seqs.tolist(), ts.tolist()))
 
 
 # The superblock (versions 2 and 3) of a file a SWMR writer had open carries

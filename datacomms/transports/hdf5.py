@@ -39,11 +39,13 @@ from .. import _aio, pubsub
 from ..errors import Closed, DataCommsError, FrameError
 from ..message import Message
 from . import _files
-from ._h5layout import (Layout, Stage, Writer, choose_kind, clear_open_flags, is_hdf5, not_ours, read_rows)
+from ._h5layout import (Layout, Reader, Stage, Writer, choose_kind, clear_open_flags, is_hdf5, not_ours, read_rows)
 
 DEFAULT_FLUSH_INTERVAL = 0.005
 # polls in a row that may fail to read rows a SWMR reader already sees (see Hdf5Subscriber._rows)
 MAX_READ_RETRIES = 200
+# longest sleep of a blocking recv/latest between looks when inotify watches the directory
+SYNC_SLICE = 0.1
 _LOCK_START = 1 << 62   # a byte range no HDF5 library touches
 
 
@@ -300,6 +302,7 @@ class Hdf5Subscriber(pubsub.Subscriber):
         self._from_start = from_start or not os.path.exists(self.path)
         self._f: h5py.File | None = None
         self._layout: Layout | None = None
+        self._reader: Reader | None = None
         self._ino = -1
         self._next = 0        # row index of the next message not yet returned
         self._avail = 0       # rows known to be readable
@@ -318,7 +321,7 @@ class Hdf5Subscriber(pubsub.Subscriber):
         if ok is None:
             return False
         try:
-            f = h5py.File(self.path, "r", libver="latest", swmr=True)
+            f = h5py.File(self.path, "r", libver="latest", swmr=True, rdcc_nbytes=0)
         except OSError:
             return False  # locked by a writer still setting the file up: try again later
         try:
@@ -327,7 +330,7 @@ class Hdf5Subscriber(pubsub.Subscriber):
         except BaseException:
             f.close()
             raise
-        self._f, self._layout, self._ino = f, layout, st.st_ino
+        self._f, self._layout, self._reader, self._ino = f, layout, Reader(layout), st.st_ino
         self._avail = n
         self._next = 0 if self._from_start else max(n - 1, 0)
         self._from_start = True  # a file that is replaced later is read from its start
@@ -350,7 +353,7 @@ class Hdf5Subscriber(pubsub.Subscriber):
         if self._f is None and not self._open():
             return 0
         if self._layout.refresh() > self._avail:
-            self._avail = self._layout.refresh_all()
+            self._avail = self._layout.refresh_rest()
         return self._avail
 
     def _rows(self, start: int, stop: int) -> list[tuple[Any, int, int]] | None:
@@ -360,7 +363,7 @@ class Hdf5Subscriber(pubsub.Subscriber):
         file never learns the new end. The file is reopened (the position kept) and
         the next poll tries again; an error that persists is raised."""
         try:
-            rows = read_rows(self._layout, start, stop, self.backend.framing)
+            rows = read_rows(self._reader, start, stop, self.backend.framing)
         except OSError as exc:
             self._read_failures += 1
             if self._read_failures > MAX_READ_RETRIES:
@@ -413,10 +416,22 @@ class Hdf5Subscriber(pubsub.Subscriber):
         return Message(data, seq, ts)
 
     def recv(self, timeout: float | None = None) -> Message:
-        return self._deliver(_files.wait_for(self._poll_next, timeout, self.poll_interval, self.url))
+        return self._deliver(_files.wait_for(self._poll_next, timeout, self.poll_interval, self.url,
+                                             self._sync_waiter()))
 
     def latest(self, timeout: float | None = None) -> Message:
-        return self._deliver(_files.wait_for(self._poll_latest, timeout, self.poll_interval, self.url))
+        return self._deliver(_files.wait_for(self._poll_latest, timeout, self.poll_interval, self.url,
+                                             self._sync_waiter()))
+
+    def _sync_waiter(self) -> _aio.Waiter:
+        """What a blocking recv/latest sleeps on: inotify on the file's directory, so a
+        flush wakes it at once; every SYNC_SLICE it looks anyway (a close() from another
+        thread, a change inotify cannot see). Its own, so an asyncio wait never takes its events."""
+        w = self.__dict__.get("_sync_w")
+        if w is None:
+            w = self._sync_w = _aio.DirWaiter(os.path.dirname(os.path.abspath(self.path)), self.poll_interval,
+                                              safety=SYNC_SLICE)
+        return w
 
     def _aio_waiter(self) -> _aio.Waiter:
         w = self.__dict__.get("_aio_w")
@@ -428,9 +443,10 @@ class Hdf5Subscriber(pubsub.Subscriber):
         if self._closed:
             return
         self._closed = True
-        w = self.__dict__.pop("_aio_w", None)
-        if w is not None:
-            w.shutdown()
+        for name in ("_aio_w", "_sync_w"):
+            w = self.__dict__.pop(name, None)
+            if w is not None:
+                w.shutdown()
         if self._f is not None:
             self._f.close()
             self._f = None
