@@ -101,8 +101,10 @@ _IN_MOVE_SELF = 0x800
 _IN_DELETE_SELF = 0x400
 _IN_NONBLOCK = os.O_NONBLOCK
 _IN_CLOEXEC = os.O_CLOEXEC
-_DIR_EVENTS = (_IN_MODIFY | _IN_ATTRIB | _IN_CLOSE_WRITE | _IN_MOVED_TO | _IN_CREATE | _IN_DELETE
+DIR_EVENTS = (_IN_MODIFY | _IN_ATTRIB | _IN_CLOSE_WRITE | _IN_MOVED_TO | _IN_CREATE | _IN_DELETE
                | _IN_MOVE_SELF | _IN_DELETE_SELF)
+# the same without writes: for followers of a writer that touches the file when a write is complete
+DIR_EVENTS_NO_MODIFY = DIR_EVENTS & ~_IN_MODIFY
 
 
 @functools.lru_cache(maxsize=1)
@@ -124,10 +126,11 @@ class DirWaiter(Waiter):
     With inotify it still looks every ``safety`` seconds: a file on a network
     file system changed by another machine raises no event here."""
 
-    def __init__(self, directory: str, interval: float, safety: float = 1.0) -> None:
+    def __init__(self, directory: str, interval: float, safety: float = 1.0, events: int = DIR_EVENTS) -> None:
         self.directory = os.fsencode(os.path.abspath(directory))
         self.interval = max(float(interval), 0.0001)
         self.safety = safety
+        self.events = events
         self.fd = -1
         self.watching = False
         self.slice = self.interval
@@ -143,11 +146,18 @@ class DirWaiter(Waiter):
     def arm(self) -> bool:
         if self.watching or self.fd < 0:
             return True
-        if _libc().inotify_add_watch(self.fd, self.directory, _DIR_EVENTS) < 0:
+        if _libc().inotify_add_watch(self.fd, self.directory, self.events) < 0:
             return True   # no such directory yet: keep looking every interval
         self.watching = True
         self.slice = self.safety
         return False      # a change between the last look and the watch would be missed: look again
+
+    def watch_for(self, events: int) -> None:
+        """Changes the events that wake (the next arm() watches with them)."""
+        if events != self.events:
+            self.events = events
+            self.watching = False
+            self.slice = self.interval
 
     def drain(self) -> None:
         if self.fd < 0:

@@ -235,6 +235,42 @@ def test_close_ends_a_blocked_recv(tmp_path: Path, backend) -> None:
     assert not t.is_alive() and raised == [True]
 
 
+def test_follower_reads_live_rows_across_chunks(tmp_path: Path, backend_name: str) -> None:
+    """A follower reads rows that seq counts without refreshing the other datasets
+    until rows reach past the chunks they held (4,096 rows): across several chunk
+    boundaries of a live writer, every row arrives with its own data."""
+    url = url_of(tmp_path / "chunks.h5")
+    n = 15 * 700
+    with dc.Subscriber(url, backend=backend_name) as sub:
+        writer = child("hdf5-batches", url, backend_name, "15", "700")
+        try:
+            got = [sub.recv(timeout=30) for _ in range(n)]
+        finally:
+            assert finish(writer).split() == ["ready", "done"]
+        assert sub._reader.lazy
+    assert [m.seq for m in got] == list(range(n))
+    assert all(m.data == joint_state(m.seq) for m in got)
+
+
+def test_recording_without_seq_last_is_read_with_refreshes(tmp_path: Path, backend) -> None:
+    """A recording whose writer did not promise to flush seq last (no datacomms_seq_last
+    attribute) is followed by refreshing every dataset, and reads the same."""
+    path = tmp_path / "old.h5"
+    with dc.Publisher(url_of(path), backend=backend) as pub:
+        pub.send_many([joint_state(i) for i in range(50)])
+    with h5py.File(path, "a") as f:
+        assert f.attrs["datacomms_seq_last"] == 1
+        del f.attrs["datacomms_seq_last"]
+    with dc.Subscriber(url_of(path), backend=backend, from_start=True) as sub:
+        got = [sub.recv(timeout=0) for _ in range(50)]
+        assert not sub._reader.lazy
+    assert [m.data for m in got] == [joint_state(i) for i in range(50)]
+    with dc.Publisher(url_of(path), backend=backend) as pub:  # an appending writer makes the promise again
+        pub.send(joint_state(50))
+    with h5py.File(path, "r") as f:
+        assert f.attrs["datacomms_seq_last"] == 1
+
+
 def test_late_reader_follows_a_live_writer_of_bytes(tmp_path: Path, backend_name: str) -> None:
     """Found by the soak test: variable-length rows (bytes payloads) a SWMR reader in
     another process already counts can point past the end of the file it knows, and

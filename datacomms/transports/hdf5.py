@@ -39,7 +39,7 @@ from .. import _aio, pubsub
 from ..errors import Closed, DataCommsError, FrameError
 from ..message import Message
 from . import _files
-from ._h5layout import (Layout, Reader, Stage, Writer, choose_kind, clear_open_flags, is_hdf5, not_ours, read_rows)
+from ._h5layout import (SEQ_LAST, Layout, Reader, Stage, Writer, choose_kind, clear_open_flags, is_hdf5, not_ours, read_rows)
 
 DEFAULT_FLUSH_INTERVAL = 0.005
 # polls in a row that may fail to read rows a SWMR reader already sees (see Hdf5Subscriber._rows)
@@ -115,6 +115,7 @@ class Hdf5Publisher(pubsub.Publisher):
                     if ds.shape[0] != self._rows:
                         ds.resize(self._rows, axis=0)
                 self._seq = int(layout.seq[self._rows - 1]) + 1 if self._rows else 0
+                f.attrs[SEQ_LAST] = 1  # this writer flushes seq last (Writer.flush), whoever wrote before
                 f.swmr_mode = True
             except BaseException:
                 f.close()
@@ -174,7 +175,10 @@ class Hdf5Publisher(pubsub.Publisher):
     def _flush(self) -> None:
         self._last_flush = time.monotonic()
         self._write()
-        self._f.flush()
+        self._writer.flush(self._f)
+        # The flush is complete: touch the file, the one event (IN_ATTRIB) followers of a
+        # seq-last recording wake on, rather than on each of the flush's writes.
+        os.utime(self._fd)
         self._due = None
 
     def _after_add(self) -> None:
@@ -352,8 +356,10 @@ class Hdf5Subscriber(pubsub.Subscriber):
             raise Closed(f"subscriber on {self.url} is closed")
         if self._f is None and not self._open():
             return 0
-        if self._layout.refresh() > self._avail:
-            self._avail = self._layout.refresh_rest()
+        n = self._layout.refresh()
+        if n > self._avail:
+            # the Reader refreshes the other datasets itself when it needs to (Reader.lazy)
+            self._avail = n if self._reader.lazy else self._layout.refresh_rest()
         return self._avail
 
     def _rows(self, start: int, stop: int) -> list[tuple[Any, int, int]] | None:
@@ -361,7 +367,9 @@ class Hdf5Subscriber(pubsub.Subscriber):
         can see a row whose variable-length data lie past the end of allocation its
         open file knows ("len not positive after adjustment for EOA"), and an open
         file never learns the new end. The file is reopened (the position kept) and
-        the next poll tries again; an error that persists is raised."""
+        the next poll tries again; an error that persists is raised. Also None when a
+        dataset does not hold the rows seq counts yet (a writer that does not flush
+        seq last, see Reader): the next poll tries again."""
         try:
             rows = read_rows(self._reader, start, stop, self.backend.framing)
         except OSError as exc:
@@ -374,7 +382,8 @@ class Hdf5Subscriber(pubsub.Subscriber):
             if self._open():
                 self._next = nxt
             return None
-        self._read_failures = 0
+        if rows is not None:
+            self._read_failures = 0
         return rows
 
     def _poll_next(self) -> tuple[Any, int, int, int] | None:
@@ -431,6 +440,9 @@ class Hdf5Subscriber(pubsub.Subscriber):
         if w is None:
             w = self._sync_w = _aio.DirWaiter(os.path.dirname(os.path.abspath(self.path)), self.poll_interval,
                                               safety=SYNC_SLICE)
+        # a datacomms writer touches the file once a flush is complete (Hdf5Publisher._flush):
+        # its writes need not wake the follower, a flush half done has nothing for it yet
+        w.watch_for(_aio.DIR_EVENTS_NO_MODIFY if self._f is not None and self._reader.lazy else _aio.DIR_EVENTS)
         return w
 
     def _aio_waiter(self) -> _aio.Waiter:
