@@ -46,13 +46,14 @@ def get_backend(be: Any) -> Any:
 
 
 def wait_for(poll: Callable[[], T | None], timeout: float | None, interval: float, what: str,
-             waiter: Any = None) -> T:
+             get_waiter: Callable[[], Any] | None = None) -> T:
     """Calls poll until it returns something, sleeping interval between tries;
     raises dc.Timeout after timeout seconds (None: never, 0: one look).
 
-    With a waiter (an _aio.DirWaiter on the file's directory) it sleeps until the
-    directory changes instead (inotify), looking again at least every
-    ``waiter.slice`` seconds; where the waiter cannot watch, every interval."""
+    With get_waiter (called before each sleep; it returns an _aio.DirWaiter on
+    the file's directory) it sleeps until the directory changes instead
+    (inotify), looking again at least every ``waiter.slice`` seconds; where the
+    waiter cannot watch, every interval."""
     result = poll()
     if result is not None:
         return result
@@ -61,6 +62,7 @@ def wait_for(poll: Callable[[], T | None], timeout: float | None, interval: floa
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         nap = interval
+        waiter = get_waiter() if get_waiter is not None else None
         if waiter is not None:
             # arm() is False when the watch has just begun: a change before it went unseen, so look first
             nap = waiter.slice if waiter.arm() else 0.0

@@ -15,6 +15,11 @@ or by a timer thread, so an idle publisher still publishes what it has.
 One lock serialises every h5py call of a publisher, so the timer and the
 sending thread never touch the file at once.
 
+A flush writes every dataset but seq first and seq last, then touches the file;
+a follower sleeps on inotify until that touch, refreshes seq alone, and reads
+the rows it counts (``_h5layout.Reader`` says when the other datasets need a
+refresh).
+
 HDF5's own file locks would stop a writer from reopening a recording that
 live readers hold, so the publisher opens without them (``locking=False``) and
 keeps its own: it holds an open-file-description lock on the
@@ -39,7 +44,9 @@ from .. import _aio, pubsub
 from ..errors import Closed, DataCommsError, FrameError
 from ..message import Message
 from . import _files
-from ._h5layout import (SEQ_LAST, Layout, Reader, Stage, Writer, choose_kind, clear_open_flags, is_hdf5, not_ours, read_rows)
+from ._h5layout import (
+    SEQ_LAST, Layout, Reader, Stage, Writer, choose_kind, clear_open_flags, is_hdf5, not_ours, read_rows,
+)
 
 DEFAULT_FLUSH_INTERVAL = 0.005
 # polls in a row that may fail to read rows a SWMR reader already sees (see Hdf5Subscriber._rows)
@@ -426,11 +433,11 @@ class Hdf5Subscriber(pubsub.Subscriber):
 
     def recv(self, timeout: float | None = None) -> Message:
         return self._deliver(_files.wait_for(self._poll_next, timeout, self.poll_interval, self.url,
-                                             self._sync_waiter()))
+                                             self._sync_waiter))
 
     def latest(self, timeout: float | None = None) -> Message:
         return self._deliver(_files.wait_for(self._poll_latest, timeout, self.poll_interval, self.url,
-                                             self._sync_waiter()))
+                                             self._sync_waiter))
 
     def _sync_waiter(self) -> _aio.Waiter:
         """What a blocking recv/latest sleeps on: inotify on the file's directory, so a
