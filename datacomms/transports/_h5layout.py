@@ -309,64 +309,70 @@ def _checker(dt: np.dtype) -> Any:
     return lambda v: type(v) is bool or isinstance(v, np.bool_)
 
 
-class Writer:
-    """Appends blocks (one array per dataset, Layout.all order) through h5py's
-    low-level calls, with everything that does not change between blocks made
-    once: the memory types (h5py derives one from the array on every write
-    otherwise, which costs more than writing 1,000 floats), and one file and
-    one memory dataspace per row shape, reset in place rather than rebuilt for
-    every dataset. High-level resize and slice assignment cost three times as
-    much, and turn equal-length byte arrays into a 2-D array that they refuse."""
+class _LowLevel:
+    """What Writer and Reader make once for h5py's low-level calls: a memory type
+    per dataset (h5py derives one from the array on every call otherwise, which
+    costs more than moving 1,000 floats; None keeps h5py's choice for
+    variable-length data), and one file and one memory dataspace per row shape,
+    reset in place rather than rebuilt for every dataset."""
 
     def __init__(self, layout: Layout) -> None:
-        self.dids = [ds.id for ds in layout.all]
-        self.dtypes = [ds.dtype for ds in layout.all]
-        self.rests = [tuple(ds.shape[1:]) for ds in layout.all]
-        # object (variable-length) arrays keep h5py's own choice of memory type
+        self.layout = layout
+        self.dsets = layout.all
+        self.dtypes = [ds.dtype for ds in self.dsets]
+        self.rests = [tuple(ds.shape[1:]) for ds in self.dsets]
         self.mtypes = [None if dt.kind == "O" else h5py.h5t.py_create(dt) for dt in self.dtypes]
         self.fspaces = {rest: h5py.h5s.create_simple((0, *rest), (h5py.h5s.UNLIMITED, *rest))
                         for rest in set(self.rests)}
         self.mspaces: dict[tuple[int, ...], Any] = {}
 
-    def _mspace(self, shape: tuple[int, ...]) -> Any:
-        ms = self.mspaces.get(shape)
-        if ms is None:
-            if len(self.mspaces) > 64:
-                self.mspaces.clear()
-            ms = self.mspaces[shape] = h5py.h5s.create_simple(shape)
-        return ms
+    def _spaces(self, a: int, b: int) -> dict[tuple[int, ...], tuple[Any, Any]]:
+        """(memory space, file space) selecting rows [a, b) of a dataset b rows long, per row shape."""
+        n = b - a
+        spaces = {}
+        for rest, fs in self.fspaces.items():
+            fs.set_extent_simple((b, *rest), (h5py.h5s.UNLIMITED, *rest))
+            fs.select_hyperslab((a,) + (0,) * len(rest), (n, *rest))
+            shape = (n, *rest)
+            ms = self.mspaces.get(shape)
+            if ms is None:
+                if len(self.mspaces) > 64:
+                    self.mspaces.clear()
+                ms = self.mspaces[shape] = h5py.h5s.create_simple(shape)
+            spaces[rest] = (ms, fs)
+        return spaces
+
+
+class Writer(_LowLevel):
+    """Appends blocks (one array per dataset, Layout.all order) through h5py's
+    low-level calls. High-level resize and slice assignment cost three times as
+    much, and turn equal-length byte arrays into a 2-D array that they refuse."""
 
     def flush(self, f: h5py.File) -> None:
         """Flushes every dataset but seq (its chunks and its object header with the new
         length), then the file, so seq's new length reaches the file last: the promise
         the ``datacomms_seq_last`` attribute makes to followers."""
-        for did in self.dids[:-1]:
-            did.flush()
+        for ds in self.dsets[:-1]:
+            ds.id.flush()
         f.flush()
 
     def write(self, old: int, block: list[np.ndarray]) -> int:
         """Appends block at row old; returns the new length. Nothing is flushed."""
-        n = len(block[-1])
-        new = old + n
-        spaces: dict[tuple[int, ...], tuple[Any, Any]] = {}
-        for did, dt, rest, mt, arr in zip(self.dids, self.dtypes, self.rests, self.mtypes, block):
-            sp = spaces.get(rest)
-            if sp is None:
-                fs = self.fspaces[rest]
-                fs.set_extent_simple((new, *rest), (h5py.h5s.UNLIMITED, *rest))
-                fs.select_hyperslab((old,) + (0,) * len(rest), (n, *rest))
-                sp = spaces[rest] = (self._mspace((n, *rest)), fs)
+        new = old + len(block[-1])
+        spaces = self._spaces(old, new)
+        for ds, dt, rest, mt, arr in zip(self.dsets, self.dtypes, self.rests, self.mtypes, block):
+            did = ds.id
             did.set_extent((new, *rest))
             if arr.dtype != dt:
                 arr = arr.astype(dt)
-            did.write(sp[0], sp[1], np.ascontiguousarray(arr), mtype=mt)
+            ms, fs = spaces[rest]
+            did.write(ms, fs, np.ascontiguousarray(arr), mtype=mt)
         return new
 
 
-class Reader:
-    """Reads rows [a, b) of every dataset, each in one low-level call, with the
-    memory types and the dataspaces made once (the reading twin of Writer).
-    Variable-length frames are read through h5py's high-level slicing.
+class Reader(_LowLevel):
+    """Reads rows [a, b) of every dataset, each in one low-level call (the reading
+    twin of Writer); variable-length frames through h5py's high-level slicing.
 
     A SWMR reader learns a dataset's new length only from a refresh, which costs
     about as much as the read itself, twelve times over in the joint-state case.
@@ -379,26 +385,10 @@ class Reader:
     trims only rows past the shortest dataset, i.e. past seq."""
 
     def __init__(self, layout: Layout) -> None:
-        self.layout = layout
-        self.dsets = layout.all
-        self.dtypes = [ds.dtype for ds in self.dsets]
-        self.rests = [tuple(ds.shape[1:]) for ds in self.dsets]
-        self.mtypes = [None if dt.kind == "O" else h5py.h5t.py_create(dt) for dt in self.dtypes]
-        self.fspaces = {rest: h5py.h5s.create_simple((0, *rest), (h5py.h5s.UNLIMITED, *rest))
-                        for rest in set(self.rests)}
+        super().__init__(layout)
         self.lazy = layout.seq_last and layout.kind != "frames"
         self.chunk_rows = [ds.chunks[0] for ds in self.dsets]
         self.trusted = [0] * len(self.dsets)   # rows readable without a refresh, per dataset
-        self.plan = list(zip(self.dsets, self.dtypes, self.rests, self.mtypes))
-        self.mspaces: dict[tuple[int, ...], Any] = {}
-
-    def _mspace(self, shape: tuple[int, ...]) -> Any:
-        ms = self.mspaces.get(shape)
-        if ms is None:
-            if len(self.mspaces) > 64:
-                self.mspaces.clear()
-            ms = self.mspaces[shape] = h5py.h5s.create_simple(shape)
-        return ms
 
     def _held(self, i: int, b: int) -> bool:
         """Refreshes dataset i; whether it holds row b-1 (and how far it may be trusted)."""
@@ -417,18 +407,13 @@ class Reader:
             for i in range(len(trusted) - 1):  # seq itself is refreshed by every poll
                 if b > trusted[i] and not self._held(i, b):
                     return None
-        n = b - a
-        spaces = {}
-        for rest, fs in self.fspaces.items():
-            fs.set_extent_simple((b, *rest), (h5py.h5s.UNLIMITED, *rest))
-            fs.select_hyperslab((a,) + (0,) * len(rest), (n, *rest))
-            spaces[rest] = (self._mspace((n, *rest)), fs)
+        spaces = self._spaces(a, b)
         out = []
-        for ds, dt, rest, mt in self.plan:
+        for ds, dt, rest, mt in zip(self.dsets, self.dtypes, self.rests, self.mtypes):
             if mt is None:
                 out.append(ds[a:b])
             else:
-                arr = np.empty((n, *rest), dt)
+                arr = np.empty((b - a, *rest), dt)
                 ms, fs = spaces[rest]
                 ds.id.read(ms, fs, arr, mtype=mt)
                 out.append(arr)
