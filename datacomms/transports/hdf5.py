@@ -447,15 +447,18 @@ class Hdf5Subscriber(pubsub.Subscriber):
         if w is None:
             w = self._sync_w = _aio.DirWaiter(os.path.dirname(os.path.abspath(self.path)), self.poll_interval,
                                               safety=SYNC_SLICE)
-        # a datacomms writer touches the file once a flush is complete (Hdf5Publisher._flush):
-        # its writes need not wake the follower, a flush half done has nothing for it yet
-        w.watch_for(_aio.DIR_EVENTS_NO_MODIFY if self._f is not None and self._reader.lazy else _aio.DIR_EVENTS)
-        return w
+        return self._watch(w)
 
     def _aio_waiter(self) -> _aio.Waiter:
         w = self.__dict__.get("_aio_w")
         if w is None:
             w = self._aio_w = _aio.DirWaiter(os.path.dirname(os.path.abspath(self.path)), self.poll_interval)
+        return self._watch(w)
+
+    def _watch(self, w: _aio.DirWaiter) -> _aio.DirWaiter:
+        # A datacomms writer touches the file once a flush is complete (Hdf5Publisher._flush):
+        # its writes need not wake the follower, a flush half done has nothing for it yet.
+        w.watch_for(_aio.DIR_EVENTS_NO_MODIFY if self._f is not None and self._reader.lazy else _aio.DIR_EVENTS)
         return w
 
     def close(self) -> None:
