@@ -133,6 +133,8 @@ class DirWaiter(Waiter):
         self.events = events
         self.fd = -1
         self.watching = False
+        self.watches = 0   # watches added so far and drains that read events: a look can tell
+        self.drains = 0    # whether one watch covered all since, and whether anything happened
         self.slice = self.interval
         lib = _libc()
         if lib is not None:
@@ -149,8 +151,17 @@ class DirWaiter(Waiter):
         if _libc().inotify_add_watch(self.fd, self.directory, self.events) < 0:
             return True   # no such directory yet: keep looking every interval
         self.watching = True
+        self.watches += 1
         self.slice = self.safety
         return False      # a change between the last look and the watch would be missed: look again
+
+    def pending(self) -> bool:
+        """Whether an event waits to be drained."""
+        if self.fd < 0:
+            return False
+        p = select.poll()
+        p.register(self.fd, select.POLLIN)
+        return bool(p.poll(0))
 
     def watch_for(self, events: int) -> None:
         """Changes the events that wake (the next arm() watches with them)."""
@@ -167,6 +178,7 @@ class DirWaiter(Waiter):
                 buf = os.read(self.fd, 65536)
                 if not buf:
                     break
+                self.drains += 1
                 # IN_IGNORED (0x8000): the directory went away; watch it again when it is back
                 if _ignored(buf):
                     self.watching = False

@@ -320,6 +320,8 @@ class Hdf5Subscriber(pubsub.Subscriber):
         self._cache: deque[tuple[Any, int, int]] = deque()
         self._closed = False
         self._read_failures = 0
+        self._look_mark: tuple[int, int] | None = None   # the sync waiter at the last look (see _quiet)
+        self._look_t = 0.0
 
     def _open(self) -> bool:
         try:
@@ -363,11 +365,32 @@ class Hdf5Subscriber(pubsub.Subscriber):
             raise Closed(f"subscriber on {self.url} is closed")
         if self._f is None and not self._open():
             return 0
+        if self._quiet():
+            return self._avail
         n = self._layout.refresh()
         if n > self._avail:
             # the Reader refreshes the other datasets itself when it needs to (Reader.lazy)
             self._avail = n if self._reader.lazy else self._layout.refresh_rest()
         return self._avail
+
+    def _quiet(self) -> bool:
+        """Whether nothing can have been flushed since the last look, which then need not
+        refresh seq: the blocking wait's inotify watch for end-of-flush touches has been
+        in place since that look, and no event came (none drained, none pending). A real
+        look every SYNC_SLICE anyway."""
+        w = self.__dict__.get("_sync_w")
+        now = time.monotonic()
+        watched = w is not None and w.watching and w.events == _aio.DIR_EVENTS_NO_MODIFY
+        if watched and self._look_mark == (w.watches, w.drains) and now - self._look_t < SYNC_SLICE:
+            if not w.pending():
+                return True
+        if watched:
+            w.drain()   # events from here on wake the next wait
+            self._look_mark = (w.watches, w.drains)
+        else:
+            self._look_mark = None
+        self._look_t = now
+        return False
 
     def _rows(self, start: int, stop: int) -> list[tuple[Any, int, int]] | None:
         """Rows [start, stop), or None when HDF5 cannot read them yet: a SWMR reader
