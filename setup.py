@@ -14,7 +14,7 @@ import traceback
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
-MODULES = ["framing", "stats", "ring", "ringreader", "sendloop", "streamreader"]
+MODULES = ["framing", "stats", "ring", "ringreader", "sendloop", "streamreader", "columns"]
 
 
 def _flag(name):

@@ -19,7 +19,9 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import functools
+import math
 import os
+import select
 import socket
 import threading
 import time
@@ -99,8 +101,10 @@ _IN_MOVE_SELF = 0x800
 _IN_DELETE_SELF = 0x400
 _IN_NONBLOCK = os.O_NONBLOCK
 _IN_CLOEXEC = os.O_CLOEXEC
-_DIR_EVENTS = (_IN_MODIFY | _IN_ATTRIB | _IN_CLOSE_WRITE | _IN_MOVED_TO | _IN_CREATE | _IN_DELETE
+DIR_EVENTS = (_IN_MODIFY | _IN_ATTRIB | _IN_CLOSE_WRITE | _IN_MOVED_TO | _IN_CREATE | _IN_DELETE
                | _IN_MOVE_SELF | _IN_DELETE_SELF)
+# the same without writes: for followers of a writer that touches the file when a write is complete
+DIR_EVENTS_NO_MODIFY = DIR_EVENTS & ~_IN_MODIFY
 
 
 @functools.lru_cache(maxsize=1)
@@ -122,12 +126,15 @@ class DirWaiter(Waiter):
     With inotify it still looks every ``safety`` seconds: a file on a network
     file system changed by another machine raises no event here."""
 
-    def __init__(self, directory: str, interval: float, safety: float = 1.0) -> None:
+    def __init__(self, directory: str, interval: float, safety: float = 1.0, events: int = DIR_EVENTS) -> None:
         self.directory = os.fsencode(os.path.abspath(directory))
         self.interval = max(float(interval), 0.0001)
         self.safety = safety
+        self.events = events
         self.fd = -1
         self.watching = False
+        self.watches = 0   # watches added so far and drains that read events: a look can tell
+        self.drains = 0    # whether one watch covered all since, and whether anything happened
         self.slice = self.interval
         lib = _libc()
         if lib is not None:
@@ -141,11 +148,27 @@ class DirWaiter(Waiter):
     def arm(self) -> bool:
         if self.watching or self.fd < 0:
             return True
-        if _libc().inotify_add_watch(self.fd, self.directory, _DIR_EVENTS) < 0:
+        if _libc().inotify_add_watch(self.fd, self.directory, self.events) < 0:
             return True   # no such directory yet: keep looking every interval
         self.watching = True
+        self.watches += 1
         self.slice = self.safety
         return False      # a change between the last look and the watch would be missed: look again
+
+    def pending(self) -> bool:
+        """Whether an event waits to be drained."""
+        if self.fd < 0:
+            return False
+        p = select.poll()
+        p.register(self.fd, select.POLLIN)
+        return bool(p.poll(0))
+
+    def watch_for(self, events: int) -> None:
+        """Changes the events that wake (the next arm() watches with them)."""
+        if events != self.events:
+            self.events = events
+            self.watching = False
+            self.slice = self.interval
 
     def drain(self) -> None:
         if self.fd < 0:
@@ -155,6 +178,7 @@ class DirWaiter(Waiter):
                 buf = os.read(self.fd, 65536)
                 if not buf:
                     break
+                self.drains += 1
                 # IN_IGNORED (0x8000): the directory went away; watch it again when it is back
                 if _ignored(buf):
                     self.watching = False
@@ -293,6 +317,34 @@ async def _sleep(waiter: Waiter, seconds: float | None) -> None:
     finally:
         for fd in added:
             loop.remove_reader(fd)
+        with _guard:
+            waiter._wake = None
+            doomed = waiter._doomed
+        if doomed:
+            waiter.close()
+        else:
+            waiter.drain()
+
+
+def _noop() -> None:
+    pass
+
+
+def block(waiter: Waiter, seconds: float) -> None:
+    """The blocking twin of _sleep, for a thread outside any event loop: sleeps until
+    one of the waiter's descriptors is readable or seconds pass, then drains the
+    wake-up. A shutdown() meanwhile cannot interrupt the sleep; it only marks the
+    waiter, which is closed here when the sleep ends (so keep seconds short)."""
+    with _guard:
+        if waiter._doomed:
+            return
+        waiter._wake = _noop   # shutdown() now leaves the closing to this thread
+    try:
+        p = select.poll()
+        for fd in waiter.fds():
+            p.register(fd, select.POLLIN)
+        p.poll(max(0, math.ceil(seconds * 1000)))
+    finally:
         with _guard:
             waiter._wake = None
             doomed = waiter._doomed

@@ -56,6 +56,16 @@ def main(argv: list[str]) -> None:
             print("ready", flush=True)
             paced_send(pub, n, hz)
         print("done", flush=True)
+    elif role == "hdf5-batches":
+        # batches of joint states, each flushed, with a pause between (followers read them live)
+        batches, size = int(rest[0]), int(rest[1])
+        with dc.Publisher(url, backend=backend) as pub:
+            print("ready", flush=True)
+            for b in range(batches):
+                pub.send_many([joint_state(i) for i in range(b * size, (b + 1) * size)])
+                pub.flush()
+                time.sleep(0.01)
+        print("done", flush=True)
     elif role == "hdf5-until-killed":
         # flush every message; report progress so the parent knows what is durable
         with dc.Publisher(url, backend=backend, flush_interval=0) as pub:

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import h5py
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 
 import datacomms as dc
+from datacomms import _aio
 from datacomms.transports import hdf5
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -111,6 +113,23 @@ def test_bad_batch_records_nothing(tmp_path: Path, backend) -> None:
                                                                            {"a": 3.0, "b": 4.0}]
 
 
+def test_bad_batch_errors_name_the_fault(tmp_path: Path, backend) -> None:
+    """send_many's FrameError says what is wrong, the same on both backends; numbers of
+    any kind numpy takes are accepted into float columns."""
+    with dc.Publisher(url_of(tmp_path / "log.h5"), backend=backend) as pub:
+        pub.send({"a": 1.0, "b": 2.0})
+        with pytest.raises(dc.FrameError, match=r"takes dicts with keys \['a', 'b'\]"):
+            pub.send_many([{"a": 1.0, "b": 2.0}, [1.0, 2.0]])
+        with pytest.raises(dc.FrameError, match="an item lacks the key 'b'"):
+            pub.send_many([{"a": "not a number", "b": 1.0}, {"a": 1.0, "c": 2.0}])
+        for bad in (np.complex64(1), 2 ** 64, "1.5", np.array([1.0]), None):
+            with pytest.raises(dc.FrameError, match="take one number each"):
+                pub.send_many([{"a": 5.0, "b": 6.0}, {"a": bad, "b": 1.0}])
+        assert pub.send_many([{"a": np.float32(0.5), "b": np.int16(3)}, {"a": True, "b": 2 ** 63}]) == 2
+    got = [m.data for m in replay(url_of(tmp_path / "log.h5"), backend)]
+    assert got == [{"a": 1.0, "b": 2.0}, {"a": 0.5, "b": 3.0}, {"a": 1.0, "b": 2.0 ** 63}]
+
+
 def test_join_latest_and_skips(tmp_path: Path, backend) -> None:
     url = url_of(tmp_path / "log.h5")
     with dc.Publisher(url, backend=backend) as pub:
@@ -180,6 +199,76 @@ def test_reader_first_follows_live_writer_process(tmp_path: Path, backend_name: 
             assert finish(writer).split() == ["ready", "done"]
         assert seqs == list(range(n))
         assert sub.stats.lost == 0 and sub.stats.received == n
+
+
+@pytest.mark.skipif(_aio._libc() is None, reason="no inotify here")
+def test_flush_wakes_a_blocked_recv(tmp_path: Path, backend_name: str, monkeypatch) -> None:
+    """A blocking recv sleeps on inotify: with the fallback look pushed out past the
+    recv timeout, only the writer's flushes can wake it, and every message arrives."""
+    monkeypatch.setattr(hdf5, "SYNC_SLICE", 3600.0)
+    url = url_of(tmp_path / "woken.h5")
+    with dc.Subscriber(url, backend=backend_name) as sub:
+        writer = child("hdf5-writer", url, backend_name, "6", "20", "0.002")
+        try:
+            assert [sub.recv(timeout=30).seq for _ in range(6)] == list(range(6))
+            assert sub._sync_w.watching
+        finally:
+            assert finish(writer).split() == ["ready", "done"]
+
+
+def test_close_ends_a_blocked_recv(tmp_path: Path, backend) -> None:
+    sub = dc.Subscriber(url_of(tmp_path / "never.h5"), backend=backend)
+    raised = []
+
+    def wait() -> None:
+        try:
+            sub.recv()
+        except dc.Closed:
+            raised.append(True)
+    t = threading.Thread(target=wait)
+    t.start()
+    try:
+        t.join(0.3)  # let it go to sleep; the test holds without this
+    finally:
+        sub.close()
+        t.join(30)
+    assert not t.is_alive() and raised == [True]
+
+
+def test_follower_reads_live_rows_across_chunks(tmp_path: Path, backend_name: str) -> None:
+    """A follower reads rows that seq counts without refreshing the other datasets
+    until rows reach past the chunks they held (4,096 rows): across several chunk
+    boundaries of a live writer, every row arrives with its own data."""
+    url = url_of(tmp_path / "chunks.h5")
+    n = 15 * 700
+    with dc.Subscriber(url, backend=backend_name) as sub:
+        writer = child("hdf5-batches", url, backend_name, "15", "700")
+        try:
+            got = [sub.recv(timeout=30) for _ in range(n)]
+        finally:
+            assert finish(writer).split() == ["ready", "done"]
+        assert sub._reader.lazy
+    assert [m.seq for m in got] == list(range(n))
+    assert all(m.data == joint_state(m.seq) for m in got)
+
+
+def test_recording_without_seq_last_is_read_with_refreshes(tmp_path: Path, backend) -> None:
+    """A recording whose writer did not promise to flush seq last (no datacomms_seq_last
+    attribute) is followed by refreshing every dataset, and reads the same."""
+    path = tmp_path / "old.h5"
+    with dc.Publisher(url_of(path), backend=backend) as pub:
+        pub.send_many([joint_state(i) for i in range(50)])
+    with h5py.File(path, "a") as f:
+        assert f.attrs["datacomms_seq_last"] == 1
+        del f.attrs["datacomms_seq_last"]
+    with dc.Subscriber(url_of(path), backend=backend, from_start=True) as sub:
+        got = [sub.recv(timeout=0) for _ in range(50)]
+        assert not sub._reader.lazy
+    assert [m.data for m in got] == [joint_state(i) for i in range(50)]
+    with dc.Publisher(url_of(path), backend=backend) as pub:  # an appending writer makes the promise again
+        pub.send(joint_state(50))
+    with h5py.File(path, "r") as f:
+        assert f.attrs["datacomms_seq_last"] == 1
 
 
 def test_late_reader_follows_a_live_writer_of_bytes(tmp_path: Path, backend_name: str) -> None:

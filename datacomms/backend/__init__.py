@@ -31,6 +31,7 @@ API: dict[str, tuple[str, ...]] = {
     "sendloop": ("SendLoop",),
     "ring": ("Writer", "Reader", "Loan"),
     "streamreader": ("FrameReader", "DirectRecv", "Gate", "SMALL_COPY", "describe_garbage", "take_frame"),
+    "columns": ("fill_columns",),
 }
 
 

@@ -8,6 +8,7 @@ import os
 import time
 from typing import Any, Callable, TypeVar
 
+from .. import _aio
 from .. import backend as _backend
 from ..errors import DataCommsError, Timeout
 from ..url import parse
@@ -44,9 +45,15 @@ def get_backend(be: Any) -> Any:
     return _backend.get(be)
 
 
-def wait_for(poll: Callable[[], T | None], timeout: float | None, interval: float, what: str) -> T:
+def wait_for(poll: Callable[[], T | None], timeout: float | None, interval: float, what: str,
+             get_waiter: Callable[[], Any] | None = None) -> T:
     """Calls poll until it returns something, sleeping interval between tries;
-    raises dc.Timeout after timeout seconds (None: never, 0: one look)."""
+    raises dc.Timeout after timeout seconds (None: never, 0: one look).
+
+    With get_waiter (called before each sleep; it returns an _aio.DirWaiter on
+    the file's directory) it sleeps until the directory changes instead
+    (inotify), looking again at least every ``waiter.slice`` seconds; where the
+    waiter cannot watch, every interval."""
     result = poll()
     if result is not None:
         return result
@@ -54,13 +61,20 @@ def wait_for(poll: Callable[[], T | None], timeout: float | None, interval: floa
         raise Timeout(f"nothing new on {what}")
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
-        if deadline is None:
-            time.sleep(interval)
-        else:
+        nap = interval
+        waiter = get_waiter() if get_waiter is not None else None
+        if waiter is not None:
+            # arm() is False when the watch has just begun: a change before it went unseen, so look first
+            nap = waiter.slice if waiter.arm() else 0.0
+        if deadline is not None:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise Timeout(f"nothing new on {what} after {timeout} s")
-            time.sleep(min(interval, left))
+            nap = min(nap, left)
+        if waiter is not None and waiter.fds():
+            _aio.block(waiter, nap)
+        elif nap > 0:
+            time.sleep(nap)
         result = poll()
         if result is not None:
             return result

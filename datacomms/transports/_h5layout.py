@@ -11,12 +11,16 @@ Root group attributes: ``datacomms_layout`` (format version, 1) and
 - ``frames``:  ``/data`` is (N,) variable-length uint8, each a datacomms frame.
 
 ``/seq`` and ``/timestamp_ns`` are (N,) int64 in every kind.
+
+``datacomms_seq_last`` (1), when present, promises that the writer makes every
+other dataset's rows durable before it flushes the ``/seq`` that counts them
+(see Writer.flush), so a follower that sees seq at length n may read n rows of
+every dataset without refreshing it (see Reader).
 """
 
 from __future__ import annotations
 
 import json
-import operator
 import os
 from typing import Any
 
@@ -28,6 +32,7 @@ from ..errors import DataCommsError, FrameError
 LAYOUT_VERSION = 1
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 KINDS = ("array", "columns", "frames")
+SEQ_LAST = "datacomms_seq_last"
 _VLEN_U8 = h5py.vlen_dtype(np.uint8)
 _CHUNK_BYTES = 1 << 20
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
@@ -101,14 +106,16 @@ class Layout:
         else:
             self.data = f["data"]
             self.datasets = [self.data]
-        # written in this order, seq last: a follower that sees a seq row finds its data
+        # written and flushed in this order, seq last: a follower that sees a seq row finds its data
         self.all = self.datasets + [self.ts, self.seq]
+        self.seq_last = int(attrs.get(SEQ_LAST, 0)) == 1
 
     @staticmethod
     def create(f: h5py.File, kind: str, first: Any) -> None:
         """Creates the datasets for a recording whose first message is first."""
         f.attrs["datacomms_layout"] = LAYOUT_VERSION
         f.attrs["datacomms_kind"] = kind
+        f.attrs[SEQ_LAST] = 1
         for name in ("seq", "timestamp_ns"):
             f.create_dataset(name, (0,), np.int64, maxshape=(None,), chunks=(4096,))
         if kind == "array":
@@ -129,23 +136,31 @@ class Layout:
         return min(d.shape[0] for d in self.all)
 
     def refresh(self) -> int:
-        """Rows a SWMR reader may read: seq first, the rest only when seq grew."""
+        """The length of seq as a SWMR reader sees it now: the cheap look (one
+        dataset of twelve in the joint-state case) that tells whether rows came."""
         self.seq.refresh()
         return self.seq.shape[0]
 
-    def refresh_all(self) -> int:
+    def refresh_rest(self) -> int:
+        """After refresh(): refreshes the other datasets too; the rows every one of them
+        holds (a flush in progress may have extended some datasets and not others)."""
         for d in self.all:
-            d.refresh()
+            if d is not self.seq:
+                d.refresh()
         return self.lengths()
+
+    def refresh_all(self) -> int:
+        self.refresh()
+        return self.refresh_rest()
 
 
 class Stage:
     """Rows waiting to be written, kept columnar so one write covers many messages."""
 
-    def __init__(self, layout: Layout, framing: Any) -> None:
+    def __init__(self, layout: Layout, backend: Any) -> None:
         self.layout = layout
         self.kind = layout.kind
-        self.framing = framing
+        self.framing = backend.framing
         self.seqs: list[int] = []
         self.ts: list[int] = []
         if self.kind == "columns":
@@ -155,7 +170,8 @@ class Stage:
             self.cols: list[list[Any]] = [[] for _ in self.keys]
             self.checks = [_checker(dt) for dt in self.dtypes]
             self.all_float = all(dt.kind == "f" for dt in self.dtypes)
-            self.getter = operator.itemgetter(*self.keys)
+            self.key_tuple = tuple(self.keys)
+            self.fill_columns = backend.columns.fill_columns
         elif self.kind == "array":
             ds = layout.data
             self.shape, self.dtype = ds.shape[1:], ds.dtype
@@ -217,24 +233,27 @@ class Stage:
         return FrameError(f"this recording's layout is {self.kind!r} and takes {want}; got {got}. "
                           f"Record mixed data with Publisher(url, layout='frames')")
 
+    def _not_dicts(self) -> FrameError:
+        return FrameError(f"send_many to a 'columns' recording takes dicts with keys {self.keys}")
+
     def batch(self, items: list[Any], seq0: int, ts: int) -> list[np.ndarray]:
         """A block of columns for many messages at once, validated as a whole."""
         n = len(items)
         if self.kind == "columns":
-            if set(map(type, items)) != {dict} or set(map(len, items)) != {self.nkeys}:
-                raise FrameError(f"send_many to a 'columns' recording takes dicts with keys {self.keys}")
-            if self.all_float:  # the joint-state case: one matrix, built at C speed
+            if self.all_float:  # the joint-state case: one compiled pass over the batch
+                mat = np.empty((self.nkeys, n))
                 try:
-                    mat = np.array(list(map(self.getter, items)))
+                    self.fill_columns(items, self.key_tuple, mat)
+                except TypeError:
+                    raise self._not_dicts() from None
                 except KeyError as exc:
                     raise FrameError(f"send_many: an item lacks the key {exc.args[0]!r}") from None
-                except ValueError:  # ragged values
-                    mat = np.empty(0, dtype=object)
-                if mat.dtype.kind not in "biuf" or mat.size != n * self.nkeys or mat.ndim > 2:
-                    raise FrameError(f"send_many: the columns {self.keys} take one number each")
-                mat = mat.reshape(n, self.nkeys)
-                return [*(np.ascontiguousarray(mat[:, j], dtype=dt) for j, dt in enumerate(self.dtypes)),
-                        np.full(n, ts, np.int64), np.arange(seq0, seq0 + n, dtype=np.int64)]
+                except ValueError:
+                    raise FrameError(f"send_many: the columns {self.keys} take one number each") from None
+                # each row of mat is one column, contiguous (a float32 column is cast by the Writer)
+                return [*mat, np.full(n, ts, np.int64), np.arange(seq0, seq0 + n, dtype=np.int64)]
+            if set(map(type, items)) != {dict} or set(map(len, items)) != {self.nkeys}:
+                raise self._not_dicts()
             block = []
             for k, dt in zip(self.keys, self.dtypes):
                 try:
@@ -290,35 +309,133 @@ def _checker(dt: np.dtype) -> Any:
     return lambda v: type(v) is bool or isinstance(v, np.bool_)
 
 
-def write_block(layout: Layout, old: int, block: list[np.ndarray]) -> int:
-    """Appends a block (one array per dataset, Layout.all order) at row old; returns the new length."""
-    n = len(block[-1])
-    new = old + n
-    for ds, arr in zip(layout.all, block):
-        # The low-level calls cost a third of h5py's resize and slice assignment
-        # (which also turns equal-length byte arrays into a 2-D array and refuses it).
-        did = ds.id
-        rest = did.shape[1:]
-        did.set_extent((new, *rest))
-        space = did.get_space()
-        space.select_hyperslab((old,) + (0,) * len(rest), (n, *rest))
-        did.write(h5py.h5s.create_simple((n, *rest)), space, np.ascontiguousarray(arr))
-    return new
+class _LowLevel:
+    """What Writer and Reader make once for h5py's low-level calls: a memory type
+    per dataset (h5py derives one from the array on every call otherwise, which
+    costs more than moving 1,000 floats; None keeps h5py's choice for
+    variable-length data), and one file and one memory dataspace per row shape,
+    reset in place rather than rebuilt for every dataset."""
+
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
+        self.dsets = layout.all
+        self.dtypes = [ds.dtype for ds in self.dsets]
+        self.rests = [tuple(ds.shape[1:]) for ds in self.dsets]
+        self.mtypes = [None if dt.kind == "O" else h5py.h5t.py_create(dt) for dt in self.dtypes]
+        self.fspaces = {rest: h5py.h5s.create_simple((0, *rest), (h5py.h5s.UNLIMITED, *rest))
+                        for rest in set(self.rests)}
+        self.mspaces: dict[tuple[int, ...], Any] = {}
+
+    def _spaces(self, a: int, b: int) -> dict[tuple[int, ...], tuple[Any, Any]]:
+        """(memory space, file space) selecting rows [a, b) of a dataset b rows long, per row shape."""
+        n = b - a
+        spaces = {}
+        for rest, fs in self.fspaces.items():
+            fs.set_extent_simple((b, *rest), (h5py.h5s.UNLIMITED, *rest))
+            fs.select_hyperslab((a,) + (0,) * len(rest), (n, *rest))
+            shape = (n, *rest)
+            ms = self.mspaces.get(shape)
+            if ms is None:
+                if len(self.mspaces) > 64:
+                    self.mspaces.clear()
+                ms = self.mspaces[shape] = h5py.h5s.create_simple(shape)
+            spaces[rest] = (ms, fs)
+        return spaces
 
 
-def read_rows(layout: Layout, a: int, b: int, framing: Any) -> list[tuple[Any, int, int]]:
-    """Rows [a, b) as (data, seq, timestamp_ns) messages."""
-    seqs = layout.seq[a:b].tolist()
-    ts = layout.ts[a:b].tolist()
+class Writer(_LowLevel):
+    """Appends blocks (one array per dataset, Layout.all order) through h5py's
+    low-level calls. High-level resize and slice assignment cost three times as
+    much, and turn equal-length byte arrays into a 2-D array that they refuse."""
+
+    def flush(self, f: h5py.File) -> None:
+        """Flushes every dataset but seq (its chunks and its object header with the new
+        length), then the file, so seq's new length reaches the file last: the promise
+        the ``datacomms_seq_last`` attribute makes to followers."""
+        for ds in self.dsets[:-1]:
+            ds.id.flush()
+        f.flush()
+
+    def write(self, old: int, block: list[np.ndarray]) -> int:
+        """Appends block at row old; returns the new length. Nothing is flushed."""
+        new = old + len(block[-1])
+        spaces = self._spaces(old, new)
+        for ds, dt, rest, mt, arr in zip(self.dsets, self.dtypes, self.rests, self.mtypes, block):
+            did = ds.id
+            did.set_extent((new, *rest))
+            if arr.dtype != dt:
+                arr = arr.astype(dt)
+            ms, fs = spaces[rest]
+            did.write(ms, fs, np.ascontiguousarray(arr), mtype=mt)
+        return new
+
+
+class Reader(_LowLevel):
+    """Reads rows [a, b) of every dataset, each in one low-level call (the reading
+    twin of Writer); variable-length frames through h5py's high-level slicing.
+
+    A SWMR reader learns a dataset's new length only from a refresh, which costs
+    about as much as the read itself, twelve times over in the joint-state case.
+    When the writer flushes seq last (``Layout.seq_last``) and the reader keeps
+    no chunk cache, a fixed-size dataset is refreshed only when rows reach past
+    the chunks it held at its last refresh: those chunks are in the file at
+    addresses that never change (unfiltered chunks are rewritten in place), so
+    rows that seq counts are read from them directly. Chunks that held rows seq
+    counted at that refresh are also never cut back by a restarted writer, which
+    trims only rows past the shortest dataset, i.e. past seq."""
+
+    def __init__(self, layout: Layout) -> None:
+        super().__init__(layout)
+        self.lazy = layout.seq_last and layout.kind != "frames"
+        self.chunk_rows = [ds.chunks[0] for ds in self.dsets]
+        self.trusted = [0] * len(self.dsets)   # rows readable without a refresh, per dataset
+
+    def _held(self, i: int, b: int) -> bool:
+        """Refreshes dataset i; whether it holds row b-1 (and how far it may be trusted)."""
+        ds = self.dsets[i]
+        ds.refresh()
+        held = min(ds.shape[0], self.layout.seq.shape[0])
+        c = self.chunk_rows[i]
+        self.trusted[i] = -(-held // c) * c
+        return held >= b
+
+    def read(self, a: int, b: int) -> list[np.ndarray] | None:
+        """One array per dataset (Layout.all order), or None when some dataset does not
+        hold row b-1 yet; b must not exceed the length of seq at its last refresh."""
+        if self.lazy:
+            trusted = self.trusted
+            for i in range(len(trusted) - 1):  # seq itself is refreshed by every poll
+                if b > trusted[i] and not self._held(i, b):
+                    return None
+        spaces = self._spaces(a, b)
+        out = []
+        for ds, dt, rest, mt in zip(self.dsets, self.dtypes, self.rests, self.mtypes):
+            if mt is None:
+                out.append(ds[a:b])
+            else:
+                arr = np.empty((b - a, *rest), dt)
+                ms, fs = spaces[rest]
+                ds.id.read(ms, fs, arr, mtype=mt)
+                out.append(arr)
+        return out
+
+
+def read_rows(reader: Reader, a: int, b: int, framing: Any) -> list[tuple[Any, int, int]] | None:
+    """Rows [a, b) as (data, seq, timestamp_ns) messages; None when not all are readable yet."""
+    layout = reader.layout
+    block = reader.read(a, b)
+    if block is None:
+        return None
+    *datas, ts, seqs = block
     if layout.kind == "columns":
-        cols = [ds[a:b].tolist() for ds in layout.datasets]
+        cols = [c.tolist() for c in datas]
         keys = layout.columns
-        datas: Any = [dict(zip(keys, row)) for row in zip(*cols)]
+        data: Any = [dict(zip(keys, row)) for row in zip(*cols)]
     elif layout.kind == "array":
-        datas = list(layout.data[a:b])
+        data = list(datas[0])
     else:
-        datas = [framing.decode(fr)[0] for fr in layout.data[a:b]]
-    return list(zip(datas, seqs, ts))
+        data = [framing.decode(fr)[0] for fr in datas[0]]
+    return list(zip(data, seqs.tolist(), ts.tolist()))
 
 
 # The superblock (versions 2 and 3) of a file a SWMR writer had open carries

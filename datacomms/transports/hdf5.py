@@ -15,6 +15,11 @@ or by a timer thread, so an idle publisher still publishes what it has.
 One lock serialises every h5py call of a publisher, so the timer and the
 sending thread never touch the file at once.
 
+A flush writes every dataset but seq first and seq last, then touches the file;
+a follower sleeps on inotify until that touch, refreshes seq alone, and reads
+the rows it counts (``_h5layout.Reader`` says when the other datasets need a
+refresh).
+
 HDF5's own file locks would stop a writer from reopening a recording that
 live readers hold, so the publisher opens without them (``locking=False``) and
 keeps its own: it holds an open-file-description lock on the
@@ -39,11 +44,15 @@ from .. import _aio, pubsub
 from ..errors import Closed, DataCommsError, FrameError
 from ..message import Message
 from . import _files
-from ._h5layout import Layout, Stage, choose_kind, clear_open_flags, is_hdf5, not_ours, read_rows, write_block
+from ._h5layout import (
+    SEQ_LAST, Layout, Reader, Stage, Writer, choose_kind, clear_open_flags, is_hdf5, not_ours, read_rows,
+)
 
 DEFAULT_FLUSH_INTERVAL = 0.005
 # polls in a row that may fail to read rows a SWMR reader already sees (see Hdf5Subscriber._rows)
 MAX_READ_RETRIES = 200
+# longest sleep of a blocking recv/latest between looks when inotify watches the directory
+SYNC_SLICE = 0.1
 _LOCK_START = 1 << 62   # a byte range no HDF5 library touches
 
 
@@ -79,6 +88,7 @@ class Hdf5Publisher(pubsub.Publisher):
         self._f: h5py.File | None = None
         self._layout: Layout | None = None
         self._stage: Stage | None = None
+        self._writer: Writer | None = None
         self._fd = -1
         self._seq = 0
         self._rows = 0                        # rows written to the datasets
@@ -112,6 +122,7 @@ class Hdf5Publisher(pubsub.Publisher):
                     if ds.shape[0] != self._rows:
                         ds.resize(self._rows, axis=0)
                 self._seq = int(layout.seq[self._rows - 1]) + 1 if self._rows else 0
+                f.attrs[SEQ_LAST] = 1  # this writer flushes seq last (Writer.flush), whoever wrote before
                 f.swmr_mode = True
             except BaseException:
                 f.close()
@@ -155,7 +166,8 @@ class Hdf5Publisher(pubsub.Publisher):
 
     def _attach(self, f: h5py.File, layout: Layout) -> None:
         self._f, self._layout = f, layout
-        self._stage = Stage(layout, self.backend.framing)
+        self._stage = Stage(layout, self.backend)
+        self._writer = Writer(layout)
         if self.flush_interval > 0:
             self._timer = threading.Thread(target=self._run_timer, name=f"datacomms-flush {self.path}",
                                            daemon=True)
@@ -165,12 +177,15 @@ class Hdf5Publisher(pubsub.Publisher):
 
     def _write(self) -> None:
         if self._stage:
-            self._rows = write_block(self._layout, self._rows, self._stage.take())
+            self._rows = self._writer.write(self._rows, self._stage.take())
 
     def _flush(self) -> None:
         self._last_flush = time.monotonic()
         self._write()
-        self._f.flush()
+        self._writer.flush(self._f)
+        # The flush is complete: touch the file, the one event (IN_ATTRIB) followers of a
+        # seq-last recording wake on, rather than on each of the flush's writes.
+        os.utime(self._fd)
         self._due = None
 
     def _after_add(self) -> None:
@@ -221,7 +236,7 @@ class Hdf5Publisher(pubsub.Publisher):
             seq0 = self._seq
             block = self._stage.batch(items, seq0, time.time_ns())
             self._write()
-            self._rows = write_block(self._layout, self._rows, block)
+            self._rows = self._writer.write(self._rows, block)
             self._seq = seq0 + len(items)
             self._after_add()
             return self._seq - 1
@@ -298,12 +313,15 @@ class Hdf5Subscriber(pubsub.Subscriber):
         self._from_start = from_start or not os.path.exists(self.path)
         self._f: h5py.File | None = None
         self._layout: Layout | None = None
+        self._reader: Reader | None = None
         self._ino = -1
         self._next = 0        # row index of the next message not yet returned
         self._avail = 0       # rows known to be readable
         self._cache: deque[tuple[Any, int, int]] = deque()
         self._closed = False
         self._read_failures = 0
+        self._look_mark: tuple[int, int] | None = None   # the sync waiter at the last look (see _quiet)
+        self._look_t = 0.0
 
     def _open(self) -> bool:
         try:
@@ -316,7 +334,7 @@ class Hdf5Subscriber(pubsub.Subscriber):
         if ok is None:
             return False
         try:
-            f = h5py.File(self.path, "r", libver="latest", swmr=True)
+            f = h5py.File(self.path, "r", libver="latest", swmr=True, rdcc_nbytes=0)
         except OSError:
             return False  # locked by a writer still setting the file up: try again later
         try:
@@ -325,7 +343,7 @@ class Hdf5Subscriber(pubsub.Subscriber):
         except BaseException:
             f.close()
             raise
-        self._f, self._layout, self._ino = f, layout, st.st_ino
+        self._f, self._layout, self._reader, self._ino = f, layout, Reader(layout), st.st_ino
         self._avail = n
         self._next = 0 if self._from_start else max(n - 1, 0)
         self._from_start = True  # a file that is replaced later is read from its start
@@ -347,18 +365,43 @@ class Hdf5Subscriber(pubsub.Subscriber):
             raise Closed(f"subscriber on {self.url} is closed")
         if self._f is None and not self._open():
             return 0
-        if self._layout.refresh() > self._avail:
-            self._avail = self._layout.refresh_all()
+        if self._quiet():
+            return self._avail
+        n = self._layout.refresh()
+        if n > self._avail:
+            # the Reader refreshes the other datasets itself when it needs to (Reader.lazy)
+            self._avail = n if self._reader.lazy else self._layout.refresh_rest()
         return self._avail
+
+    def _quiet(self) -> bool:
+        """Whether nothing can have been flushed since the last look, which then need not
+        refresh seq: the blocking wait's inotify watch for end-of-flush touches has been
+        in place since that look, and no event came (none drained, none pending). A real
+        look every SYNC_SLICE anyway."""
+        w = self.__dict__.get("_sync_w")
+        now = time.monotonic()
+        watched = w is not None and w.watching and w.events == _aio.DIR_EVENTS_NO_MODIFY
+        if watched and self._look_mark == (w.watches, w.drains) and now - self._look_t < SYNC_SLICE:
+            if not w.pending():
+                return True
+        if watched:
+            w.drain()   # events from here on wake the next wait
+            self._look_mark = (w.watches, w.drains)
+        else:
+            self._look_mark = None
+        self._look_t = now
+        return False
 
     def _rows(self, start: int, stop: int) -> list[tuple[Any, int, int]] | None:
         """Rows [start, stop), or None when HDF5 cannot read them yet: a SWMR reader
         can see a row whose variable-length data lie past the end of allocation its
         open file knows ("len not positive after adjustment for EOA"), and an open
         file never learns the new end. The file is reopened (the position kept) and
-        the next poll tries again; an error that persists is raised."""
+        the next poll tries again; an error that persists is raised. Also None when a
+        dataset does not hold the rows seq counts yet (a writer that does not flush
+        seq last, see Reader): the next poll tries again."""
         try:
-            rows = read_rows(self._layout, start, stop, self.backend.framing)
+            rows = read_rows(self._reader, start, stop, self.backend.framing)
         except OSError as exc:
             self._read_failures += 1
             if self._read_failures > MAX_READ_RETRIES:
@@ -369,7 +412,8 @@ class Hdf5Subscriber(pubsub.Subscriber):
             if self._open():
                 self._next = nxt
             return None
-        self._read_failures = 0
+        if rows is not None:
+            self._read_failures = 0
         return rows
 
     def _poll_next(self) -> tuple[Any, int, int, int] | None:
@@ -411,24 +455,43 @@ class Hdf5Subscriber(pubsub.Subscriber):
         return Message(data, seq, ts)
 
     def recv(self, timeout: float | None = None) -> Message:
-        return self._deliver(_files.wait_for(self._poll_next, timeout, self.poll_interval, self.url))
+        return self._deliver(_files.wait_for(self._poll_next, timeout, self.poll_interval, self.url,
+                                             self._sync_waiter))
 
     def latest(self, timeout: float | None = None) -> Message:
-        return self._deliver(_files.wait_for(self._poll_latest, timeout, self.poll_interval, self.url))
+        return self._deliver(_files.wait_for(self._poll_latest, timeout, self.poll_interval, self.url,
+                                             self._sync_waiter))
+
+    def _sync_waiter(self) -> _aio.Waiter:
+        """What a blocking recv/latest sleeps on: inotify on the file's directory, so a
+        flush wakes it at once; every SYNC_SLICE it looks anyway (a close() from another
+        thread, a change inotify cannot see). Its own, so an asyncio wait never takes its events."""
+        w = self.__dict__.get("_sync_w")
+        if w is None:
+            w = self._sync_w = _aio.DirWaiter(os.path.dirname(os.path.abspath(self.path)), self.poll_interval,
+                                              safety=SYNC_SLICE)
+        return self._watch(w)
 
     def _aio_waiter(self) -> _aio.Waiter:
         w = self.__dict__.get("_aio_w")
         if w is None:
             w = self._aio_w = _aio.DirWaiter(os.path.dirname(os.path.abspath(self.path)), self.poll_interval)
+        return self._watch(w)
+
+    def _watch(self, w: _aio.DirWaiter) -> _aio.DirWaiter:
+        # A datacomms writer touches the file once a flush is complete (Hdf5Publisher._flush):
+        # its writes need not wake the follower, a flush half done has nothing for it yet.
+        w.watch_for(_aio.DIR_EVENTS_NO_MODIFY if self._f is not None and self._reader.lazy else _aio.DIR_EVENTS)
         return w
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        w = self.__dict__.pop("_aio_w", None)
-        if w is not None:
-            w.shutdown()
+        for name in ("_aio_w", "_sync_w"):
+            w = self.__dict__.pop(name, None)
+            if w is not None:
+                w.shutdown()
         if self._f is not None:
             self._f.close()
             self._f = None
