@@ -366,8 +366,10 @@ cdef class DirectRecv:
             self.gate.busy += 1
             error = None
             try:
-                # take() found the buffer empty: the last read emptied the socket
-                n = self.reader._wait(self.fd, self.wake_fd, until, self.spin_ns, True)
+                # an empty buffer: the last read most likely emptied the socket
+                # (a partly read frame: more is probably there, read first)
+                n = self.reader._wait(self.fd, self.wake_fd, until, self.spin_ns,
+                                      self.reader.end == self.reader.start)
             except OSError as exc:
                 n = 0
                 error = Closed(f"read failed: {exc}")

@@ -318,8 +318,10 @@ class DirectRecv:
                 break
             error = None
             try:
-                # take() found the buffer empty: the last read emptied the socket
-                n = self.reader.wait_fd(self.fd, self.wake_fd, until - now, self.spin_ns, True)
+                # an empty buffer: the last read most likely emptied the socket
+                # (a partly read frame: more is probably there, read first)
+                reader = self.reader
+                n = reader.wait_fd(self.fd, self.wake_fd, until - now, self.spin_ns, reader.end == reader.start)
             except OSError as exc:
                 n, error = 0, Closed(f"read failed: {exc}")
             if n == -2:
