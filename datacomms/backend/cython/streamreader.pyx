@@ -18,6 +18,7 @@ from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_GetItem
 from cpython.ref cimport PyObject
+from cpython.exc cimport PyErr_CheckSignals
 from cpython.time cimport time_ns
 from libc.errno cimport errno, EAGAIN, EINTR
 from libc.stdint cimport uint8_t, uint64_t, int64_t
@@ -384,6 +385,10 @@ cdef class DirectRecv:
                                  None if deadline < 0 else deadline / 1e9)
             if n > 0:
                 self.last_rx = dc_monotonic_ns() / 1e9
+            else:
+                # nothing came: the time is up, or a signal cut the poll short (Ctrl-C
+                # raises here, as no Python code runs in this loop to notice it)
+                PyErr_CheckSignals()
         return self.slow(timeout, None, None if deadline < 0 else deadline / 1e9)
 
 
