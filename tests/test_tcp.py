@@ -670,6 +670,23 @@ def test_ctrl_c_interrupts_a_waiting_recv(backend):
             child.stdout.close()
 
 
+def test_a_message_waiting_after_a_long_idle_spell_is_taken_at_once(backend):
+    """A subscriber nobody read for longer than dead_after first reads its socket
+    to see whether the publisher lives: what it finds there keeps the publisher
+    alive and a message in it is returned (at once: it used to wait up to
+    dead_after for more bytes first, ~0.3 s round trips in benchmarks/test_net.py)."""
+    with _pub(backend, heartbeat=30) as pub, _sub(backend, pub.url, dead_after=0.3) as sub:
+        pub.wait_for_subscribers(1, timeout=5)
+        pub.send("a")
+        assert sub.recv(timeout=5).data == "a"
+        time.sleep(0.6)   # idle past dead_after, and no heartbeat comes
+        pub.send("b")
+        pub.flush(5)
+        time.sleep(0.1)   # in the subscriber's socket, not read by anyone yet
+        assert sub.recv(timeout=0.1).data == "b"
+        assert sub.stats.lost == 0
+
+
 def test_timeout_error_names_the_callers_timeout(backend):
     """Waiting on the one connection, and with none, the Timeout says the timeout asked for."""
     with _pub(backend) as pub, _sub(backend, pub.url) as sub:

@@ -282,16 +282,20 @@ class TcpSubscriber(Subscriber):
                 raise err
             now = time.monotonic()
             wait = self._dead_after
+            fresh = False
             for c in list(self._conns):
                 idle = now - c.direct.last_rx
                 if idle > self._dead_after and self._read(c) > 0:
-                    continue   # silent only because nobody was reading: it has sent since
+                    fresh = True   # silent only because nobody was reading: it has sent since
+                    continue
                 if c not in self._conns:
                     continue
                 if idle > self._dead_after:
                     self._lose(c, f"nothing heard for {idle:.2f} s (no data, no heartbeat)", 30)
                 else:
                     wait = min(wait, self._dead_after - idle)
+            if fresh:
+                continue   # what was just read may hold a message: take it before waiting
             if deadline is not None:
                 left = deadline - now
                 if left <= 0:
