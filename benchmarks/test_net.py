@@ -1,5 +1,6 @@
-"""tcp:// throughput and round trip, cython beside python, a plain persistent
-Python socket, pyzmq (PUSH/PULL, REQ/REP) and a raw sendall/recv_into stream,
+"""tcp:// throughput, one-way latency and round trip, cython beside python, a
+plain persistent Python socket, pyzmq (PUSH/PULL, REQ/REP), bare zenoh-python
+(a peer pair over tcp/127.0.0.1) and a raw sendall/recv_into stream,
 each across two processes on 127.0.0.1 (engine: datacomms/netbench.py).
 
 Run: pytest benchmarks/test_net.py --benchmark-group-by=group --benchmark-columns=median,min,rounds
@@ -39,6 +40,17 @@ def test_throughput(benchmark, kind, size):
     median = benchmark.stats.stats.median
     benchmark.extra_info["msg_per_s"] = round(count / median)
     benchmark.extra_info["MB_per_s"] = round(count * nbytes / median / 1e6, 1)
+
+
+@pytest.mark.parametrize("kind", netbench.ONE_WAY_PEERS)
+def test_one_way_64B_at_1kHz(benchmark, kind):
+    """2000 stamped 64 B messages a child sends at 1 kHz; receive time minus send
+    time (one clock), p50/p99 in extra_info (dc-cython-spin: spin_us=netbench.SPIN_US)."""
+    _skip_absent(kind)
+    benchmark.group = "tcp one-way 64B at 1 kHz"
+    lat = benchmark.pedantic(lambda: sorted(netbench.one_way(kind, 2000)), rounds=1, iterations=1)
+    benchmark.extra_info["p50_us"] = round(lat[len(lat) // 2], 1)
+    benchmark.extra_info["p99_us"] = round(lat[int(len(lat) * 0.99)], 1)
 
 
 @pytest.mark.parametrize("placement", netbench.placements())

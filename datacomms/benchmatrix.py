@@ -56,6 +56,13 @@ def _net(quick: bool, out: dict[str, list[dict[str, Any]]]) -> None:
                 close()
             out["throughput"].append({"transport": "tcp", "size": "64B" if size == 64 else "8MiB", "kind": kind,
                                       "msg_s": best, "mb_s": best * size / 1e6})
+    for kind in netbench.ONE_WAY_PEERS:
+        if not netbench.available(kind):
+            continue
+        lat = sorted(netbench.one_way(kind, 300 if quick else 2000))
+        out["latency"].append({"transport": "tcp", "what": "one-way at 1 kHz", "kind": kind,
+                               "mode": "busy-poll" if kind.endswith("-spin") else "sleeping",
+                               "p50_us": lat[len(lat) // 2], "p99_us": lat[int(len(lat) * 0.99)], "max_us": lat[-1]})
     kinds = [k for k in netbench.RTT_PEERS if netbench.available(k)]
     for placement in netbench.placements() if not quick else [""]:
         for kind, rtt in netbench.round_trips(kinds, 64, 500 if quick else 2000, placement=placement).items():

@@ -21,9 +21,11 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-PEERS = ("dc-cython", "dc-python", "socket", "zmq", "stream")
-RTT_PEERS = ("dc-cython", "dc-python", "dc-cython-spin", "socket", "zmq")
+PEERS = ("dc-cython", "dc-python", "socket", "zmq", "zenoh", "stream")
+RTT_PEERS = ("dc-cython", "dc-python", "dc-cython-spin", "socket", "zmq", "zenoh")
 SEED_PEERS = ("dc-cython", "dc-python", "socket")
+ONE_WAY_PEERS = ("dc-cython", "dc-python", "dc-cython-spin", "socket", "zmq", "zenoh")
+_TS = struct.Struct("<q")
 _LEN = struct.Struct("<Q")
 
 
@@ -47,6 +49,17 @@ def _child(kind: str, mode: str, size: int, count: int, addr: str) -> None:
     if kind.startswith("dc-"):
         import datacomms as dc
         be, spin = _dc_kind(kind)
+        if mode == "stamp":   # size is the rate in Hz here; the frame carries the send time
+            pub = dc.Publisher("tcp://127.0.0.1:0", backend=be, on_full="block")
+            print(pub.url, flush=True)
+            pub.wait_for_subscribers(1, timeout=30)
+            sys.stdin.readline()
+            small = b"x" * 64
+            _paced(count, size, lambda i: pub.send(small))
+            pub.flush(10)
+            sys.stdin.readline()
+            pub.close()
+            return
         if mode == "seed":   # size is the rate in Hz here
             pub = dc.Publisher("tcp://127.0.0.1:0", backend=be, on_full="block")
             print(pub.url, flush=True)
@@ -78,13 +91,20 @@ def _child(kind: str, mode: str, size: int, count: int, addr: str) -> None:
             pub.close()
             sub.close()
         return
+    if kind == "zenoh":
+        _zenoh_child(mode, size, count)
+        return
     if kind == "zmq":
         import zmq
         ctx = zmq.Context()
-        s = ctx.socket(zmq.PUSH if mode == "send" else zmq.REP)
+        s = ctx.socket(zmq.PUSH if mode in ("send", "stamp") else zmq.REP)
         port = s.bind_to_random_port("tcp://127.0.0.1")
         print(f"tcp://127.0.0.1:{port}", flush=True)
-        if mode == "send":
+        if mode == "stamp":
+            sys.stdin.readline()
+            _paced(count, size, lambda i: s.send(_stamped()))
+            sys.stdin.readline()
+        elif mode == "send":
             print("ok", flush=True)
             while sys.stdin.readline().strip() == "go":
                 for _ in range(count):
@@ -99,7 +119,11 @@ def _child(kind: str, mode: str, size: int, count: int, addr: str) -> None:
     conn, _ = srv.accept()
     srv.close()
     conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    if mode == "seed":
+    if mode == "stamp":
+        sys.stdin.readline()
+        _paced(count, size, lambda i: conn.sendall(_LEN.pack(64) + _stamped()))
+        sys.stdin.readline()
+    elif mode == "seed":
         def send_one(i: int) -> None:
             body = json.dumps({"ts_ns": time.time_ns(), **_joints(i)}).encode()
             conn.sendall(_LEN.pack(len(body)) + body)
@@ -127,6 +151,72 @@ def _child(kind: str, mode: str, size: int, count: int, addr: str) -> None:
             if m is None:
                 return
             conn.sendall(_LEN.pack(len(m)) + bytes(m))
+
+
+# -- bare zenoh-python, the way its own examples use it: a peer listening on
+# loopback (the child), a peer connecting to it (this process), multicast
+# scouting off, blocking congestion control, a FIFO channel on the receiving side.
+
+def _zenoh_session(listen: str = "", connect: str = "") -> Any:
+    import zenoh
+    c = zenoh.Config()
+    c.insert_json5("mode", '"peer"')
+    c.insert_json5("scouting/multicast/enabled", "false")
+    c.insert_json5("listen/endpoints", json.dumps([listen] if listen else []))
+    c.insert_json5("connect/endpoints", json.dumps([connect] if connect else []))
+    return zenoh.open(c)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _zenoh_child(mode: str, size: int, count: int) -> None:
+    """send: count messages of size bytes per "go"; echo: ping back every
+    message; stamp: count 64 B stamped messages at size Hz."""
+    import zenoh
+    port = _free_port()
+    session = _zenoh_session(listen=f"tcp/127.0.0.1:{port}")
+    block = zenoh.CongestionControl.BLOCK
+    print(f"tcp://127.0.0.1:{port}", flush=True)
+    if mode == "echo":
+        pong = session.declare_publisher("netbench/pong", congestion_control=block)
+        ping = session.declare_subscriber("netbench/ping", lambda s: pong.put(s.payload))
+        sys.stdin.readline()   # until the parent is done
+        ping.undeclare()
+        session.close()
+        return
+    pub = session.declare_publisher("netbench/data", congestion_control=block)
+    if mode == "stamp":
+        sys.stdin.readline()
+        _zenoh_matched(pub)
+        _paced(count, size, lambda i: pub.put(_stamped()))
+        sys.stdin.readline()
+        session.close()
+        return
+    payload = bytes(_payload(size))
+    print("ok", flush=True)
+    while sys.stdin.readline().strip() == "go":
+        _zenoh_matched(pub)
+        for _ in range(count):
+            pub.put(payload)
+    session.close()
+
+
+def _zenoh_matched(pub: Any) -> None:
+    """Waits until the child's declarations reached this session (else the first puts reach nobody)."""
+    deadline = time.monotonic() + 10
+    while not pub.matching_status.matching:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the zenoh child never matched")
+        time.sleep(0.01)
+
+
+def _stamped() -> bytes:
+    """64 bytes that start with the time now (time.time_ns())."""
+    return _TS.pack(time.time_ns()) + b"x" * 56
 
 
 def _joints(i: int) -> dict[str, float]:
@@ -230,6 +320,22 @@ def receiver(kind: str, size: int, count: int) -> tuple[Callable[[], None], Call
             child.close()
             sub.close()
         return run, close
+    if kind == "zenoh":
+        import zenoh
+        session = _zenoh_session(connect=f"tcp/127.0.0.1:{child.port}")
+        zsub = session.declare_subscriber("netbench/data", zenoh.handlers.FifoChannel(1024))
+        child.expect_ok()
+        time.sleep(0.5)   # the subscription reaches the child before it publishes
+
+        def run() -> None:
+            child.go()
+            for _ in range(count):
+                zsub.recv().payload.to_bytes()
+
+        def close() -> None:
+            child.close()
+            session.close()
+        return run, close
     if kind == "zmq":
         import zmq
         ctx = zmq.Context()
@@ -292,6 +398,17 @@ class _Echo:
             self._ends: tuple[Any, ...] = (pub, sub)
             send, recv = pub.send, sub.recv
             self._trip = lambda: (send(data), recv(timeout=30))
+        elif kind == "zenoh":
+            import zenoh
+            self.child = _Child(kind, "echo", size, 0, cpu=cpu)
+            session = _zenoh_session(connect=f"tcp/127.0.0.1:{self.child.port}")
+            ping = session.declare_publisher("netbench/ping", congestion_control=zenoh.CongestionControl.BLOCK)
+            pong = session.declare_subscriber("netbench/pong", zenoh.handlers.FifoChannel(16))
+            _zenoh_matched(ping)
+            time.sleep(0.2)   # and the child's pong subscription reached us
+            self._ends = (session,)
+            payload = bytes(data)
+            self._trip = lambda: (ping.put(payload), pong.recv())
         elif kind == "zmq":
             import zmq
             self.child = _Child(kind, "echo", size, 0, cpu=cpu)
@@ -365,6 +482,52 @@ def round_trips(kinds: Sequence[str], size: int, count: int, rounds: int = 20,
     return out
 
 
+def one_way(kind: str, count: int = 2000, rate: int = 1000) -> list[float]:
+    """One-way latencies (µs, receive time minus send time, one clock) of count
+    64 B messages a child sends at rate Hz, the first 100 left out (warm-up)."""
+    warm = 100
+    child = _Child(kind, "stamp", rate, count + warm)
+    out: list[float] = []
+    ns = time.time_ns
+    try:
+        if kind.startswith("dc-"):
+            import datacomms as dc
+            be, spin = _dc_kind(kind)
+            sub = dc.Subscriber(child.url, backend=be, spin_us=spin)
+            take: Callable[[], int] = lambda: sub.recv(timeout=30).timestamp_ns  # noqa: E731
+            done: Callable[[], None] = sub.close
+        elif kind == "zmq":
+            import zmq
+            ctx = zmq.Context()
+            s = ctx.socket(zmq.PULL)
+            s.connect(child.url)
+            take = lambda: _TS.unpack_from(s.recv())[0]  # noqa: E731
+            done = lambda: (s.close(linger=0), ctx.term())  # noqa: E731
+        elif kind == "zenoh":
+            import zenoh
+            session = _zenoh_session(connect=f"tcp/127.0.0.1:{child.port}")
+            zsub = session.declare_subscriber("netbench/data", zenoh.handlers.FifoChannel(1024))
+            take = lambda: _TS.unpack_from(zsub.recv().payload.to_bytes())[0]  # noqa: E731
+            done = session.close
+        else:
+            sock = socket.create_connection(("127.0.0.1", child.port))
+            r = _SockReader(sock)
+            take = lambda: _TS.unpack_from(r.read())[0]  # noqa: E731
+            done = sock.close
+        try:
+            time.sleep(0.5)   # connected, subscribed, matched
+            child.go()
+            for i in range(count + warm):
+                t = take()
+                if i >= warm:
+                    out.append((ns() - t) / 1e3)
+        finally:
+            done()
+    finally:
+        child.close()
+    return out
+
+
 def seed(kind: str, rate: int, count: int) -> dict[str, Any]:
     """The seed scenario: a child publishes count joint-state dicts at rate Hz;
     returns the subscriber's stats plus the lowest rate seen in any 1 s window.
@@ -416,6 +579,11 @@ def placements() -> list[str]:
 
 
 def available(kind: str) -> bool:
+    if kind == "zenoh":
+        try:
+            import zenoh  # noqa: F401
+        except ImportError:
+            return False
     if kind == "zmq":
         try:
             import zmq  # noqa: F401
@@ -448,7 +616,12 @@ def main() -> None:
             finally:
                 close()
             print(f"{kind:<10} {size:>8} {best:>12.0f} {best * size / 1e6:>10.1f}", flush=True)
-    print(f"\n{'peer':<10} {'size':>8} {'p50 us':>10} {'p99 us':>10}")
+    print(f"\none-way at 1 kHz, 64 B\n{'peer':<14} {'p50 us':>10} {'p99 us':>10}")
+    for kind in ONE_WAY_PEERS:
+        if available(kind):
+            lat = sorted(one_way(kind))
+            print(f"{kind:<14} {lat[len(lat) // 2]:>10.1f} {lat[int(len(lat) * 0.99)]:>10.1f}", flush=True)
+    print(f"\nround trip\n{'peer':<10} {'size':>8} {'p50 us':>10} {'p99 us':>10}")
     for placement in placements():
         for kind, rtt in round_trips([k for k in RTT_PEERS if available(k)], 64, 2000, placement=placement).items():
             rtt.sort()
