@@ -35,7 +35,6 @@ assertions.
 
 from __future__ import annotations
 
-import json
 import socket
 import statistics
 import sys
@@ -50,6 +49,7 @@ import pytest
 zenoh = pytest.importorskip("zenoh")
 
 import datacomms as dc  # noqa: E402
+from datacomms.netbench import zenoh_peer_session  # noqa: E402
 from conftest import run_once  # noqa: E402
 
 SIZES = {"64B": 64, "8MiB": 8 << 20}
@@ -70,8 +70,8 @@ class Bare:
 
     def __init__(self) -> None:
         port = _port()
-        self.sessions = [zenoh.open(self._config(listen=f"tcp/127.0.0.1:{port}")),
-                         zenoh.open(self._config(connect=f"tcp/127.0.0.1:{port}"))]
+        self.sessions = [zenoh_peer_session(listen=f"tcp/127.0.0.1:{port}"),
+                         zenoh_peer_session(connect=f"tcp/127.0.0.1:{port}")]
         self.q: deque[bytes] = deque()
         self.cond = threading.Condition()
         self.sub = self.sessions[0].declare_subscriber("bench/bare", self._on)
@@ -79,15 +79,6 @@ class Bare:
         deadline = time.monotonic() + 10
         while not self.pub.matching_status.matching and time.monotonic() < deadline:
             time.sleep(0.01)
-
-    @staticmethod
-    def _config(listen: str = "", connect: str = "") -> Any:
-        c = zenoh.Config()
-        c.insert_json5("mode", '"peer"')
-        c.insert_json5("scouting/multicast/enabled", "false")
-        c.insert_json5("listen/endpoints", json.dumps([listen] if listen else []))
-        c.insert_json5("connect/endpoints", json.dumps([connect] if connect else []))
-        return c
 
     def _on(self, sample: Any) -> None:
         b = sample.payload.to_bytes()

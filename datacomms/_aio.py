@@ -317,13 +317,18 @@ async def _sleep(waiter: Waiter, seconds: float | None) -> None:
     finally:
         for fd in added:
             loop.remove_reader(fd)
-        with _guard:
-            waiter._wake = None
-            doomed = waiter._doomed
-        if doomed:
-            waiter.close()
-        else:
-            waiter.drain()
+        _settle(waiter)
+
+
+def _settle(waiter: Waiter) -> None:
+    """After a sleep on waiter: closes it when shutdown() came meanwhile, else drains its wake-up."""
+    with _guard:
+        waiter._wake = None
+        doomed = waiter._doomed
+    if doomed:
+        waiter.close()
+    else:
+        waiter.drain()
 
 
 def _noop() -> None:
@@ -345,13 +350,7 @@ def block(waiter: Waiter, seconds: float) -> None:
             p.register(fd, select.POLLIN)
         p.poll(max(0, math.ceil(seconds * 1000)))
     finally:
-        with _guard:
-            waiter._wake = None
-            doomed = waiter._doomed
-        if doomed:
-            waiter.close()
-        else:
-            waiter.drain()
+        _settle(waiter)
 
 
 async def _nap(waiter: Waiter, deadline: float | None, timed_out: str) -> None:

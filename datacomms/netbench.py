@@ -157,7 +157,8 @@ def _child(kind: str, mode: str, size: int, count: int, addr: str) -> None:
 # loopback (the child), a peer connecting to it (this process), multicast
 # scouting off, blocking congestion control, a FIFO channel on the receiving side.
 
-def _zenoh_session(listen: str = "", connect: str = "") -> Any:
+def zenoh_peer_session(listen: str = "", connect: str = "") -> Any:
+    """A zenoh peer session on loopback endpoints only (no multicast scouting)."""
     import zenoh
     c = zenoh.Config()
     c.insert_json5("mode", '"peer"')
@@ -178,7 +179,7 @@ def _zenoh_child(mode: str, size: int, count: int) -> None:
     message; stamp: count 64 B stamped messages at size Hz."""
     import zenoh
     port = _free_port()
-    session = _zenoh_session(listen=f"tcp/127.0.0.1:{port}")
+    session = zenoh_peer_session(listen=f"tcp/127.0.0.1:{port}")
     block = zenoh.CongestionControl.BLOCK
     print(f"tcp://127.0.0.1:{port}", flush=True)
     if mode == "echo":
@@ -322,7 +323,7 @@ def receiver(kind: str, size: int, count: int) -> tuple[Callable[[], None], Call
         return run, close
     if kind == "zenoh":
         import zenoh
-        session = _zenoh_session(connect=f"tcp/127.0.0.1:{child.port}")
+        session = zenoh_peer_session(connect=f"tcp/127.0.0.1:{child.port}")
         zsub = session.declare_subscriber("netbench/data", zenoh.handlers.FifoChannel(1024))
         child.expect_ok()
         time.sleep(0.5)   # the subscription reaches the child before it publishes
@@ -401,7 +402,7 @@ class _Echo:
         elif kind == "zenoh":
             import zenoh
             self.child = _Child(kind, "echo", size, 0, cpu=cpu)
-            session = _zenoh_session(connect=f"tcp/127.0.0.1:{self.child.port}")
+            session = zenoh_peer_session(connect=f"tcp/127.0.0.1:{self.child.port}")
             ping = session.declare_publisher("netbench/ping", congestion_control=zenoh.CongestionControl.BLOCK)
             pong = session.declare_subscriber("netbench/pong", zenoh.handlers.FifoChannel(16))
             _zenoh_matched(ping)
@@ -505,7 +506,7 @@ def one_way(kind: str, count: int = 2000, rate: int = 1000) -> list[float]:
             done = lambda: (s.close(linger=0), ctx.term())  # noqa: E731
         elif kind == "zenoh":
             import zenoh
-            session = _zenoh_session(connect=f"tcp/127.0.0.1:{child.port}")
+            session = zenoh_peer_session(connect=f"tcp/127.0.0.1:{child.port}")
             zsub = session.declare_subscriber("netbench/data", zenoh.handlers.FifoChannel(1024))
             take = lambda: _TS.unpack_from(zsub.recv().payload.to_bytes())[0]  # noqa: E731
             done = session.close

@@ -131,9 +131,13 @@ def subscribe_collect(url: str, backend: str, out: Any) -> None:
         out.put((seqs, ok, sub.stats.lost))
 
 
-def wait_forever(url: str, backend: str) -> None:
-    """Blocks in recv with no timeout (Ctrl-C test); exits 3 on KeyboardInterrupt."""
-    sub = dc.Subscriber(url, backend=backend)
+def wait_forever(url: str, backend: str, first: bool = False, **options) -> None:
+    """Blocks in recv with no timeout (Ctrl-C tests); exits 3 on KeyboardInterrupt.
+    first: receive one message before saying "waiting" (a tcp subscriber then
+    waits on its socket inside the compiled recv). options: for the Subscriber."""
+    sub = dc.Subscriber(url, backend=backend, **options)
+    if first:
+        sub.recv(timeout=10)
     print("waiting", flush=True)
     try:
         sub.recv()

@@ -635,28 +635,16 @@ def test_close_from_another_thread_wakes_a_waiting_recv(backend):
             sub.recv(timeout=0)
 
 
-_WAIT_FOREVER = """
-import os, sys
-import datacomms as dc
-sub = dc.Subscriber(sys.argv[1], backend=sys.argv[2], heartbeat=60)
-assert sub.recv(timeout=10).data == "first"   # from now on recv waits on the socket itself
-print("waiting", flush=True)
-try:
-    sub.recv()
-except KeyboardInterrupt:
-    sub.close()
-    os._exit(3)
-os._exit(1)
-"""
-
-
 def test_ctrl_c_interrupts_a_waiting_recv(backend):
     """SIGINT ends a recv with no timeout at once, even with no heartbeat due for a minute."""
     import subprocess
     import sys
+
+    import shm_children
     with _pub(backend, heartbeat=60) as pub:
-        child = subprocess.Popen([sys.executable, "-c", _WAIT_FOREVER, pub.url, backend.name],
-                                 stdout=subprocess.PIPE, text=True)
+        code = f"import shm_children as k; k.wait_forever({pub.url!r}, {backend.name!r}, first=True, heartbeat=60)"
+        env = dict(os.environ, PYTHONPATH=os.path.dirname(shm_children.__file__))
+        child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, env=env, text=True)
         try:
             pub.wait_for_subscribers(1, timeout=10)
             pub.send("first")
