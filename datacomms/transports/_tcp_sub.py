@@ -394,12 +394,17 @@ class TcpSubscriber(Subscriber):
         if not waiting:
             self._release()
             return
-        os.write(self._wfd, b"\0")
-        for c in list(self._conns):
-            try:
-                c.sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        # Wake the waiters, unless the last of them has left and released
+        # everything meanwhile (then these descriptors may belong to someone else).
+        with self._state:
+            if self._released:
+                return
+            os.write(self._wfd, b"\0")
+            for c in list(self._conns):
+                try:
+                    c.sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
     def _release(self) -> None:
         with self._state:
