@@ -26,6 +26,35 @@ def _pair(backend, name, **pub_kw):
     return pub, sub
 
 
+def _resident_kib(ino: int) -> list[tuple[int, int]]:
+    """(Size, Rss) in KiB of each of this process's mappings of the file with inode ino."""
+    out, current = [], None
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            fields = line.split()
+            if "-" in fields[0] and len(fields) >= 5:  # a mapping's first line: range perms offset dev inode
+                current = None
+                if fields[4] == str(ino):
+                    current = [0, 0]
+                    out.append(current)
+            elif current is not None and fields[0] in ("Size:", "Rss:"):
+                current[fields[0] == "Rss:"] = int(fields[1])
+    return [tuple(m) for m in out]
+
+
+def test_segment_pages_are_resident_from_the_start(backend, shm_name):
+    """The publisher's and each subscriber's mappings are faulted in when they are made,
+    not one page at a time mid-stream (a page fault every 4 KiB of records)."""
+    pub, sub = _pair(backend, shm_name, capacity=4 << 20)
+    with pub, sub:
+        pub.send(b"x")  # the subscriber attaches on first use at the latest
+        assert sub.recv(timeout=5).data == b"x"
+        maps = _resident_kib(os.stat(path_of(shm_name)).st_ino)
+        assert len(maps) == 2, maps
+        for size, rss in maps:
+            assert size >= 4 << 10 and rss == size, maps
+
+
 @pytest.mark.skipif("cython" not in AVAILABLE, reason="DATACOMMS_NO_EXTENSIONS=1")
 def test_layout_matches_the_c_header():
     layout = dc.backend.get("cython").ring._layout()
@@ -241,3 +270,36 @@ def test_latest_on_a_closed_ring_gives_the_final_value_then_closed(backend):
             r.latest(timeout=1)
     finally:
         r.close()
+
+
+_FULL_SHM = """
+import os, subprocess, sys
+import datacomms as dc
+from datacomms.transports import shm
+shm.SHM_DIR = sys.argv[1]
+subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "dcsmall", shm.SHM_DIR], check=True)
+try:
+    dc.Publisher("shm://toobig", backend=sys.argv[2], capacity=4 << 20)
+except dc.DataCommsError as exc:
+    print("refused:", exc)
+print("left:", os.listdir(shm.SHM_DIR))
+with dc.Publisher("shm://fits", backend=sys.argv[2], capacity=256 << 10) as pub:
+    print("fits:", pub.send(b"x"))
+"""
+
+
+def test_a_segment_that_does_not_fit_is_refused_at_creation(backend, tmp_path):
+    """A /dev/shm too small for the ring is a DataCommsError when the publisher is made,
+    not a SIGBUS once the ring reaches the missing pages. Run in a private mount
+    namespace, over a 1 MiB tmpfs."""
+    import shutil
+    import subprocess
+    import sys
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode:
+        pytest.skip("needs unshare -m (util-linux, root) to mount a small tmpfs privately")
+    out = subprocess.run(["unshare", "-m", sys.executable, "-c", _FULL_SHM, str(tmp_path), backend.name],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("refused: cannot create shm://toobig") and "do not fit" in lines[0], out.stdout
+    assert lines[1:] == ["left: []", "fits: 0"], out.stdout
