@@ -9,6 +9,10 @@ Queue, faster-fifo, pyzmq PUSH/PULL over ipc://, iceoryx2 copying and
 zero-copy) run through the same code and are skipped when not installed.
 iceoryx2's Python binding has no blocking receive on a publish-subscribe port
 (waiting needs a separate event service), so its receiver always busy-polls.
+For one-way latency only, ``spin-flag`` is the floor of this method in Python:
+the sender stores its time in a shared mapping, the receiver spins on it
+(lossy, no queue): what the machine and the interpreter cost before any
+messaging does, measured beside the rest in the same run.
 
     python -m datacomms.bench            # the whole matrix, printed as a table
 """
@@ -31,6 +35,7 @@ import datacomms as dc
 SIZES = {"64B": 64, "4KiB": 4096, "1MiB": 1 << 20, "8MiB": 8 << 20}
 _CTX = mp.get_context("spawn")
 _TS = struct.Struct("<q")
+SPIN_FLAG = "spin-flag"
 
 
 def available_peers() -> list[str]:
@@ -54,8 +59,8 @@ def latency_kinds() -> list[tuple[str, float, str]]:
     """(kind, spin_us, mode) of every one-way latency measurement: ours busy-polling and
     sleeping, the peers as they wait (iceoryx2 can only busy-poll)."""
     rows = [("cython", 2000.0), ("cython", 0.0), ("python", 2000.0), ("python", 0.0)]
-    rows += [(k, 0.0) for k in available_peers()]
-    return [(k, spin, "busy-poll" if spin or k == "iceoryx2" else "sleeping") for k, spin in rows]
+    rows += [(k, 0.0) for k in available_peers()] + [(SPIN_FLAG, 0.0)]
+    return [(k, spin, "busy-poll" if spin or k in ("iceoryx2", SPIN_FLAG) else "sleeping") for k, spin in rows]
 
 
 # ------------------------------------------------------------------ endpoints
@@ -85,6 +90,8 @@ def _make_sender(kind: str, address: Any, size: int) -> tuple[Callable[[], Any],
         return plain, plain, pub.close
     if kind in ("iceoryx2", "iceoryx2-zc"):
         return _iceoryx2_sender(kind, address, size)
+    if kind == SPIN_FLAG:
+        return _flag_sender(address)
     payload = bytes(size)
     buf = bytearray(size)
 
@@ -131,7 +138,70 @@ def _make_receiver(kind: str, address: Any, spin_us: float) -> tuple[Callable[[]
         return sock.recv, (lambda: _TS.unpack_from(sock.recv(copy=True))[0]), (lambda: (sock.close(0), ctx.term()))
     if kind in ("iceoryx2", "iceoryx2-zc"):
         return _iceoryx2_receiver(kind, address)
+    if kind == SPIN_FLAG:
+        return _flag_receiver(address)
     raise ValueError(kind)
+
+
+# spin-flag: a 16-byte mapping of a file in /dev/shm. The sender makes seq odd,
+# stores its time, makes seq even (x86-64 keeps stores in order); the receiver
+# spins until seq is even and new, and keeps the time only if seq did not move
+# while it read. Latest value only: a message the receiver was too slow for is
+# overwritten, and such gaps are left out of the figures.
+
+def _flag_map(path: str) -> tuple[memoryview, Callable[[], None]]:
+    """The mapping as two native int64s, and its close. A memoryview item is one
+    8-byte load or store; struct.pack_into is not (it zeroes the field first)."""
+    import mmap
+    fd = os.open(path, os.O_RDWR)
+    try:
+        m = mmap.mmap(fd, 16)
+    finally:
+        os.close(fd)
+    words = memoryview(m).cast("q")
+
+    def close() -> None:
+        words.release()
+        m.close()
+    return words, close
+
+
+def _flag_sender(path: str) -> tuple[Callable[[], Any], Callable[[], Any], Callable[[], None]]:
+    words, close = _flag_map(path)
+    seq = [0]
+
+    def send() -> None:
+        s = seq[0] + 2
+        seq[0] = s
+        words[0] = s - 1
+        words[1] = time.time_ns()
+        words[0] = s
+    return send, send, close
+
+
+def _flag_receiver(path: str) -> tuple[Callable[[], Any], Callable[[], Any], Callable[[], None]]:
+    words, close = _flag_map(path)
+    state = {"last": 0, "owed": 0}
+
+    def recv_ts() -> int | None:
+        """The time of the next message, or None for one that was overwritten unseen."""
+        if state["owed"]:
+            state["owed"] -= 1
+            return None
+        last, give_up = state["last"], time.monotonic() + 60
+        while True:
+            s = words[0]
+            if s != last and not s & 1:
+                ts = words[1]
+                if words[0] == s:
+                    state["last"], state["owed"] = s, (s - last) // 2 - 1
+                    return ts
+            elif time.monotonic() > give_up:
+                raise TimeoutError("the spin-flag sender stopped")
+
+    def recv() -> None:
+        raise ValueError("spin-flag measures latency only: it keeps no queue")
+    return recv, recv_ts, close
 
 
 # iceoryx2: a publish-subscribe service of byte slices, lossless (no safe
@@ -303,6 +373,10 @@ class Pump:
             address = f"ipc://{tempfile.gettempdir()}/dc-bench-{uuid.uuid4().hex[:10]}"
         elif kind in ("iceoryx2", "iceoryx2-zc"):
             address = (f"datacomms-bench/{uuid.uuid4().hex[:10]}", size)
+        elif kind == SPIN_FLAG:
+            fd, address = tempfile.mkstemp(prefix="datacomms-bench-flag-", dir="/dev/shm")
+            os.ftruncate(fd, 16)
+            os.close(fd)
         else:
             raise ValueError(kind)
         self._address = address
@@ -315,15 +389,16 @@ class Pump:
             self.recv, self.recv_ts, self._close = _make_receiver(kind, address, spin_us)
 
     def latencies(self, n: int, hz: float) -> list[int]:
-        """Asks for n messages at hz; returns the per-message one-way latencies in ns."""
+        """Asks for n messages at hz; returns the per-message one-way latencies in ns
+        (for spin-flag, of the messages its receiver saw)."""
         recv_ts = self.recv_ts
         self._conn.send((n, hz))
         lat = [0] * n
         for i in range(n):
             ts = recv_ts()
-            lat[i] = time.time_ns() - ts
+            lat[i] = -1 if ts is None else time.time_ns() - ts
         self._conn.recv()
-        return lat
+        return [x for x in lat if x >= 0] if self.kind == SPIN_FLAG else lat
 
     def burst(self, n: int) -> None:
         """Asks for n messages flat out and receives them: one recv() call per message."""
@@ -346,9 +421,9 @@ class Pump:
             self._proc.kill()
             self._proc.join()
         self._close()
-        if self.kind == "zmq-ipc":
+        if self.kind in ("zmq-ipc", SPIN_FLAG):
             try:
-                os.unlink(self._address[len("ipc://"):])
+                os.unlink(self._address[len("ipc://"):] if self.kind == "zmq-ipc" else self._address)
             except OSError:
                 pass
 

@@ -104,6 +104,10 @@ def test_bench_quick_writes_a_matrix(tmp_path):
     assert {("64B", "cython"), ("64B", "python"), ("64B", "mpqueue")} <= kinds
     assert all(x["msg_s"] > 0 for x in result["throughput"])
     assert "vs best peer" in r.stdout
+    lat = {(x["kind"], x["mode"]): x for x in result["latency"]}
+    # the floor of the method, measured beside the rest: a flag in shared memory the receiver spins on
+    assert lat[("spin-flag", "busy-poll")]["p50_us"] > 0 and ("cython", "busy-poll") in lat
+    assert not [n for n in os.listdir("/dev/shm") if n.startswith("datacomms-bench-flag-")]
 
 
 def test_clean_lists_and_removes_a_killed_publishers_segment(tmp_path, shm_name):
