@@ -10,7 +10,6 @@ import time
 
 import pytest
 
-import datacomms as dc
 
 
 def run(*args: str, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
