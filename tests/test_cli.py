@@ -11,7 +11,6 @@ import time
 import pytest
 
 
-
 def run(*args: str, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "datacomms.cli", *args], capture_output=True, text=True,
                           timeout=timeout, **kw)

@@ -9,12 +9,8 @@ within a generous liveness bound (the time is printed, not asserted tightly).
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 

@@ -3,7 +3,6 @@ backend and across backends, and mutated frames never crash either decoder."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
