@@ -686,6 +686,33 @@ def test_timeout_error_names_the_callers_timeout(backend):
             lonely.recv(timeout=0.2)
 
 
+def test_a_short_timeout_after_a_long_wait_is_kept(backend):
+    """A subscriber waits for its one publisher in a blocking read bounded by the
+    socket's receive timeout (compiled backend), which it sets only when the
+    wanted bound changes by more than a millisecond: after a wait bounded by a
+    long dead_after, a short timeout must still end the wait on time, and a
+    message must still end it at once. Heartbeats are an hour apart here, so
+    nothing else wakes the read."""
+    import threading
+    with _pub(backend, heartbeat=3600) as pub, _sub(backend, pub.url, dead_after=20) as sub:
+        pub.wait_for_subscribers(1, timeout=5)
+        pub.send("first")
+        assert sub.recv(timeout=5).data == "first"   # the next recv waits on the connection itself
+        later = threading.Timer(0.3, pub.send, ("a",))
+        later.start()
+        assert sub.recv(timeout=None).data == "a"   # a wait bounded by dead_after
+        later.join()
+        t0 = time.monotonic()
+        with pytest.raises(dc.Timeout):
+            sub.recv(timeout=0.05)
+        assert time.monotonic() - t0 < 5, "the 20 s bound of the previous wait was used"
+        pub.send("b")
+        assert sub.recv(timeout=30).data == "b"
+        with pytest.raises(dc.Timeout):
+            sub.recv(timeout=0.2)
+        assert sub.stats.lost == 0
+
+
 def test_new_publisher_wakes_a_recv_waiting_on_the_first(backend):
     """A listening subscriber's recv sleeping on its one connection is woken by
     a second publisher connecting, and returns what that one sends."""

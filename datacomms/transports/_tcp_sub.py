@@ -127,7 +127,9 @@ class TcpSubscriber(Subscriber):
         # a TLS socket can hold decrypted bytes its descriptor does not show: no waiting on the fd there
         c.direct = self._be.streamreader.DirectRecv(
             reader, on_control, self.stats, self._recv_slow, fd=-1 if c.tls else c.fd, wake_fd=self._rfd,
-            gate=self._gate, spin_ns=self._spin_ns, dead_after=self._dead_after)
+            gate=self._gate, spin_ns=self._spin_ns, dead_after=self._dead_after,
+            # a bound subscriber also waits for new publishers (the wake pipe)
+            block=not self._bind)
         self._ready.append(c)
         self._error = None
         try:

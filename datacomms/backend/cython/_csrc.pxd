@@ -164,7 +164,10 @@ cdef extern from "dc_ring.h" nogil:
 
 cdef extern from "<sys/socket.h>" nogil:
     ssize_t recv(int fd, void *buf, size_t n, int flags)
+    int setsockopt(int fd, int level, int name, const void *value, unsigned int length)
     int MSG_DONTWAIT
+    int SOL_SOCKET
+    int SO_RCVTIMEO
 
 cdef extern from "<pthread.h>" nogil:
     ctypedef struct pthread_mutex_t:

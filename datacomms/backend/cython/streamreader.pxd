@@ -13,11 +13,13 @@ cdef class FrameReader:
     cdef public object epoch
     cdef public dict seen
     cdef public object expect
+    cdef int64_t rcvtimeo_ns
     cdef int _room(self, Py_ssize_t need) except -1
     cdef int _fail(self, object exc) except -1
     cdef int _frame(self, dc_header *h) except -1
     cdef object _data(self, const dc_header *h)
-    cdef Py_ssize_t _wait(self, int fd, int wake_fd, int64_t deadline, long long spin_ns, bint poll_first=*) except? -3
+    cdef Py_ssize_t _wait(self, int fd, int wake_fd, int64_t deadline, long long spin_ns, bint poll_first=*,
+                          bint block=*) except? -3
     cdef void _consume(self, uint64_t frame_len)
     cpdef take(self, on_control, stats, bint record=*)
 
@@ -34,4 +36,5 @@ cdef class DirectRecv:
     cdef Gate gate
     cdef long long spin_ns
     cdef double dead_after
+    cdef bint block
     cdef public double last_rx

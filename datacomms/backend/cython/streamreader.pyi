@@ -41,7 +41,8 @@ class DirectRecv:
     last_rx: float
     def __init__(self, reader: FrameReader, on_control: Callable[[Any], None], stats: Any,
                  slow: Callable[[float | None, Exception | None, float | None], Message], fd: int = -1,
-                 wake_fd: int = -1, gate: Gate | None = None, spin_ns: int = 0, dead_after: float = 1.0) -> None: ...
+                 wake_fd: int = -1, gate: Gate | None = None, spin_ns: int = 0, dead_after: float = 1.0,
+                 block: bool = False) -> None: ...
     def recv(self, timeout: float | None = None) -> Message: ...
 
 def take_frame(frame: Any, source: Any, seen: dict[Any, int], stats: Any, max_frame_size: int,

@@ -23,12 +23,15 @@ from cpython.time cimport time_ns
 from libc.errno cimport errno, EAGAIN, EINTR
 from libc.stdint cimport uint8_t, uint64_t, int64_t
 from libc.string cimport memcpy, memmove, memcmp, strerror
+from posix.fcntl cimport fcntl, F_GETFL, F_SETFL, O_NONBLOCK
+from posix.time cimport timeval
 from posix.unistd cimport read
 
 from ...errors import Closed, FrameError, Timeout
 from ..._message cimport make_message
 from ._csrc cimport (
-    DC_OK, MSG_DONTWAIT, POLLIN, dc_header, dc_header_unpack, dc_monotonic_ns, poll, pollfd, recv, sched_yield,
+    DC_OK, MSG_DONTWAIT, POLLIN, SO_RCVTIMEO, SOL_SOCKET, dc_header, dc_header_unpack, dc_monotonic_ns, poll,
+    pollfd, recv, sched_yield, setsockopt,
 )
 from .framing cimport check_status, loads_json, read_header
 from .framing import decode as _framing_decode
@@ -75,6 +78,7 @@ cdef class FrameReader:
         self.epoch = None
         self.seen = {}
         self.expect = None
+        self.rcvtimeo_ns = -1   # the SO_RCVTIMEO a blocking wait set (-1: none yet)
 
     cdef int _room(self, Py_ssize_t need) except -1:
         """Makes sure buf can hold need bytes from start, keeping views valid."""
@@ -145,15 +149,19 @@ cdef class FrameReader:
         return self._wait(fd, wake_fd, deadline, spin_ns, poll_first)
 
     cdef Py_ssize_t _wait(self, int fd, int wake_fd, int64_t deadline, long long spin_ns,
-                          bint poll_first=False) except? -3:
-        """wait_fd with a dc_monotonic_ns deadline (-1: none)."""
+                          bint poll_first=False, bint block=False) except? -3:
+        """wait_fd with a dc_monotonic_ns deadline (-1: none). block (with
+        poll_first, without spin_ns; fd in blocking mode): instead of poll and
+        then a read, one read that waits, bounded by SO_RCVTIMEO; wake_fd is
+        not watched then (close() shuts the socket down instead)."""
         cdef Py_buffer view
         cdef ssize_t n = -1
         cdef Py_ssize_t total = 0
         cdef int err = 0, ms, polled = 0, woken = 0
         cdef bint skip
-        cdef int64_t spin_end, left
+        cdef int64_t spin_end, left, want
         cdef pollfd fds[2]
+        cdef timeval tv
         if self.end == PyByteArray_GET_SIZE(self.buf):
             self._room(max(self.need, self.end - self.start + 1))
         fds[0].fd = fd
@@ -167,6 +175,36 @@ cdef class FrameReader:
             spin_end = dc_monotonic_ns() + spin_ns
             skip = poll_first and spin_ns <= 0
             while True:
+                if skip and block:
+                    skip = 0
+                    want = 0   # SO_RCVTIMEO 0: no bound
+                    if deadline >= 0:
+                        left = deadline - dc_monotonic_ns()
+                        if left <= 0:
+                            err = EAGAIN
+                            break
+                        want = (left + 999) // 1000 * 1000
+                    # set the bound only when it is off by more than poll's own
+                    # rounding (1 ms): a steady caller sets it once
+                    if want != self.rcvtimeo_ns and (want == 0 or self.rcvtimeo_ns <= 0 or
+                                                     want - self.rcvtimeo_ns > 1000000 or
+                                                     self.rcvtimeo_ns - want > 1000000):
+                        tv.tv_sec = want // 1000000000
+                        tv.tv_usec = (want % 1000000000) // 1000
+                        if setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) != 0:
+                            err = errno
+                            break
+                        self.rcvtimeo_ns = want
+                    n = recv(fd, <char *>view.buf + self.end, <size_t>(view.len - self.end), 0)
+                    if n > 0:
+                        total += n
+                        self.end += n
+                        if self.need > self.end - self.start and self.end < view.len:
+                            continue   # the rest of a frame already announced
+                        break
+                    if n < 0:
+                        err = errno   # EAGAIN: the bound ran out; EINTR: a signal
+                    break
                 if skip:
                     # straight to poll: one system call fewer when nothing is
                     # there yet (a reply awaited), one more when something is
@@ -330,9 +368,19 @@ cdef class DirectRecv:
     """The recv of a subscriber that follows one connection (see the twin)."""
 
     def __init__(self, FrameReader reader, on_control, stats, slow, int fd=-1, int wake_fd=-1, Gate gate=None,
-                 long long spin_ns=0, double dead_after=1.0):
+                 long long spin_ns=0, double dead_after=1.0, bint block=False):
+        cdef int flags
         self.reader, self.on_control, self.stats, self.slow = reader, on_control, stats, slow
         self.fd, self.wake_fd, self.gate, self.spin_ns, self.dead_after = fd, wake_fd, gate, spin_ns, dead_after
+        # block: nothing else is waited for beside fd (a wake-up only ever
+        # comes from close(), which also shuts fd down), so the wait is a
+        # read that blocks: fd leaves nonblocking mode, and every other read
+        # of it passes MSG_DONTWAIT
+        self.block = False
+        if block and fd >= 0 and spin_ns <= 0:
+            flags = fcntl(fd, F_GETFL)
+            if flags >= 0 and fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) == 0:
+                self.block = True
         self.last_rx = dc_monotonic_ns() / 1e9
 
     def recv(self, timeout=None):
@@ -370,7 +418,7 @@ cdef class DirectRecv:
                 # an empty buffer: the last read most likely emptied the socket
                 # (a partly read frame: more is probably there, read first)
                 n = self.reader._wait(self.fd, self.wake_fd, until, self.spin_ns,
-                                      self.reader.end == self.reader.start)
+                                      self.reader.end == self.reader.start, self.block)
             except OSError as exc:
                 n = 0
                 error = Closed(f"read failed: {exc}")

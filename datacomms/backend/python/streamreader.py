@@ -285,7 +285,12 @@ class DirectRecv:
 
     def __init__(self, reader: FrameReader, on_control: Callable[[Any], None], stats: Any,
                  slow: Callable[[float | None, Exception | None, float | None], Message], fd: int = -1,
-                 wake_fd: int = -1, gate: Gate | None = None, spin_ns: int = 0, dead_after: float = 1.0) -> None:
+                 wake_fd: int = -1, gate: Gate | None = None, spin_ns: int = 0, dead_after: float = 1.0,
+                 block: bool = False) -> None:
+        # block (fd is the only thing to wait for; close() shuts it down): the
+        # compiled twin then waits in a blocking read, one system call where
+        # poll and a read are two; this twin always polls (its reads cannot
+        # pass MSG_DONTWAIT), which behaves the same
         self.reader, self.on_control, self.stats, self.slow = reader, on_control, stats, slow
         self.fd, self.wake_fd, self.gate, self.spin_ns, self.dead_after = fd, wake_fd, gate, spin_ns, dead_after
         self.last_rx = time.monotonic()   # when fd last gave bytes
