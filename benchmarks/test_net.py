@@ -58,8 +58,9 @@ def test_round_trip_64B(benchmark, placement):
     """2000 round trips of 64 B through an echoing child for every peer, the
     peers taking turns (netbench.round_trips), with the processes where the
     scheduler puts them, all on one core, or the children on another core;
-    p50/p99 per peer and the dc-cython / plain socket p50 ratio in extra_info
-    (dc-cython-spin: both subscribers busy-poll, spin_us=netbench.SPIN_US)."""
+    p50/p99 per peer and the dc-cython / plain socket p50 ratios in extra_info
+    (dc-cython-spin: both subscribers busy-poll, spin_us=netbench.SPIN_US;
+    socket-2conn: a plain echo over one connection each way)."""
     kinds = [k for k in netbench.RTT_PEERS if netbench.available(k)]
     benchmark.group = "tcp round trip 64B"
     rtts = benchmark.pedantic(lambda: netbench.round_trips(kinds, 64, 2000, placement=placement), rounds=1,
@@ -68,9 +69,10 @@ def test_round_trip_64B(benchmark, placement):
         r.sort()
         benchmark.extra_info[f"{kind}_p50_us"] = round(r[len(r) // 2] * 1e6, 1)
         benchmark.extra_info[f"{kind}_p99_us"] = round(r[int(len(r) * 0.99)] * 1e6, 1)
-    if "socket" in rtts:
-        benchmark.extra_info["dc-cython_over_socket_p50"] = round(
-            benchmark.extra_info["dc-cython_p50_us"] / benchmark.extra_info["socket_p50_us"], 2)
+    for ref in ("socket", "socket-2conn"):   # one connection both ways; one each way, as pub/sub has
+        if ref in rtts and "dc-cython" in rtts:
+            benchmark.extra_info[f"dc-cython_over_{ref}_p50"] = round(
+                benchmark.extra_info["dc-cython_p50_us"] / benchmark.extra_info[f"{ref}_p50_us"], 2)
 
 
 @pytest.mark.parametrize("rate,count", [(1000, 10_000), (50, 500)])

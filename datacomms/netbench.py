@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 PEERS = ("dc-cython", "dc-python", "socket", "zmq", "zenoh", "stream")
-RTT_PEERS = ("dc-cython", "dc-python", "dc-cython-spin", "socket", "zmq", "zenoh")
+RTT_PEERS = ("dc-cython", "dc-python", "dc-cython-spin", "socket", "socket-2conn", "zmq", "zenoh")
 SEED_PEERS = ("dc-cython", "dc-python", "socket")
 ONE_WAY_PEERS = ("dc-cython", "dc-python", "dc-cython-spin", "socket", "zmq", "zenoh")
 _TS = struct.Struct("<q")
@@ -117,6 +117,10 @@ def _child(kind: str, mode: str, size: int, count: int, addr: str) -> None:
     srv = socket.create_server(("127.0.0.1", 0))
     print(f"tcp://127.0.0.1:{srv.getsockname()[1]}", flush=True)
     conn, _ = srv.accept()
+    out = conn
+    if kind == "socket-2conn":   # echo: read the first connection, answer on the second
+        out, _ = srv.accept()
+        out.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     srv.close()
     conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     if mode == "stamp":
@@ -150,7 +154,7 @@ def _child(kind: str, mode: str, size: int, count: int, addr: str) -> None:
             m = r.read()
             if m is None:
                 return
-            conn.sendall(_LEN.pack(len(m)) + bytes(m))
+            out.sendall(_LEN.pack(len(m)) + bytes(m))
 
 
 # -- bare zenoh-python, the way its own examples use it: a peer listening on
@@ -419,11 +423,17 @@ class _Echo:
             self._ends = (s, ctx)
             self._trip = lambda: (s.send(data), s.recv())
         else:
-            self.child = _Child("socket", "echo", size, 0, cpu=cpu)
+            # socket: one connection both ways. socket-2conn: one each way, as
+            # a publisher and a subscriber on each side have (each side's
+            # receiver then acknowledges on its own, where one connection
+            # carries the acknowledgement on the reply)
+            self.child = _Child(kind, "echo", size, 0, cpu=cpu)
             sock = socket.create_connection(("127.0.0.1", self.child.port))
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._ends = (sock,)
-            r = _SockReader(sock)
+            back = socket.create_connection(("127.0.0.1", self.child.port)) if kind == "socket-2conn" else sock
+            for s in {sock, back}:
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._ends = tuple({sock, back})
+            r = _SockReader(back)
             msg = _LEN.pack(size) + bytes(data)
             self._trip = lambda: (sock.sendall(msg), r.read())
         for _ in range(50):   # the first ones warm both ends up

@@ -119,3 +119,13 @@ def test_clean_lists_and_removes_a_killed_publishers_segment(tmp_path, shm_name)
     r = run("clean")
     assert r.returncode == 0 and shm_name in r.stdout
     assert not any(shm_name in n for n in os.listdir("/dev/shm"))
+
+
+def test_round_trip_references_echo_over_one_and_two_connections():
+    """The plain-socket references of the round-trip benchmark: one connection both
+    ways, and one each way (the topology a publisher and a subscriber on each side have)."""
+    from datacomms import netbench
+    rtts = netbench.round_trips(["socket", "socket-2conn", "dc-cython" if netbench.available("dc-cython")
+                                 else "dc-python"], 64, 40, rounds=2)
+    assert [len(v) for v in rtts.values()] == [40, 40, 40]
+    assert all(0 < t < 5 for v in rtts.values() for t in v)
