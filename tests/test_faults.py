@@ -148,6 +148,30 @@ def test_stall_without_reconnect_raises_closed(backend):
             sender.stop()
 
 
+def test_a_large_frame_arriving_in_slow_pieces_keeps_the_timeout(backend):
+    """A 1 MiB frame comes in 64 KiB pieces 0.1 s apart. A subscriber that has
+    its header waits for the rest in one read (compiled backend): a short
+    timeout still ends that wait with the frame incomplete, nothing torn is
+    handed out, and a longer one gets the whole frame."""
+    import numpy as np
+    with dc.Publisher(LOCAL, backend=backend) as pub, FaultProxy(pub.address) as proxy, \
+            dc.Subscriber(proxy.url, backend=backend, dead_after=30) as sub:
+        pub.wait_for_subscribers(1, timeout=10)
+        pub.send("first")
+        assert sub.recv(timeout=10).data == "first"
+        proxy.delay = 0.1
+        big = np.arange(1 << 17, dtype=np.float64)   # 1 MiB: 16 pieces, about 1.6 s
+        pub.send(big)
+        time.sleep(0.2)   # a few pieces, the header among them, are in
+        for _ in range(3):
+            t0 = time.monotonic()
+            with pytest.raises(dc.Timeout):
+                sub.recv(timeout=0.05)
+            assert time.monotonic() - t0 < 0.5, "the wait for the rest of the frame outlived the timeout"
+        m = sub.recv(timeout=30)
+        assert np.array_equal(m.data, big) and m.seq == 1 and sub.stats.lost == 0
+
+
 def test_delay_shows_in_latency_and_loses_nothing(backend):
     """A 50 ms delay on the path: block mode loses nothing, order holds, and every
     message's latency (publisher timestamp to receipt) is at least the delay."""

@@ -166,6 +166,7 @@ cdef extern from "<sys/socket.h>" nogil:
     ssize_t recv(int fd, void *buf, size_t n, int flags)
     int setsockopt(int fd, int level, int name, const void *value, unsigned int length)
     int MSG_DONTWAIT
+    int MSG_WAITALL
     int SOL_SOCKET
     int SO_RCVTIMEO
 

@@ -18,6 +18,7 @@ cdef class FrameReader:
     cdef int _fail(self, object exc) except -1
     cdef int _frame(self, dc_header *h) except -1
     cdef object _data(self, const dc_header *h)
+    cdef int _bound(self, int fd, int64_t deadline) noexcept nogil
     cdef Py_ssize_t _wait(self, int fd, int wake_fd, int64_t deadline, long long spin_ns, bint poll_first=*,
                           bint block=*) except? -3
     cdef void _consume(self, uint64_t frame_len)

@@ -30,7 +30,7 @@ from posix.unistd cimport read
 from ...errors import Closed, FrameError, Timeout
 from ..._message cimport make_message
 from ._csrc cimport (
-    DC_OK, MSG_DONTWAIT, POLLIN, SO_RCVTIMEO, SOL_SOCKET, dc_header, dc_header_unpack, dc_monotonic_ns, poll,
+    DC_OK, MSG_DONTWAIT, MSG_WAITALL, POLLIN, SO_RCVTIMEO, SOL_SOCKET, dc_header, dc_header_unpack, dc_monotonic_ns, poll,
     pollfd, recv, sched_yield, setsockopt,
 )
 from .framing cimport check_status, loads_json, read_header
@@ -148,20 +148,45 @@ cdef class FrameReader:
             deadline = dc_monotonic_ns() + <int64_t>(max(<double>timeout, 0.0) * 1e9)
         return self._wait(fd, wake_fd, deadline, spin_ns, poll_first)
 
+    cdef int _bound(self, int fd, int64_t deadline) noexcept nogil:
+        """Bounds a blocking read of fd by deadline (dc_monotonic_ns, -1: none)
+        through SO_RCVTIMEO; 0, EAGAIN when the deadline has passed, or errno.
+        The option is set only when it is off by more than poll's own rounding
+        (1 ms): a steady caller sets it once."""
+        cdef int64_t want = 0, left   # SO_RCVTIMEO 0: no bound
+        cdef timeval tv
+        if deadline >= 0:
+            left = deadline - dc_monotonic_ns()
+            if left <= 0:
+                return EAGAIN
+            want = (left + 999) // 1000 * 1000
+        if want == self.rcvtimeo_ns or (want > 0 and self.rcvtimeo_ns > 0 and
+                                        -1000000 <= want - self.rcvtimeo_ns <= 1000000):
+            return 0
+        tv.tv_sec = want // 1000000000
+        tv.tv_usec = (want % 1000000000) // 1000
+        if setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) != 0:
+            return errno
+        self.rcvtimeo_ns = want
+        return 0
+
     cdef Py_ssize_t _wait(self, int fd, int wake_fd, int64_t deadline, long long spin_ns,
                           bint poll_first=False, bint block=False) except? -3:
-        """wait_fd with a dc_monotonic_ns deadline (-1: none). block (with
-        poll_first, without spin_ns; fd in blocking mode): instead of poll and
-        then a read, one read that waits, bounded by SO_RCVTIMEO; wake_fd is
-        not watched then (close() shuts the socket down instead)."""
+        """wait_fd with a dc_monotonic_ns deadline (-1: none). block (fd in
+        blocking mode, no spin_ns): the waiting is done by reads that block,
+        bounded by SO_RCVTIMEO: one for whatever comes first when poll_first,
+        one for all that is missing of an announced frame (MSG_WAITALL), where
+        poll and a read took turns; wake_fd is not watched then (close() shuts
+        the socket down instead)."""
         cdef Py_buffer view
         cdef ssize_t n = -1
         cdef Py_ssize_t total = 0
         cdef int err = 0, ms, polled = 0, woken = 0
         cdef bint skip
-        cdef int64_t spin_end, left, want
+        cdef int64_t spin_end, left
+        cdef Py_ssize_t missing, space
+        cdef int flags
         cdef pollfd fds[2]
-        cdef timeval tv
         if self.end == PyByteArray_GET_SIZE(self.buf):
             self._room(max(self.need, self.end - self.start + 1))
         fds[0].fd = fd
@@ -175,27 +200,21 @@ cdef class FrameReader:
             spin_end = dc_monotonic_ns() + spin_ns
             skip = poll_first and spin_ns <= 0
             while True:
-                if skip and block:
+                missing = self.need - (self.end - self.start)
+                if block and (skip or missing > 0):
+                    # a read that waits: for whatever comes first when nothing is
+                    # buffered, for all that is missing of an announced frame
+                    # (MSG_WAITALL: one call, where poll and a read took turns
+                    # for every piece of a large frame)
+                    flags = 0
+                    space = view.len - self.end
+                    if not skip and missing <= space:
+                        space, flags = missing, MSG_WAITALL
                     skip = 0
-                    want = 0   # SO_RCVTIMEO 0: no bound
-                    if deadline >= 0:
-                        left = deadline - dc_monotonic_ns()
-                        if left <= 0:
-                            err = EAGAIN
-                            break
-                        want = (left + 999) // 1000 * 1000
-                    # set the bound only when it is off by more than poll's own
-                    # rounding (1 ms): a steady caller sets it once
-                    if want != self.rcvtimeo_ns and (want == 0 or self.rcvtimeo_ns <= 0 or
-                                                     want - self.rcvtimeo_ns > 1000000 or
-                                                     self.rcvtimeo_ns - want > 1000000):
-                        tv.tv_sec = want // 1000000000
-                        tv.tv_usec = (want % 1000000000) // 1000
-                        if setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) != 0:
-                            err = errno
-                            break
-                        self.rcvtimeo_ns = want
-                    n = recv(fd, <char *>view.buf + self.end, <size_t>(view.len - self.end), 0)
+                    err = self._bound(fd, deadline)
+                    if err:
+                        break
+                    n = recv(fd, <char *>view.buf + self.end, <size_t>space, flags)
                     if n > 0:
                         total += n
                         self.end += n
