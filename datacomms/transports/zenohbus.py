@@ -99,10 +99,14 @@ class ZenohPublisher(pubsub.Publisher):
         self._session, self._share = zenohsession.acquire(opts)
         try:
             cc = zenoh.CongestionControl.BLOCK if on_full == "block" else zenoh.CongestionControl.DROP
-            if history > 0 and hasattr(zext, "declare_advanced_publisher"):
+            if history > 0 and hasattr(zext, "MissDetectionConfig"):
+                # Sample miss detection makes the cache order its samples by a sequence
+                # number of the publisher's own instead of by the session's timestamps, so
+                # sessions need no timestamping, which would stamp every put of the process.
                 self._pub = zext.declare_advanced_publisher(
                     self._session, ke, congestion_control=cc, express=express,
-                    cache=zext.CacheConfig(max_samples=history), publisher_detection=True)
+                    cache=zext.CacheConfig(max_samples=history), publisher_detection=True,
+                    sample_miss_detection=zext.MissDetectionConfig())
             else:
                 # No cache wanted, or a zenoh-python before advanced pub/sub (docs/zenoh.md):
                 # a plain publisher, whose put costs about 1.5 us less.
