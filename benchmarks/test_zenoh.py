@@ -16,8 +16,8 @@ both sides (raw frames), 8 MiB ones numpy arrays.
 
 Publishers and subscribers are plain zenoh ones on both sides (datacomms with
 history=0 / history=False, which declares plain ones), with the sessions' other
-defaults (timestamping off on both sides); datacomms' puts carry the 16-byte
-publisher id as an attachment.
+defaults (timestamping off on both sides); datacomms' publishers declare an
+encoding naming their id, which every sample carries.
 
 The machine this runs on is small and shared, and one run of one pair swings by
 2x (three threads on two cores and one GIL; where the allocator puts 8 MiB

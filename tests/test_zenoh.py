@@ -360,6 +360,37 @@ def test_large_frames_assembled_in_the_publishers_buffer_arrive_intact(backend) 
     assert sub.stats.lost == 0
 
 
+def test_publishers_told_apart_by_encoding_not_attachment(backend) -> None:
+    # Each publisher's id travels in the zenoh encoding it declares once (no per-put
+    # attachment). Two publishers of one session on one key, sending in turn with the
+    # same seqs, stay two streams: no loss, no duplicate, no restart.
+    port, k = free_port(), key()
+    seen: list = []
+    with dc.Subscriber(local(k, port), backend=backend) as sub, \
+            dc.Publisher(local(k, port), backend=backend) as p1, \
+            dc.Publisher(local(k, port), backend=backend) as p2:
+        session, share = zenohsession.acquire(zenohsession.parse_url(local(k, port)))
+        try:
+            plain = session.declare_subscriber(k, lambda s: seen.append((str(s.encoding), s.attachment)))
+            p1.wait_for_subscribers(1, timeout=10)
+            p2.wait_for_subscribers(1, timeout=10)
+            for i in range(5):
+                p1.send({"p": 1, "i": i})
+                p2.send({"p": 2, "i": i})
+            msgs = [sub.recv(timeout=10) for _ in range(10)]
+            plain.undeclare()
+        finally:
+            zenohsession.release(share)
+        with pytest.raises(dc.Timeout):
+            sub.recv(timeout=0.2)
+    assert sorted((m.data["p"], m.data["i"], m.seq) for m in msgs) == sorted(
+        (p, i, i) for p in (1, 2) for i in range(5))
+    assert (sub.stats.received, sub.stats.lost, sub.stats.restarts, sub.duplicates) == (10, 0, 0, 0)
+    assert len(seen) == 10 and all(att is None for _, att in seen)
+    assert {enc for enc, _ in seen} == {zenohbus.encoding_of(p1.id), zenohbus.encoding_of(p2.id)}
+    assert p1.id.hex() in zenohbus.encoding_of(p1.id) and p1.id != p2.id
+
+
 def test_bad_frames_are_dropped_and_counted(backend) -> None:
     port, k = free_port(), key()
     with dc.Subscriber(local(k, port), backend=backend) as sub, \
