@@ -360,6 +360,37 @@ def test_large_frames_assembled_in_the_publishers_buffer_arrive_intact(backend) 
     assert sub.stats.lost == 0
 
 
+def test_publishers_told_apart_by_encoding_not_attachment(backend) -> None:
+    # Each publisher's id travels in the zenoh encoding it declares once (no per-put
+    # attachment). Two publishers of one session on one key, sending in turn with the
+    # same seqs, stay two streams: no loss, no duplicate, no restart.
+    port, k = free_port(), key()
+    seen: list = []
+    with dc.Subscriber(local(k, port), backend=backend) as sub, \
+            dc.Publisher(local(k, port), backend=backend) as p1, \
+            dc.Publisher(local(k, port), backend=backend) as p2:
+        session, share = zenohsession.acquire(zenohsession.parse_url(local(k, port)))
+        try:
+            plain = session.declare_subscriber(k, lambda s: seen.append((str(s.encoding), s.attachment)))
+            p1.wait_for_subscribers(1, timeout=10)
+            p2.wait_for_subscribers(1, timeout=10)
+            for i in range(5):
+                p1.send({"p": 1, "i": i})
+                p2.send({"p": 2, "i": i})
+            msgs = [sub.recv(timeout=10) for _ in range(10)]
+            plain.undeclare()
+        finally:
+            zenohsession.release(share)
+        with pytest.raises(dc.Timeout):
+            sub.recv(timeout=0.2)
+    assert sorted((m.data["p"], m.data["i"], m.seq) for m in msgs) == sorted(
+        (p, i, i) for p in (1, 2) for i in range(5))
+    assert (sub.stats.received, sub.stats.lost, sub.stats.restarts, sub.duplicates) == (10, 0, 0, 0)
+    assert len(seen) == 10 and all(att is None for _, att in seen)
+    assert {enc for enc, _ in seen} == {zenohbus.encoding_of(p1.id), zenohbus.encoding_of(p2.id)}
+    assert p1.id.hex() in zenohbus.encoding_of(p1.id) and p1.id != p2.id
+
+
 def test_bad_frames_are_dropped_and_counted(backend) -> None:
     port, k = free_port(), key()
     with dc.Subscriber(local(k, port), backend=backend) as sub, \
@@ -399,7 +430,8 @@ def test_options_and_defaults() -> None:
     assert zenohsession.parse_url("zenoh://a?mode=client", mode="peer", listen=["x"]).mode == "peer"
     cfg = zenohsession.make_config(zenoh, zenohsession.parse_url("zenoh://a"))
     assert json.loads(cfg.get_json("scouting/multicast/enabled")) is False
-    assert json.loads(cfg.get_json("timestamping/enabled")) is True  # the late-joiner cache needs it
+    # not switched on: the late-joiner cache does without it, and it costs every put
+    assert json.loads(cfg.get_json("timestamping/enabled")) is not True
     assert json.loads(cfg.get_json("connect/endpoints")) == [zenohsession.DEFAULT_ROUTER]
     listen = json.loads(cfg.get_json("listen/endpoints"))
     assert listen and all(e.startswith("tcp/127.0.0.1:") for e in listen)
@@ -417,6 +449,37 @@ def test_config_file(tmp_path, backend) -> None:
         assert sub.recv(timeout=10).data == [1, 2]
     with pytest.raises(dc.DataCommsError, match="cannot load zenoh config"):
         dc.Publisher(f"zenoh://{k}?config={tmp_path / 'missing.json5'}")
+
+
+def test_late_joiner_without_timestamping(tmp_path, backend) -> None:
+    # A config file is taken as written, timestamping off included (zenoh stamps every put
+    # of such a session, which costs each message); the publisher's cache still answers a
+    # late joiner, and a plain subscriber on the key sees unstamped samples.
+    port, k = free_port(), key()
+    path = tmp_path / "z.json5"
+    path.write_text('{mode: "peer", scouting: {multicast: {enabled: false}}, timestamping: {enabled: false}, '
+                    f'listen: {{endpoints: ["tcp/127.0.0.1:{port}"]}}}}')
+    cfg = zenohsession.make_config(zenoh, zenohsession.parse_url(f"zenoh://{k}?config={path}"))
+    assert json.loads(cfg.get_json("timestamping/enabled")) is False
+    with dc.Publisher(f"zenoh://{k}?config={path}", backend=backend) as pub:
+        for i in range(3):
+            pub.send({"i": i})
+        stamps: list = []
+        session = zenoh.open(zenohsession.make_config(
+            zenoh, zenohsession.parse_url(f"zenoh://{k}?connect=tcp/127.0.0.1:{port}")))
+        try:
+            plain = session.declare_subscriber(k, lambda s: stamps.append(s.timestamp))
+            with dc.Subscriber(f"zenoh://{k}?connect=tcp/127.0.0.1:{port}", backend=backend) as sub:
+                msg = sub.latest(timeout=20)
+                assert (msg.seq, msg.data) == (2, {"i": 2})
+                pub.wait_for_subscribers(1, timeout=10)
+                pub.send({"i": 3})
+                assert sub.recv(timeout=10).data == {"i": 3}
+                assert (sub.stats.lost, sub.duplicates) == (0, 0)
+            plain.undeclare()
+        finally:
+            session.close()
+    assert stamps and all(s is None for s in stamps)
 
 
 def test_without_zenoh_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
