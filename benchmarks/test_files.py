@@ -179,7 +179,9 @@ def hdf5_follower_latency(backend: str, n: int = 1500) -> dict[str, Any]:
     """A writer process at 300 Hz with the default flush policy; this process follows.
     Latency is time.time_ns() when recv returns minus the message's timestamp_ns
     (taken at send), so it includes the wait for the flush (up to the 5 ms
-    interval); percentiles are exact over the n messages."""
+    interval); percentiles are exact over the n messages. The mean is given too: at 300 Hz
+    a message waits for its flush either about 0 or about 3.3 ms, and the median falls
+    between the two groups, wherever their sizes put it."""
     with tempfile.TemporaryDirectory() as d:
         url = "hdf5://" + os.path.join(d, "live.h5")
         lat = np.empty(n)
@@ -192,7 +194,8 @@ def hdf5_follower_latency(backend: str, n: int = 1500) -> dict[str, Any]:
             finally:
                 proc.wait()
             p50, p90, p99 = np.percentile(lat, [50, 90, 99])
-            return {"p50_ms": p50, "p90_ms": p90, "p99_ms": p99, "max_ms": lat.max(), "lost": sub.stats.lost}
+            return {"mean_ms": lat.mean(), "p50_ms": p50, "p90_ms": p90, "p99_ms": p99, "max_ms": lat.max(),
+                    "lost": sub.stats.lost}
 
 
 def hdf5_big_frames(backend: str | None, n: int = 40) -> float:

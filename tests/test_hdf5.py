@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import h5py
@@ -302,6 +303,51 @@ def test_idle_publisher_still_flushes(tmp_path: Path, backend_name: str) -> None
         reader = child("hdf5-reader", url, backend_name, "1")
         out = finish(reader, timeout=30).splitlines()
         assert out[0] == "ready" and json.loads(out[1]) == {"seqs_ok": True, "first": 0, "lost": 0}
+
+
+class _Clock:
+    """A monotonic clock the test moves by hand (time_ns stays real)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time_ns(self) -> int:
+        return time.time_ns()
+
+
+def test_flush_schedule_follows_a_steady_stream(tmp_path: Path, backend, monkeypatch) -> None:
+    """A stream faster than the flush interval is flushed by its own sends, at most once per
+    interval. The timer flushes what the sends leave pending 0.9 interval after the oldest
+    of it was sent (never sooner than an interval after the last flush), not one interval
+    after the last flush, where it would race the stream's next send (docs/files.md)."""
+    clock = _Clock()
+    monkeypatch.setattr(hdf5, "time", clock)
+    flushes: list[tuple[float, int]] = []
+    real_flush = hdf5.Hdf5Publisher._flush
+
+    def spy(self: hdf5.Hdf5Publisher) -> None:
+        flushes.append((round(clock.now - 1000.0, 3), self._seq))
+        real_flush(self)
+
+    monkeypatch.setattr(hdf5.Hdf5Publisher, "_flush", spy)
+    with dc.Publisher(url_of(tmp_path / "s.h5"), backend=backend, flush_interval=0.03) as pub:
+        for i in range(6):   # one message every 2/3 interval, like 300 Hz at the default 5 ms
+            clock.now = 1000.0 + 0.02 * i
+            pub.send(joint_state(i))
+        # flushed by the sends at 0, 0.04 and 0.08 (each an interval or more after the last flush)
+        assert flushes == [(0.0, 1), (0.04, 3), (0.08, 5)]
+        clock.now = 1000.115   # past last flush + interval (0.11), before 0.9 interval after seq 5 (0.127)
+        time.sleep(0.2)        # the timer looks again meanwhile (its nap is the fake 0.03 s at most)
+        assert flushes == [(0.0, 1), (0.04, 3), (0.08, 5)]
+        clock.now = 1000.1271   # just past the deadline (float sums)
+        deadline = time.monotonic() + 10
+        while len(flushes) < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert flushes[3:] == [(0.127, 6)]
+    assert [m.seq for m in replay(url_of(tmp_path / "s.h5"), backend)] == list(range(6))
 
 
 def test_sigkilled_writer_leaves_readable_file_and_append_continues(tmp_path: Path, backend_name: str) -> None:

@@ -9,9 +9,10 @@ with its datasets already made, because SWMR forbids creating datasets later;
 readers never see a half-built file. Messages are staged in memory and
 written in blocks; ``flush_interval`` (seconds, default 5 ms) bounds how long a
 message may wait before a flush makes it visible to followers, and how often
-the file is flushed; 0 flushes every message. A message is flushed by its own
-send when the last flush is an interval old, else by the send that finds it due
-or by a timer thread, so an idle publisher still publishes what it has.
+the file is flushed; 0 flushes every message. A send flushes when the last flush
+is an interval old; what it leaves pending a timer thread flushes 0.9 interval
+after the oldest of it was sent (not sooner than an interval after the last
+flush), so an idle publisher still publishes what it has.
 One lock serialises every h5py call of a publisher, so the timer and the
 sending thread never touch the file at once.
 
@@ -49,6 +50,8 @@ from ._h5layout import (
 )
 
 DEFAULT_FLUSH_INTERVAL = 0.005
+# the timer flushes a message a send left pending this share of flush_interval after it was sent
+TIMER_SHARE = 0.9
 # polls in a row that may fail to read rows a SWMR reader already sees (see Hdf5Subscriber._rows)
 MAX_READ_RETRIES = 200
 # longest sleep of a blocking recv/latest between looks when inotify watches the directory
@@ -95,8 +98,7 @@ class Hdf5Publisher(pubsub.Publisher):
         self._due: float | None = None        # when the oldest unflushed message must be flushed
         self._last_flush = 0.0
         self._closed = False
-        self._wake = threading.Event()
-        self._stop = threading.Event()
+        self._tick = threading.Condition(self._lock)   # wakes the timer: a new deadline, or close
         self._timer: threading.Thread | None = None
         if os.path.exists(self.path):
             self._open_existing()
@@ -194,19 +196,20 @@ class Hdf5Publisher(pubsub.Publisher):
             return
         if self._stage.full():
             self._write()
-        # Flushes are rate-limited, not delayed: the first message after a quiet
-        # spell is flushed at once, later ones wait at most until one interval
-        # after the previous flush. Staleness and flush rate are both bounded by
-        # the interval, and a slow publisher's messages are not held back.
+        # Flushes are rate-limited, not delayed: a send flushes when the last flush is an
+        # interval old, so the first message after a quiet spell is flushed at once and a
+        # steady stream is flushed by its own sends. What a send leaves pending gets a
+        # deadline for the timer: TIMER_SHARE of an interval after this (its oldest) message,
+        # never sooner than an interval after the last flush. A deadline of one interval
+        # after the last flush would fall where a stream's next send is due (300 Hz at
+        # 5 ms: every third message) and, won by the timer, hold that send's message for a
+        # whole interval; the timer's fraction leaves it a margin, and room for the flush.
         now = time.monotonic()
-        if self._due is None:
-            if now - self._last_flush >= self.flush_interval:
-                self._flush()
-            else:
-                self._due = self._last_flush + self.flush_interval
-                self._wake.set()
-        elif now >= self._due:
+        if now - self._last_flush >= self.flush_interval:
             self._flush()
+        elif self._due is None:
+            self._due = max(now + TIMER_SHARE * self.flush_interval, self._last_flush + self.flush_interval)
+            self._tick.notify()
 
     def send(self, data: Any, timeout: float | None = None) -> int:
         """Appends data; returns its seq. Never waits on readers (timeout is unused)."""
@@ -248,20 +251,16 @@ class Hdf5Publisher(pubsub.Publisher):
                 self._flush()
 
     def _run_timer(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait()
-            with self._lock:
+        with self._lock:
+            while not self._closed:
                 due = self._due
                 if due is None:
-                    self._wake.clear()
+                    self._tick.wait()
                     continue
-            delay = due - time.monotonic()
-            if delay > 0 and self._stop.wait(delay):
-                return
-            with self._lock:
-                if self._closed:
-                    return
-                if self._due is not None and time.monotonic() >= self._due:
+                delay = due - time.monotonic()
+                if delay > 0:
+                    self._tick.wait(delay)
+                elif not self._closed:
                     self._flush()
 
     def wait_for_subscribers(self, n: int = 1, timeout: float | None = None) -> int:
@@ -283,8 +282,7 @@ class Hdf5Publisher(pubsub.Publisher):
                 if self._f is not None:
                     self._flush()
             finally:
-                self._stop.set()
-                self._wake.set()
+                self._tick.notify()
                 if self._f is not None:
                     self._f.close()
                 if self._fd >= 0:
