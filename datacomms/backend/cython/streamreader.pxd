@@ -20,7 +20,7 @@ cdef class FrameReader:
     cdef object _data(self, const dc_header *h)
     cdef int _bound(self, int fd, int64_t deadline) noexcept nogil
     cdef Py_ssize_t _wait(self, int fd, int wake_fd, int64_t deadline, long long spin_ns, bint poll_first=*,
-                          bint block=*) except? -3
+                          int block=*) except? -3
     cdef void _consume(self, uint64_t frame_len)
     cpdef take(self, on_control, stats, bint record=*)
 
@@ -37,5 +37,5 @@ cdef class DirectRecv:
     cdef Gate gate
     cdef long long spin_ns
     cdef double dead_after
-    cdef bint block
+    cdef bint block, sparse
     cdef public double last_rx

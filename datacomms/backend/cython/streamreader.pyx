@@ -45,6 +45,9 @@ cdef extern from "Python.h":
 # for small messages, and the receive buffer is free again at once.
 SMALL_COPY = 4096
 cdef Py_ssize_t _SMALL_COPY = SMALL_COPY
+cdef enum:
+    WAITALL_MIN = 65536   # the rest of a frame at least this big is one waiting read
+    SPARSE_MAX = 4096     # a wait that read less than this waits in a blocking read next time
 
 cdef bytes _MAGIC = b"DCMF"
 HTTP_STARTS = (b"GET ", b"POST", b"PUT ", b"HEAD", b"DELE", b"OPTI", b"PATC", b"CONN", b"HTTP", b"PRI ")
@@ -171,13 +174,13 @@ cdef class FrameReader:
         return 0
 
     cdef Py_ssize_t _wait(self, int fd, int wake_fd, int64_t deadline, long long spin_ns,
-                          bint poll_first=False, bint block=False) except? -3:
+                          bint poll_first=False, int block=0) except? -3:
         """wait_fd with a dc_monotonic_ns deadline (-1: none). block (fd in
-        blocking mode, no spin_ns): the waiting is done by reads that block,
-        bounded by SO_RCVTIMEO: one for whatever comes first when poll_first,
-        one for all that is missing of an announced frame (MSG_WAITALL), where
-        poll and a read took turns; wake_fd is not watched then (close() shuts
-        the socket down instead)."""
+        blocking mode, no spin_ns): reads that block, bounded by SO_RCVTIMEO,
+        do the waiting where poll and a read took turns: 1, one for all that is
+        missing of a large announced frame (MSG_WAITALL); 2, also one for
+        whatever comes first when poll_first. wake_fd is not watched in those
+        reads (close() shuts the socket down instead)."""
         cdef Py_buffer view
         cdef ssize_t n = -1
         cdef Py_ssize_t total = 0
@@ -201,11 +204,11 @@ cdef class FrameReader:
             skip = poll_first and spin_ns <= 0
             while True:
                 missing = self.need - (self.end - self.start)
-                if block and (skip or missing > 0):
-                    # a read that waits: for whatever comes first when nothing is
-                    # buffered, for all that is missing of an announced frame
-                    # (MSG_WAITALL: one call, where poll and a read took turns
-                    # for every piece of a large frame)
+                if block and ((skip and block == 2) or WAITALL_MIN <= missing):
+                    # a read that waits: for whatever comes first, or, for a
+                    # large frame whose header is in, for all that is missing of
+                    # it (MSG_WAITALL: one call, where poll and a read took turns
+                    # for every piece)
                     flags = 0
                     space = view.len - self.end
                     if not skip and missing <= space:
@@ -395,7 +398,7 @@ cdef class DirectRecv:
         # comes from close(), which also shuts fd down), so the wait is a
         # read that blocks: fd leaves nonblocking mode, and every other read
         # of it passes MSG_DONTWAIT
-        self.block = False
+        self.block = self.sparse = False
         if block and fd >= 0 and spin_ns <= 0:
             flags = fcntl(fd, F_GETFL)
             if flags >= 0 and fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) == 0:
@@ -437,7 +440,8 @@ cdef class DirectRecv:
                 # an empty buffer: the last read most likely emptied the socket
                 # (a partly read frame: more is probably there, read first)
                 n = self.reader._wait(self.fd, self.wake_fd, until, self.spin_ns,
-                                      self.reader.end == self.reader.start, self.block)
+                                      self.reader.end == self.reader.start,
+                                      (2 if self.sparse else 1) if self.block else 0)
             except OSError as exc:
                 n = 0
                 error = Closed(f"read failed: {exc}")
@@ -452,6 +456,11 @@ cdef class DirectRecv:
                                  None if deadline < 0 else deadline / 1e9)
             if n > 0:
                 self.last_rx = dc_monotonic_ns() / 1e9
+                # a wait that found a frame or two: messages come one at a time
+                # (a reply, a paced stream), and the next wait is one blocking
+                # read; a wait that found a run of them: a busy stream, where
+                # poll and then a read of all that is there keeps up better
+                self.sparse = n < SPARSE_MAX
             else:
                 # nothing came: the time is up, or a signal cut the poll short (Ctrl-C
                 # raises here, as no Python code runs in this loop to notice it)
