@@ -61,7 +61,7 @@ import pytest
 zenoh = pytest.importorskip("zenoh")
 
 import datacomms as dc  # noqa: E402
-from datacomms.netbench import zenoh_peer_session  # noqa: E402
+from datacomms.netbench import end_child, zenoh_peer_session  # noqa: E402
 from conftest import run_once  # noqa: E402
 
 SIZES = {"64B": 64, "8MiB": 8 << 20}
@@ -280,13 +280,7 @@ def throughput_xproc(name: str, n: int = XPROC_COUNT) -> dict[str, float]:
             pair.close()
         return {"msg_per_s": n / dt, "cpu_us_per_msg": cpu / n * 1e6}
     finally:
-        proc.stdin.close()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
+        end_child(proc)
 
 
 def makers() -> dict[str, Callable[[], Any]]:

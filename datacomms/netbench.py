@@ -293,18 +293,24 @@ class _Child:
         self.p.stdin.flush()
 
     def close(self) -> None:
-        try:
-            assert self.p.stdin is not None
-            self.p.stdin.close()
-        except OSError:
-            pass
-        try:
-            self.p.wait(3)
-        except subprocess.TimeoutExpired:
-            self.p.kill()
-            self.p.wait()
-        if self.p.stdout is not None:
-            self.p.stdout.close()
+        end_child(self.p, 3)
+
+
+def end_child(p: subprocess.Popen, grace: float = 10) -> None:
+    """Ends a child that stops when its stdin closes: closes stdin, waits up to
+    grace seconds, kills it if it is still there, and closes its stdout."""
+    try:
+        if p.stdin is not None:
+            p.stdin.close()
+    except OSError:
+        pass
+    try:
+        p.wait(grace)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+    if p.stdout is not None:
+        p.stdout.close()
 
 
 def receiver(kind: str, size: int, count: int) -> tuple[Callable[[], None], Callable[[], None]]:

@@ -24,6 +24,7 @@ import pytest
 zenoh = pytest.importorskip("zenoh", reason="zenoh:// needs eclipse-zenoh: pip install '.[zenoh]'")
 
 import datacomms as dc  # noqa: E402
+from datacomms.netbench import end_child  # noqa: E402
 from datacomms.transports import zenohbus, zenohsession  # noqa: E402
 
 WORKERS = os.path.join(os.path.dirname(__file__), "zenoh_workers.py")
@@ -99,13 +100,7 @@ def router() -> Iterator[str]:
         assert proc.stdout.readline().startswith("router"), "the router did not start"
         yield endpoint
     finally:
-        proc.stdin.close()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
+        end_child(proc)
 
 
 def recv_all(sub: dc.Subscriber, n: int, timeout: float = 20.0) -> list[dc.Message]:
