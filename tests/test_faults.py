@@ -167,7 +167,8 @@ def test_a_large_frame_arriving_in_slow_pieces_keeps_the_timeout(backend):
             t0 = time.monotonic()
             with pytest.raises(dc.Timeout):
                 sub.recv(timeout=0.05)
-            assert time.monotonic() - t0 < 0.5, "the wait for the rest of the frame outlived the timeout"
+            # a liveness bound, not a measure: the rest of the frame is over a second away
+            assert time.monotonic() - t0 < 1.0, "the wait for the rest of the frame outlived the timeout"
         m = sub.recv(timeout=30)
         assert np.array_equal(m.data, big) and m.seq == 1 and sub.stats.lost == 0
 
