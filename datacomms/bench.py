@@ -380,6 +380,8 @@ class Pump:
         else:
             raise ValueError(kind)
         self._address = address
+        # a file this pump made, removed on close
+        self._file = address[len("ipc://"):] if kind == "zmq-ipc" else address if kind == SPIN_FLAG else None
         self._conn, child = _CTX.Pipe()
         if kind == "zmq-ipc":
             self.recv, self.recv_ts, self._close = _make_receiver(kind, address, spin_us)
@@ -421,9 +423,9 @@ class Pump:
             self._proc.kill()
             self._proc.join()
         self._close()
-        if self.kind in ("zmq-ipc", SPIN_FLAG):
+        if self._file is not None:
             try:
-                os.unlink(self._address[len("ipc://"):] if self.kind == "zmq-ipc" else self._address)
+                os.unlink(self._file)
             except OSError:
                 pass
 

@@ -117,12 +117,11 @@ def _child(kind: str, mode: str, size: int, count: int, addr: str) -> None:
     srv = socket.create_server(("127.0.0.1", 0))
     print(f"tcp://127.0.0.1:{srv.getsockname()[1]}", flush=True)
     conn, _ = srv.accept()
-    out = conn
-    if kind == "socket-2conn":   # echo: read the first connection, answer on the second
-        out, _ = srv.accept()
-        out.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    # socket-2conn echoes: read the first connection, answer on the second
+    out = srv.accept()[0] if kind == "socket-2conn" else conn
     srv.close()
-    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    for s in {conn, out}:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     if mode == "stamp":
         sys.stdin.readline()
         _paced(count, size, lambda i: conn.sendall(_LEN.pack(64) + _stamped()))

@@ -260,7 +260,7 @@ class Hdf5Publisher(pubsub.Publisher):
                 delay = due - time.monotonic()
                 if delay > 0:
                     self._tick.wait(delay)
-                elif not self._closed:
+                else:
                     self._flush()
 
     def wait_for_subscribers(self, n: int = 1, timeout: float | None = None) -> int:

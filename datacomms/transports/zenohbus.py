@@ -427,16 +427,7 @@ class ZenohSubscriber(pubsub.Subscriber):
                 self._bytes -= len(payload)
                 if self._samples_waiting:
                     self._room.notify_all()
-            if self._pending_skip:
-                msg = self._accept(payload, source)
-            else:  # _accept with nothing skipped, inlined: most messages take this path
-                try:
-                    msg = self._take(payload, source, self._last, self.stats, self._max_frame)
-                except FrameError:
-                    self.bad_frames += 1
-                    continue
-                if msg is None:
-                    self.duplicates += 1
+            msg = self._accept(payload, source)
             if msg is not None:
                 return msg
 
