@@ -40,6 +40,7 @@
 #define DC_SL_TIMEOUT   1   /* a block-mode queue stayed full past the timeout */
 #define DC_SL_NOMEM    -1
 #define DC_SL_STOPPED  -2
+#define DC_SL_FULL      2   /* dc_sl_push_if_room: a block-mode queue is full, nothing queued */
 
 #define DC_SL_IOV 512        /* iovecs per sendmsg: coalesces up to this many parts */
 #define DC_SL_POLL 256       /* connections watched per poll */
@@ -81,6 +82,8 @@ typedef struct {
     pthread_mutex_t mu;
     pthread_cond_t changed;    /* room in a queue, a queue drained, a conn died */
     int wakefd;
+    int roomfd;                /* eventfd written once room may have appeared, when room_armed */
+    int room_armed;            /* someone sleeps on roomfd; written under mu, read atomically */
     int sleeping, wake_pending, stop, next_id, nconns;
     int sealed;                /* dc_sl_seal: pushers no longer wait for room */
     int users;                 /* threads inside push or flush (dc_sl_destroy waits for them) */
@@ -100,6 +103,8 @@ static inline int dc_sl_init(dc_sendloop *sl) {
     memset(sl, 0, sizeof(*sl));
     sl->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (sl->wakefd < 0) return -errno;
+    sl->roomfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (sl->roomfd < 0) { int e = errno; close(sl->wakefd); return -e; }
     pthread_mutex_init(&sl->mu, NULL);
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -134,6 +139,34 @@ static inline void dc_sl_clear(dc_sendloop *sl, dc_sl_conn *c) {
     }
     c->qbytes = 0;
     c->head_off = 0;
+}
+
+/* sl->mu held: room may have appeared in a queue (a write, a death, a removal,
+ * closing). Wakes the pushers waiting on the condition, and whoever sleeps on
+ * roomfd (an event loop's asend) if it said so. */
+static inline void dc_sl_changed(dc_sendloop *sl) {
+    pthread_cond_broadcast(&sl->changed);
+    if (__atomic_load_n(&sl->room_armed, __ATOMIC_RELAXED)) {
+        uint64_t one = 1;
+        __atomic_store_n(&sl->room_armed, 0, __ATOMIC_RELAXED);
+        if (write(sl->roomfd, &one, 8) < 0) { /* a wake-up is pending already */ }
+    }
+}
+
+/* Asks for a roomfd wake-up at the next dc_sl_changed or dc_sl_room_poke. */
+static inline void dc_sl_arm_room(dc_sendloop *sl) {
+    pthread_mutex_lock(&sl->mu);
+    __atomic_store_n(&sl->room_armed, 1, __ATOMIC_SEQ_CST);
+    pthread_mutex_unlock(&sl->mu);
+}
+
+/* Wakes a roomfd sleeper, if armed, for a reason of the caller's (a publisher
+ * the sleeper found busy is done). */
+static inline void dc_sl_room_poke(dc_sendloop *sl) {
+    if (!__atomic_load_n(&sl->room_armed, __ATOMIC_SEQ_CST)) return;
+    pthread_mutex_lock(&sl->mu);
+    dc_sl_changed(sl);
+    pthread_mutex_unlock(&sl->mu);
 }
 
 static inline void dc_sl_wake(dc_sendloop *sl) {
@@ -182,7 +215,7 @@ static inline void dc_sl_remove(dc_sendloop *sl, int id) {
     dc_sl_conn *c = dc_sl_find(sl, id);
     if (c) {
         c->closing = 1;
-        pthread_cond_broadcast(&sl->changed);
+        dc_sl_changed(sl);
         /* A lingering loop is not sleeping (no eventfd write) and watches only
          * this counter; without the bump it would go to sleep with c unreaped,
          * its descriptor open, until some later push is queued. */
@@ -211,20 +244,18 @@ static inline void dc_sl_deadline(struct timespec *ts, double timeout) {
     if (ts->tv_nsec >= 1000000000L) { ts->tv_sec++; ts->tv_nsec -= 1000000000L; }
 }
 
-/* Queues m on connection id (or on every connection when id < 0). A full
+/* (sl->mu held) Queues m on connection id (or on every connection when id < 0). A full
  * drop-mode queue, or a block-mode one with timeout 0, skips m and counts it
  * in *dropped; a block-mode queue waits up to timeout seconds (< 0: forever).
  * *taken says whether a queue still holds m; when none does (all dropped, all
  * written at once, or all queues done already) the caller owns it again;
  * otherwise m may be written and
  * freed by the loop at any moment. */
-static inline int dc_sl_push(dc_sendloop *sl, int id, dc_sl_msg *m, double timeout, int *dropped, int *taken) {
+static inline int dc_sl_push_locked(dc_sendloop *sl, int id, dc_sl_msg *m, double timeout, int *dropped,
+                                    int *taken) {
     struct timespec dl;
     int rc = DC_SL_OK, have_dl = 0;
-    *dropped = 0;
-    *taken = 0;
-    pthread_mutex_lock(&sl->mu);
-    if (sl->stop) { pthread_mutex_unlock(&sl->mu); return DC_SL_STOPPED; }
+    if (sl->stop) return DC_SL_STOPPED;
     /* The pusher's own reference: while it waits for room on one queue, the
      * loop may finish writing m on every other queue; m must outlive that. */
     m->refs++;
@@ -271,6 +302,33 @@ static inline int dc_sl_push(dc_sendloop *sl, int id, dc_sl_msg *m, double timeo
     /* when that was the last reference, every queue is done with m: it is the caller's again */
     if (--m->refs == 0) *taken = 0;
     if (--sl->users == 0 && sl->stop) pthread_cond_broadcast(&sl->changed);
+    return rc;
+}
+
+static inline int dc_sl_push(dc_sendloop *sl, int id, dc_sl_msg *m, double timeout, int *dropped, int *taken) {
+    *dropped = 0;
+    *taken = 0;
+    pthread_mutex_lock(&sl->mu);
+    int rc = dc_sl_push_locked(sl, id, m, timeout, dropped, taken);
+    pthread_mutex_unlock(&sl->mu);
+    return rc;
+}
+
+/* dc_sl_push without waiting and all or nothing: when a block-mode queue it
+ * would go to has no room for m, queues m nowhere, arms roomfd and returns
+ * DC_SL_FULL (the caller owns m again). Drop-mode queues drop as usual. */
+static inline int dc_sl_push_if_room(dc_sendloop *sl, int id, dc_sl_msg *m, int *dropped, int *taken) {
+    int rc;
+    *dropped = 0;
+    *taken = 0;
+    pthread_mutex_lock(&sl->mu);
+    for (dc_sl_conn *c = sl->conns; c && !sl->stop; c = c->next) {
+        if (c->closing || c->dead || (id >= 0 && c->id != id) || !c->block || !dc_sl_full(c, m->len)) continue;
+        __atomic_store_n(&sl->room_armed, 1, __ATOMIC_SEQ_CST);
+        pthread_mutex_unlock(&sl->mu);
+        return DC_SL_FULL;
+    }
+    rc = dc_sl_push_locked(sl, id, m, 0, dropped, taken);
     pthread_mutex_unlock(&sl->mu);
     return rc;
 }
@@ -332,7 +390,7 @@ static inline void dc_sl_kill(dc_sendloop *sl, dc_sl_conn *c, int err) {
     c->dead = 1;
     c->err = err;
     dc_sl_clear(sl, c);
-    pthread_cond_broadcast(&sl->changed);
+    dc_sl_changed(sl);
 }
 
 /* sl->mu held: one sendmsg of as much of c's queue as fits in DC_SL_IOV iovecs. */
@@ -387,7 +445,7 @@ static inline void dc_sl_write(dc_sendloop *sl, dc_sl_conn *c) {
         dc_sl_release(sl, m);
         popped = 1;
     }
-    if (popped) pthread_cond_broadcast(&sl->changed);
+    if (popped) dc_sl_changed(sl);
 }
 
 /* sl->mu held: close and free connections marked closing (only this thread frees). */
@@ -506,7 +564,7 @@ static inline void dc_sl_run(dc_sendloop *sl) {
 static inline void dc_sl_seal(dc_sendloop *sl) {
     pthread_mutex_lock(&sl->mu);
     sl->sealed = 1;
-    pthread_cond_broadcast(&sl->changed);
+    dc_sl_changed(sl);
     pthread_mutex_unlock(&sl->mu);
 }
 
@@ -516,7 +574,7 @@ static inline void dc_sl_stop(dc_sendloop *sl) {
     sl->sleeping = 1;          /* force the eventfd write even if the loop is mid-round */
     sl->wake_pending = 0;
     dc_sl_wake(sl);
-    pthread_cond_broadcast(&sl->changed);
+    dc_sl_changed(sl);
     pthread_mutex_unlock(&sl->mu);
 }
 
@@ -530,7 +588,8 @@ static inline void dc_sl_destroy(dc_sendloop *sl) {
     dc_sl_reap(sl);
     pthread_mutex_unlock(&sl->mu);
     if (sl->wakefd >= 0) close(sl->wakefd);
-    sl->wakefd = -1;
+    if (sl->roomfd >= 0) close(sl->roomfd);
+    sl->wakefd = sl->roomfd = -1;
 }
 
 #endif

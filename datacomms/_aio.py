@@ -249,6 +249,37 @@ class WakeSocket(Waiter):
         self.sock.close()
 
 
+def _drain(fd: int) -> None:
+    """Reads a wake-up descriptor (a pipe, an eventfd) empty."""
+    try:
+        while os.read(fd, 4096):
+            pass
+    except (BlockingIOError, OSError):
+        pass
+
+
+class FdWaiter(Waiter):
+    """Wakes when another object's descriptor (a pipe or an eventfd it writes) is
+    readable; watches a duplicate of its own, so the owner may close the original."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = os.dup(fd)
+
+    def fds(self) -> tuple[int, ...]:
+        return (self.fd,)
+
+    def drain(self) -> None:
+        _drain(self.fd)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            try:
+                os.close(self.fd)
+            except OSError:
+                pass
+            self.fd = -1
+
+
 class PipeWaiter(Waiter):
     """A pipe another thread writes one byte to (``poke``) when the subscriber said it sleeps."""
 
@@ -265,11 +296,7 @@ class PipeWaiter(Waiter):
             pass   # full: a wake-up is pending already; closed: nobody waits
 
     def drain(self) -> None:
-        try:
-            while os.read(self.rfd, 4096):
-                pass
-        except (BlockingIOError, OSError):
-            pass
+        _drain(self.rfd)
 
     def close(self) -> None:
         for fd in (self.rfd, self.wfd):

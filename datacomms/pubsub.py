@@ -46,7 +46,7 @@ class Publisher:
     async def asend(self, data: Any, timeout: float | None = None) -> int:
         """``send`` for asyncio: never blocks the event loop. A send that cannot wait (drop
         mode, udp, files) runs at once; a block-mode send that must wait for room sleeps on
-        a descriptor (shm) or on a worker thread of the loop's executor (docs/aio.md)."""
+        a descriptor (shm, tcp) or on a worker thread of the loop's executor (zenoh; docs/aio.md)."""
         return await _aio.send(self, data, timeout)
 
     def _send_may_wait(self) -> bool:

@@ -483,44 +483,81 @@ def test_files_without_inotify_fall_back_to_a_timer(backend, tmp_path, monkeypat
 # ------------------------------------------------------------------ publishers
 
 
-def test_block_mode_asend_waits_without_blocking_the_loop(backend, shm_name) -> None:
-    """A full block-mode ring: asend waits for room while the loop keeps running other tasks."""
-    async def main() -> tuple[int, int, list[int]]:
-        url = f"shm://{shm_name}"
-        with dc.Publisher(url, backend=backend, on_full="block", capacity=4096) as pub, \
-                dc.Subscriber(url, backend=backend) as sub:
-            sent = 0
-            while True:
-                seq = pub._send_nowait(b"x" * 900)
-                if seq is None:
-                    break
-                sent += 1
-            pending = asyncio.ensure_future(pub.asend(b"last", timeout=30))
+def _fill(pub: Any, payload: bytes) -> int:
+    """Sends until a send would have to wait; how many went."""
+    sent, deadline = 0, time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if pub._send_nowait(payload) is None:
+            # tcp: the loop thread may still be moving queued frames into the kernel
+            time.sleep(0.05)
+            if pub._send_nowait(payload) is None:
+                return sent
+        sent += 1
+    raise AssertionError("the publisher never filled")
+
+
+class _BlockPair:
+    """A block-mode publisher whose subscriber reads nothing until told: shm on a small
+    ring, tcp with a 4-message queue (the kernel's socket buffers fill first)."""
+
+    def __init__(self, transport: str, backend: Any, shm_name: str) -> None:
+        if transport == "shm":
+            url = f"shm://{shm_name}"
+            self.pub = dc.Publisher(url, backend=backend, on_full="block", capacity=4096)
+            self.sub = dc.Subscriber(url, backend=backend)
+            self.payload = b"x" * 900
+        else:
+            self.pub = dc.Publisher("tcp://127.0.0.1:0", backend=backend, on_full="block", queue_messages=4)
+            self.sub = dc.Subscriber(self.pub.url, backend=backend)
+            self.pub.wait_for_subscribers(1, timeout=10)
+            self.payload = b"x" * 65000
+
+    def fill(self) -> int:
+        return _fill(self.pub, self.payload)
+
+    def close(self) -> None:
+        self.sub.close()
+        self.pub.close()
+
+
+@pytest.mark.parametrize("transport", ["shm", "tcp"])
+def test_block_mode_asend_waits_without_blocking_the_loop(backend, shm_name, transport) -> None:
+    """Full block-mode queues: asend waits for room while the loop keeps running other tasks,
+    with no worker thread."""
+    async def main() -> tuple[int, int, list[int], int, int]:
+        pair = _BlockPair(transport, backend, shm_name)
+        try:
+            sent = pair.fill()
+            threads = threading.active_count()
+            pending = asyncio.ensure_future(pair.pub.asend(b"last", timeout=30))
             ticks = 0
             while ticks < 20:
                 await asyncio.sleep(0.001)
                 ticks += 1
             assert not pending.done()
+            during = threading.active_count()
             seqs = []
             for _ in range(sent + 1):
-                seqs.append((await sub.arecv(timeout=30)).seq)
-            return await pending, ticks, seqs
+                seqs.append((await pair.sub.arecv(timeout=30)).seq)
+            return await pending, ticks, seqs, threads, during
+        finally:
+            pair.close()
 
-    last, ticks, seqs = run(main())
+    last, ticks, seqs, threads, during = run(main())
     assert ticks == 20
+    assert during == threads
     assert seqs == list(range(last + 1))
 
 
-def test_cancelled_block_mode_asend_sends_nothing(backend, shm_name) -> None:
-    """An asend waiting for room (on the publisher's wake socket, no worker thread) that is
-    cancelled has written nothing; the publisher's next message takes the next seq."""
-    async def main() -> tuple[int, int, int, list[bytes], int]:
-        url = f"shm://{shm_name}"
-        with dc.Publisher(url, backend=backend, on_full="block", capacity=4096) as pub, \
-                dc.Subscriber(url, backend=backend) as sub:
-            sent = 0
-            while pub._send_nowait(b"x" * 900) is not None:
-                sent += 1
+@pytest.mark.parametrize("transport", ["shm", "tcp"])
+def test_cancelled_block_mode_asend_sends_nothing(backend, shm_name, transport) -> None:
+    """An asend waiting for room (on a descriptor, no worker thread) that is cancelled has
+    sent nothing, nor has one that timed out; the publisher's next message takes the next seq."""
+    async def main() -> tuple[int, int, int, list[Any], int, bytes]:
+        pair = _BlockPair(transport, backend, shm_name)
+        pub, sub = pair.pub, pair.sub
+        try:
+            sent = pair.fill()
             threads = threading.active_count()
             pending = asyncio.ensure_future(pub.asend(b"cancelled", timeout=30))
             await asyncio.sleep(0.05)
@@ -530,16 +567,61 @@ def test_cancelled_block_mode_asend_sends_nothing(backend, shm_name) -> None:
                 await pending
             with pytest.raises(dc.Timeout):
                 await pub.asend(b"too late", timeout=0.05)
-            data = [bytes((await sub.arecv(timeout=30)).data) for _ in range(sent)]
+            got = [await sub.arecv(timeout=30) for _ in range(sent)]
             with pytest.raises(dc.Timeout):
-                await sub.arecv(timeout=0.1)
+                await sub.arecv(timeout=0.2)
             nxt = await pub.asend(b"next", timeout=30)
-            return threads, during, nxt, data, sent
+            last = await sub.arecv(timeout=30)
+            assert (last.seq, bytes(last.data)) == (nxt, b"next")
+            return threads, during, nxt, [(m.seq, bytes(m.data)) for m in got], sent, pair.payload
+        finally:
+            pair.close()
 
-    threads, during, nxt, data, sent = run(main())
+    threads, during, nxt, got, sent, payload = run(main())
     assert during == threads
-    assert data == [b"x" * 900] * sent
+    assert got == [(i, payload) for i in range(sent)]
     assert nxt == sent
+
+
+@pytest.mark.parametrize("transport", ["shm", "tcp"])
+def test_closing_the_publisher_ends_a_waiting_asend(backend, shm_name, transport) -> None:
+    """An asend waiting for room raises dc.Closed when another task closes its publisher."""
+    async def main() -> None:
+        pair = _BlockPair(transport, backend, shm_name)
+        try:
+            pair.fill()
+            pending = asyncio.ensure_future(pair.pub.asend(b"never", timeout=30))
+            await asyncio.sleep(0.05)
+            assert not pending.done()
+            pair.pub.close()
+            with pytest.raises(dc.Closed):
+                await asyncio.wait_for(pending, 5)
+        finally:
+            pair.close()
+
+    run(main())
+
+
+def test_a_departed_tcp_subscriber_makes_room_for_a_waiting_asend(backend) -> None:
+    """Block mode waits only for live subscribers: when the one whose queue is full leaves,
+    a waiting asend goes out to the others."""
+    async def main() -> tuple[int, bytes]:
+        pub = dc.Publisher("tcp://127.0.0.1:0", backend=backend, on_full="block", queue_messages=4)
+        stuck = dc.Subscriber(pub.url, backend=backend)
+        pub.wait_for_subscribers(1, timeout=10)
+        try:
+            sent = _fill(pub, b"x" * 65000)
+            pending = asyncio.ensure_future(pub.asend(b"after", timeout=30))
+            await asyncio.sleep(0.05)
+            assert not pending.done()
+            stuck.close()
+            seq = await asyncio.wait_for(pending, 10)
+            return seq - sent, b"after"
+        finally:
+            stuck.close()
+            pub.close()
+
+    assert run(main()) == (0, b"after")
 
 
 def test_arecv_passes_options_on(backend, shm_name) -> None:

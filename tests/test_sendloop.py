@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gc
 import inspect
+import os
+import select
 import socket
 import threading
 import time
@@ -53,10 +55,10 @@ def _read_frames(backend, sock, n, timeout=10.0):
 def test_api_parity():
     cy = dc.backend.get("cython").sendloop.SendLoop
     py = dc.backend.get("python").sendloop.SendLoop
-    names = {"add", "remove", "send", "send_data", "publish", "seal", "flush", "info", "dead", "close",
-             "connections"}
+    names = {"add", "remove", "send", "send_data", "publish", "publish_nowait", "seal", "flush", "info", "dead",
+             "close", "connections", "room_fd"}
     assert names <= set(dir(cy)) and names <= set(dir(py))
-    for n in names - {"connections"}:
+    for n in names - {"connections", "room_fd"}:
         assert list(inspect.signature(getattr(py, n)).parameters)[1:] == \
             [p for p in inspect.signature(getattr(cy, n)).parameters][1:] or n == "send", n
 
@@ -120,6 +122,83 @@ def test_block_mode_times_out(backend, loop, pair):
     t.start()
     loop.send(backend.framing.encode(b"z", 0, 0)[0], cid, 5)
     t.join()
+
+
+def _readable(fd: int, timeout: float) -> bool:
+    return bool(select.select([fd], [], [], timeout)[0])
+
+
+def _drain(fd: int) -> None:
+    while _readable(fd, 0):
+        os.read(fd, 4096)
+
+
+def test_publish_nowait_is_all_or_nothing_and_room_fd_says_when_to_retry(backend, loop, pair):
+    """publish_nowait queues on every connection or on none (no seq used), never waits,
+    and room_fd turns readable once the full queue has room again."""
+    a, b = pair
+    c, d = socket.socketpair()
+    try:
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        loop.add(a, 2, 1 << 20, True)        # fills after a few frames
+        loop.add(c, 100_000, 1 << 30, True)  # never fills here
+        seqs = []
+        while True:
+            seq = loop.publish_nowait(b"y" * 4000)
+            if seq is None:
+                time.sleep(0.05)   # the loop thread may still be moving frames into the kernel
+                seq = loop.publish_nowait(b"y" * 4000)
+                if seq is None:
+                    break
+            seqs.append(seq)
+            assert len(seqs) < 10_000, "never filled"
+        assert seqs == list(range(len(seqs)))
+        assert loop.next_seq == len(seqs)
+        _drain(loop.room_fd)                       # wake-ups of the tries before the last
+        assert loop.publish_nowait(b"y" * 4000) is None   # refused again: arms room_fd
+        assert not _readable(loop.room_fd, 0.2)    # nothing moves now: no wake-up
+        # the other connection got exactly what was published, nothing of the refused tries
+        got_d = _read_frames(backend, d, len(seqs))
+        d.settimeout(0.2)
+        with pytest.raises(socket.timeout):
+            d.recv(1)
+        assert [s for s, _ in got_d] == seqs
+        got_b = _read_frames(backend, b, 1)        # room on the full one
+        assert got_b[0][0] == 0
+        assert _readable(loop.room_fd, 5)
+        nxt = None
+        deadline = time.monotonic() + 5
+        while nxt is None and time.monotonic() < deadline:
+            nxt = loop.publish_nowait(b"next")
+            if nxt is None:
+                time.sleep(0.01)
+        assert nxt == len(seqs)
+    finally:
+        c.close()
+        d.close()
+
+
+def test_publish_nowait_waits_for_nothing_when_the_publisher_is_busy(backend, loop, pair):
+    """A publish_nowait that finds another thread's publish waiting for room returns None at
+    once, and room_fd wakes it when that publish is done."""
+    a, b = pair
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    loop.add(a, 2, 1 << 20, True)
+    while loop.publish_nowait(b"z" * 4000) is not None or (time.sleep(0.05) or
+                                                           loop.publish_nowait(b"z" * 4000) is not None):
+        pass
+    blocked = threading.Thread(target=loop.publish, args=(b"blocked", 30))
+    blocked.start()
+    time.sleep(0.1)
+    t0 = time.monotonic()
+    assert loop.publish_nowait(b"busy") is None
+    assert time.monotonic() - t0 < 1.0     # a liveness bound: it must not wait for the blocked publish
+    reader = threading.Thread(target=lambda: _read_frames(backend, b, 3))
+    reader.start()
+    blocked.join(10)
+    assert not blocked.is_alive()
+    assert _readable(loop.room_fd, 5)
+    reader.join(10)
 
 
 def test_dead_peer_reported_and_removal_is_clean(backend, loop, pair):

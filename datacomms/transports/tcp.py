@@ -23,6 +23,7 @@ import threading
 import time
 from typing import Any
 
+from .. import _aio
 from .. import backend as _backend
 from .. import url as _url
 from ..errors import Closed
@@ -65,6 +66,7 @@ class TcpPublisher(Publisher):
         self._last_send = 0.0                # when seq last moved or a heartbeat went out
         self._hb_seq = 0
         self._closed = False
+        self._aio_w: _aio.FdWaiter | None = None   # what a block-mode asend sleeps on
         self._loop = _sendloop_module(self._be, ssl).SendLoop()
         # the loop numbers and queues each message in one call (it keeps seq order
         # and puts each start frame before the data it counts)
@@ -136,6 +138,18 @@ class TcpPublisher(Publisher):
     def _send_may_wait(self) -> bool:
         return self._block
 
+    def _send_nowait(self, data: Any) -> int | None:
+        return self._loop.publish_nowait(data)
+
+    def _aio_send_waiter(self) -> _aio.Waiter:
+        # the send loop makes its room descriptor readable once a queue that was
+        # full may have room (or a connection went, or the publisher closed)
+        if self._closed:
+            raise Closed("publisher is closed")
+        if self._aio_w is None:
+            self._aio_w = _aio.FdWaiter(self._loop.room_fd)
+        return self._aio_w
+
     @property
     def subscribers(self) -> int:
         if self._lock.acquire(blocking=False):
@@ -164,6 +178,8 @@ class TcpPublisher(Publisher):
             return
         self._closed = True
         self._loop.seal()
+        if self._aio_w is not None:
+            self._aio_w.shutdown()
         self._links.close()
         try:
             self._loop.send(control(self._framing, {"dc": "bye"}), -1, 0)

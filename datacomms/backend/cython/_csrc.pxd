@@ -47,6 +47,7 @@ cdef extern from "dc_sendloop.h" nogil:
     int DC_SL_TIMEOUT
     int DC_SL_NOMEM
     int DC_SL_STOPPED
+    int DC_SL_FULL
 
     ctypedef struct dc_sl_msg:
         int refs
@@ -58,6 +59,7 @@ cdef extern from "dc_sendloop.h" nogil:
 
     ctypedef struct dc_sendloop:
         int nconns
+        int roomfd
         dc_sl_msg *freed
 
     ctypedef struct dc_sl_info:
@@ -74,6 +76,9 @@ cdef extern from "dc_sendloop.h" nogil:
     int dc_sl_add(dc_sendloop *sl, int fd, size_t max_msgs, size_t max_bytes, int block)
     void dc_sl_remove(dc_sendloop *sl, int id)
     int dc_sl_push(dc_sendloop *sl, int id, dc_sl_msg *m, double timeout, int *dropped, int *taken)
+    int dc_sl_push_if_room(dc_sendloop *sl, int id, dc_sl_msg *m, int *dropped, int *taken)
+    void dc_sl_arm_room(dc_sendloop *sl)
+    void dc_sl_room_poke(dc_sendloop *sl)
     int dc_sl_flush(dc_sendloop *sl, int id, double timeout)
     int dc_sl_info_get(dc_sendloop *sl, int id, dc_sl_info *info)
     int dc_sl_dead(dc_sendloop *sl, int *ids, int max)

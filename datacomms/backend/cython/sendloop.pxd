@@ -13,6 +13,7 @@ cdef class SendLoop:
     cdef public bint sealed
     cdef dc_sl_msg *build(self, list parts) except NULL
     cdef void release_freed(self)
-    cdef int push(self, dc_sl_msg *m, int cid, timeout) except -1
-    cdef int _send_data(self, object data, uint64_t seq, object timeout) except -1
+    cdef int push(self, dc_sl_msg *m, int cid, timeout, bint if_room=*) except -1
+    cdef int _send_data(self, object data, uint64_t seq, object timeout, bint if_room=*) except -1
     cdef void _lock_pub(self) noexcept
+    cdef void _unlock_pub(self) noexcept

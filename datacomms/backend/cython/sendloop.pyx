@@ -23,8 +23,9 @@ import threading
 
 from ...errors import Closed, DataCommsError, Timeout
 from ._csrc cimport (
-    DC_SL_OK, DC_SL_TIMEOUT, DC_SL_NOMEM, DC_SL_STOPPED, dc_sl_msg, dc_sl_info, dc_sl_init,
-    dc_sl_msg_new, dc_sl_msg_inline, dc_sl_add, dc_sl_remove, dc_sl_push, dc_sl_flush, dc_sl_info_get,
+    DC_SL_OK, DC_SL_TIMEOUT, DC_SL_NOMEM, DC_SL_STOPPED, DC_SL_FULL, dc_sl_msg, dc_sl_info, dc_sl_init,
+    dc_sl_msg_new, dc_sl_msg_inline, dc_sl_add, dc_sl_remove, dc_sl_push, dc_sl_push_if_room, dc_sl_arm_room,
+    dc_sl_room_poke, dc_sl_flush, dc_sl_info_get,
     dc_sl_dead, dc_sl_take_freed, dc_sl_run, dc_sl_seal, dc_sl_stop, dc_sl_destroy, dc_align64,
     pthread_mutex_init, pthread_mutex_destroy, pthread_mutex_lock, pthread_mutex_trylock, pthread_mutex_unlock,
 )
@@ -85,7 +86,7 @@ cdef class SendLoop:
                 self.send(start(self.next_seq), cid, 0)
         finally:
             if start is not None:
-                pthread_mutex_unlock(&self.pub_mu)
+                self._unlock_pub()
         return cid
 
     cdef void _lock_pub(self) noexcept:
@@ -94,6 +95,45 @@ cdef class SendLoop:
         if pthread_mutex_trylock(&self.pub_mu) != 0:
             with nogil:
                 pthread_mutex_lock(&self.pub_mu)
+
+    cdef void _unlock_pub(self) noexcept:
+        pthread_mutex_unlock(&self.pub_mu)
+        # an asend that found the publisher busy sleeps on room_fd until it is free
+        dc_sl_room_poke(&self.sl)
+
+    @property
+    def room_fd(self) -> int:
+        """An eventfd that turns readable once room may have appeared after a
+        publish_nowait that returned None; whoever sleeps on it reads it empty."""
+        if self.closed:
+            raise Closed("send loop is closed")
+        return self.sl.roomfd
+
+    def publish_nowait(self, data):
+        """publish without waiting, all or nothing: its seq when every block-mode
+        queue had room, else None with nothing queued and no seq used, and
+        room_fd armed to become readable once there may be room (or once the
+        publisher another thread held is free)."""
+        cdef uint64_t seq
+        cdef bint refused = False
+        if pthread_mutex_trylock(&self.pub_mu) != 0:
+            dc_sl_arm_room(&self.sl)
+            if pthread_mutex_trylock(&self.pub_mu) != 0:
+                return None
+        try:
+            if self.sealed:
+                raise Closed("publisher is closed")
+            seq = self.next_seq
+            if self._send_data(data, seq, 0, True) == -2:
+                refused = True
+                return None
+            self.next_seq = seq + 1
+        finally:
+            if refused:   # room_fd is armed for this caller: a poke now would wake it at once
+                pthread_mutex_unlock(&self.pub_mu)
+            else:
+                self._unlock_pub()
+        return seq
 
     def publish(self, data, timeout=None) -> int:
         """Numbers data with next_seq, queues it on every connection (send_data)
@@ -114,7 +154,7 @@ cdef class SendLoop:
                 raise
             self.next_seq = seq + 1
         finally:
-            pthread_mutex_unlock(&self.pub_mu)
+            self._unlock_pub()
         return seq
 
     def seal(self) -> None:
@@ -195,7 +235,7 @@ cdef class SendLoop:
         into the queued message: no intermediate objects."""
         return self._send_data(data, seq, timeout)
 
-    cdef int _send_data(self, object data, uint64_t seq, object timeout) except -1:
+    cdef int _send_data(self, object data, uint64_t seq, object timeout, bint if_room=False) except -1:
         cdef int64_t ts = time_ns()
         cdef type t = type(data)
         cdef object body
@@ -211,10 +251,12 @@ cdef class SendLoop:
             body, kind = dumps_json(data), 2
             meta_len = <uint32_t>PyBytes_GET_SIZE(body)
             if PyBytes_GET_SIZE(body) > COPY_MAX - 64:
-                return self.send(encode(data, seq, ts)[0], -1, timeout)
+                body = None
         else:
-            return self.send(encode(data, seq, ts)[0], -1, timeout)
+            body = None
         self.release_freed()
+        if body is None:
+            return self.push(self.build(encode(data, seq, ts)[0]), -1, timeout, if_room)
         n = PyBytes_GET_SIZE(body)
         m = dc_sl_msg_new(1, 64 + dc_align64(n))
         if m == NULL:
@@ -223,14 +265,18 @@ cdef class SendLoop:
                     1 if kind == 0 else 0, n if kind == 0 else 0)
         m.iov[0].iov_base = dc_sl_msg_inline(m)
         m.iov[0].iov_len = m.len = 64 + dc_align64(n)
-        return self.push(m, -1, timeout)
+        return self.push(m, -1, timeout, if_room)
 
-    cdef int push(self, dc_sl_msg *m, int cid, timeout) except -1:
-        """Queues m (which this call owns until a queue takes it)."""
+    cdef int push(self, dc_sl_msg *m, int cid, timeout, bint if_room=False) except -1:
+        """Queues m (which this call owns until a queue takes it). if_room: all or
+        nothing, without waiting (dc_sl_push_if_room); -2 when nothing was queued."""
         cdef double t = -1.0 if timeout is None else max(<double>timeout, 0.0)
         cdef int dropped = 0, taken = 0, rc
         with nogil:
-            rc = dc_sl_push(&self.sl, cid, m, t, &dropped, &taken)
+            if if_room:
+                rc = dc_sl_push_if_room(&self.sl, cid, m, &dropped, &taken)
+            else:
+                rc = dc_sl_push(&self.sl, cid, m, t, &dropped, &taken)
         if not taken:
             # no queue took it, so nobody else can see it (once taken, m belongs to the loop)
             if m.owner != NULL:
@@ -240,6 +286,8 @@ cdef class SendLoop:
             raise Timeout(f"send: a subscriber's queue stayed full for {timeout} s")
         if rc == DC_SL_STOPPED:
             raise Closed("send loop is closed")
+        if rc == DC_SL_FULL:
+            return -2
         return dropped
 
     def flush(self, int cid=-1, timeout=None) -> bool:

@@ -78,12 +78,35 @@ class SendLoop:
         self._sleeping = False
         self._wake_pending = False
         self._rfd, self._wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        # room_fd: readable once room may have appeared after publish_nowait found none
+        self._room_rfd, self._room_wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._room_armed = False
         self.closed = False
         self._publishing = threading.Lock()   # seq order on the wire, start frames before data
         self.next_seq = 0
         self.sealed = False
         self._thread = threading.Thread(target=self._run, name="datacomms-sendloop", daemon=True)
         self._thread.start()
+
+    def _changed_room(self) -> None:
+        """(mu held) Room may have appeared: wakes the waiting pushers, and the
+        room_fd sleeper if one armed it."""
+        self._changed.notify_all()
+        self._poke_room()
+
+    def _poke_room(self) -> None:
+        if self._room_armed:
+            self._room_armed = False
+            try:
+                os.write(self._room_wfd, b"\0")
+            except OSError:
+                pass   # full: a wake-up is pending already
+
+    def _publisher_free(self) -> None:
+        """After _publishing is released: wakes an asend that found it held."""
+        if self._room_armed:
+            with self._mu:
+                self._poke_room()
 
     def _wake(self) -> None:
         if self._sleeping and not self._wake_pending:
@@ -106,7 +129,41 @@ class SendLoop:
                 self._wake()
             if start is not None:
                 self.send(start(self.next_seq), cid, 0)
+        self._publisher_free()
         return cid
+
+    @property
+    def room_fd(self) -> int:
+        """A descriptor that becomes readable when room may have appeared after
+        publish_nowait found none."""
+        if self.closed:
+            raise Closed("send loop is closed")
+        return self._room_rfd
+
+    def publish_nowait(self, data: Any) -> int | None:
+        """publish without waiting, all or nothing: its seq when every block-mode
+        queue had room, else None with nothing queued and no seq used, and
+        room_fd armed to become readable once there may be room (or once the
+        publisher another thread held is free)."""
+        if not self._publishing.acquire(blocking=False):
+            with self._mu:
+                self._room_armed = True
+            if not self._publishing.acquire(blocking=False):
+                return None
+        refused = False
+        try:
+            if self.sealed:
+                raise Closed("publisher is closed")
+            seq = self.next_seq
+            if self.send(_framing.encode(data, seq, time.time_ns())[0], -1, 0, if_room=True) < 0:
+                refused = True
+                return None
+            self.next_seq = seq + 1
+        finally:
+            self._publishing.release()
+            if not refused:   # room_fd is armed for this caller: a poke now would wake it at once
+                self._publisher_free()
+        return seq
 
     def publish(self, data: Any, timeout: float | None = None) -> int:
         """Numbers data with next_seq, queues it on every connection (send_data)
@@ -124,6 +181,7 @@ class SendLoop:
                     raise Closed("publisher is closed") from None   # seal() ended the wait
                 raise
             self.next_seq = seq + 1
+        self._publisher_free()
         return seq
 
     def seal(self) -> None:
@@ -132,7 +190,7 @@ class SendLoop:
         a waiting publish may hold what a connection being added needs)."""
         with self._mu:
             self.sealed = True
-            self._changed.notify_all()
+            self._changed_room()
 
     def remove(self, cid: int) -> None:
         """Forgets connection cid: its queue is dropped; once this returns the loop
@@ -146,11 +204,13 @@ class SendLoop:
                 self._changed.wait()
             del self._conns[cid]
             c.q.clear()
-            self._changed.notify_all()
+            self._changed_room()
 
-    def send(self, parts: list[Any], cid: int = -1, timeout: float | None = None) -> int:
+    def send(self, parts: list[Any], cid: int = -1, timeout: float | None = None, if_room: bool = False) -> int:
         """Queues one frame on connection cid (-1: every connection); returns how
-        many dropped it; raises Timeout when a block-mode queue stayed full."""
+        many dropped it; raises Timeout when a block-mode queue stayed full.
+        if_room: all or nothing, without waiting: -1 and nothing queued (room_fd
+        armed) when a block-mode queue has no room."""
         if self.closed:
             raise Closed("send loop is closed")
         views = [p if type(p) is memoryview else memoryview(p) for p in parts]
@@ -163,6 +223,9 @@ class SendLoop:
             if self._stop:
                 raise Closed("send loop is closed")
             targets = list(self._conns.values()) if cid < 0 else [c for c in (self._conns.get(cid),) if c]
+            if if_room and any(c.block and c.full(n) and not (c.dead or c.closing) for c in targets):
+                self._room_armed = True
+                return -1
             took = False
             for c in targets:
                 while c.full(n) and c.block and timeout != 0 and not (c.dead or c.closing or self._stop or self.sealed):
@@ -246,12 +309,12 @@ class SendLoop:
             self._sleeping = True
             self._wake_pending = False
             self._wake()
-            self._changed.notify_all()
+            self._changed_room()
         self._thread.join()
         with self._mu:
             self._conns.clear()
-        os.close(self._rfd)
-        os.close(self._wfd)
+        for fd in (self._rfd, self._wfd, self._room_rfd, self._room_wfd):
+            os.close(fd)
 
     # -- the loop thread --------------------------------------------------
 
@@ -261,7 +324,7 @@ class SendLoop:
         c.q.clear()
         c.qbytes = 0
         c.head_off = 0
-        self._changed.notify_all()
+        self._changed_room()
 
     def _write(self, c: _Conn) -> None:
         """One sendmsg of as much of c's queue as fits in IOV_MAX buffers (mu held on entry and exit)."""
@@ -319,7 +382,7 @@ class SendLoop:
             c.sent += 1
             popped = True
         if popped:
-            self._changed.notify_all()
+            self._changed_room()
 
     def _peek(self, c: _Conn) -> None:
         """Reads what a peer sent after the handshake (nothing is expected) to see it hang up."""
