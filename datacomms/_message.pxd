@@ -1,5 +1,5 @@
 # dc.Message, compiled; the reference is datacomms/message.py.
 cdef class Message:
-    cdef public object data, seq, timestamp_ns
+    cdef public object data, seq, timestamp_ns, source
 
-cdef Message make_message(object data, object seq, object timestamp_ns)
+cdef Message make_message(object data, object seq, object timestamp_ns, object source)

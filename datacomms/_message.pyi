@@ -5,4 +5,5 @@ class Message:
     data: Any
     seq: int | None
     timestamp_ns: int
-    def __init__(self, data: Any, seq: int | None, timestamp_ns: int) -> None: ...
+    source: str | None
+    def __init__(self, data: Any, seq: int | None, timestamp_ns: int, source: str | None = None) -> None: ...

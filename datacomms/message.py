@@ -17,19 +17,25 @@ class Message:
     payloads as a bytes-like object, JSON values as Python values), ``seq`` is
     the publisher's counter (None when the source has no counter, such as a
     plain JSON file written by another program) and ``timestamp_ns`` is the
-    publisher's ``time.time_ns()`` at send.
+    publisher's ``time.time_ns()`` at send. ``source`` says which publisher
+    sent it where a subscriber can hear several: the key it was published on
+    (zenoh), the peer's "host:port" ("[addr]:port" for IPv6) of the connection
+    it came on (tcp) or of the datagram's sender (udp); None where a name has
+    one publisher (shm, json, hdf5).
     """
 
-    __slots__ = ("data", "seq", "timestamp_ns")
+    __slots__ = ("data", "seq", "timestamp_ns", "source")
 
-    def __init__(self, data: Any, seq: int | None, timestamp_ns: int) -> None:
+    def __init__(self, data: Any, seq: int | None, timestamp_ns: int, source: str | None = None) -> None:
         self.data = data
         self.seq = seq
         self.timestamp_ns = timestamp_ns
+        self.source = source
 
     def __repr__(self) -> str:
         kind = type(self.data).__name__
-        return f"Message(seq={self.seq}, timestamp_ns={self.timestamp_ns}, data=<{kind}>)"
+        src = "" if self.source is None else f", source={self.source!r}"
+        return f"Message(seq={self.seq}, timestamp_ns={self.timestamp_ns}{src}, data=<{kind}>)"
 
 
 try:

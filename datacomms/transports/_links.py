@@ -18,17 +18,20 @@ import threading
 import time
 from typing import Any, Callable
 
-from ._net import FrameReader, HandshakeError, bind_address, close_quietly, family, handshake, log, tls_wrap, tune_tcp
+from ._net import (
+    FrameReader, HandshakeError, address_text, bind_address, close_quietly, family, handshake, log, tls_wrap, tune_tcp,
+)
 
 OnReady = Callable[[Any, dict, Any, Any], None]
 
 
 class Links:
     """Listens (bind=True) or connects (bind=False) to (host, port) for one
-    Publisher or Subscriber. ``on_ready(sock, peer_hello, reader, addr)`` is
+    Publisher or Subscriber. ``on_ready(sock, peer_hello, reader, where)`` is
     called from a background thread for every connection that passed the
-    handshake; ``on_tick()`` runs about every ``tick`` seconds on the same
-    thread; ``on_error(exc)`` gets every handshake failure."""
+    handshake (where: the peer's address, address_text's "host:port");
+    ``on_tick()`` runs about every ``tick`` seconds on the same thread;
+    ``on_error(exc)`` gets every handshake failure."""
 
     def __init__(self, host: str, port: int, *, bind: bool, role: str, framing: Any, epoch: str | None,
                  key: bytes | None, ssl: _ssl.SSLContext | None, heartbeat: float, handshake_timeout: float,
@@ -161,7 +164,7 @@ class Links:
                 self._threads.discard(threading.current_thread())
 
     def _finish(self, sock: socket.socket, addr: Any, server: bool) -> bool:
-        where = f"{addr[0]}:{addr[1]}"
+        where = address_text(addr)
         conn: Any = sock
         try:
             sock.setblocking(True)
@@ -209,7 +212,11 @@ class Links:
             with self._mu:
                 self._pending.add(sock)
             try:
-                ok = self._finish(sock, (self.host, self.port), server=False)
+                try:
+                    addr = sock.getpeername()   # the address connected to, whatever name led there
+                except OSError:
+                    addr = (self.host, self.port)
+                ok = self._finish(sock, addr, server=False)
             finally:
                 with self._mu:
                     self._pending.discard(sock)

@@ -62,6 +62,12 @@ def url_of(scheme: str, host: str, port: int) -> str:
     return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
+def address_text(addr: Any) -> str:
+    """A socket address as "host:port" ("[addr]:port" for IPv6): a Message's source."""
+    host, port = addr[0], addr[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def bind_address(sock: socket.socket, host: str, port: int, scheme: str) -> None:
     """sock.bind((host, port)); an address in use is an OSError that names it."""
     try:

@@ -119,6 +119,7 @@ class TcpSubscriber(Subscriber):
         reader.chunk = self._chunk
         reader.epoch = epoch
         reader.seen = self._last_seen
+        reader.source = where   # every message of this connection carries this one string
         sock.setblocking(False)
         def on_control(msg: Any) -> None:
             self._control(c, msg)

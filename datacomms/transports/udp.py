@@ -29,13 +29,17 @@ from .. import url as _url
 from ..errors import Closed, DataCommsError, FrameError, Timeout
 from ..message import Message
 from ..pubsub import Publisher, Subscriber
-from ._net import wait_for_count, _buffer_free, bind_address, control, family, log, new_epoch, parse_address, url_of
+from ._net import (
+    wait_for_count, _buffer_free, address_text, bind_address, control, family, log, new_epoch, parse_address, url_of,
+)
 
 MAX_DATAGRAM = 65507          # the largest UDP payload over IPv4
 _SLOT = 65536                 # receive room per datagram
 # A seq this far below the last one from the same sender is a restart (same
 # source port), not a late datagram.
 REORDER_WINDOW = 1024
+# Sender addresses whose source string a subscriber keeps (more: it starts afresh).
+_MAX_SOURCES = 4096
 
 
 def _is_multicast(host: str) -> bool:
@@ -171,6 +175,7 @@ class UdpSubscriber(Subscriber):
         self.rejected = 0                # datagrams that were not valid frames
         self._last: dict[Any, int] = {}
         self._epoch: dict[Any, str] = {}
+        self._sources: dict[Any, str] = {}   # sender address -> its "host:port", made once
         self._closed = False
         if _is_multicast(host) and ":" in host:
             raise DataCommsError(f"{url!r}: IPv6 multicast is not supported; use an IPv4 group or IPv6 unicast")
@@ -281,11 +286,16 @@ class UdpSubscriber(Subscriber):
                 if not newest:
                     break
             if best is not None:
-                data, seq, ts, _addr, _ = best
+                data, seq, ts, addr, _ = best
+                source = self._sources.get(addr)
+                if source is None:
+                    if len(self._sources) >= _MAX_SOURCES:
+                        self._sources.clear()   # a flood of (spoofed) senders never grows it without bound
+                    source = self._sources[addr] = address_text(addr)
                 # loss is counted here per sender (seq gaps and heartbeats), so
                 # Stats gets no seq: it keeps rate, gaps, latency and skips
                 self.stats.record(None, ts, time.time_ns(), passed)
-                return Message(data, seq, ts)
+                return Message(data, seq, ts, source)
             wait = None
             if deadline is not None:
                 wait = deadline - time.monotonic()

@@ -292,7 +292,7 @@ class ZenohSubscriber(pubsub.Subscriber):
         self.bad_frames = 0   # samples that were not datacomms frames
         self.duplicates = 0   # samples seen before (history replay overlapping live data)
         self._block = zenoh.CongestionControl.BLOCK
-        self._queue: deque[tuple[bytes, Any]] = deque()
+        self._queue: deque[tuple[bytes, Any, str]] = deque()   # (frame, source id, key)
         self._bytes = 0
         # One lock, two conditions: readers wait for data, blocking samples for room.
         # Each side notifies only when the other waits (the common case is no one).
@@ -307,9 +307,10 @@ class ZenohSubscriber(pubsub.Subscriber):
         self._closed = False
         self._aio_w: _aio.PipeWaiter | None = None   # made by the first wait in an event loop
         self._aio_sleeping = False
-        # The last sample's encoding and the source it names, as one tuple (callbacks of
-        # two links may run at once): one comparison instead of a string per sample.
-        self._last_encoding: tuple[Any, Any] = (None, None)
+        # The last sample's encoding, the source it names and the key that publisher
+        # puts on (it never changes), as one tuple (callbacks of two links may run at
+        # once): one comparison instead of two strings per sample.
+        self._last_encoding: tuple[Any, Any, Any] = (None, None, None)
         self._session, self._share = zenohsession.acquire(opts)
         try:
             callback = zenoh.handlers.Callback(self._on_sample)
@@ -351,13 +352,14 @@ class ZenohSubscriber(pubsub.Subscriber):
         encoding = sample.encoding
         last = self._last_encoding
         if encoding == last[0]:
-            source = last[1]
+            _, source, key = last
         else:
             source = str(encoding)
             if _ENCODING in source:
-                self._last_encoding = (encoding, source)
+                key = str(sample.key_expr)
+                self._last_encoding = (encoding, source, key)
             else:  # not a datacomms publisher: one source per key (never cached: keys differ)
-                source = str(sample.key_expr)
+                source = key = str(sample.key_expr)
         payload = sample.payload.to_bytes()
         n = len(payload)
         with self._lock:
@@ -372,12 +374,12 @@ class ZenohSubscriber(pubsub.Subscriber):
                     finally:
                         self._samples_waiting -= 1
                     continue
-                old, _ = queue.popleft()
+                old = queue.popleft()[0]
                 self._bytes -= len(old)
                 self.overflows += 1
             if self._closed:
                 return
-            queue.append((payload, source))
+            queue.append((payload, source, key))
             self._bytes += n
             if self._readers_waiting:
                 self._data.notify_all()
@@ -399,12 +401,12 @@ class ZenohSubscriber(pubsub.Subscriber):
             finally:
                 self._readers_waiting -= 1
 
-    def _accept(self, payload: bytes, source: Any) -> Message | None:
-        """The message a queued frame holds (recorded in stats), or None for a frame
-        that is not valid (counted in bad_frames) or already handed out (duplicates)."""
+    def _accept(self, payload: bytes, source: Any, key: str) -> Message | None:
+        """The message a queued frame holds (recorded in stats; key: its source), or None
+        for a frame that is not valid (counted in bad_frames) or already handed out (duplicates)."""
         skipped = self._pending_skip.pop(source, 0) if self._pending_skip else 0
         try:
-            msg = self._take(payload, source, self._last, self.stats, self._max_frame, skipped)
+            msg = self._take(payload, source, self._last, self.stats, self._max_frame, skipped, key)
         except FrameError:
             self.bad_frames += 1
             msg = None
@@ -423,11 +425,11 @@ class ZenohSubscriber(pubsub.Subscriber):
             with lock:
                 if not queue:
                     self._wait(deadline, timeout)
-                payload, source = queue.popleft()
+                payload, source, key = queue.popleft()
                 self._bytes -= len(payload)
                 if self._samples_waiting:
                     self._room.notify_all()
-            msg = self._accept(payload, source)
+            msg = self._accept(payload, source, key)
             if msg is not None:
                 return msg
 
@@ -445,13 +447,13 @@ class ZenohSubscriber(pubsub.Subscriber):
             # Only headers are read to pick: the newest fresh frame that decodes is the
             # answer, and the fresh frames before it count as skipped, per publisher
             # (on its next message), so no gap reads as loss.
-            fresh = [(payload, source) for payload, source in items if self._is_news(payload, source)]
+            fresh = [item for item in items if self._is_news(item[0], item[1])]
             while fresh:
-                payload, source = fresh.pop()
-                older = Counter(src for _, src in fresh)
+                payload, source, key = fresh.pop()
+                older = Counter(item[1] for item in fresh)
                 for src, k in older.items():
                     self._pending_skip[src] = self._pending_skip.get(src, 0) + k
-                msg = self._accept(payload, source)
+                msg = self._accept(payload, source, key)
                 if msg is not None:
                     return msg
                 for src, k in older.items():  # that one was bad after all: try the one before

@@ -13,6 +13,7 @@ cdef class FrameReader:
     cdef public object epoch
     cdef public dict seen
     cdef public object expect
+    cdef public object source
     cdef int64_t rcvtimeo_ns
     cdef int _room(self, Py_ssize_t need) except -1
     cdef int _fail(self, object exc) except -1

@@ -81,6 +81,7 @@ cdef class FrameReader:
         self.epoch = None
         self.seen = {}
         self.expect = None
+        self.source = None
         self.rcvtimeo_ns = -1   # the SO_RCVTIMEO a blocking wait set (-1: none yet)
 
     cdef int _room(self, Py_ssize_t need) except -1:
@@ -355,7 +356,7 @@ cdef class FrameReader:
                     (<Stats>stats).record_source(self.epoch, seq, h.seq, h.timestamp_ns, time_ns(), 0)
                 else:
                     stats.record(seq, h.timestamp_ns, time_ns(), 0, self.epoch)
-            return make_message(data, seq, h.timestamp_ns)
+            return make_message(data, seq, h.timestamp_ns, self.source)
 
 
 cdef void _drain(int fd) noexcept nogil:
@@ -468,7 +469,7 @@ cdef class DirectRecv:
         return self.slow(timeout, None, None if deadline < 0 else deadline / 1e9)
 
 
-def take_frame(frame, source, dict seen, stats, uint64_t max_frame_size, long long skipped=0):
+def take_frame(frame, source, dict seen, stats, uint64_t max_frame_size, long long skipped=0, origin=None):
     """One whole frame that arrived by itself (a zenoh sample) as a Message, or
     None when source already delivered this seq (see the twin)."""
     cdef dc_header h
@@ -495,4 +496,4 @@ def take_frame(frame, source, dict seen, stats, uint64_t max_frame_size, long lo
         (<Stats>stats).record_source(source, seq, h.seq, h.timestamp_ns, time_ns(), skipped)
     else:
         stats.record(seq, h.timestamp_ns, time_ns(), skipped, source)
-    return make_message(data, seq, h.timestamp_ns)
+    return make_message(data, seq, h.timestamp_ns, origin)

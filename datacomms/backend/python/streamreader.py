@@ -62,7 +62,9 @@ class FrameReader:
     For ``take()``: ``epoch`` names the publisher epoch of this connection,
     ``seen`` maps each epoch to the last seq delivered from it (shared by all
     the readers of one subscriber), ``expect`` is the publisher's next seq
-    when this connection started (set from its start frame).
+    when this connection started (set from its start frame), ``source`` is
+    what each Message it returns carries as its source (the peer's address,
+    set once per connection by the subscriber).
     """
 
     def __init__(self, framing: Any, max_frame_size: int, chunk: int = 1 << 20) -> None:
@@ -77,6 +79,7 @@ class FrameReader:
         self.epoch: str | None = None
         self.seen: dict[str, int] = {}
         self.expect: int | None = None
+        self.source: str | None = None
 
     def _room(self, need: int) -> None:
         """Makes sure buf can hold need bytes from start, keeping views valid."""
@@ -230,7 +233,7 @@ class FrameReader:
             self.seen[self.epoch] = seq  # type: ignore[index]
             if record:
                 stats.record(seq, ts, time.time_ns(), 0, self.epoch)
-            return Message(data, seq, ts)
+            return Message(data, seq, ts, self.source)
 
 
 def _drain(fd: int) -> None:
@@ -341,11 +344,12 @@ class DirectRecv:
 
 
 def take_frame(frame: Any, source: Any, seen: dict[Any, int], stats: Any, max_frame_size: int,
-               skipped: int = 0) -> Message | None:
+               skipped: int = 0, origin: str | None = None) -> Message | None:
     """One whole frame that arrived by itself (a zenoh sample) as a Message, or
     None when source already delivered this seq (a duplicate). The frame is
     validated first (dc.FrameError); a fresh one updates seen[source] and is
-    recorded in stats with source and skipped."""
+    recorded in stats with source and skipped. origin becomes the Message's
+    source (the zenoh key it came on)."""
     data, seq, ts, _, _ = _framing.decode(frame, 0, max_frame_size)
     if type(data) is memoryview and data.nbytes <= SMALL_COPY:
         data = data.tobytes()
@@ -354,4 +358,4 @@ def take_frame(frame: Any, source: Any, seen: dict[Any, int], stats: Any, max_fr
         return None
     seen[source] = seq
     stats.record(seq, ts, time.time_ns(), skipped, source)
-    return Message(data, seq, ts)
+    return Message(data, seq, ts, origin)
