@@ -45,6 +45,7 @@ _RECHECK = 0.1  # seconds between token queries while waiting for subscribers
 _time_ns = time.time_ns
 SCRATCH_MIN = 1 << 20  # frames at least this big are assembled in the publisher's own buffer
 _ENCODING = "application/octet-stream;datacomms/pub/"  # + the publisher id in hex
+_KEYS_KEPT = 4096  # publishers whose key a subscriber remembers (then it starts afresh)
 
 
 def encoding_of(pub_id: bytes) -> str:
@@ -311,6 +312,7 @@ class ZenohSubscriber(pubsub.Subscriber):
         # puts on (it never changes), as one tuple (callbacks of two links may run at
         # once): one comparison instead of two strings per sample.
         self._last_encoding: tuple[Any, Any, Any] = (None, None, None)
+        self._key_of: dict[str, str] = {}   # publisher source id -> its key
         self._session, self._share = zenohsession.acquire(opts)
         try:
             callback = zenoh.handlers.Callback(self._on_sample)
@@ -356,7 +358,13 @@ class ZenohSubscriber(pubsub.Subscriber):
         else:
             source = str(encoding)
             if _ENCODING in source:
-                key = str(sample.key_expr)
+                # publishers interleaving under a wildcard miss the one-entry cache: the key
+                # a publisher id puts on is kept by id, so a miss makes one string, not two
+                key = self._key_of.get(source)
+                if key is None:
+                    if len(self._key_of) >= _KEYS_KEPT:
+                        self._key_of.clear()
+                    key = self._key_of[source] = str(sample.key_expr)
                 self._last_encoding = (encoding, source, key)
             else:  # not a datacomms publisher: one source per key (never cached: keys differ)
                 source = key = str(sample.key_expr)
