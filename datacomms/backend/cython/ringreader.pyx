@@ -15,7 +15,6 @@ import socket
 import numpy as np
 
 from ...errors import Closed, FrameError, Timeout
-from ...message import Message
 from .._segment import SLOT_SIZE, OFF_SLOTS
 from ._csrc cimport (
     DC_OK, DC_RING_EMPTY, DC_RING_LAPPED, DC_RING_OFF_DATA_WORD, DC_RING_OFF_DATA_SLEEPERS, dc_async_prepare,
@@ -24,13 +23,11 @@ from ._csrc cimport (
     dc_ring_tail, dc_ring_closed, dc_reader_valid, dc_reader_next, dc_reader_advance, dc_reader_hold,
     dc_ring_latest, dc_reader_resync, dc_reader_check_at,
 )
+from ..._message cimport make_message
 from .framing import decode
 from .stats cimport Stats
 
 from ._ringutil cimport CHECK_NS, SLICE_NS, _copy, _deadline
-
-cdef object _Message = Message
-
 
 cdef class Reader:
     """One subscriber's end of a ring: its slot's cursor, its Stats, its waits.
@@ -141,7 +138,7 @@ cdef class Reader:
         self.stats.fast_record(seq, ts, dc_realtime_ns(), skipped)
         self.have_seq = True
         self.last_seq = seq
-        return _Message(data, seq, ts)
+        return make_message(data, seq, ts, None)
 
     cdef _corrupt(self, int rc):
         dc_reader_advance(&self.r, dc_ring_tail(self.r.base))
