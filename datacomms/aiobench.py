@@ -9,6 +9,11 @@ blocking and its zmq.asyncio receiver alongside, over the same kinds of link.
   time.time_ns() to the receiver's, p50 and p99.
 - throughput: the child sends as fast as it can (block mode: lossless); the
   rate is counted from the first message received to the last.
+- send throughput (``send_run``): the other way round, this process publishes
+  as fast as it can in block mode, with ``send()`` or ``await asend()`` (zmq:
+  a PUSH socket's send, blocking or awaited, at its default high-water mark),
+  and a child receives; the rate is counted from the first send to the child's
+  last message, so the sender waits for room in every run.
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ import datacomms as dc
 
 MODES = ("sync", "asyncio", "uvloop")
 # (engine, link): dc over shm and tcp, pyzmq over ipc and tcp
-LINKS = (("dc-cython", "shm"), ("dc-python", "shm"), ("dc-cython", "tcp"), ("zmq", "ipc"), ("zmq", "tcp"))
+LINKS = (("dc-cython", "shm"), ("dc-python", "shm"), ("dc-cython", "tcp"), ("dc-python", "tcp"), ("zmq", "ipc"),
+         ("zmq", "tcp"))
 _CTX = mp.get_context("spawn")
 _TS = struct.Struct("<q")
 
@@ -78,6 +84,96 @@ def _zmq_sender(addr: str, n: int, rate: float, size: int, done: Any) -> None:
     done.wait(120)   # a PULL peer may drop what it has not read when the pusher goes away
     s.close(linger=0)
     ctx.term()
+
+
+def _dc_receiver(url: str, backend: str, n: int, ready: Any, done: Any) -> None:
+    with dc.Subscriber(url, backend=backend) as sub:
+        ready.set()
+        for _ in range(n):
+            sub.recv(timeout=60)
+        done.set()
+
+
+def _zmq_receiver(addr: str, n: int, ready: Any, done: Any) -> None:
+    import zmq
+    ctx = zmq.Context()
+    s = ctx.socket(zmq.PULL)
+    s.setsockopt(zmq.RCVTIMEO, 60_000)
+    s.connect(addr)
+    ready.set()
+    for _ in range(n):
+        s.recv()
+    done.set()
+    s.close(linger=0)
+    ctx.term()
+
+
+def send_run(engine: str, link: str, mode: str, n: int, size: int = 64) -> dict[str, float]:
+    """This process sends n messages of size bytes as fast as it can, in block mode, with
+    send() ("sync") or await asend(); a child receives them. Returns msg_per_s."""
+    ready, done = _CTX.Event(), _CTX.Event()
+    payload = bytes(size)
+    pub: Any = None
+    sock: Any = None
+    if engine == "zmq":
+        import zmq
+        import zmq.asyncio
+        ctx: Any = zmq.asyncio.Context() if mode != "sync" else zmq.Context()
+        sock = ctx.socket(zmq.PUSH)
+        tmp = tempfile.mkdtemp(prefix="dcaio-")
+        sock.bind(f"ipc://{tmp}/s" if link == "ipc" else "tcp://127.0.0.1:*")
+        addr = sock.getsockopt(zmq.LAST_ENDPOINT).decode()
+        child = _CTX.Process(target=_zmq_receiver, args=(addr, n, ready, done), daemon=True)
+    else:
+        backend = engine.split("-", 1)[1]
+        url = "shm://as" + uuid.uuid4().hex[:12] if link == "shm" else "tcp://127.0.0.1:0"
+        pub = dc.Publisher(url, backend=backend, on_full="block")
+        child = _CTX.Process(target=_dc_receiver, args=(pub.url, backend, n, ready, done), daemon=True)
+    child.start()
+    try:
+        ready.wait(60)
+        if pub is not None:
+            pub.wait_for_subscribers(1, timeout=60)
+        t0 = time.perf_counter()
+        if mode == "sync":
+            send = (lambda: sock.send(payload)) if sock is not None else (lambda: pub.send(payload, timeout=60))
+            for _ in range(n):
+                send()
+        else:
+            async def main() -> None:
+                if sock is not None:
+                    for _ in range(n):
+                        await sock.send(payload)
+                else:
+                    for _ in range(n):
+                        await pub.asend(payload, timeout=60)
+
+            async def bounded() -> None:
+                await asyncio.wait_for(main(), 300)
+
+            if mode == "uvloop":
+                import uvloop
+                uvloop.run(bounded())
+            else:
+                asyncio.run(bounded())
+        if not done.wait(120):
+            raise TimeoutError("the receiving child did not get every message")
+        elapsed = time.perf_counter() - t0
+    finally:
+        child.join(60)
+        if child.is_alive():
+            child.kill()
+            child.join()
+        if pub is not None:
+            pub.close()
+        if sock is not None:
+            sock.close(linger=0)
+            ctx.term()
+            if link == "ipc":
+                for name in os.listdir(tmp):
+                    os.unlink(os.path.join(tmp, name))
+                os.rmdir(tmp)
+    return {"msg_per_s": round(n / elapsed)}
 
 
 # ------------------------------------------------------------------ receivers
@@ -195,15 +291,16 @@ def main() -> None:
     p.add_argument("--rate", type=float, default=1000.0)
     p.add_argument("--throughput-count", type=int, default=50_000)
     a = p.parse_args()
-    print(f"{'engine':10} {'link':4} {'mode':8} {'p50 us':>8} {'p99 us':>8} {'msg/s':>10}")
+    print(f"{'engine':10} {'link':4} {'mode':8} {'p50 us':>8} {'p99 us':>8} {'msg/s':>10} {'sent/s':>10}")
     for engine, link in LINKS:
         for mode in MODES:
             if not available(engine, mode):
                 continue
             lat = run(engine, link, mode, a.latency_count, a.rate)
             thr = run(engine, link, mode, a.throughput_count, 0)
-            print(f"{engine:10} {link:4} {mode:8} {lat['p50_us']:8.1f} {lat['p99_us']:8.1f} {thr['msg_per_s']:10.0f}",
-                  flush=True)
+            snd = send_run(engine, link, mode, a.throughput_count)
+            print(f"{engine:10} {link:4} {mode:8} {lat['p50_us']:8.1f} {lat['p99_us']:8.1f} {thr['msg_per_s']:10.0f}"
+                  f" {snd['msg_per_s']:10.0f}", flush=True)
 
 
 if __name__ == "__main__":
