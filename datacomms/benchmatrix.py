@@ -82,15 +82,19 @@ def run(quick: bool = False, transports: tuple[str, ...] = ("shm", "tcp")) -> di
 
 
 def _with_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each datacomms row gains its ratio to the best peer of the same transport and size."""
-    best: dict[tuple[str, str], dict[str, Any]] = {}
+    """Each datacomms row gains its ratio to the best peer of the same transport and size
+    that moves data the same way: copying rows against copying peers, zero-copy ("-zc")
+    rows against zero-copy ones."""
+    def key(r: dict[str, Any]) -> tuple[str, str, bool]:
+        return r["transport"], r["size"], r["kind"].endswith("-zc")
+
+    best: dict[tuple[str, str, bool], dict[str, Any]] = {}
     for r in rows:
         if r["kind"] not in DATACOMMS_KINDS:
-            key = (r["transport"], r["size"])
-            if key not in best or r["msg_s"] > best[key]["msg_s"]:
-                best[key] = r
+            if key(r) not in best or r["msg_s"] > best[key(r)]["msg_s"]:
+                best[key(r)] = r
     for r in rows:
-        peer = best.get((r["transport"], r["size"]))
+        peer = best.get(key(r))
         if r["kind"] in DATACOMMS_KINDS and peer:
             r["vs_best_peer"] = r["msg_s"] / peer["msg_s"]
             r["best_peer"] = peer["kind"]

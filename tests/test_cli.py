@@ -129,3 +129,15 @@ def test_round_trip_references_echo_over_one_and_two_connections():
                                  else "dc-python"], 64, 40, rounds=2)
     assert [len(v) for v in rtts.values()] == [40, 40, 40]
     assert all(0 < t < 5 for v in rtts.values() for t in v)
+
+
+def test_bench_ratios_compare_like_with_like() -> None:
+    """A copying datacomms row is compared with the best copying peer, a zero-copy one with
+    the best zero-copy peer (a copy against a loan is no comparison)."""
+    from datacomms.benchmatrix import _with_ratios
+    rows = [{"transport": "shm", "size": "8MiB", "kind": k, "msg_s": v} for k, v in
+            (("cython", 1200.0), ("iceoryx2", 800.0), ("zmq-ipc", 300.0), ("cython-zc", 2e5), ("iceoryx2-zc", 1e5))]
+    by_kind = {r["kind"]: r for r in _with_ratios(rows)}
+    assert (by_kind["cython"]["best_peer"], by_kind["cython"]["vs_best_peer"]) == ("iceoryx2", 1.5)
+    assert (by_kind["cython-zc"]["best_peer"], by_kind["cython-zc"]["vs_best_peer"]) == ("iceoryx2-zc", 2.0)
+    assert "vs_best_peer" not in by_kind["iceoryx2"]
