@@ -12,6 +12,7 @@ cdef class Writer:
     cdef object reap
     cdef int64_t spin_ns
     cdef object _mv
+    cdef object _base      # a uint8 array over the whole buffer, made by the first loan
     cdef object _wake_sock
     cdef readonly object loaned
     cdef int reserve(self, uint64_t frame_len, object timeout) except -1
