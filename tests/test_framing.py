@@ -69,6 +69,30 @@ def test_decode_is_zero_copy_and_respects_writability(backend):
     assert isinstance(raw, memoryview) and raw.readonly and bytes(raw) == b"abc"
 
 
+def test_decoding_from_a_byte_array_gives_what_bytes_give(backend):
+    """A frame held in a uint8 ndarray (an shm ring's, sliced rather than re-viewed) decodes
+    to what the same bytes decode to, at an offset, as views of that array, read-only when it is."""
+    values = [np.arange(12, dtype=np.float32).reshape(3, 4), np.arange(7, dtype=np.uint8), b"raw", {"j": 1},
+              {"a": np.arange(3, dtype=np.int16), "b": b"q" * 5}]
+    for value in values:
+        frame = bytes(frame_of(backend, value, seq=9))
+        store = np.zeros(128 + len(frame), np.uint8)
+        store[128:] = np.frombuffer(frame, np.uint8)
+        store.flags.writeable = False
+        got, seq, *_ = backend.framing.decode(store, 128)
+        want = backend.framing.decode(frame)[0]
+        assert seq == 9
+        if isinstance(value, np.ndarray):
+            assert got.dtype == value.dtype and got.shape == value.shape and np.array_equal(got, value)
+            assert np.shares_memory(got, store) and not got.flags.writeable
+        elif isinstance(value, bytes):
+            assert bytes(got) == bytes(want) == value
+        elif "a" in value:
+            assert np.array_equal(got["a"], value["a"]) and bytes(got["b"]) == value["b"]
+        else:
+            assert got == want == value
+
+
 def test_payloads_are_64_byte_aligned(backend):
     value = {"a": np.arange(3, dtype=np.uint8), "b": np.arange(5, dtype=np.float64), "c": b"q" * 70}
     buf = np.zeros(4096 + 64, np.uint8)

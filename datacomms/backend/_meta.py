@@ -125,11 +125,17 @@ def check_shape(shape: Any, dt: np.dtype, nbytes: int) -> tuple[int, ...]:
 
 
 def view_array(buf: Any, offset: int, nbytes: int, dt: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
-    """An array viewing nbytes of buf at offset (zero-copy; read-only when buf is)."""
+    """An array viewing nbytes of buf at offset (zero-copy; read-only when buf is). A
+    contiguous 1-D byte ndarray buf is sliced: a fifth of the cost of np.frombuffer."""
     try:
         if nbytes == 0 or dt.itemsize == 0:
             return np.empty(shape, dt)
-        arr = np.frombuffer(buf, dt, nbytes // dt.itemsize, offset)
+        if type(buf) is np.ndarray and buf.ndim == 1 and buf.strides[0] == 1:
+            arr = buf[offset:offset + nbytes]
+            if dt is not arr.dtype:
+                arr = arr.view(dt)
+        else:
+            arr = np.frombuffer(buf, dt, nbytes // dt.itemsize, offset)
         return arr if len(shape) == 1 else arr.reshape(shape)
     except (ValueError, TypeError, MemoryError) as exc:  # a last line of defence: checks above should catch all
         raise FrameError(f"cannot view {nbytes} bytes as {dt} {shape}: {exc}") from None

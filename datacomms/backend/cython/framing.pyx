@@ -290,13 +290,14 @@ def decode(buf, Py_ssize_t offset=0, uint64_t max_frame_size=DEFAULT_MAX_FRAME_S
     if h.kind == 2:
         return meta, h.seq, h.timestamp_ns, h.flags, h.frame_len
     start = offset + 64 + <Py_ssize_t>dc_align64(h.meta_len)
+    if h.kind == 1:
+        dt, shape = _array_spec(meta, h.payload_len, loads_json)
+        # a byte ndarray (an shm ring's) is sliced as it is: no memoryview in between
+        data = _meta.view_array(buf if type(buf) is _ndarray else _byte_view(buf), start, h.payload_len, dt, shape)
+        return data, h.seq, h.timestamp_ns, h.flags, h.frame_len
     mv = _byte_view(buf)
     if h.kind == 0:
         return mv[start:start + <Py_ssize_t>h.payload_len], h.seq, h.timestamp_ns, h.flags, h.frame_len
-    if h.kind == 1:
-        dt, shape = _array_spec(meta, h.payload_len, loads_json)
-        data = _meta.view_array(mv, start, h.payload_len, dt, shape)
-        return data, h.seq, h.timestamp_ns, h.flags, h.frame_len
     if type(meta) is not dict:
         raise FrameError("frame meta is not a JSON object")
     table = meta.get("buffers")

@@ -12,6 +12,7 @@ cdef class Reader:
     cdef object alive
     cdef object name
     cdef object _ro
+    cdef object _ro_arr    # a uint8 array over _ro, made by the first zero-copy take
     cdef int64_t spin_ns
     cdef int64_t next_check_ns
     cdef bint have_seq

@@ -194,7 +194,8 @@ def decode(buf: Any, offset: int = 0, max_frame_size: int = DEFAULT_MAX_FRAME_SI
         return mv[start:start + payload_len], seq, ts, flags, frame_len
     if kind == KIND_ARRAY:
         dt, shape = _meta.array_spec(bytes(mv[meta_start:meta_start + meta_len]), payload_len, loads_json)
-        return _meta.view_array(mv, start, payload_len, dt, shape), seq, ts, flags, frame_len
+        return _meta.view_array(buf if type(buf) is np.ndarray else mv, start, payload_len, dt, shape), seq, ts, flags, \
+            frame_len
     meta = loads_json(mv[meta_start:meta_start + meta_len])
     if kind == KIND_JSON:
         return meta, seq, ts, flags, frame_len
