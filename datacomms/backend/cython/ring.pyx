@@ -50,9 +50,8 @@ def _layout():
             "SPACE_WAKE_ID": DC_RING_OFF_SPACE_WAKE_ID}
 
 
-# (dtype, shape) -> the meta of an array frame, for loans: a camera loans the
-# same shape again and again.
-# (dtype, shape) as loan() was given them -> (numpy dtype, shape tuple, bytes, frame meta)
+# (dtype, shape) as loan() was given them -> (numpy dtype, shape tuple, bytes, frame
+# meta): a camera loans the same shape again and again.
 cdef dict _LOAN_SPECS = {}
 cdef object _U8 = np.dtype(np.uint8)
 
