@@ -28,6 +28,7 @@ import time
 from typing import Any, Callable
 
 from .backend._segment import wake_address
+from .backend.python.streamreader import _drain
 from .errors import DataCommsError, Timeout
 from .message import Message
 
@@ -247,15 +248,6 @@ class WakeSocket(Waiter):
 
     def close(self) -> None:
         self.sock.close()
-
-
-def _drain(fd: int) -> None:
-    """Reads a wake-up descriptor (a pipe, an eventfd) empty."""
-    try:
-        while os.read(fd, 4096):
-            pass
-    except (BlockingIOError, OSError):
-        pass
 
 
 class FdWaiter(Waiter):

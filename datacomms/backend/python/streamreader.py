@@ -237,6 +237,7 @@ class FrameReader:
 
 
 def _drain(fd: int) -> None:
+    """Reads a nonblocking wake-up descriptor (a pipe, an eventfd) empty."""
     try:
         while os.read(fd, 64):
             pass
