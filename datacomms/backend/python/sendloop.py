@@ -121,15 +121,17 @@ class SendLoop:
         if self.closed:
             raise Closed("send loop is closed")
         sock.setblocking(False)
-        with self._publishing:
-            with self._mu:
-                cid = self._next_id
-                self._next_id += 1
-                self._conns[cid] = _Conn(cid, sock, max_msgs, max_bytes, block)
-                self._wake()
-            if start is not None:
-                self.send(start(self.next_seq), cid, 0)
-        self._publisher_free()
+        try:
+            with self._publishing:
+                with self._mu:
+                    cid = self._next_id
+                    self._next_id += 1
+                    self._conns[cid] = _Conn(cid, sock, max_msgs, max_bytes, block)
+                    self._wake()
+                if start is not None:
+                    self.send(start(self.next_seq), cid, 0)
+        finally:
+            self._publisher_free()
         return cid
 
     @property
@@ -169,19 +171,21 @@ class SendLoop:
         """Numbers data with next_seq, queues it on every connection (send_data)
         and returns its seq. A Timeout still uses the seq (the other
         connections have the frame); an encoding error does not."""
-        with self._publishing:
-            if self.sealed:
-                raise Closed("publisher is closed")
-            seq = self.next_seq
-            try:
-                self.send_data(data, seq, timeout)
-            except Timeout:
-                self.next_seq = seq + 1
+        try:
+            with self._publishing:
                 if self.sealed:
-                    raise Closed("publisher is closed") from None   # seal() ended the wait
-                raise
-            self.next_seq = seq + 1
-        self._publisher_free()
+                    raise Closed("publisher is closed")
+                seq = self.next_seq
+                try:
+                    self.send_data(data, seq, timeout)
+                except Timeout:
+                    self.next_seq = seq + 1
+                    if self.sealed:
+                        raise Closed("publisher is closed") from None   # seal() ended the wait
+                    raise
+                self.next_seq = seq + 1
+        finally:
+            self._publisher_free()
         return seq
 
     def seal(self) -> None:
