@@ -28,7 +28,6 @@ import time
 from typing import Any, Callable
 
 from .backend._segment import wake_address
-from .backend.python.streamreader import _drain
 from .errors import DataCommsError, Timeout
 from .message import Message
 
@@ -248,6 +247,17 @@ class WakeSocket(Waiter):
 
     def close(self) -> None:
         self.sock.close()
+
+
+def _drain(fd: int) -> None:
+    """Reads a nonblocking wake-up descriptor (a pipe, an eventfd) empty. (The python
+    stream reader has the same six lines; importing it here would add it to every
+    ``import datacomms``.)"""
+    try:
+        while os.read(fd, 4096):
+            pass
+    except (BlockingIOError, OSError):
+        pass
 
 
 class FdWaiter(Waiter):
