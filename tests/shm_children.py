@@ -108,6 +108,22 @@ def subscribe_window(url: str, backend: str, delay: float, count: int, out: Any)
         out.put((seqs[0], seqs[-1], seqs == list(range(seqs[0], seqs[0] + count)), sub.stats.lost))
 
 
+def subscribe_paused(url: str, backend: str, pause: float, count: int, ready: Any, out: Any) -> None:
+    """Attaches and says so, reads nothing for pause seconds (a block-mode publisher's
+    queues fill and it must wait), then receives count messages; reports as subscribe_window."""
+    with dc.Subscriber(url, backend=backend) as sub:
+        ready.set()
+        time.sleep(pause)
+        seqs = []
+        for _ in range(count):
+            m = sub.recv(timeout=30)
+            if m.data != seq_payload(m.seq):
+                out.put(("bad payload", m.seq))
+                return
+            seqs.append(m.seq)
+        out.put((seqs[0], seqs[-1], seqs == list(range(seqs[0], seqs[0] + count)), sub.stats.lost))
+
+
 def subscribe_then_hang(url: str, backend: str, ready: Any) -> None:
     """Attaches, reads a little, then stops reading and waits to be killed."""
     sub = dc.Subscriber(url, backend=backend)

@@ -602,6 +602,47 @@ def test_closing_the_publisher_ends_a_waiting_asend(backend, shm_name, transport
     run(main())
 
 
+def test_block_mode_tcp_asend_to_a_slow_subscriber_process_loses_nothing(backend) -> None:
+    """A subscriber in another process that pauses while a block-mode publisher floods it
+    with asend: the publisher waits on its room descriptor (counted), starts no thread, and
+    the subscriber gets every message, in order, with nothing lost."""
+    n = 100_000
+    ready, out = CTX.Event(), CTX.Queue()
+
+    async def main() -> tuple[int, int, int]:
+        pub = dc.Publisher("tcp://127.0.0.1:0", backend=backend, on_full="block", queue_messages=4)
+        child = CTX.Process(target=kids.subscribe_paused, args=(pub.url, backend.name, 0.5, n, ready, out),
+                            daemon=True)
+        child.start()
+        waits = 0
+        make_waiter = pub._aio_send_waiter
+
+        def counted() -> Any:
+            nonlocal waits
+            waits += 1
+            return make_waiter()
+        pub._aio_send_waiter = counted
+        try:
+            assert ready.wait(30)
+            pub.wait_for_subscribers(1, timeout=30)
+            threads = threading.active_count()
+            for i in range(n):
+                await pub.asend(kids.seq_payload(i), timeout=30)
+            return waits, threads, threading.active_count()
+        finally:
+            try:
+                pub.flush(30)
+            finally:
+                Child(child).finish()
+                pub.close()
+
+    waits, before, after = run(main())
+    first, last, in_order, lost = out.get(timeout=30)
+    assert (first, last, in_order, lost) == (0, n - 1, True, 0)
+    assert waits > 0, "the publisher never had to wait: the test did not exercise the wait"
+    assert after == before
+
+
 def test_a_departed_tcp_subscriber_makes_room_for_a_waiting_asend(backend) -> None:
     """Block mode waits only for live subscribers: when the one whose queue is full leaves,
     a waiting asend goes out to the others."""
