@@ -14,7 +14,7 @@ import traceback
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
-MODULES = ["framing", "stats", "ring", "ringreader", "sendloop", "streamreader", "columns"]
+MODULES = ["framing", "stats", "ring", "ringreader", "sendloop", "streamreader", "columns", "zenohq"]
 
 
 def _flag(name):

@@ -24,7 +24,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections import Counter, deque
+from collections import Counter
 from typing import Any
 
 from .. import _aio
@@ -32,6 +32,7 @@ from .. import backend as _backend
 from .. import pubsub
 from ..errors import Closed, DataCommsError, FrameError, Timeout
 from ..message import Message
+from ..backend.python.zenohq import ENCODING as _ENCODING  # + the publisher id in hex
 from . import zenohsession
 
 # Liveliness tokens of subscribers live under a verbatim chunk ('@'), which
@@ -44,8 +45,6 @@ DEFAULT_QUEUE_BYTES = 256 << 20
 _RECHECK = 0.1  # seconds between token queries while waiting for subscribers
 _time_ns = time.time_ns
 SCRATCH_MIN = 1 << 20  # frames at least this big are assembled in the publisher's own buffer
-_ENCODING = "application/octet-stream;datacomms/pub/"  # + the publisher id in hex
-_KEYS_KEPT = 4096  # publishers whose key a subscriber remembers (then it starts afresh)
 
 
 def encoding_of(pub_id: bytes) -> str:
@@ -243,17 +242,12 @@ class _ZenohWaiter(_aio.PipeWaiter):
     """zenoh delivers on its own threads: the sample callback writes a byte to this
     pipe when the subscriber said it sleeps in an event loop."""
 
-    def __init__(self, sub: "ZenohSubscriber") -> None:
+    def __init__(self, queue: Any) -> None:
         super().__init__()
-        self.sub = sub
+        self.queue = queue
 
     def arm(self) -> bool:
-        sub = self.sub
-        with sub._lock:
-            if sub._queue or sub._closed:
-                return False
-            sub._aio_sleeping = True
-            return True
+        return self.queue.arm()
 
 
 class ZenohSubscriber(pubsub.Subscriber):
@@ -289,33 +283,19 @@ class ZenohSubscriber(pubsub.Subscriber):
         self.key, ke = opts.key, _key_expr(zenoh, opts.key)
         self.queue_size = queue_size
         self.queue_bytes = queue_bytes
-        self.overflows = 0    # samples pushed out of a full queue
         self.bad_frames = 0   # samples that were not datacomms frames
         self.duplicates = 0   # samples seen before (history replay overlapping live data)
-        self._block = zenoh.CongestionControl.BLOCK
-        self._queue: deque[tuple[bytes, Any, str]] = deque()   # (frame, source id, key)
-        self._bytes = 0
-        # One lock, two conditions: readers wait for data, blocking samples for room.
-        # Each side notifies only when the other waits (the common case is no one).
-        self._lock = threading.Lock()
-        self._data = threading.Condition(self._lock)
-        self._room = threading.Condition(self._lock)
-        self._readers_waiting = 0
-        self._samples_waiting = 0
+        # zenoh's callback threads queue (frame, source id, key) items here
+        self._queue = self.backend.zenohq.SampleQueue(url, queue_size, queue_bytes,
+                                                      zenoh.CongestionControl.BLOCK)
+        self._lock = self._queue.lock
         self._last: dict[Any, int] = {}         # source -> last seq handed out
         self._pending_skip: dict[Any, int] = {}  # source -> messages latest() passed over
         self._gone: list[str] = []  # the key of each publisher gone and not yet replaced
         self._closed = False
-        self._aio_w: _aio.PipeWaiter | None = None   # made by the first wait in an event loop
-        self._aio_sleeping = False
-        # The last sample's encoding, the source it names and the key that publisher
-        # puts on (it never changes), as one tuple (callbacks of two links may run at
-        # once): one comparison instead of two strings per sample.
-        self._last_encoding: tuple[Any, Any, Any] = (None, None, None)
-        self._key_of: dict[str, str] = {}   # publisher source id -> its key
         self._session, self._share = zenohsession.acquire(opts)
         try:
-            callback = zenoh.handlers.Callback(self._on_sample)
+            callback = zenoh.handlers.Callback(self._queue.on_sample)
             if history and hasattr(zext, "declare_advanced_subscriber"):
                 hist = zext.HistoryConfig(detect_late_publishers=True, max_samples=1)
                 self._sub = zext.declare_advanced_subscriber(self._session, ke, callback, history=hist)
@@ -348,67 +328,6 @@ class ZenohSubscriber(pubsub.Subscriber):
                 self._gone.remove(key)
                 self.stats.restarts += 1
 
-    def _on_sample(self, sample: Any) -> None:
-        # Runs on zenoh's callback thread; keeps the work here to a copy out of
-        # zenoh's buffer so the network side is never held up by decoding.
-        encoding = sample.encoding
-        last = self._last_encoding
-        if encoding == last[0]:
-            _, source, key = last
-        else:
-            source = str(encoding)
-            if _ENCODING in source:
-                # publishers interleaving under a wildcard miss the one-entry cache: the key
-                # a publisher id puts on is kept by id, so a miss makes one string, not two
-                key = self._key_of.get(source)
-                if key is None:
-                    if len(self._key_of) >= _KEYS_KEPT:
-                        self._key_of.clear()
-                    key = self._key_of[source] = str(sample.key_expr)
-                self._last_encoding = (encoding, source, key)
-            else:  # not a datacomms publisher: one source per key (never cached: keys differ)
-                source = key = str(sample.key_expr)
-        payload = sample.payload.to_bytes()
-        n = len(payload)
-        with self._lock:
-            queue = self._queue
-            while queue and (len(queue) >= self.queue_size or self._bytes + n > self.queue_bytes):
-                if self._closed:
-                    return
-                if sample.congestion_control == self._block:
-                    self._samples_waiting += 1
-                    try:
-                        self._room.wait(0.1)
-                    finally:
-                        self._samples_waiting -= 1
-                    continue
-                old = queue.popleft()[0]
-                self._bytes -= len(old)
-                self.overflows += 1
-            if self._closed:
-                return
-            queue.append((payload, source, key))
-            self._bytes += n
-            if self._readers_waiting:
-                self._data.notify_all()
-            if self._aio_sleeping:
-                self._aio_sleeping = False
-                self._aio_w.poke()
-
-    def _wait(self, deadline: float | None, timeout: float | None) -> None:
-        """Waits, holding self._lock, until a sample is queued; Closed or Timeout otherwise."""
-        while not self._queue:
-            if self._closed:
-                raise Closed(f"subscriber on {self.url} is closed")
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                raise Timeout(f"nothing new on {self.url}" + (f" after {timeout} s" if timeout else ""))
-            self._readers_waiting += 1
-            try:
-                self._data.wait(left)
-            finally:
-                self._readers_waiting -= 1
-
     def _accept(self, payload: bytes, source: Any, key: str) -> Message | None:
         """The message a queued frame holds (recorded in stats; key: its source), or None
         for a frame that is not valid (counted in bad_frames) or already handed out (duplicates)."""
@@ -428,16 +347,9 @@ class ZenohSubscriber(pubsub.Subscriber):
     def recv(self, timeout: float | None = None) -> Message:
         """The next message in arrival order (each publisher's in its seq order)."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        queue, lock = self._queue, self._lock
+        get = self._queue.get
         while True:
-            with lock:
-                if not queue:
-                    self._wait(deadline, timeout)
-                payload, source, key = queue.popleft()
-                self._bytes -= len(payload)
-                if self._samples_waiting:
-                    self._room.notify_all()
-            msg = self._accept(payload, source, key)
+            msg = self._accept(*get(deadline, timeout))
             if msg is not None:
                 return msg
 
@@ -445,13 +357,7 @@ class ZenohSubscriber(pubsub.Subscriber):
         """The newest queued message; the ones passed over count as skipped."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            with self._lock:
-                self._wait(deadline, timeout)
-                items = list(self._queue)
-                self._queue.clear()
-                self._bytes = 0
-                if self._samples_waiting:
-                    self._room.notify_all()
+            items = self._queue.get_all(deadline, timeout)
             # Only headers are read to pick: the newest fresh frame that decodes is the
             # answer, and the fresh frames before it count as skipped, per publisher
             # (on its next message), so no gap reads as loss.
@@ -480,24 +386,22 @@ class ZenohSubscriber(pubsub.Subscriber):
             return False
         return True
 
+    @property
+    def overflows(self) -> int:
+        """Samples pushed out of a full queue."""
+        return self._queue.overflows
+
     def _aio_waiter(self) -> _aio.Waiter:
         with self._lock:
-            if self._aio_w is None:
-                self._aio_w = _ZenohWaiter(self)
-            return self._aio_w
+            if self._queue.waiter is None:
+                self._queue.waiter = _ZenohWaiter(self._queue)
+            return self._queue.waiter
 
     def close(self) -> None:
         if self._closed:
             return
-        with self._lock:
-            self._closed = True
-            self._queue.clear()
-            self._bytes = 0
-            self._data.notify_all()
-            self._room.notify_all()
-            if self._aio_w is not None:
-                self._aio_w.shutdown()
-                self._aio_sleeping = False
+        self._closed = True
+        self._queue.close()
         try:
             self._pubs.undeclare()
             self._token.undeclare()

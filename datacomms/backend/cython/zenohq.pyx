@@ -1,0 +1,163 @@
+# cython: language_level=3
+"""The queue between zenoh's callback threads and a zenoh:// subscriber's
+reader, compiled: the same as the Python twin (its docstrings give the
+contract), with the per-sample and per-item work done without the
+interpreter's dispatch, since every microsecond of it is held with the GIL
+by zenoh's thread or the reader (docs/zenoh.md, "Cost per message")."""
+
+import threading
+import time
+from collections import deque
+
+from ...errors import Closed, Timeout
+from ..python.zenohq import ENCODING, KEYS_KEPT
+
+cdef object _monotonic = time.monotonic
+
+
+cdef class SampleQueue:
+    cdef public str name
+    cdef public Py_ssize_t size, nbytes
+    cdef public object block, waiter, lock
+    cdef public long long overflows
+    cdef public bint closed
+    cdef object _data, _room, _items, _append, _popleft, _acquire, _release
+    cdef Py_ssize_t _bytes
+    cdef int _readers_waiting, _samples_waiting
+    cdef bint _aio_sleeping
+    cdef tuple _last
+    cdef dict _key_of
+
+    def __init__(self, str name, Py_ssize_t size, Py_ssize_t nbytes, block):
+        self.name = name
+        self.size = size
+        self.nbytes = nbytes
+        self.block = block
+        self.overflows = 0
+        self.closed = False
+        self.waiter = None
+        self.lock = threading.Lock()
+        self._acquire, self._release = self.lock.acquire, self.lock.release
+        self._data = threading.Condition(self.lock)
+        self._room = threading.Condition(self.lock)
+        self._items = deque()
+        self._append, self._popleft = self._items.append, self._items.popleft
+        self._bytes = 0
+        self._key_of = {}
+        # the last sample's encoding, its source and key, as one tuple: callbacks
+        # of two links may run at once (the Python twin says more)
+        self._last = (None, None, None)
+
+    def on_sample(self, sample):
+        cdef object encoding = sample.encoding, source, key, payload, old
+        cdef tuple last = self._last
+        cdef Py_ssize_t n
+        if encoding == last[0]:
+            source, key = last[1], last[2]
+        else:
+            source = str(encoding)
+            if ENCODING in source:
+                key = self._key_of.get(source)
+                if key is None:
+                    if len(self._key_of) >= KEYS_KEPT:
+                        self._key_of.clear()
+                    key = self._key_of[source] = str(sample.key_expr)
+                self._last = (encoding, source, key)
+            else:
+                source = key = str(sample.key_expr)
+        payload = sample.payload.to_bytes()
+        n = len(payload)
+        self._acquire()
+        try:
+            while len(self._items) and (len(self._items) >= self.size or self._bytes + n > self.nbytes):
+                if self.closed:
+                    return
+                if sample.congestion_control == self.block:
+                    self._samples_waiting += 1
+                    try:
+                        self._room.wait(0.1)
+                    finally:
+                        self._samples_waiting -= 1
+                    continue
+                old = self._popleft()
+                self._bytes -= len(<bytes>(<tuple>old)[0])
+                self.overflows += 1
+            if self.closed:
+                return
+            self._append((payload, source, key))
+            self._bytes += n
+            if self._readers_waiting:
+                self._data.notify_all()
+            if self._aio_sleeping:
+                self._aio_sleeping = False
+                self.waiter.poke()
+        finally:
+            self._release()
+
+    cdef int _wait(self, deadline, timeout) except -1:
+        cdef object left = None
+        while not len(self._items):
+            if self.closed:
+                raise Closed(f"subscriber on {self.name} is closed")
+            if deadline is not None:
+                left = deadline - _monotonic()
+                if left <= 0:
+                    raise Timeout(f"nothing new on {self.name}" + (f" after {timeout} s" if timeout else ""))
+            self._readers_waiting += 1
+            try:
+                self._data.wait(left)
+            finally:
+                self._readers_waiting -= 1
+        return 0
+
+    def get(self, deadline, timeout):
+        cdef object item
+        self._acquire()
+        try:
+            if not len(self._items):
+                self._wait(deadline, timeout)
+            item = self._popleft()
+            self._bytes -= len(<bytes>(<tuple>item)[0])
+            if self._samples_waiting:
+                self._room.notify_all()
+        finally:
+            self._release()
+        return item
+
+    def get_all(self, deadline, timeout):
+        cdef list items
+        self._acquire()
+        try:
+            self._wait(deadline, timeout)
+            items = list(self._items)
+            self._items.clear()
+            self._bytes = 0
+            if self._samples_waiting:
+                self._room.notify_all()
+        finally:
+            self._release()
+        return items
+
+    def arm(self):
+        self._acquire()
+        try:
+            if len(self._items) or self.closed:
+                return False
+            self._aio_sleeping = True
+            return True
+        finally:
+            self._release()
+
+    def close(self):
+        self._acquire()
+        try:
+            self.closed = True
+            self._items.clear()
+            self._bytes = 0
+            self._data.notify_all()
+            self._room.notify_all()
+            if self.waiter is not None:
+                self.waiter.shutdown()
+                self._aio_sleeping = False
+        finally:
+            self._release()

@@ -1,0 +1,161 @@
+"""The queue between zenoh's callback threads and a zenoh:// subscriber's reader.
+
+zenoh delivers each sample on a thread of its own, with the GIL taken for the
+callback; the reader takes frames out under the same lock. Everything done per
+sample with the GIL held holds back both zenoh and the reader, so the compiled
+backend has a twin of this class doing exactly the same with less interpreter
+work (docs/zenoh.md, "Cost per message").
+
+An item is ``(frame, source, key)``: the frame's bytes, the publisher it came
+from (the text of the encoding a datacomms publisher declares, which names its
+id; for a publisher that is not datacomms', the key) and the key it was put on.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from typing import Any
+
+from ...errors import Closed, Timeout
+
+ENCODING = "application/octet-stream;datacomms/pub/"  # + the publisher id in hex
+KEYS_KEPT = 4096  # publishers whose key a queue remembers (then it starts afresh)
+
+
+class SampleQueue:
+    """Samples queued by zenoh's callback (``on_sample``), bounded by ``size``
+    items and ``nbytes`` bytes. When it is full, a sample a publisher sent
+    with blocking congestion control (``block``) waits for room, which holds
+    zenoh back and so the publisher; any other pushes out the oldest item
+    (counted in ``overflows``). ``get`` and ``get_all`` wait for items and
+    raise Closed or Timeout. ``lock`` guards everything; ``waiter`` (an
+    ``_aio.PipeWaiter``, set under ``lock``) is poked once per ``arm``."""
+
+    def __init__(self, name: str, size: int, nbytes: int, block: Any) -> None:
+        self.name = name
+        self.size = size
+        self.nbytes = nbytes
+        self.block = block
+        self.overflows = 0
+        self.closed = False
+        self.waiter: Any = None
+        self.lock = threading.Lock()
+        # One lock, two conditions: readers wait for data, blocking samples for room.
+        # Each side notifies only when the other waits (the common case is no one).
+        self._data = threading.Condition(self.lock)
+        self._room = threading.Condition(self.lock)
+        self._readers_waiting = 0
+        self._samples_waiting = 0
+        self._aio_sleeping = False
+        self._items: deque[tuple[bytes, Any, str]] = deque()
+        self._bytes = 0
+        # The last sample's encoding, the source it names and the key that publisher
+        # puts on (it never changes), as one tuple (callbacks of two links may run at
+        # once): one comparison instead of two strings per sample.
+        self._last_encoding: tuple[Any, Any, Any] = (None, None, None)
+        self._key_of: dict[str, str] = {}   # publisher source id -> its key
+
+    def on_sample(self, sample: Any) -> None:
+        """zenoh's callback: copies the frame out of zenoh and queues it."""
+        encoding = sample.encoding
+        last = self._last_encoding
+        if encoding == last[0]:
+            _, source, key = last
+        else:
+            source = str(encoding)
+            if ENCODING in source:
+                # publishers interleaving under a wildcard miss the one-entry cache: the key
+                # a publisher id puts on is kept by id, so a miss makes one string, not two
+                key = self._key_of.get(source)
+                if key is None:
+                    if len(self._key_of) >= KEYS_KEPT:
+                        self._key_of.clear()
+                    key = self._key_of[source] = str(sample.key_expr)
+                self._last_encoding = (encoding, source, key)
+            else:  # not a datacomms publisher: one source per key (never cached: keys differ)
+                source = key = str(sample.key_expr)
+        payload = sample.payload.to_bytes()
+        n = len(payload)
+        with self.lock:
+            items = self._items
+            while items and (len(items) >= self.size or self._bytes + n > self.nbytes):
+                if self.closed:
+                    return
+                if sample.congestion_control == self.block:
+                    self._samples_waiting += 1
+                    try:
+                        self._room.wait(0.1)
+                    finally:
+                        self._samples_waiting -= 1
+                    continue
+                self._bytes -= len(items.popleft()[0])
+                self.overflows += 1
+            if self.closed:
+                return
+            items.append((payload, source, key))
+            self._bytes += n
+            if self._readers_waiting:
+                self._data.notify_all()
+            if self._aio_sleeping:
+                self._aio_sleeping = False
+                self.waiter.poke()
+
+    def _wait(self, deadline: float | None, timeout: float | None) -> None:
+        # holding self.lock: until an item is queued; Closed or Timeout otherwise
+        while not self._items:
+            if self.closed:
+                raise Closed(f"subscriber on {self.name} is closed")
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise Timeout(f"nothing new on {self.name}" + (f" after {timeout} s" if timeout else ""))
+            self._readers_waiting += 1
+            try:
+                self._data.wait(left)
+            finally:
+                self._readers_waiting -= 1
+
+    def get(self, deadline: float | None, timeout: float | None) -> tuple[bytes, Any, str]:
+        """The oldest item, waiting until deadline (time.monotonic(); None: no limit)
+        for one; timeout is what the Timeout's message names."""
+        with self.lock:
+            if not self._items:
+                self._wait(deadline, timeout)
+            item = self._items.popleft()
+            self._bytes -= len(item[0])
+            if self._samples_waiting:
+                self._room.notify_all()
+        return item
+
+    def get_all(self, deadline: float | None, timeout: float | None) -> list[tuple[bytes, Any, str]]:
+        """Every item, oldest first, waiting as get does for the first."""
+        with self.lock:
+            self._wait(deadline, timeout)
+            items = list(self._items)
+            self._items.clear()
+            self._bytes = 0
+            if self._samples_waiting:
+                self._room.notify_all()
+        return items
+
+    def arm(self) -> bool:
+        """For an event loop about to sleep: False when there is something to read
+        (or the queue is closed), else True, and the next sample pokes ``waiter``."""
+        with self.lock:
+            if self._items or self.closed:
+                return False
+            self._aio_sleeping = True
+            return True
+
+    def close(self) -> None:
+        """Drops what is queued and wakes every waiter, which then sees Closed."""
+        with self.lock:
+            self.closed = True
+            self._items.clear()
+            self._bytes = 0
+            self._data.notify_all()
+            self._room.notify_all()
+            if self.waiter is not None:
+                self.waiter.shutdown()
+                self._aio_sleeping = False

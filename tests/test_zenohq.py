@@ -1,0 +1,201 @@
+"""The queue between zenoh's callback threads and a zenoh:// subscriber's reader
+(backend zenohq.SampleQueue), on both backends, fed with stand-in samples: it
+needs no zenoh. tests/test_zenoh.py covers it end to end through real sessions."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+import datacomms as dc
+from datacomms.backend.python.zenohq import ENCODING, KEYS_KEPT
+
+BLOCK, DROP = "block", "drop"   # stand-ins for zenoh.CongestionControl members
+
+
+class Encoding:
+    """Compares by value and prints as its text, as zenoh's Encoding does; a
+    fresh object per sample, as zenoh hands out."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Encoding) and other.text == self.text
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __str__(self) -> str:
+        return self.text
+
+
+class Payload:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def to_bytes(self) -> bytes:
+        return self.data
+
+
+class Sample:
+    def __init__(self, data: bytes, pub: str = "aa", key: str = "robots/a", cc: str = DROP,
+                 encoding: str | None = None) -> None:
+        self.encoding = Encoding(ENCODING + pub if encoding is None else encoding)
+        self.key_expr = key
+        self.payload = Payload(data)
+        self.congestion_control = cc
+
+
+def make(backend: Any, size: int = 4, nbytes: int = 1 << 20) -> Any:
+    return backend.zenohq.SampleQueue("zenoh://robots/*", size, nbytes, BLOCK)
+
+
+def test_items_come_out_in_order_with_source_and_key(backend):
+    q = make(backend, size=100)
+    q.on_sample(Sample(b"1", pub="aa", key="robots/a"))
+    q.on_sample(Sample(b"2", pub="bb", key="robots/b"))
+    q.on_sample(Sample(b"3", pub="aa", key="robots/a"))
+    q.on_sample(Sample(b"4", key="robots/c", encoding="text/plain"))   # not a datacomms publisher
+    got = [q.get(None, None) for _ in range(4)]
+    assert got == [(b"1", ENCODING + "aa", "robots/a"), (b"2", ENCODING + "bb", "robots/b"),
+                   (b"3", ENCODING + "aa", "robots/a"), (b"4", "robots/c", "robots/c")]
+
+
+def test_the_key_of_a_publisher_is_looked_up_once_and_the_cache_is_bounded(backend):
+    q = make(backend, size=KEYS_KEPT + 10)
+
+    class CountingKey(str):
+        reads = 0
+
+        def __str__(self) -> str:
+            CountingKey.reads += 1
+            return str.__str__(self)
+
+    for i in range(3):
+        s = Sample(b"x", pub="aa")
+        s.key_expr = CountingKey("robots/a")
+        q.on_sample(s)
+    assert CountingKey.reads == 1
+    # more publishers than the cache keeps: every one still gets its own key right
+    for i in range(KEYS_KEPT + 5):
+        q.on_sample(Sample(b"y", pub=f"{i:04x}", key=f"robots/{i}"))
+    items = q.get_all(None, None)
+    assert [it[2] for it in items[3:]] == [f"robots/{i}" for i in range(KEYS_KEPT + 5)]
+    assert all(it[1] == ENCODING + f"{i:04x}" for i, it in enumerate(items[3:]))
+
+
+@pytest.mark.parametrize("bound", ["items", "bytes"])
+def test_a_full_queue_pushes_out_the_oldest_and_counts_it(backend, bound):
+    q = make(backend, size=3) if bound == "items" else make(backend, size=100, nbytes=30)
+    for i in range(7):
+        q.on_sample(Sample(bytes([i]) * 10))
+    assert q.overflows == 4
+    assert [q.get(None, None)[0][0] for _ in range(3)] == [4, 5, 6]
+    with pytest.raises(dc.Timeout):
+        q.get(time.monotonic(), 0)
+
+
+def test_a_frame_bigger_than_the_byte_bound_is_still_delivered_alone(backend):
+    q = make(backend, size=10, nbytes=8)
+    q.on_sample(Sample(b"a" * 4))
+    q.on_sample(Sample(b"b" * 20))
+    assert q.overflows == 1
+    assert q.get(None, None)[0] == b"b" * 20
+
+
+def test_a_blocking_sample_waits_for_room_and_nothing_is_lost(backend):
+    q = make(backend, size=2)
+    done = threading.Event()
+
+    def zenoh_thread() -> None:
+        for i in range(50):
+            q.on_sample(Sample(bytes([i]), cc=BLOCK))
+        done.set()
+
+    t = threading.Thread(target=zenoh_thread)
+    t.start()
+    time.sleep(0.2)
+    assert not done.is_set()   # held back by the full queue
+    got = [q.get(time.monotonic() + 10, 10)[0][0] for _ in range(50)]
+    t.join(10)
+    assert got == list(range(50)) and q.overflows == 0 and done.is_set()
+
+
+def test_get_waits_for_a_sample_and_times_out_naming_the_url(backend):
+    q = make(backend)
+    threading.Timer(0.1, q.on_sample, args=(Sample(b"late"),)).start()
+    assert q.get(time.monotonic() + 10, 10)[0] == b"late"
+    t0 = time.monotonic()
+    with pytest.raises(dc.Timeout, match=r"zenoh://robots/\* after 0.2 s"):
+        q.get(t0 + 0.2, 0.2)
+    assert time.monotonic() - t0 >= 0.2
+
+
+def test_get_all_takes_everything_and_makes_room(backend):
+    q = make(backend, size=2)
+    q.on_sample(Sample(b"1"))
+    q.on_sample(Sample(b"2"))
+    t = threading.Thread(target=q.on_sample, args=(Sample(b"3", cc=BLOCK),))
+    t.start()
+    assert [it[0] for it in q.get_all(None, None)] == [b"1", b"2"]
+    t.join(10)
+    assert q.get(time.monotonic() + 1, 1)[0] == b"3" and q.overflows == 0
+
+
+def test_close_wakes_a_waiting_reader_with_closed(backend):
+    q = make(backend)
+    errors: list[BaseException] = []
+
+    def reader() -> None:
+        try:
+            q.get(None, None)
+        except BaseException as exc:
+            errors.append(exc)
+
+    r = threading.Thread(target=reader)
+    r.start()
+    time.sleep(0.2)
+    q.close()
+    r.join(10)
+    assert not r.is_alive() and len(errors) == 1 and isinstance(errors[0], dc.Closed)
+
+
+def test_close_releases_a_blocked_sample_and_drops_what_is_queued(backend):
+    q = make(backend, size=1)
+    q.on_sample(Sample(b"1"))
+    blocked = threading.Thread(target=q.on_sample, args=(Sample(b"2", cc=BLOCK),))
+    blocked.start()
+    time.sleep(0.2)
+    assert blocked.is_alive()
+    q.close()
+    blocked.join(10)
+    assert not blocked.is_alive()
+    q.on_sample(Sample(b"3"))   # a sample after close is dropped, not queued
+    with pytest.raises(dc.Closed, match=r"zenoh://robots/\* is closed"):
+        q.get(None, None)
+
+
+def test_arm_pokes_the_waiter_once_for_the_next_sample(backend):
+    pokes: list[str] = []
+
+    class Waiter:
+        def poke(self) -> None:
+            pokes.append("poke")
+
+        def shutdown(self) -> None:
+            pokes.append("shutdown")
+
+    q = make(backend)
+    q.waiter = Waiter()
+    assert q.arm() is True
+    q.on_sample(Sample(b"1"))
+    q.on_sample(Sample(b"2"))
+    assert pokes == ["poke"]
+    assert q.arm() is False   # something to read: do not sleep
+    q.get_all(None, None)
+    assert q.arm() is True
+    q.close()
+    assert pokes == ["poke", "shutdown"] and q.arm() is False
