@@ -80,7 +80,7 @@ cdef class SampleQueue:
                         self._samples_waiting -= 1
                     continue
                 old = self._popleft()
-                self._bytes -= len(<bytes>(<tuple>old)[0])
+                self._bytes -= len(old[0])
                 self.overflows += 1
             if self.closed:
                 return
@@ -117,7 +117,7 @@ cdef class SampleQueue:
             if not len(self._items):
                 self._wait(deadline, timeout)
             item = self._popleft()
-            self._bytes -= len(<bytes>(<tuple>item)[0])
+            self._bytes -= len(item[0])
             if self._samples_waiting:
                 self._room.notify_all()
         finally:
