@@ -199,3 +199,27 @@ def test_arm_pokes_the_waiter_once_for_the_next_sample(backend):
     assert q.arm() is True
     q.close()
     assert pokes == ["poke", "shutdown"] and q.arm() is False
+
+
+def test_callbacks_of_several_links_at_once_keep_every_publisher_whole(backend):
+    # zenoh may run the callbacks of two links at the same time: each thread here is
+    # one link's publisher, blocking, into a small queue that one reader drains
+    q = make(backend, size=8)
+    n, pubs = 5000, 4
+
+    def link(i: int) -> None:
+        for seq in range(n):
+            q.on_sample(Sample(seq.to_bytes(4, "little"), pub=f"{i:02x}", key=f"robots/{i}", cc=BLOCK))
+
+    threads = [threading.Thread(target=link, args=(i,)) for i in range(pubs)]
+    for t in threads:
+        t.start()
+    got: dict[str, list[int]] = {}
+    for _ in range(n * pubs):
+        frame, source, key = q.get(time.monotonic() + 30, 30)
+        assert key == f"robots/{int(source[len(ENCODING):], 16)}"
+        got.setdefault(source, []).append(int.from_bytes(frame, "little"))
+    for t in threads:
+        t.join(10)
+    assert q.overflows == 0
+    assert got == {ENCODING + f"{i:02x}": list(range(n)) for i in range(pubs)}
