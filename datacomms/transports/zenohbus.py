@@ -292,7 +292,6 @@ class ZenohSubscriber(pubsub.Subscriber):
         self._last: dict[Any, int] = {}         # source -> last seq handed out
         self._pending_skip: dict[Any, int] = {}  # source -> messages latest() passed over
         self._gone: list[str] = []  # the key of each publisher gone and not yet replaced
-        self._closed = False
         self._session, self._share = zenohsession.acquire(opts)
         try:
             callback = zenoh.handlers.Callback(self._queue.on_sample)
@@ -398,9 +397,8 @@ class ZenohSubscriber(pubsub.Subscriber):
             return self._queue.waiter
 
     def close(self) -> None:
-        if self._closed:
+        if self._queue.closed:
             return
-        self._closed = True
         self._queue.close()
         try:
             self._pubs.undeclare()
