@@ -49,8 +49,14 @@ class Sample:
         self.congestion_control = cc
 
 
-def make(backend: Any, size: int = 4, nbytes: int = 1 << 20) -> Any:
-    return backend.zenohq.SampleQueue("zenoh://robots/*", size, nbytes, BLOCK)
+def make(backend: Any, size: int = 4, nbytes: int = 1 << 20, max_frame_size: int = 1 << 20) -> Any:
+    return backend.zenohq.SampleQueue("zenoh://robots/*", size, nbytes, BLOCK, backend.stats.Stats(),
+                                      max_frame_size)
+
+
+def frame(backend: Any, data: Any, seq: int) -> bytes:
+    parts, _ = backend.framing.encode(data, seq, time.time_ns())
+    return b"".join(bytes(p) for p in parts)
 
 
 def test_items_come_out_in_order_with_source_and_key(backend):
@@ -223,3 +229,55 @@ def test_callbacks_of_several_links_at_once_keep_every_publisher_whole(backend):
         t.join(10)
     assert q.overflows == 0
     assert got == {ENCODING + f"{i:02x}": list(range(n)) for i in range(pubs)}
+
+
+def test_recv_makes_messages_of_frames_and_accounts_for_each_publisher(backend):
+    q = make(backend, size=100)
+    for seq in (0, 1, 4):   # publisher aa lost 2 and 3
+        q.on_sample(Sample(frame(backend, {"seq": seq}, seq), pub="aa", key="robots/a"))
+    for seq in (7, 8):      # bb joined at 7: nothing lost
+        q.on_sample(Sample(frame(backend, b"b%d" % seq, seq), pub="bb", key="robots/b"))
+    got = [q.recv(10) for _ in range(5)]
+    assert [(m.seq, m.source) for m in got] == [(0, "robots/a"), (1, "robots/a"), (4, "robots/a"),
+                                               (7, "robots/b"), (8, "robots/b")]
+    assert got[2].data == {"seq": 4} and got[4].data == b"b8"
+    assert (q.stats.received, q.stats.lost, q.stats.skipped) == (5, 2, 0)
+    assert q.seen == {ENCODING + "aa": 4, ENCODING + "bb": 8}
+
+
+def test_recv_passes_over_bad_and_duplicate_frames_and_counts_them(backend):
+    q = make(backend, size=100, max_frame_size=4096)
+    q.on_sample(Sample(b"GET / HTTP/1.1\r\n\r\n" + bytes(64)))           # not a frame
+    q.on_sample(Sample(frame(backend, b"one", 1)))
+    q.on_sample(Sample(frame(backend, b"one", 1)))                           # its duplicate
+    q.on_sample(Sample(frame(backend, bytes(8192), 2)))                      # over max_frame_size
+    q.on_sample(Sample(frame(backend, b"three", 3)[:70]))                    # truncated
+    q.on_sample(Sample(frame(backend, b"three", 3)))
+    assert [q.recv(10).data for _ in range(2)] == [b"one", b"three"]
+    assert (q.bad_frames, q.duplicates) == (3, 1)
+    assert (q.stats.received, q.stats.lost) == (2, 1)   # seq 2 never came whole
+    with pytest.raises(dc.Timeout, match=r"zenoh://robots/\* after 0.1 s"):
+        q.recv(0.1)
+
+
+def test_skips_latest_passed_over_count_with_the_next_message_of_that_publisher(backend):
+    q = make(backend, size=100)
+    aa, bb = ENCODING + "aa", ENCODING + "bb"
+    q.pending_skip[aa] = 2   # latest() passed over aa's seq 1 and 2
+    q.on_sample(Sample(frame(backend, b"x", 0), pub="bb", key="robots/b"))
+    q.on_sample(Sample(b"garbage" * 10, pub="aa"))   # refused: the skip waits for a valid one
+    q.on_sample(Sample(frame(backend, b"y", 3), pub="aa"))
+    assert q.recv(10).source == "robots/b" and q.stats.skipped == 0
+    assert q.pending_skip == {aa: 2}
+    m = q.recv(10)
+    assert (m.seq, q.stats.skipped, q.stats.lost, q.pending_skip) == (3, 2, 0, {})
+    assert q.seen == {bb: 0, aa: 3}
+
+
+def test_recv_waits_for_a_frame_and_close_ends_it_with_closed(backend):
+    q = make(backend)
+    threading.Timer(0.1, q.on_sample, args=(Sample(frame(backend, b"late", 0)),)).start()
+    assert q.recv(10).data == b"late"
+    threading.Timer(0.1, q.close).start()
+    with pytest.raises(dc.Closed, match="closed"):
+        q.recv()

@@ -275,7 +275,6 @@ class ZenohSubscriber(pubsub.Subscriber):
             raise ValueError("queue_size and queue_bytes must be at least 1")
         self.url = url
         self.backend = _backend.get(backend)
-        self._take = self.backend.streamreader.take_frame
         self._unpack_header = self.backend.framing.unpack_header
         self._max_frame = max_frame_size or self.backend.framing.DEFAULT_MAX_FRAME_SIZE
         self.stats = _stats(self.backend)
@@ -283,14 +282,13 @@ class ZenohSubscriber(pubsub.Subscriber):
         self.key, ke = opts.key, _key_expr(zenoh, opts.key)
         self.queue_size = queue_size
         self.queue_bytes = queue_bytes
-        self.bad_frames = 0   # samples that were not datacomms frames
-        self.duplicates = 0   # samples seen before (history replay overlapping live data)
-        # zenoh's callback threads queue (frame, source id, key) items here
+        # zenoh's callback threads queue (frame, source id, key) items here, and the
+        # reader's side of the accounting (last seq per source, skips, refusals) is
+        # the queue's too: a compiled recv runs no Python code per message
         self._queue = self.backend.zenohq.SampleQueue(url, queue_size, queue_bytes,
-                                                      zenoh.CongestionControl.BLOCK)
+                                                      zenoh.CongestionControl.BLOCK, self.stats, self._max_frame)
+        self.recv = self._queue.recv  # type: ignore[method-assign]
         self._lock = self._queue.lock
-        self._last: dict[Any, int] = {}         # source -> last seq handed out
-        self._pending_skip: dict[Any, int] = {}  # source -> messages latest() passed over
         self._gone: list[str] = []  # the key of each publisher gone and not yet replaced
         self._session, self._share = zenohsession.acquire(opts)
         try:
@@ -327,30 +325,9 @@ class ZenohSubscriber(pubsub.Subscriber):
                 self._gone.remove(key)
                 self.stats.restarts += 1
 
-    def _accept(self, payload: bytes, source: Any, key: str) -> Message | None:
-        """The message a queued frame holds (recorded in stats; key: its source), or None
-        for a frame that is not valid (counted in bad_frames) or already handed out (duplicates)."""
-        skipped = self._pending_skip.pop(source, 0) if self._pending_skip else 0
-        try:
-            msg = self._take(payload, source, self._last, self.stats, self._max_frame, skipped, key)
-        except FrameError:
-            self.bad_frames += 1
-            msg = None
-        else:
-            if msg is None:
-                self.duplicates += 1
-        if msg is None and skipped:
-            self._pending_skip[source] = skipped
-        return msg
-
     def recv(self, timeout: float | None = None) -> Message:
         """The next message in arrival order (each publisher's in its seq order)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        get = self._queue.get
-        while True:
-            msg = self._accept(*get(deadline, timeout))
-            if msg is not None:
-                return msg
+        return self._queue.recv(timeout)  # bound to the instance in __init__
 
     def latest(self, timeout: float | None = None) -> Message:
         """The newest queued message; the ones passed over count as skipped."""
@@ -361,27 +338,28 @@ class ZenohSubscriber(pubsub.Subscriber):
             # answer, and the fresh frames before it count as skipped, per publisher
             # (on its next message), so no gap reads as loss.
             fresh = [item for item in items if self._is_news(item[0], item[1])]
+            pending = self._queue.pending_skip
             while fresh:
                 payload, source, key = fresh.pop()
                 older = Counter(item[1] for item in fresh)
                 for src, k in older.items():
-                    self._pending_skip[src] = self._pending_skip.get(src, 0) + k
-                msg = self._accept(payload, source, key)
+                    pending[src] = pending.get(src, 0) + k
+                msg = self._queue.accept(payload, source, key)
                 if msg is not None:
                     return msg
                 for src, k in older.items():  # that one was bad after all: try the one before
-                    self._pending_skip[src] -= k
+                    pending[src] -= k
 
     def _is_news(self, payload: bytes, source: Any) -> bool:
         """Whether a frame has a valid header and a seq its source has not handed out."""
         try:
             seq = self._unpack_header(payload, 0, self._max_frame)[2]
         except FrameError:
-            self.bad_frames += 1
+            self._queue.bad_frames += 1
             return False
-        last = self._last.get(source)
+        last = self._queue.seen.get(source)
         if last is not None and seq <= last:
-            self.duplicates += 1
+            self._queue.duplicates += 1
             return False
         return True
 
@@ -389,6 +367,16 @@ class ZenohSubscriber(pubsub.Subscriber):
     def overflows(self) -> int:
         """Samples pushed out of a full queue."""
         return self._queue.overflows
+
+    @property
+    def bad_frames(self) -> int:
+        """Samples that were not datacomms frames."""
+        return self._queue.bad_frames
+
+    @property
+    def duplicates(self) -> int:
+        """Samples seen before (a cached value replayed to a late joiner that also came live)."""
+        return self._queue.duplicates
 
     def _aio_waiter(self) -> _aio.Waiter:
         with self._lock:

@@ -40,3 +40,8 @@ cdef class DirectRecv:
     cdef double dead_after
     cdef bint block, sparse
     cdef public double last_rx
+
+
+# zenohq's SampleQueue calls it without the Python call protocol
+cpdef object take_frame(object frame, object source, dict seen, object stats, uint64_t max_frame_size,
+                        long long skipped=*, object origin=*)

@@ -469,7 +469,8 @@ cdef class DirectRecv:
         return self.slow(timeout, None, None if deadline < 0 else deadline / 1e9)
 
 
-def take_frame(frame, source, dict seen, stats, uint64_t max_frame_size, long long skipped=0, origin=None):
+cpdef object take_frame(object frame, object source, dict seen, object stats, uint64_t max_frame_size,
+                        long long skipped=0, object origin=None):
     """One whole frame that arrived by itself (a zenoh sample) as a Message, or
     None when source already delivered this seq (see the twin)."""
     cdef dc_header h

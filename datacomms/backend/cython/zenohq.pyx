@@ -9,8 +9,11 @@ import threading
 import time
 from collections import deque
 
-from ...errors import Closed, Timeout
+from libc.stdint cimport uint64_t
+
+from ...errors import Closed, FrameError, Timeout
 from ..python.zenohq import ENCODING, KEYS_KEPT
+from .streamreader cimport take_frame
 
 cdef object _monotonic = time.monotonic
 
@@ -19,8 +22,11 @@ cdef class SampleQueue:
     cdef public str name
     cdef public Py_ssize_t size, nbytes
     cdef public object block, waiter, lock
-    cdef public long long overflows
+    cdef public long long overflows, bad_frames, duplicates
     cdef public bint closed
+    cdef public object stats
+    cdef public uint64_t max_frame_size
+    cdef public dict seen, pending_skip
     cdef object _data, _room, _items, _append, _popleft, _acquire, _release
     cdef Py_ssize_t _bytes
     cdef int _readers_waiting, _samples_waiting
@@ -28,11 +34,17 @@ cdef class SampleQueue:
     cdef tuple _last
     cdef dict _key_of
 
-    def __init__(self, str name, Py_ssize_t size, Py_ssize_t nbytes, block):
+    def __init__(self, str name, Py_ssize_t size, Py_ssize_t nbytes, block, stats, uint64_t max_frame_size):
         self.name = name
         self.size = size
         self.nbytes = nbytes
         self.block = block
+        self.stats = stats
+        self.max_frame_size = max_frame_size
+        self.seen = {}
+        self.pending_skip = {}
+        self.bad_frames = 0
+        self.duplicates = 0
         self.overflows = 0
         self.closed = False
         self.waiter = None
@@ -111,7 +123,10 @@ cdef class SampleQueue:
         return 0
 
     def get(self, deadline, timeout):
-        cdef object item
+        return self._get(deadline, timeout)
+
+    cdef tuple _get(self, deadline, timeout):
+        cdef tuple item
         self._acquire()
         try:
             if not len(self._items):
@@ -123,6 +138,31 @@ cdef class SampleQueue:
         finally:
             self._release()
         return item
+
+    cpdef accept(self, frame, source, key):
+        cdef long long skipped = 0
+        if self.pending_skip:
+            skipped = self.pending_skip.pop(source, 0)
+        try:
+            msg = take_frame(frame, source, self.seen, self.stats, self.max_frame_size, skipped, key)
+        except FrameError:
+            self.bad_frames += 1
+            msg = None
+        else:
+            if msg is None:
+                self.duplicates += 1
+        if msg is None and skipped:
+            self.pending_skip[source] = skipped
+        return msg
+
+    def recv(self, timeout=None):
+        cdef object deadline = None if timeout is None else _monotonic() + timeout
+        cdef tuple item
+        while True:
+            item = self._get(deadline, timeout)
+            msg = self.accept(item[0], item[1], item[2])
+            if msg is not None:
+                return msg
 
     def get_all(self, deadline, timeout):
         cdef list items

@@ -9,6 +9,11 @@ work (docs/zenoh.md, "Cost per message").
 An item is ``(frame, source, key)``: the frame's bytes, the publisher it came
 from (the text of the encoding a datacomms publisher declares, which names its
 id; for a publisher that is not datacomms', the key) and the key it was put on.
+
+The reader's side turns items into messages here as well (``recv``,
+``accept``): what each publisher handed out last, the messages ``latest()``
+passed over, and the counts of bad and duplicate frames live with the queue,
+so a compiled ``recv`` takes a message out without a Python call in between.
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ import time
 from collections import deque
 from typing import Any
 
-from ...errors import Closed, Timeout
+from ...errors import Closed, FrameError, Timeout
+from ...message import Message
+from .streamreader import take_frame
 
 ENCODING = "application/octet-stream;datacomms/pub/"  # + the publisher id in hex
 KEYS_KEPT = 4096  # publishers whose key a queue remembers (then it starts afresh)
@@ -30,14 +37,28 @@ class SampleQueue:
     with blocking congestion control (``block``) waits for room, which holds
     zenoh back and so the publisher; any other pushes out the oldest item
     (counted in ``overflows``). ``get`` and ``get_all`` wait for items and
-    raise Closed or Timeout. ``lock`` guards everything; ``waiter`` (an
-    ``_aio.PipeWaiter``, set under ``lock``) is poked once per ``arm``."""
+    raise Closed or Timeout. ``lock`` guards the queue; ``waiter`` (an
+    ``_aio.PipeWaiter``, set under ``lock``) is poked once per ``arm``.
 
-    def __init__(self, name: str, size: int, nbytes: int, block: Any) -> None:
+    The reader's side (one reader thread; not under ``lock``): ``accept``
+    makes a message of an item, recorded in ``stats`` (frames checked against
+    ``max_frame_size``); ``seen`` holds each source's last seq handed out,
+    ``pending_skip`` the messages per source ``latest()`` passed over (counted
+    as skipped with that source's next message); ``bad_frames`` and
+    ``duplicates`` count the frames refused."""
+
+    def __init__(self, name: str, size: int, nbytes: int, block: Any, stats: Any,
+                 max_frame_size: int) -> None:
         self.name = name
         self.size = size
         self.nbytes = nbytes
         self.block = block
+        self.stats = stats
+        self.max_frame_size = max_frame_size
+        self.seen: dict[Any, int] = {}
+        self.pending_skip: dict[Any, int] = {}
+        self.bad_frames = 0   # samples that were not datacomms frames
+        self.duplicates = 0   # samples seen before (history replay overlapping live data)
         self.overflows = 0
         self.closed = False
         self.waiter: Any = None
@@ -127,6 +148,30 @@ class SampleQueue:
             if self._samples_waiting:
                 self._room.notify_all()
         return item
+
+    def accept(self, frame: bytes, source: Any, key: str) -> Message | None:
+        """The message an item holds, or None for a frame that is not valid (counted
+        in bad_frames) or whose seq its source already handed out (duplicates)."""
+        skipped = self.pending_skip.pop(source, 0) if self.pending_skip else 0
+        try:
+            msg = take_frame(frame, source, self.seen, self.stats, self.max_frame_size, skipped, key)
+        except FrameError:
+            self.bad_frames += 1
+            msg = None
+        else:
+            if msg is None:
+                self.duplicates += 1
+        if msg is None and skipped:
+            self.pending_skip[source] = skipped
+        return msg
+
+    def recv(self, timeout: float | None = None) -> Message:
+        """The next message in arrival order, waiting up to timeout (None: no limit)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            msg = self.accept(*self.get(deadline, timeout))
+            if msg is not None:
+                return msg
 
     def get_all(self, deadline: float | None, timeout: float | None) -> list[tuple[bytes, Any, str]]:
         """Every item, oldest first, waiting as get does for the first."""
