@@ -1,6 +1,8 @@
-"""The queue between zenoh's callback threads and a zenoh:// subscriber's reader
-(backend zenohq.SampleQueue), on both backends, fed with stand-in samples: it
-needs no zenoh. tests/test_zenoh.py covers it end to end through real sessions."""
+"""The per-message work of zenoh:// on both backends: a publisher's send
+(backend zenohq.Sender) and the queue between zenoh's callback threads and a
+subscriber's reader (zenohq.SampleQueue), fed with stand-in puts and samples:
+they need no zenoh. tests/test_zenoh.py covers them end to end through real
+sessions."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import threading
 import time
 from typing import Any
 
+import numpy as np
 import pytest
 
 import datacomms as dc
@@ -281,3 +284,41 @@ def test_recv_waits_for_a_frame_and_close_ends_it_with_closed(backend):
     threading.Timer(0.1, q.close).start()
     with pytest.raises(dc.Closed, match="closed"):
         q.recv()
+
+
+def test_sender_frames_each_message_with_the_next_seq_and_puts_it_whole(backend):
+    put, large = [], []
+    tx = backend.zenohq.Sender("zenoh://robots/a", put.append, lambda *a: large.append(a), 1 << 20)
+    t0 = time.time_ns()
+    assert [tx.send(b"abc"), tx.send({"q": [1.5, 2]}), tx.send(np.arange(6, dtype=np.float32))] == [0, 1, 2]
+    assert tx.seq == 3 and large == [] and all(type(p) is bytes for p in put)
+    got = [backend.framing.decode(p) for p in put]
+    assert [g[1] for g in got] == [0, 1, 2]
+    assert got[0][0] == b"abc" and got[1][0] == {"q": [1.5, 2]}
+    assert np.array_equal(got[2][0], np.arange(6, dtype=np.float32))
+    assert all(t0 <= g[2] <= time.time_ns() for g in got)
+
+
+def test_sender_hands_a_large_frame_over_in_parts(backend):
+    put, large = [], []
+    tx = backend.zenohq.Sender("zenoh://robots/a", put.append, lambda *a: large.append(a), 4096)
+    arr = np.arange(2048, dtype=np.uint16)   # 4 KiB of payload: a frame over large_min
+    assert tx.send(arr) == 0 and put == []
+    (parts, n), = large
+    frame = b"".join(bytes(p) for p in parts)
+    assert len(frame) == n and np.array_equal(backend.framing.decode(frame)[0], arr)
+
+
+def test_sender_counts_only_what_was_put_and_refuses_once_closed(backend):
+    def put(frame: bytes) -> None:
+        raise RuntimeError("zenoh said no")
+    tx = backend.zenohq.Sender("zenoh://robots/a", put, None, 1 << 20)
+    with pytest.raises(RuntimeError, match="zenoh said no"):
+        tx.send(b"x")
+    assert tx.seq == 0   # nothing went out: the next message still gets seq 0
+    tx.put = [].append
+    assert tx.send(b"x") == 0
+    tx.closed = True
+    with pytest.raises(dc.Closed, match="zenoh://robots/a is closed"):
+        tx.send(b"x")
+    assert tx.seq == 1

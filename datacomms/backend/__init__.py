@@ -32,7 +32,7 @@ API: dict[str, tuple[str, ...]] = {
     "ring": ("Writer", "Reader", "Loan"),
     "streamreader": ("FrameReader", "DirectRecv", "Gate", "SMALL_COPY", "describe_garbage", "take_frame"),
     "columns": ("fill_columns",),
-    "zenohq": ("SampleQueue",),
+    "zenohq": ("Sender", "SampleQueue"),
 }
 
 

@@ -43,7 +43,6 @@ _PUB_ROOT = "@datacomms/pub"  # @datacomms/pub/<hex of publisher id>/<hex of key
 DEFAULT_QUEUE_SIZE = 1024
 DEFAULT_QUEUE_BYTES = 256 << 20
 _RECHECK = 0.1  # seconds between token queries while waiting for subscribers
-_time_ns = time.time_ns
 SCRATCH_MIN = 1 << 20  # frames at least this big are assembled in the publisher's own buffer
 
 
@@ -89,7 +88,6 @@ class ZenohPublisher(pubsub.Publisher):
         self.url = url
         self.on_full = on_full
         self.backend = _backend.get(backend)
-        self._encode = self.backend.framing.encode
         self._scratch: bytearray | None = None  # large frames are assembled here
         self._scratch_lock = threading.Lock()  # a second thread sending meanwhile joins its own
         opts = zenohsession.parse_url(url, mode, connect, listen, config)
@@ -98,8 +96,6 @@ class ZenohPublisher(pubsub.Publisher):
             raise DataCommsError(f"a publisher needs a concrete key, not the wildcard {opts.key!r}")
         self.id = uuid.uuid4().bytes
         self._ke = ke  # before any callback can need it
-        self._seq = 0
-        self._closed = False
         self._cond = threading.Condition()
         self._subs: set[str] = set()
         self._put_kind = zenoh.SampleKind.PUT
@@ -122,6 +118,9 @@ class ZenohPublisher(pubsub.Publisher):
                 self._pub = self._session.declare_publisher(ke, encoding=encoding, congestion_control=cc,
                                                             express=express)
             self._put = self._pub.put
+            # seq, time, frame and put per message, compiled in the cython backend
+            self._sender = self.backend.zenohq.Sender(url, self._put, self._put_large, SCRATCH_MIN)
+            self.send = self._sender.send  # type: ignore[method-assign]
             self._live = self._session.liveliness().declare_subscriber(
                 f"{_TOKEN_ROOT}/**", self._on_token, history=True)
             self._token = self._session.liveliness().declare_token(
@@ -152,19 +151,16 @@ class ZenohPublisher(pubsub.Publisher):
 
     def send(self, data: Any, timeout: float | None = None) -> int:
         """Publishes data as one frame; returns its seq."""
-        if self._closed:
-            raise Closed(f"publisher on {self.url} is closed")
-        seq = self._seq
-        parts, n = self._encode(data, seq, _time_ns())
-        if n >= SCRATCH_MIN and self._scratch_lock.acquire(False):
+        return self._sender.send(data, timeout)  # bound to the instance in __init__
+
+    def _put_large(self, parts: list[Any], n: int) -> None:
+        if self._scratch_lock.acquire(False):
             try:
                 self._put(self._fill_scratch(parts, n))
             finally:
                 self._scratch_lock.release()
         else:
-            self._put(parts[0] if len(parts) == 1 else b"".join(parts))
-        self._seq = seq + 1
-        return seq
+            self._put(b"".join(parts))
 
     def _fill_scratch(self, parts: list[Any], n: int) -> bytearray:
         # A large frame is assembled in a buffer this publisher keeps, not in a fresh
@@ -216,7 +212,7 @@ class ZenohPublisher(pubsub.Publisher):
             with self._cond:
                 if len(self._subs) >= n:
                     return len(self._subs)
-                if self._closed:
+                if self._sender.closed:
                     raise Closed(f"publisher on {self.url} is closed")
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
@@ -224,9 +220,9 @@ class ZenohPublisher(pubsub.Publisher):
                 self._cond.wait(_RECHECK if left is None else min(left, _RECHECK))
 
     def close(self) -> None:
-        if self._closed:
+        if self._sender.closed:
             return
-        self._closed = True
+        self._sender.closed = True
         with self._cond:
             self._cond.notify_all()
         try:

@@ -1,8 +1,19 @@
-# Stub of the compiled SampleQueue; the Python twin (backend/python/zenohq.py) is the reference.
+# Stub of the compiled Sender and SampleQueue; the Python twin (backend/python/zenohq.py) is the reference.
 import threading
 from typing import Any
 
 from ...message import Message
+
+
+class Sender:
+    name: str
+    put: Any
+    large: Any
+    large_min: int
+    seq: int
+    closed: bool
+    def __init__(self, name: str, put: Any, large: Any, large_min: int) -> None: ...
+    def send(self, data: Any, timeout: float | None = None) -> int: ...
 
 
 class SampleQueue:

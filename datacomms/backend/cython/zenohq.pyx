@@ -1,21 +1,54 @@
 # cython: language_level=3
-"""The queue between zenoh's callback threads and a zenoh:// subscriber's
-reader, compiled: the same as the Python twin (its docstrings give the
-contract), with the per-sample and per-item work done without the
-interpreter's dispatch, since every microsecond of it is held with the GIL
+"""The per-message work of zenoh:// publishers and subscribers (a send, and the
+queue between zenoh's callback threads and a subscriber's reader), compiled:
+the same as the Python twin (its docstrings give the contract), done without
+the interpreter's dispatch, since every microsecond of it is held with the GIL
 by zenoh's thread or the reader (docs/zenoh.md, "Cost per message")."""
 
 import threading
 import time
 from collections import deque
 
+from cpython.time cimport time_ns
 from libc.stdint cimport uint64_t
 
 from ...errors import Closed, FrameError, Timeout
 from ..python.zenohq import ENCODING, KEYS_KEPT
+from .framing cimport encode
 from .streamreader cimport take_frame
 
 cdef object _monotonic = time.monotonic
+
+
+cdef class Sender:
+    cdef public str name
+    cdef public object put, large
+    cdef public Py_ssize_t large_min
+    cdef public uint64_t seq
+    cdef public bint closed
+
+    def __init__(self, str name, put, large, Py_ssize_t large_min):
+        self.name = name
+        self.put = put
+        self.large = large
+        self.large_min = large_min
+        self.seq = 0
+        self.closed = False
+
+    def send(self, data, timeout=None):
+        cdef uint64_t seq = self.seq
+        cdef tuple frame
+        cdef list parts
+        if self.closed:
+            raise Closed(f"publisher on {self.name} is closed")
+        frame = encode(data, seq, time_ns())
+        parts = frame[0]
+        if <Py_ssize_t>frame[1] >= self.large_min:
+            self.large(parts, frame[1])
+        else:
+            self.put(parts[0] if len(parts) == 1 else b"".join(parts))
+        self.seq = seq + 1
+        return seq
 
 
 cdef class SampleQueue:

@@ -1,4 +1,6 @@
-"""The queue between zenoh's callback threads and a zenoh:// subscriber's reader.
+"""The per-message work of zenoh:// publishers and subscribers: ``Sender`` (a
+publisher's send) and ``SampleQueue``, the queue between zenoh's callback
+threads and a subscriber's reader.
 
 zenoh delivers each sample on a thread of its own, with the GIL taken for the
 callback; the reader takes frames out under the same lock. Everything done per
@@ -25,10 +27,39 @@ from typing import Any
 
 from ...errors import Closed, FrameError, Timeout
 from ...message import Message
+from .framing import encode
 from .streamreader import take_frame
 
 ENCODING = "application/octet-stream;datacomms/pub/"  # + the publisher id in hex
 KEYS_KEPT = 4096  # publishers whose key a queue remembers (then it starts afresh)
+
+
+class Sender:
+    """A publisher's send: frames data with the next seq and the time now and puts
+    it with ``put``; a frame of ``large_min`` bytes or more goes to ``large(parts,
+    nbytes)`` instead, which assembles and puts it. ``seq`` is the next seq;
+    ``closed`` makes send raise Closed naming ``name``."""
+
+    def __init__(self, name: str, put: Any, large: Any, large_min: int) -> None:
+        self.name = name
+        self.put = put
+        self.large = large
+        self.large_min = large_min
+        self.seq = 0
+        self.closed = False
+
+    def send(self, data: Any, timeout: float | None = None) -> int:
+        """Publishes data as one frame; returns its seq (timeout: unused, zenoh decides)."""
+        if self.closed:
+            raise Closed(f"publisher on {self.name} is closed")
+        seq = self.seq
+        parts, n = encode(data, seq, time.time_ns())
+        if n >= self.large_min:
+            self.large(parts, n)
+        else:
+            self.put(parts[0] if len(parts) == 1 else b"".join(parts))
+        self.seq = seq + 1
+        return seq
 
 
 class SampleQueue:
