@@ -436,47 +436,69 @@ class Pump:
         self.close()
 
 
-def _echo_main(port_out: Any) -> None:
-    import socket
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(1)
-    port_out.send(srv.getsockname()[1])
-    conn, _ = srv.accept()
-    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    while True:
-        data = conn.recv(64)
-        if not data:
-            break
-        conn.sendall(data)
-    conn.close()
-    srv.close()
+def throughputs(kinds: list[str], size: int, rounds: int = 5, seconds: float = 0.25,
+                spin_us: float = 50.0) -> dict[str, list[float]]:
+    """Messages per second of each kind for size-byte payloads over rounds bursts,
+    the kinds taking turns with all their pumps alive (netbench.taking_turns). A
+    warm-up burst per kind maps the pages, warms the caches and sizes that kind's
+    bursts to about `seconds` each (at least 10 messages): a burst of a few
+    milliseconds, as 20 messages of 8 MiB are, measures the scheduler more than
+    the copy."""
+    from .netbench import taking_turns
+    pumps: dict[str, Pump] = {}
+    try:
+        for kind in kinds:
+            pumps[kind] = Pump(kind, size, spin_us=spin_us)
+        bursts = {}
+        for kind, pump in pumps.items():
+            rate = pump.throughput(max(10, burst_size(size, kind) // 10))
+            bursts[kind] = functools.partial(pump.throughput, max(10, int(rate * seconds)))
+        return taking_turns(bursts, rounds)
+    finally:
+        for pump in pumps.values():
+            pump.close()
+
+
+ECHO = "tcp-echo"  # latencies(): the round trip of a plain Python TCP echo at the same rate
+
+
+def latencies(rows: list[tuple[str, float, str]], count: int, rounds: int = 4,
+              hz: float = 1000.0) -> dict[tuple[str, str], list[int]]:
+    """One-way latencies (ns) of count 64 B messages at hz for each (kind, spin_us,
+    mode) of latency_kinds(), and under (ECHO, "sleeping") the round trips (ns) of
+    a plain Python TCP echo sent at the same rate: this machine's cost of a
+    wake-up each way. The kinds take turns, count // rounds messages at a time,
+    all their pumps alive throughout (netbench.taking_turns)."""
+    from .netbench import _Echo, taking_turns
+    pumps: dict[tuple[str, str], Pump] = {}
+    echo = None
+    per = max(1, count // rounds)
+    try:
+        for kind, spin, mode in rows:
+            pumps[(kind, mode)] = Pump(kind, 64, spin_us=spin)
+        echo = _Echo("socket", 64)
+        measures: dict[Any, Callable[[], list[int]]] = {}
+        for key, pump in pumps.items():
+            pump.latencies(min(per, 200), hz)  # warm-up
+            measures[key] = functools.partial(pump.latencies, per, hz)
+        measures[(ECHO, "sleeping")] = lambda: [int(t * 1e9) for t in echo.trips(per, hz)]
+        turns = taking_turns(measures, rounds)
+    finally:
+        for pump in pumps.values():
+            pump.close()
+        if echo is not None:
+            echo.close()
+    return {key: [x for chunk in chunks for x in chunk] for key, chunks in turns.items()}
 
 
 def tcp_echo_rtt(n: int = 2000, hz: float = 1000.0) -> dict[str, float]:
     """Round trip of 64 B through a plain Python TCP echo child at hz: this machine's wake-up reference."""
-    import socket
-    parent, child = _CTX.Pipe()
-    proc = _CTX.Process(target=_echo_main, args=(child,), daemon=True)
-    proc.start()
-    sock = socket.create_connection(("127.0.0.1", parent.recv()))
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    msg = b"x" * 64
-    rtt = []
+    from .netbench import _Echo
+    echo = _Echo("socket", 64)
     try:
-        for i in range(n + 100):
-            time.sleep(1.0 / hz)
-            t0 = time.perf_counter_ns()
-            sock.sendall(msg)
-            got = 0
-            while got < 64:
-                got += len(sock.recv(64 - got))
-            if i >= 100:
-                rtt.append(time.perf_counter_ns() - t0)
+        return percentiles([int(t * 1e9) for t in echo.trips(n, hz)])
     finally:
-        sock.close()
-        proc.join(10)
-    return percentiles(rtt)
+        echo.close()
 
 
 def burst_size(size: int, kind: str = "") -> int:
@@ -496,24 +518,17 @@ def percentiles(lat: list[int]) -> dict[str, float]:
 
 
 def main() -> None:  # pragma: no cover - a report, not a test
-    kinds = ["cython", "python"] + available_peers()
-    print(f"{'kind':<12}{'size':>6}{'msg/s':>14}{'MB/s':>10}")
+    print(f"{'kind':<12}{'size':>6}{'msg/s':>14}{'MB/s':>10}  (median of 5 bursts, the kinds taking turns)")
     for label, size in SIZES.items():
-        for kind in kinds + (zero_copy_kinds() if size >= (1 << 20) else []):
-            n = burst_size(size, kind) if kind not in ("python", "mpqueue") else burst_size(size) // 4
-            with Pump(kind, size, spin_us=50) as pump:
-                pump.throughput(max(10, n // 10))  # warm the pages and the caches
-                rate = max(pump.throughput(n) for _ in range(3))
+        kinds = ["cython", "python"] + available_peers() + (zero_copy_kinds() if size >= (1 << 20) else [])
+        for kind, rates in throughputs(kinds, size).items():
+            rate = float(np.median(rates))
             print(f"{kind:<12}{label:>6}{rate:>14,.0f}{rate * size / 1e6:>10,.0f}", flush=True)
-    print("\none-way latency, 64 B at 1 kHz, 2000 messages")
-    for kind, spin, mode in latency_kinds():
-        with Pump(kind, 64, spin_us=spin) as pump:
-            pump.latencies(200, 1000)
-            p = percentiles(pump.latencies(2000, 1000))
+    print("\none-way latency, 64 B at 1 kHz, 2000 messages (tcp-echo: its round trip)")
+    for (kind, mode), lat in latencies(latency_kinds(), 2000).items():
+        p = percentiles(lat)
         print(f"{kind:<12}{mode:<10} p50 {p['p50_us']:8.1f} us  p99 {p['p99_us']:8.1f} us  max {p['max_us']:8.1f} us",
               flush=True)
-    p = tcp_echo_rtt()
-    print(f"{'tcp echo':<12}{'RTT':<10} p50 {p['p50_us']:8.1f} us  p99 {p['p99_us']:8.1f} us  max {p['max_us']:8.1f} us")
 
 
 if __name__ == "__main__":

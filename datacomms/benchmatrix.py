@@ -7,8 +7,9 @@ It drives the two measuring engines that benchmarks/ also use:
 
 from __future__ import annotations
 
-import time
 from typing import Any
+
+import numpy as np
 
 from . import bench as shm_bench
 from . import netbench
@@ -16,60 +17,52 @@ from . import netbench
 DATACOMMS_KINDS = {"cython", "python", "cython-zc", "dc-cython", "dc-python", "dc-cython-spin"}
 
 
+ROUNDS = 5  # throughput bursts per kind, the kinds taking turns; the median is reported
+
+
+def _rate_row(transport: str, label: str, size: int, kind: str, rates: list[float]) -> dict[str, Any]:
+    rate = float(np.median(rates))
+    return {"transport": transport, "size": label, "kind": kind, "msg_s": rate, "mb_s": rate * size / 1e6,
+            "msg_s_rounds": rates}
+
+
+def _lat_row(transport: str, what: str, kind: str, mode: str, lat_ns: list[int]) -> dict[str, Any]:
+    return {"transport": transport, "what": what, "kind": kind, "mode": mode, **shm_bench.percentiles(lat_ns)}
+
+
 def _shm(quick: bool, out: dict[str, list[dict[str, Any]]]) -> None:
     sizes = {"64B": 64, "8MiB": 8 << 20} if quick else shm_bench.SIZES
     kinds = ["cython", "python"] + shm_bench.available_peers()
     for label, size in sizes.items():
-        for kind in kinds + (shm_bench.zero_copy_kinds() if size >= (1 << 20) else []):
-            n = shm_bench.burst_size(size, kind) // (10 if quick else 1)
-            if kind in ("python", "mpqueue"):
-                n //= 4
-            n = max(n, 10)
-            with shm_bench.Pump(kind, size, spin_us=50) as pump:
-                pump.throughput(max(10, n // 10))
-                rate = max(pump.throughput(n) for _ in range(1 if quick else 3))
-            out["throughput"].append({"transport": "shm", "size": label, "kind": kind, "msg_s": rate,
-                                      "mb_s": rate * size / 1e6})
-    count = 300 if quick else 2000
-    for kind, spin, mode in shm_bench.latency_kinds():
-        with shm_bench.Pump(kind, 64, spin_us=spin) as pump:
-            pump.latencies(50, 1000)
-            p = shm_bench.percentiles(pump.latencies(count, 1000))
-        out["latency"].append({"transport": "shm", "what": "one-way at 1 kHz", "kind": kind, "mode": mode, **p})
+        group = kinds + (shm_bench.zero_copy_kinds() if size >= (1 << 20) else [])
+        rates = shm_bench.throughputs(group, size, rounds=1 if quick else ROUNDS, seconds=0.02 if quick else 0.25)
+        out["throughput"] += [_rate_row("shm", label, size, kind, r) for kind, r in rates.items()]
+    lat = shm_bench.latencies(shm_bench.latency_kinds(), 300 if quick else 2000, rounds=1 if quick else 4)
+    for (kind, mode), ns in lat.items():
+        if kind == shm_bench.ECHO:
+            out["latency"].append(_lat_row("tcp", "round trip 1 kHz", "socket", mode, ns))
+        else:
+            out["latency"].append(_lat_row("shm", "one-way at 1 kHz", kind, mode, ns))
 
 
 def _net(quick: bool, out: dict[str, list[dict[str, Any]]]) -> None:
     sizes = [(64, 20_000 if quick else 100_000), (8 << 20, 20 if quick else 100)]
     for size, count in sizes:
-        for kind in netbench.PEERS:
-            if not netbench.available(kind) or (kind == "stream" and size < 4096):
-                continue
-            run, close = netbench.receiver(kind, size, count)
-            try:
-                run()
-                best = 0.0
-                for _ in range(1 if quick else 3):
-                    t0 = time.perf_counter()
-                    run()
-                    best = max(best, count / (time.perf_counter() - t0))
-            finally:
-                close()
-            out["throughput"].append({"transport": "tcp", "size": "64B" if size == 64 else "8MiB", "kind": kind,
-                                      "msg_s": best, "mb_s": best * size / 1e6})
+        kinds = [k for k in netbench.PEERS if netbench.available(k) and not (k == "stream" and size < 4096)]
+        label = "64B" if size == 64 else "8MiB"
+        for kind, rates in netbench.throughputs(kinds, size, count, rounds=1 if quick else ROUNDS).items():
+            out["throughput"].append(_rate_row("tcp", label, size, kind, rates))
     for kind in netbench.ONE_WAY_PEERS:
         if not netbench.available(kind):
             continue
-        lat = sorted(netbench.one_way(kind, 300 if quick else 2000))
-        out["latency"].append({"transport": "tcp", "what": "one-way at 1 kHz", "kind": kind,
-                               "mode": "busy-poll" if kind.endswith("-spin") else "sleeping",
-                               "p50_us": lat[len(lat) // 2], "p99_us": lat[int(len(lat) * 0.99)], "max_us": lat[-1]})
+        lat = netbench.one_way(kind, 300 if quick else 2000)
+        out["latency"].append(_lat_row("tcp", "one-way at 1 kHz", kind,
+                                       "busy-poll" if kind.endswith("-spin") else "sleeping",
+                                       [int(x * 1000) for x in lat]))
     kinds = [k for k in netbench.RTT_PEERS if netbench.available(k)]
     for placement in netbench.placements() if not quick else [""]:
         for kind, rtt in netbench.round_trips(kinds, 64, 500 if quick else 2000, placement=placement).items():
-            rtt.sort()
-            out["latency"].append({"transport": "tcp", "what": "round trip", "kind": kind, "mode": placement,
-                                   "p50_us": rtt[len(rtt) // 2] * 1e6, "p99_us": rtt[int(len(rtt) * 0.99)] * 1e6,
-                                   "max_us": rtt[-1] * 1e6})
+            out["latency"].append(_lat_row("tcp", "round trip", kind, placement, [int(t * 1e9) for t in rtt]))
 
 
 def run(quick: bool = False, transports: tuple[str, ...] = ("shm", "tcp")) -> dict[str, list[dict[str, Any]]]:

@@ -10,6 +10,7 @@ recv_into of whole buffers: the loopback's speed with no per-message work).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
@@ -392,6 +393,27 @@ def receiver(kind: str, size: int, count: int) -> tuple[Callable[[], None], Call
     return run, close
 
 
+def throughputs(kinds: Sequence[str], size: int, count: int, rounds: int = 5) -> dict[str, list[float]]:
+    """Messages per second of each kind over rounds bursts of count messages of
+    size bytes (receiver()), after one warm-up burst each; the kinds take turns
+    (taking_turns), all their children alive throughout."""
+    runs: dict[str, tuple[Callable[[], None], Callable[[], None]]] = {}
+
+    def timed(run: Callable[[], None]) -> float:
+        t0 = time.perf_counter()
+        run()
+        return count / (time.perf_counter() - t0)
+    try:
+        for kind in kinds:
+            runs[kind] = receiver(kind, size, count)
+        for run, _ in runs.values():
+            run()
+        return taking_turns({k: functools.partial(timed, run) for k, (run, _) in runs.items()}, rounds)
+    finally:
+        for _, close in runs.values():
+            close()
+
+
 class _Echo:
     """One sender and its echoing child; once() is one round trip (seconds)."""
 
@@ -449,6 +471,16 @@ class _Echo:
         self._trip()
         return time.perf_counter() - t0
 
+    def trips(self, n: int, hz: float = 0.0) -> list[float]:
+        """n round trips (seconds), back to back, or each after sleeping 1/hz."""
+        if not hz:
+            return [self.once() for _ in range(n)]
+        out = []
+        for _ in range(n):
+            time.sleep(1.0 / hz)
+            out.append(self.once())
+        return out
+
     def close(self) -> None:
         if self.kind == "zmq":
             s, ctx = self._ends
@@ -464,13 +496,24 @@ class _Echo:
 PLACEMENTS = {"": None, "same core": (0, 0), "across cores": (0, 1)}
 
 
+def taking_turns(measures: dict[str, Callable[[], Any]], rounds: int) -> dict[str, list[Any]]:
+    """Each measure's results over rounds calls, the kinds taking turns (a, b, c,
+    a, b, c, ...) with all of them set up throughout: this machine's speed and
+    wake-up cost drift by several times within minutes, and taking turns makes
+    the drift fall alike on every kind, so their ratio means something."""
+    out: dict[str, list[Any]] = {k: [] for k in measures}
+    for _ in range(rounds):
+        for k, measure in measures.items():
+            out[k].append(measure())
+    return out
+
+
 def round_trips(kinds: Sequence[str], size: int, count: int, rounds: int = 20,
-                placement: str = "") -> dict[str, list[float]]:
+                placement: str = "", hz: float = 0.0) -> dict[str, list[float]]:
     """count round-trip times (seconds) per kind of one message of size bytes
-    through an echoing child. The kinds take turns, count // rounds trips at a
-    time, all children alive throughout: this machine's wake-up cost drifts by
-    several times within minutes, and taking turns makes the drift fall alike
-    on every kind, so their ratio means something.
+    through an echoing child, back to back, or one every 1/hz seconds (sleeping
+    in between, as a control loop does). The kinds take turns
+    (taking_turns), count // rounds trips at a time.
 
     placement (PLACEMENTS): "" leaves the processes to the scheduler; "same
     core" pins this process and the children to CPU 0, "across cores" the
@@ -478,7 +521,6 @@ def round_trips(kinds: Sequence[str], size: int, count: int, rounds: int = 20,
     far more than the messaging does, and where the scheduler puts each pair
     decides most of a free-running comparison."""
     pairs: dict[str, _Echo] = {}
-    out: dict[str, list[float]] = {k: [] for k in kinds}
     cpus = PLACEMENTS[placement]
     before = os.sched_getaffinity(0)
     if cpus is not None:
@@ -487,15 +529,13 @@ def round_trips(kinds: Sequence[str], size: int, count: int, rounds: int = 20,
         for k in kinds:
             pairs[k] = _Echo(k, size, None if cpus is None else cpus[1])
         per = max(1, count // rounds)
-        while any(len(v) < count for v in out.values()):
-            for k, pair in pairs.items():
-                for _ in range(min(per, count - len(out[k]))):
-                    out[k].append(pair.once())
+        turns = taking_turns({k: functools.partial(pair.trips, per, hz) for k, pair in pairs.items()},
+                             -(-count // per))
     finally:
         for pair in pairs.values():
             pair.close()
         os.sched_setaffinity(0, before)
-    return out
+    return {k: [t for chunk in v for t in chunk][:count] for k, v in turns.items()}
 
 
 def one_way(kind: str, count: int = 2000, rate: int = 1000) -> list[float]:
@@ -616,22 +656,12 @@ def available(kind: str) -> bool:
 
 def main() -> None:
     sizes = [(64, 100_000), (8 << 20, 100)]
-    print(f"{'peer':<10} {'size':>8} {'msg/s':>12} {'MB/s':>10}")
+    print(f"{'peer':<10} {'size':>8} {'msg/s':>12} {'MB/s':>10}  (median of 5 bursts, the peers taking turns)")
     for size, count in sizes:
-        for kind in PEERS:
-            if not available(kind) or (kind == "stream" and size < 4096):
-                continue
-            run, close = receiver(kind, size, count)
-            try:
-                run()      # warm-up
-                best = 0.0
-                for _ in range(3):
-                    t0 = time.perf_counter()
-                    run()
-                    best = max(best, count / (time.perf_counter() - t0))
-            finally:
-                close()
-            print(f"{kind:<10} {size:>8} {best:>12.0f} {best * size / 1e6:>10.1f}", flush=True)
+        kinds = [k for k in PEERS if available(k) and not (k == "stream" and size < 4096)]
+        for kind, rates in throughputs(kinds, size, count).items():
+            rate = float(np.median(rates))
+            print(f"{kind:<10} {size:>8} {rate:>12.0f} {rate * size / 1e6:>10.1f}", flush=True)
     print(f"\none-way at 1 kHz, 64 B\n{'peer':<14} {'p50 us':>10} {'p99 us':>10}")
     for kind in ONE_WAY_PEERS:
         if available(kind):

@@ -100,9 +100,13 @@ def test_bench_quick_writes_a_matrix(tmp_path):
     result = json.loads(out.read_text())
     kinds = {(x["size"], x["kind"]) for x in result["throughput"]}
     assert {("64B", "cython"), ("64B", "python"), ("64B", "mpqueue")} <= kinds
-    assert all(x["msg_s"] > 0 for x in result["throughput"])
+    assert all(x["msg_s"] > 0 and x["msg_s_rounds"] for x in result["throughput"])
     assert "vs best peer" in r.stdout
     lat = {(x["kind"], x["mode"]): x for x in result["latency"]}
+    # the wake-up reference of the sleeping figures: a plain TCP echo paced like them
+    echo = [x for x in result["latency"] if x["what"] == "round trip 1 kHz"]
+    assert [(x["transport"], x["kind"], x["mode"]) for x in echo] == [("tcp", "socket", "sleeping")]
+    assert 0 < echo[0]["p50_us"] <= echo[0]["max_us"]
     # the floor of the method, measured beside the rest: a flag in shared memory the receiver spins on
     assert lat[("spin-flag", "busy-poll")]["p50_us"] > 0 and ("cython", "busy-poll") in lat
     assert not [n for n in os.listdir("/dev/shm") if n.startswith("datacomms-bench-flag-")]
@@ -129,6 +133,24 @@ def test_round_trip_references_echo_over_one_and_two_connections():
                                  else "dc-python"], 64, 40, rounds=2)
     assert [len(v) for v in rtts.values()] == [40, 40, 40]
     assert all(0 < t < 5 for v in rtts.values() for t in v)
+
+
+def test_benchmark_kinds_take_turns() -> None:
+    """Every kind is measured once per round, in the same order each round, so that
+    the machine's drift falls alike on all of them."""
+    from datacomms.netbench import taking_turns
+    calls: list[str] = []
+    out = taking_turns({k: (lambda k=k: calls.append(k) or len(calls)) for k in "abc"}, 3)
+    assert calls == list("abcabcabc")
+    assert out == {"a": [1, 4, 7], "b": [2, 5, 8], "c": [3, 6, 9]}
+
+
+def test_paced_round_trips_sleep_between_trips() -> None:
+    from datacomms import netbench
+    t0 = time.perf_counter()
+    rtts = netbench.round_trips(["socket"], 64, 30, rounds=3, hz=100)
+    assert len(rtts["socket"]) == 30 and all(0 < t < 5 for t in rtts["socket"])
+    assert time.perf_counter() - t0 >= 0.3   # 30 trips, each after 10 ms asleep
 
 
 def test_bench_ratios_compare_like_with_like() -> None:
