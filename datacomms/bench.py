@@ -440,10 +440,11 @@ def throughputs(kinds: list[str], size: int, rounds: int = 5, seconds: float = 0
                 spin_us: float = 50.0) -> dict[str, list[float]]:
     """Messages per second of each kind for size-byte payloads over rounds bursts,
     the kinds taking turns with all their pumps alive (netbench.taking_turns). A
-    warm-up burst per kind maps the pages, warms the caches and sizes that kind's
-    bursts to about `seconds` each (at least 10 messages): a burst of a few
-    milliseconds, as 20 messages of 8 MiB are, measures the scheduler more than
-    the copy."""
+    warm-up burst per kind maps the pages and warms the caches; then bursts
+    growing fivefold until one takes a fifth of `seconds` size that kind's bursts
+    to about `seconds` each (at least 10 messages). A burst of a few
+    milliseconds, as 20 messages of 8 MiB are, measures the scheduler and the
+    fixed cost of asking the child more than the copy."""
     from .netbench import taking_turns
     pumps: dict[str, Pump] = {}
     try:
@@ -451,8 +452,11 @@ def throughputs(kinds: list[str], size: int, rounds: int = 5, seconds: float = 0
             pumps[kind] = Pump(kind, size, spin_us=spin_us)
         bursts = {}
         for kind, pump in pumps.items():
-            rate = pump.throughput(max(10, burst_size(size, kind) // 10))
-            bursts[kind] = functools.partial(pump.throughput, max(10, int(rate * seconds)))
+            n = max(10, burst_size(size, kind) // 10)
+            pump.throughput(n)   # the first burst also waits for the child to get going
+            while (took := n / pump.throughput(n)) < seconds / 5:
+                n *= 5
+            bursts[kind] = functools.partial(pump.throughput, max(10, round(n * seconds / took)))
         return taking_turns(bursts, rounds)
     finally:
         for pump in pumps.values():
@@ -469,14 +473,14 @@ def latencies(rows: list[tuple[str, float, str]], count: int, rounds: int = 4,
     a plain Python TCP echo sent at the same rate: this machine's cost of a
     wake-up each way. The kinds take turns, count // rounds messages at a time,
     all their pumps alive throughout (netbench.taking_turns)."""
-    from .netbench import _Echo, taking_turns
+    from .netbench import Echo, taking_turns
     pumps: dict[tuple[str, str], Pump] = {}
     echo = None
     per = max(1, count // rounds)
     try:
         for kind, spin, mode in rows:
             pumps[(kind, mode)] = Pump(kind, 64, spin_us=spin)
-        echo = _Echo("socket", 64)
+        echo = Echo("socket", 64)
         measures: dict[Any, Callable[[], list[int]]] = {}
         for key, pump in pumps.items():
             pump.latencies(min(per, 200), hz)  # warm-up
@@ -493,8 +497,8 @@ def latencies(rows: list[tuple[str, float, str]], count: int, rounds: int = 4,
 
 def tcp_echo_rtt(n: int = 2000, hz: float = 1000.0) -> dict[str, float]:
     """Round trip of 64 B through a plain Python TCP echo child at hz: this machine's wake-up reference."""
-    from .netbench import _Echo
-    echo = _Echo("socket", 64)
+    from .netbench import Echo
+    echo = Echo("socket", 64)
     try:
         return percentiles([int(t * 1e9) for t in echo.trips(n, hz)])
     finally:

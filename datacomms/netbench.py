@@ -414,7 +414,7 @@ def throughputs(kinds: Sequence[str], size: int, count: int, rounds: int = 5) ->
             close()
 
 
-class _Echo:
+class Echo:
     """One sender and its echoing child; once() is one round trip (seconds)."""
 
     def __init__(self, kind: str, size: int, cpu: int | None = None) -> None:
@@ -520,14 +520,14 @@ def round_trips(kinds: Sequence[str], size: int, count: int, rounds: int = 20,
     children to CPU 1. On a VM, waking a process on another (idle) vCPU costs
     far more than the messaging does, and where the scheduler puts each pair
     decides most of a free-running comparison."""
-    pairs: dict[str, _Echo] = {}
+    pairs: dict[str, Echo] = {}
     cpus = PLACEMENTS[placement]
     before = os.sched_getaffinity(0)
     if cpus is not None:
         os.sched_setaffinity(0, {cpus[0]})
     try:
         for k in kinds:
-            pairs[k] = _Echo(k, size, None if cpus is None else cpus[1])
+            pairs[k] = Echo(k, size, None if cpus is None else cpus[1])
         per = max(1, count // rounds)
         turns = taking_turns({k: functools.partial(pair.trips, per, hz) for k, pair in pairs.items()},
                              -(-count // per))
