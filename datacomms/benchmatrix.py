@@ -104,7 +104,57 @@ def format_result(result: dict[str, list[dict[str, Any]]]) -> str:
     for r in result["latency"]:
         lines.append(f"{r['transport']:<10}{r['what']:<18}{r['kind']:<16}{r['mode']:<10}{r['p50_us']:>9.1f}"
                      f"{r['p99_us']:>9.1f}{r['max_us']:>10.1f}")
+    judged = targets(result)
+    if judged:
+        lines += ["", "targets, judged on this run:"]
+        lines += [f"  {'met    ' if met else 'NOT met'}  {name}: {figure}" for name, figure, met in judged]
     return "\n".join(lines)
+
+
+def targets(result: dict[str, list[dict[str, Any]]]) -> list[tuple[str, str, bool]]:
+    """The project's performance targets (docs: the shm:// and tcp:// issues) judged
+    on this run: (target, the figures, met). A target whose rows this run lacks (a
+    peer not installed, a transport not measured) is left out."""
+    rate = {(r["transport"], r["size"], r["kind"]): r["msg_s"] for r in result["throughput"]}
+    lat = {(r["transport"], r["what"], r["kind"], r["mode"]): r for r in result["latency"]}
+    out: list[tuple[str, str, bool]] = []
+
+    def ratio(name: str, a: tuple[str, str, str], b: tuple[str, str, str], at_least: float) -> None:
+        if a in rate and b in rate:
+            x = rate[a] / rate[b]
+            out.append((name, f"{x:.2f}x", x >= at_least))
+
+    peers = [v for (t, size, k), v in rate.items() if t == "shm" and size == "64B" and k not in DATACOMMS_KINDS]
+    if ("shm", "64B", "cython") in rate and peers:
+        x = rate["shm", "64B", "cython"] / max(peers)
+        out.append(("shm 64 B >= 3x the best peer", f"{x:.2f}x", x >= 3))
+    ratio("shm 64 B cython >= 5x python", ("shm", "64B", "cython"), ("shm", "64B", "python"), 5)
+    busy = lat.get(("shm", "one-way at 1 kHz", "cython", "busy-poll"))
+    if busy:
+        out.append(("shm busy-poll one-way p50 <= 5 us", f"{busy['p50_us']:.1f} us", busy["p50_us"] <= 5))
+        out.append(("shm busy-poll one-way p99 <= 25 us", f"{busy['p99_us']:.1f} us", busy["p99_us"] <= 25))
+    sleep = lat.get(("shm", "one-way at 1 kHz", "cython", "sleeping"))
+    for what, mode, how in (("round trip 1 kHz", "sleeping", "paced at 1 kHz"), ("round trip", "", "back to back")):
+        echo = lat.get(("tcp", what, "socket", mode))
+        if sleep and echo:
+            half = echo["p50_us"] / 2
+            out.append((f"shm sleeping p50 <= half a plain TCP echo's round trip ({how})",
+                        f"{sleep['p50_us']:.1f} vs {half:.1f} us", sleep["p50_us"] <= half))
+    ratio("shm 8 MiB copy >= iceoryx2 copy", ("shm", "8MiB", "cython"), ("shm", "8MiB", "iceoryx2"), 1)
+    ratio("shm 8 MiB zero copy >= iceoryx2 zero copy", ("shm", "8MiB", "cython-zc"), ("shm", "8MiB", "iceoryx2-zc"), 1)
+    ratio("tcp 64 B >= 1.5x pyzmq", ("tcp", "64B", "dc-cython"), ("tcp", "64B", "zmq"), 1.5)
+    ratio("tcp 8 MiB >= 0.8x a C-speed stream", ("tcp", "8MiB", "dc-cython"), ("tcp", "8MiB", "stream"), 0.8)
+    for mode in ("", "same core", "across cores"):
+        dc_rtt, echo = lat.get(("tcp", "round trip", "dc-cython", mode)), lat.get(("tcp", "round trip", "socket", mode))
+        where = mode or "free"
+        if dc_rtt and echo:
+            out.append((f"tcp round trip p50 <= a plain TCP echo's ({where})",
+                        f"{dc_rtt['p50_us']:.1f} vs {echo['p50_us']:.1f} us", dc_rtt["p50_us"] <= echo["p50_us"]))
+        spin = lat.get(("tcp", "round trip", "dc-cython-spin", mode))
+        if spin:
+            out.append((f"tcp round trip p50 with spin_us <= 30 us ({where})", f"{spin['p50_us']:.1f} us",
+                        spin["p50_us"] <= 30))
+    return out
 
 
 def plot(result: dict[str, list[dict[str, Any]]], folder: str) -> list[str]:

@@ -101,7 +101,7 @@ def test_bench_quick_writes_a_matrix(tmp_path):
     kinds = {(x["size"], x["kind"]) for x in result["throughput"]}
     assert {("64B", "cython"), ("64B", "python"), ("64B", "mpqueue")} <= kinds
     assert all(x["msg_s"] > 0 and x["msg_s_rounds"] for x in result["throughput"])
-    assert "vs best peer" in r.stdout
+    assert "vs best peer" in r.stdout and "targets, judged on this run:" in r.stdout
     lat = {(x["kind"], x["mode"]): x for x in result["latency"]}
     # the wake-up reference of the sleeping figures: a plain TCP echo paced like them
     echo = [x for x in result["latency"] if x["what"] == "round trip 1 kHz"]
@@ -151,6 +151,33 @@ def test_paced_round_trips_sleep_between_trips() -> None:
     rtts = netbench.round_trips(["socket"], 64, 30, rounds=3, hz=100)
     assert len(rtts["socket"]) == 30 and all(0 < t < 5 for t in rtts["socket"])
     assert time.perf_counter() - t0 >= 0.3   # 30 trips, each after 10 ms asleep
+
+
+def test_bench_judges_the_targets_on_its_own_run() -> None:
+    """Each target is judged from the rows of the same run; one whose rows are missing
+    (a peer not installed) is left out rather than guessed."""
+    from datacomms.benchmatrix import targets
+
+    def lat(transport, what, kind, mode, p50, p99=0.0):
+        return {"transport": transport, "what": what, "kind": kind, "mode": mode, "p50_us": p50, "p99_us": p99}
+    result = {
+        "throughput": [{"transport": "shm", "size": "64B", "kind": k, "msg_s": v} for k, v in
+                       (("cython", 3e6), ("python", 1e5), ("zmq-ipc", 8e5), ("mpqueue", 1e5))],
+        "latency": [lat("shm", "one-way at 1 kHz", "cython", "busy-poll", 3.0, 40.0),
+                    lat("shm", "one-way at 1 kHz", "cython", "sleeping", 21.0),
+                    lat("tcp", "round trip 1 kHz", "socket", "sleeping", 60.0),
+                    lat("tcp", "round trip", "socket", "", 40.0),
+                    lat("tcp", "round trip", "dc-cython", "", 44.0),
+                    lat("tcp", "round trip", "dc-cython-spin", "", 25.0)]}
+    judged = {name: (figure, met) for name, figure, met in targets(result)}
+    assert judged["shm 64 B >= 3x the best peer"] == ("3.75x", True)
+    assert judged["shm 64 B cython >= 5x python"] == ("30.00x", True)
+    assert judged["shm busy-poll one-way p50 <= 5 us"][1] and not judged["shm busy-poll one-way p99 <= 25 us"][1]
+    assert judged["shm sleeping p50 <= half a plain TCP echo's round trip (paced at 1 kHz)"] == ("21.0 vs 30.0 us", True)
+    assert judged["shm sleeping p50 <= half a plain TCP echo's round trip (back to back)"] == ("21.0 vs 20.0 us", False)
+    assert judged["tcp round trip p50 <= a plain TCP echo's (free)"] == ("44.0 vs 40.0 us", False)
+    assert judged["tcp round trip p50 with spin_us <= 30 us (free)"] == ("25.0 us", True)
+    assert not [n for n in judged if "iceoryx2" in n or "pyzmq" in n or "same core" in n]   # no rows, no verdict
 
 
 def test_bench_ratios_compare_like_with_like() -> None:
