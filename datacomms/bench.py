@@ -55,10 +55,17 @@ def zero_copy_kinds() -> list[str]:
     return ["cython-zc"] + (["iceoryx2-zc"] if "iceoryx2" in available_peers() else [])
 
 
+# Our busy-poll rows spin this long before sleeping: long enough that the receiver never
+# sleeps between messages at 1 kHz, as the peers that busy-poll (iceoryx2, spin-flag) never
+# do. With 2 ms, the senders' stalls on this VM (up to 9 ms, BENCHMARKS.md session 8) sent
+# the receiver to sleep now and then, and those wake-ups made most of its p99.
+BUSY_SPIN_US = 1_000_000.0
+
+
 def latency_kinds() -> list[tuple[str, float, str]]:
     """(kind, spin_us, mode) of every one-way latency measurement: ours busy-polling and
     sleeping, the peers as they wait (iceoryx2 can only busy-poll)."""
-    rows = [("cython", 2000.0), ("cython", 0.0), ("python", 2000.0), ("python", 0.0)]
+    rows = [("cython", BUSY_SPIN_US), ("cython", 0.0), ("python", BUSY_SPIN_US), ("python", 0.0)]
     rows += [(k, 0.0) for k in available_peers()] + [(SPIN_FLAG, 0.0)]
     return [(k, spin, "busy-poll" if spin or k in ("iceoryx2", SPIN_FLAG) else "sleeping") for k, spin in rows]
 
