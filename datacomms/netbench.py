@@ -496,23 +496,27 @@ class Echo:
 PLACEMENTS = {"": None, "same core": (0, 0), "across cores": (0, 1)}
 
 
-def taking_turns(measures: dict[str, Callable[[], Any]], rounds: int) -> dict[str, list[Any]]:
-    """Each measure's results over rounds calls, the kinds taking turns (a, b, c,
-    a, b, c, ...) with all of them set up throughout: this machine's speed and
-    wake-up cost drift by several times within minutes, and taking turns makes
-    the drift fall alike on every kind, so their ratio means something."""
-    out: dict[str, list[Any]] = {k: [] for k in measures}
-    for _ in range(rounds):
-        for k, measure in measures.items():
-            out[k].append(measure())
+def taking_turns(measures: dict[Any, Callable[[], Any]], rounds: int) -> dict[Any, list[Any]]:
+    """Each measure's results over rounds calls, the kinds taking turns with all
+    of them set up throughout: this machine's speed and wake-up cost drift by
+    several times within minutes, and taking turns makes the drift fall alike
+    on every kind, so their ratio means something. Each round starts one kind
+    later (a b c, b c a, c a b, ...): what ran just before a kind moves its
+    figure too (8 MiB copies read 10-15 % faster right after pyzmq's turn
+    than first in the round), so no kind keeps one place."""
+    keys = list(measures)
+    out: dict[Any, list[Any]] = {k: [] for k in keys}
+    for r in range(rounds):
+        start = r % len(keys) if keys else 0
+        for k in keys[start:] + keys[:start]:
+            out[k].append(measures[k]())
     return out
 
 
 def round_trips(kinds: Sequence[str], size: int, count: int, rounds: int = 20,
-                placement: str = "", hz: float = 0.0) -> dict[str, list[float]]:
+                placement: str = "") -> dict[str, list[float]]:
     """count round-trip times (seconds) per kind of one message of size bytes
-    through an echoing child, back to back, or one every 1/hz seconds (sleeping
-    in between, as a control loop does). The kinds take turns
+    through an echoing child, back to back. The kinds take turns
     (taking_turns), count // rounds trips at a time.
 
     placement (PLACEMENTS): "" leaves the processes to the scheduler; "same
@@ -529,7 +533,7 @@ def round_trips(kinds: Sequence[str], size: int, count: int, rounds: int = 20,
         for k in kinds:
             pairs[k] = Echo(k, size, None if cpus is None else cpus[1])
         per = max(1, count // rounds)
-        turns = taking_turns({k: functools.partial(pair.trips, per, hz) for k, pair in pairs.items()},
+        turns = taking_turns({k: functools.partial(pair.trips, per) for k, pair in pairs.items()},
                              -(-count // per))
     finally:
         for pair in pairs.values():

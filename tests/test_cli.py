@@ -136,21 +136,26 @@ def test_round_trip_references_echo_over_one_and_two_connections():
 
 
 def test_benchmark_kinds_take_turns() -> None:
-    """Every kind is measured once per round, in the same order each round, so that
-    the machine's drift falls alike on all of them."""
+    """Every kind is measured once per round, so that the machine's drift falls alike
+    on all of them, and each round starts one kind later, so that none keeps one place."""
     from datacomms.netbench import taking_turns
     calls: list[str] = []
-    out = taking_turns({k: (lambda k=k: calls.append(k) or len(calls)) for k in "abc"}, 3)
-    assert calls == list("abcabcabc")
-    assert out == {"a": [1, 4, 7], "b": [2, 5, 8], "c": [3, 6, 9]}
+    out = taking_turns({k: (lambda k=k: calls.append(k) or len(calls)) for k in "abc"}, 4)
+    assert calls == list("abc" "bca" "cab" "abc")
+    assert out == {"a": [1, 6, 8, 10], "b": [2, 4, 9, 11], "c": [3, 5, 7, 12]}
 
 
 def test_paced_round_trips_sleep_between_trips() -> None:
     from datacomms import netbench
-    t0 = time.perf_counter()
-    rtts = netbench.round_trips(["socket"], 64, 30, rounds=3, hz=100)
-    assert len(rtts["socket"]) == 30 and all(0 < t < 5 for t in rtts["socket"])
-    assert time.perf_counter() - t0 >= 0.3   # 30 trips, each after 10 ms asleep
+    echo = netbench.Echo("socket", 64)
+    try:
+        t0 = time.perf_counter()
+        rtts = echo.trips(30, hz=100)
+        took = time.perf_counter() - t0
+    finally:
+        echo.close()
+    assert len(rtts) == 30 and all(0 < t < 5 for t in rtts)
+    assert took >= 0.3   # 30 trips, each after 10 ms asleep
 
 
 def test_bench_judges_the_targets_on_its_own_run() -> None:
