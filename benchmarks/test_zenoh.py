@@ -79,19 +79,28 @@ def _port() -> int:
 
 
 class Bare:
-    """The bare zenoh pair: one publisher, one callback subscriber with a queue."""
+    """The bare zenoh pair: one publisher, one callback subscriber with a queue (or, with
+    fifo, a subscriber whose reader takes samples out of zenoh's FIFO channel)."""
 
-    def __init__(self) -> None:
+    def __init__(self, fifo: bool = False) -> None:
         port = _port()
         self.sessions = [zenoh_peer_session(listen=f"tcp/127.0.0.1:{port}"),
                          zenoh_peer_session(connect=f"tcp/127.0.0.1:{port}")]
-        self.q: deque[bytes] = deque()
-        self.cond = threading.Condition()
-        self.sub = self.sessions[0].declare_subscriber("bench/bare", self._on)
+        self._subscribe(self.sessions[0], "bench/bare", fifo)
         self.pub = self.sessions[1].declare_publisher("bench/bare", congestion_control=zenoh.CongestionControl.BLOCK)
         deadline = time.monotonic() + 10
         while not self.pub.matching_status.matching and time.monotonic() < deadline:
             time.sleep(0.01)
+
+    def _subscribe(self, session: Any, key: str, fifo: bool) -> None:
+        self.q: deque[bytes] = deque()
+        self.cond = threading.Condition()
+        self.fifo = fifo
+        if fifo:
+            self.sub = session.declare_subscriber(key, zenoh.handlers.FifoChannel(1024))
+            self._take = self.sub.handler.recv
+        else:
+            self.sub = session.declare_subscriber(key, self._on)
 
     def _on(self, sample: Any) -> None:
         b = sample.payload.to_bytes()
@@ -111,10 +120,13 @@ class Bare:
         self.pub.put(self.buf)
 
     def recv(self) -> Any:
-        with self.cond:
-            while not self.q:
-                self.cond.wait()
-            b = self.q.popleft()
+        if self.fifo:
+            b = self._take().payload.to_bytes()
+        else:
+            with self.cond:
+                while not self.q:
+                    self.cond.wait()
+                b = self.q.popleft()
         return b if len(b) < 1024 else np.frombuffer(b, dtype=np.uint8)
 
     def close(self) -> None:
@@ -134,10 +146,10 @@ class BareTobytes(Bare):
 class Ours:
     """The same pair through datacomms' zenoh:// transport."""
 
-    def __init__(self, backend: str) -> None:
+    def __init__(self, backend: str, fifo: bool = False) -> None:
         port = _port()
         self.sub = dc.Subscriber(f"zenoh://bench/dc?listen=tcp/127.0.0.1:{port}", backend=backend,
-                                 history=False)
+                                 history=False, fifo=fifo)
         self.pub = dc.Publisher(f"zenoh://bench/dc?connect=tcp/127.0.0.1:{port}", backend=backend,
                                 on_full="block", history=0)
         self.pub.wait_for_subscribers(1, timeout=10)
@@ -199,11 +211,9 @@ def latency(make: Callable[[], Any], size: int = 64, n: int = N_LATENCY) -> dict
 class BareReceiver(Bare):
     """Bare zenoh's receiving half only, connected to a publisher in another process."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, fifo: bool = False) -> None:
         self.sessions = [zenoh_peer_session(connect=f"tcp/127.0.0.1:{port}")]
-        self.q = deque()
-        self.cond = threading.Condition()
-        self.sub = self.sessions[0].declare_subscriber("bench/x", self._on)
+        self._subscribe(self.sessions[0], "bench/x", fifo)
         self.pub = None
 
     def close(self) -> None:
@@ -214,8 +224,9 @@ class BareReceiver(Bare):
 class OursReceiver:
     """datacomms' receiving half only, connected to a publisher in another process."""
 
-    def __init__(self, backend: str, port: int) -> None:
-        self.sub = dc.Subscriber(f"zenoh://bench/x?connect=tcp/127.0.0.1:{port}", backend=backend, history=False)
+    def __init__(self, backend: str, port: int, fifo: bool = False) -> None:
+        self.sub = dc.Subscriber(f"zenoh://bench/x?connect=tcp/127.0.0.1:{port}", backend=backend, history=False,
+                                 fifo=fifo)
 
     def recv(self) -> Any:
         return self.sub.recv().data
@@ -262,7 +273,9 @@ def throughput_xproc(name: str, n: int = XPROC_COUNT) -> dict[str, float]:
                             stdout=subprocess.PIPE, text=True)
     try:
         port = int(proc.stdout.readline())
-        pair: Any = OursReceiver(name.split(":")[1], port) if name.startswith("datacomms:") else BareReceiver(port)
+        fifo = name.endswith("fifo")
+        pair: Any = (OursReceiver(name.split(":")[1], port, fifo) if name.startswith("datacomms:")
+                     else BareReceiver(port, fifo))
         try:
             proc.stdin.write("go 100\n")  # warm-up: routes are in place
             proc.stdin.flush()
@@ -284,8 +297,14 @@ def throughput_xproc(name: str, n: int = XPROC_COUNT) -> dict[str, float]:
 
 
 def makers() -> dict[str, Callable[[], Any]]:
-    return {"bare_zenoh": Bare, "bare_tobytes": BareTobytes,
-            **{f"datacomms:{b}": (lambda b=b: Ours(b)) for b in BACKENDS}}
+    return {"bare_zenoh": Bare, "bare_tobytes": BareTobytes, "bare_fifo": lambda: Bare(fifo=True),
+            **{f"datacomms:{b}": (lambda b=b: Ours(b)) for b in BACKENDS},
+            **{f"datacomms:{b}:fifo": (lambda b=b: Ours(b, fifo=True)) for b in BACKENDS}}
+
+
+def reference(name: str) -> str:
+    """The bare pair a pair is held against: the one that receives the same way."""
+    return "bare_fifo" if name.endswith(":fifo") else "bare_zenoh"
 
 
 def one_pair(name: str) -> dict[str, Any]:
@@ -319,7 +338,8 @@ def rounds(fn: Callable[[str], dict[str, Any]], n_rounds: int = ROUNDS) -> dict[
     for name, rows in flat.items():
         med = {f: statistics.median(row[f] for row in rows) for f in rows[0]}
         if name != "bare_zenoh":
-            med.update({f + "/bare": statistics.median(row[f] / bare[f] for row, bare in zip(rows, flat["bare_zenoh"]))
+            ref = flat[reference(name)]
+            med.update({f + "/bare": statistics.median(row[f] / bare[f] for row, bare in zip(rows, ref))
                         for f in rows[0]})
         out[name] = med
     return out
@@ -353,7 +373,8 @@ elif __name__ == "__main__":
             ("xproc msg/s", "64B_xproc.msg_per_s", "{:.0f}"), ("xproc cpu us", "64B_xproc.cpu_us_per_msg", "{:.1f}"),
             ("8MiB MiB/s", "8MiB.MiB_per_s", "{:.0f}"), ("8MiB cpu ms", "8MiB.cpu_us_per_msg", "{:.0f}"),
             ("p50 us", "latency_64B.p50_us", "{:.1f}"), ("p99 us", "latency_64B.p99_us", "{:.1f}")]
-    print(f"medians of {res['rounds']} rounds; (x.xx) = median of per-round ratios to bare zenoh")
+    print(f"medians of {res['rounds']} rounds; (x.xx) = median of per-round ratios to bare zenoh "
+          "(to bare_fifo for the :fifo rows)")
     print(f"{'':18}" + "".join(f"{c:>18}" for c, _, _ in cols))
     for name in makers():
         row = res[name]

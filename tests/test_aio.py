@@ -27,7 +27,7 @@ from datacomms.backend import _segment as S
 
 CTX = mp.get_context("spawn")
 HERE = os.path.dirname(__file__)
-TRANSPORTS = ["shm", "tcp", "udp", "json", "hdf5", "zenoh"]
+TRANSPORTS = ["shm", "tcp", "udp", "json", "hdf5", "zenoh", "zenoh-fifo"]  # zenoh-fifo: Subscriber(fifo=True)
 
 try:
     import uvloop
@@ -106,12 +106,12 @@ def publisher_child(transport: str, backend: str, n: int, tmp_path: Path, shm_na
         c = Child(_popen(os.path.join(HERE, "file_workers.py"), "hdf5-writer", url, backend, str(n), str(rate),
                          "0.002"))
         return url, {}, c
-    if transport == "zenoh":
+    if transport.startswith("zenoh"):
         port = free_port()
         key = "dcaio/" + uuid.uuid4().hex[:10]
         c = Child(_popen(os.path.join(HERE, "zenoh_workers.py"), "pub", f"zenoh://{key}?listen=tcp/127.0.0.1:{port}",
                          backend, str(n), "block", "1", "64"))
-        return f"zenoh://{key}?connect=tcp/127.0.0.1:{port}", {}, c
+        return f"zenoh://{key}?connect=tcp/127.0.0.1:{port}", {"fifo": transport == "zenoh-fifo"}, c
     raise AssertionError(transport)
 
 
@@ -126,7 +126,7 @@ def udp_child(url: str, backend: str, n: int, rate: float = 2000) -> Child:
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_every_transport_from_a_blocking_publisher_process(transport, backend, tmp_path, shm_name) -> None:
     """arecv() gets what a plain blocking publisher in another process sends, in order."""
-    if transport == "zenoh":
+    if transport.startswith("zenoh"):
         pytest.importorskip("zenoh")
     n = 200
 
@@ -229,7 +229,8 @@ def _cancel_storm_publisher(transport: str, backend: Any, n: int, tmp_path: Path
         port = free_port()
         key = "dcaio/" + uuid.uuid4().hex[:10]
         pub = dc.Publisher(f"zenoh://{key}?listen=tcp/127.0.0.1:{port}", backend=backend, on_full="block")
-        sub = dc.Subscriber(f"zenoh://{key}?connect=tcp/127.0.0.1:{port}", backend=backend)
+        sub = dc.Subscriber(f"zenoh://{key}?connect=tcp/127.0.0.1:{port}", backend=backend,
+                            fifo=transport == "zenoh-fifo")
         pub.wait_for_subscribers(1, timeout=30)
 
     def feed() -> None:
@@ -240,11 +241,11 @@ def _cancel_storm_publisher(transport: str, backend: Any, n: int, tmp_path: Path
     return pub, sub, feed
 
 
-@pytest.mark.parametrize("transport", ["shm", "tcp", "udp", "zenoh"])
+@pytest.mark.parametrize("transport", ["shm", "tcp", "udp", "zenoh", "zenoh-fifo"])
 def test_cancelled_waits_lose_nothing(transport, backend, tmp_path, shm_name) -> None:
     """asyncio.wait_for with tiny timeouts cancels arecv over and over while messages
     arrive: every message still comes out once, in order, and nothing counts as lost."""
-    if transport == "zenoh":
+    if transport.startswith("zenoh"):
         pytest.importorskip("zenoh")
     n = 300
     pub, sub, feed = _cancel_storm_publisher(transport, backend, n, tmp_path, shm_name)
@@ -321,7 +322,8 @@ def _idle_pair(transport: str, backend: Any, tmp_path: Path, shm_name: str) -> t
     port = free_port()
     key = "dcaio/" + uuid.uuid4().hex[:10]
     pub = dc.Publisher(f"zenoh://{key}?listen=tcp/127.0.0.1:{port}", backend=backend)
-    sub = dc.Subscriber(f"zenoh://{key}?connect=tcp/127.0.0.1:{port}", backend=backend, history=False)
+    sub = dc.Subscriber(f"zenoh://{key}?connect=tcp/127.0.0.1:{port}", backend=backend, history=False,
+                        fifo=transport == "zenoh-fifo")
     pub.wait_for_subscribers(1, timeout=30)
     return pub, sub
 
@@ -330,7 +332,7 @@ def _idle_pair(transport: str, backend: Any, tmp_path: Path, shm_name: str) -> t
 def test_timeouts(transport, backend, tmp_path, shm_name) -> None:
     """The methods' own timeout raises dc.Timeout (a TimeoutError), timeout=0 only looks,
     asyncio.wait_for cancels cleanly; the subscriber still works afterwards."""
-    if transport == "zenoh":
+    if transport.startswith("zenoh"):
         pytest.importorskip("zenoh")
     pub, sub = _idle_pair(transport, backend, tmp_path, shm_name)
 
@@ -414,7 +416,7 @@ def test_killed_publisher_ends_a_wait_with_closed(backend, shm_name) -> None:
 def test_close_from_another_task_ends_the_wait(transport, loop, backend, tmp_path, shm_name) -> None:
     """close() while a coroutine waits (here from another task) ends that wait with dc.Closed,
     even where nothing would ever wake the loop otherwise (udp, zenoh: no time slice)."""
-    if transport == "zenoh":
+    if transport.startswith("zenoh"):
         pytest.importorskip("zenoh")
     pub, sub = _idle_pair(transport, backend, tmp_path, shm_name)
 
@@ -800,10 +802,10 @@ def test_shm_subscriber_before_its_publisher(backend, shm_name) -> None:
 # ------------------------------------------------------------------ uvloop
 
 
-@pytest.mark.parametrize("transport", ["shm", "tcp", "udp", "json", "zenoh"])
+@pytest.mark.parametrize("transport", ["shm", "tcp", "udp", "json", "zenoh", "zenoh-fifo"])
 def test_uvloop(transport, backend, tmp_path, shm_name) -> None:
     """The same waits under uvloop: a thread publishes, the loop receives in order."""
-    if transport == "zenoh":
+    if transport.startswith("zenoh"):
         pytest.importorskip("zenoh")
     pub, sub = _idle_pair(transport, backend, tmp_path, shm_name)
     n = 100

@@ -115,12 +115,13 @@ def check_payload(msg: dc.Message, size: int) -> None:
 
 # --- across processes, peer to peer ----------------------------------------------------------
 
-def test_order_and_payloads_peer(backend, children) -> None:
+@pytest.mark.parametrize("fifo", [False, True])
+def test_order_and_payloads_peer(backend, children, fifo) -> None:
     port = free_port()
     k = key()
     pub = Child("pub", f"zenoh://{k}?listen=tcp/127.0.0.1:{port}", backend.name, "300", "block", "1", "1000")
     children.append(pub)
-    with dc.Subscriber(f"zenoh://{k}?connect=tcp/127.0.0.1:{port}", backend=backend) as sub:
+    with dc.Subscriber(f"zenoh://{k}?connect=tcp/127.0.0.1:{port}", backend=backend, fifo=fifo) as sub:
         msgs = recv_all(sub, 300)
         pub.expect("done")
     assert [m.seq for m in msgs] == list(range(300))
@@ -158,13 +159,38 @@ def test_slow_subscriber_in_drop_mode_counts_losses(backend, children) -> None:
         assert st.received == len(seqs) < n and st.skipped == 0
 
 
-def test_block_mode_loses_nothing_to_a_slow_subscriber(backend, children) -> None:
+def test_fifo_subscriber_slow_in_drop_mode_counts_what_the_publisher_dropped(backend, children) -> None:
+    # fifo=True: nothing is pushed out at the subscriber; its full channel holds zenoh
+    # back, and a dropping publisher drops at its end: the gaps are counted all the same
+    port = free_port()
+    k = key()
+    n = 300
+    pub = Child("pub", f"zenoh://{k}?listen=tcp/127.0.0.1:{port}", backend.name, str(n), "drop", "1",
+                str(256 << 10), "gap=0.002")
+    children.append(pub)
+    with dc.Subscriber(f"zenoh://{k}?connect=tcp/127.0.0.1:{port}", backend=backend, queue_size=2, fifo=True) as sub:
+        seqs = [sub.recv(timeout=20).seq]
+        time.sleep(0.3)  # the channel and the link fill while the publisher goes on
+        while True:
+            try:
+                seqs.append(sub.recv(timeout=1.0).seq)
+            except dc.Timeout:
+                break
+        pub.expect("done")
+        st = sub.stats
+        assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+        assert st.lost > 0 and sub.overflows == 0
+        assert st.received + st.lost == seqs[-1] - seqs[0] + 1 and st.received == len(seqs) < n
+
+
+@pytest.mark.parametrize("fifo", [False, True])
+def test_block_mode_loses_nothing_to_a_slow_subscriber(backend, children, fifo) -> None:
     port = free_port()
     k = key()
     n = 1500
     pub = Child("pub", f"zenoh://{k}?listen=tcp/127.0.0.1:{port}", backend.name, str(n), "block", "1", "64")
     children.append(pub)
-    with dc.Subscriber(f"zenoh://{k}?connect=tcp/127.0.0.1:{port}", backend=backend, queue_size=4) as sub:
+    with dc.Subscriber(f"zenoh://{k}?connect=tcp/127.0.0.1:{port}", backend=backend, queue_size=4, fifo=fifo) as sub:
         seqs = []
         for i in range(n):
             seqs.append(sub.recv(timeout=20).seq)
@@ -235,14 +261,15 @@ def test_restarted_publisher_is_a_new_stream_not_a_loss(backend, children, end) 
     assert sub.duplicates == 0
 
 
-def test_late_joiner_gets_the_newest_value(backend, children) -> None:
+@pytest.mark.parametrize("fifo", [False, True])
+def test_late_joiner_gets_the_newest_value(backend, children, fifo) -> None:
     port = free_port()
     k = key()
     pub = Child("pub", f"zenoh://{k}?listen=tcp/127.0.0.1:{port}", backend.name, "25", "block", "0", "32",
                 "linger")
     children.append(pub)
     pub.expect("done")  # everything is sent before the subscriber exists
-    with dc.Subscriber(f"zenoh://{k}?connect=tcp/127.0.0.1:{port}", backend=backend) as sub:
+    with dc.Subscriber(f"zenoh://{k}?connect=tcp/127.0.0.1:{port}", backend=backend, fifo=fifo) as sub:
         msg = sub.latest(timeout=20)
         assert msg.seq == 24 and msg.data["i"] == 24
         check_payload(msg, 32)

@@ -322,3 +322,236 @@ def test_sender_counts_only_what_was_put_and_refuses_once_closed(backend):
     with pytest.raises(dc.Closed, match="zenoh://robots/a is closed"):
         tx.send(b"x")
     assert tx.seq == 1
+
+
+# --- ChannelQueue: the reader takes samples out of zenoh's FIFO channel (fifo=True) -------------
+
+class ChannelClosed(Exception):
+    """What the stand-in channel raises once closed, as zenoh's raises ZError."""
+
+
+class Channel:
+    """Stands in for the handler of a zenoh subscriber declared with a FifoChannel:
+    try_recv and recv (blocking, no time limit), both raising once closed. It
+    counts the consumers inside recv, which must never be two at once."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.samples: list[Sample] = []
+        self.closed = False
+        self.inside = 0
+        self.most_inside = 0
+
+    def put(self, sample: Sample) -> None:
+        with self.cond:
+            self.samples.append(sample)
+            self.cond.notify_all()
+
+    def try_recv(self) -> Sample | None:
+        with self.cond:
+            if self.closed and not self.samples:
+                raise ChannelClosed("channel is empty and closed")
+            return self.samples.pop(0) if self.samples else None
+
+    def recv(self) -> Sample:
+        with self.cond:
+            self.inside += 1
+            self.most_inside = max(self.most_inside, self.inside)
+            try:
+                while not self.samples:
+                    if self.closed:
+                        raise ChannelClosed("channel is empty and closed")
+                    self.cond.wait()
+                return self.samples.pop(0)
+            finally:
+                self.inside -= 1
+
+    def close(self) -> None:
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
+
+
+@pytest.fixture
+def make_channel() -> Any:
+    """make_channel(backend, size=8) -> (ChannelQueue, its stand-in Channel), both closed afterwards."""
+    made: list[tuple[Any, Channel]] = []
+
+    def make(backend: Any, size: int = 8) -> tuple[Any, Channel]:
+        q = backend.zenohq.ChannelQueue("zenoh://robots/*", size, 1 << 20, BLOCK, backend.stats.Stats(), 1 << 20)
+        ch = Channel()
+        q.attach(ch, ChannelClosed)
+        made.append((q, ch))
+        return q, ch
+
+    yield make
+    for q, ch in made:
+        q.close()
+        ch.close()
+
+
+def fetchers() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("datacomms fetch")]
+
+
+def test_channel_recv_decodes_in_order_with_and_without_a_time_limit(backend, make_channel):
+    q, ch = make_channel(backend)
+    for seq in (0, 1, 3):
+        ch.put(Sample(frame(backend, {"seq": seq}, seq), pub="aa", key="robots/a"))
+    ch.put(Sample(b"not a frame" * 8, pub="aa"))
+    ch.put(Sample(frame(backend, b"b", 0), pub="bb", key="robots/b"))
+    got = [q.recv(None), q.recv(0), q.recv(5), q.recv(None)]
+    assert [(m.seq, m.source) for m in got] == [(0, "robots/a"), (1, "robots/a"), (3, "robots/a"), (0, "robots/b")]
+    assert (q.stats.received, q.stats.lost, q.bad_frames, q.overflows) == (4, 1, 1, 0)
+    with pytest.raises(dc.Timeout, match=r"zenoh://robots/\* after 0.1 s"):
+        q.recv(0.1)
+    with pytest.raises(dc.Timeout, match=r"zenoh://robots/\*$"):
+        q.recv(0)
+
+
+def test_channel_a_timed_wait_hands_over_to_the_fetcher_and_loses_nothing(backend, make_channel):
+    q, ch = make_channel(backend)
+    with pytest.raises(dc.Timeout):
+        q.recv(0.05)   # the fetcher now waits in the channel for the next sample
+    assert ch.inside == 1
+    for seq in range(5):   # the first goes to the fetcher, the rest stay in the channel
+        ch.put(Sample(frame(backend, seq, seq)))
+    assert [q.recv(5).seq for _ in range(5)] == [0, 1, 2, 3, 4]
+    # a sample arriving during a timed wait ends it, in order with what follows
+    threading.Timer(0.1, lambda: [ch.put(Sample(frame(backend, s, s))) for s in (5, 6)]).start()
+    assert q.recv(5).seq == 5 and q.recv(None).seq == 6
+    assert ch.most_inside == 1 and q.stats.lost == 0
+    q.close()
+    ch.close()
+
+
+def test_channel_takers_on_many_threads_get_every_sample_once(backend, make_channel):
+    # timed and untimed takers on several threads against a writer (get: recv's
+    # accounting is the one reader's): every sample comes out once
+    q, ch = make_channel(backend)
+    n, got, lock = 3000, [], threading.Lock()
+
+    def take(timeout: float | None) -> None:
+        while True:
+            try:
+                item = q.get(None if timeout is None else time.monotonic() + timeout, timeout)
+            except dc.Timeout:
+                continue
+            except dc.Closed:
+                return
+            with lock:
+                got.append(item[0])
+
+    takers = [threading.Thread(target=take, args=(t,)) for t in (0.001, 0.001, None)]
+    for t in takers:
+        t.start()
+    for i in range(n):
+        ch.put(Sample(b"%d" % i))
+        if i % 500 == 0:
+            time.sleep(0.01)
+    deadline = time.monotonic() + 20
+    while len(got) < n and time.monotonic() < deadline:
+        time.sleep(0.01)
+    q.close()
+    ch.close()
+    for t in takers:
+        t.join(5)
+    assert sorted(got, key=int) == [b"%d" % i for i in range(n)]
+    assert not any(t.is_alive() for t in takers)
+
+
+def test_channel_close_wakes_every_reader_and_ends_the_fetcher(backend, make_channel):
+    before = set(fetchers())
+    q, ch = make_channel(backend)
+    with pytest.raises(dc.Timeout):
+        q.recv(0.01)   # starts the fetcher
+    ended: list[Any] = []
+
+    def read(timeout: float | None) -> None:
+        try:
+            q.recv(timeout)
+        except dc.Closed as exc:
+            ended.append(exc)
+
+    # one reader waits on the fetcher (time limit), one waits with it (none)
+    readers = [threading.Thread(target=read, args=(t,)) for t in (30, None)]
+    for t in readers:
+        t.start()
+    time.sleep(0.1)
+    q.close()      # as ZenohSubscriber.close: the queue first, then undeclaring...
+    ch.close()     # ...which closes the channel under the fetcher
+    for t in readers:
+        t.join(5)
+    assert len(ended) == 2 and all("closed" in str(e) for e in ended)
+    deadline = time.monotonic() + 5
+    while set(fetchers()) - before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not set(fetchers()) - before
+
+
+def test_channel_closed_underneath_is_closed_for_the_reader(backend, make_channel):
+    q, ch = make_channel(backend)
+    ch.put(Sample(frame(backend, b"last", 0)))
+    ch.close()     # the session went away: what is in the channel is still read
+    assert q.recv(1).data == b"last"
+    with pytest.raises(dc.Closed):
+        q.recv(1)
+    with pytest.raises(dc.Closed):
+        q.recv(None)
+
+
+def test_channel_arm_keeps_a_waiting_sample_and_pokes_for_the_next(backend, make_channel):
+    pokes: list[str] = []
+
+    class Waiter:
+        def poke(self) -> None:
+            pokes.append("poke")
+
+        def shutdown(self) -> None:
+            pokes.append("shutdown")
+
+    q, ch = make_channel(backend)
+    q.waiter = Waiter()
+    ch.put(Sample(frame(backend, b"0", 0)))
+    assert q.arm() is False and pokes == []   # something to read, kept in order
+    assert q.arm() is False
+    assert q.recv(0).seq == 0
+    assert q.arm() is True                    # nothing: the fetcher waits for the next
+    ch.put(Sample(frame(backend, b"1", 1)))
+    ch.put(Sample(frame(backend, b"2", 2)))
+    deadline = time.monotonic() + 5
+    while not pokes and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert pokes == ["poke"]
+    assert [q.recv(0).seq, q.recv(0).seq] == [1, 2]
+    q.close()
+    ch.close()
+    assert pokes == ["poke", "shutdown"] and q.arm() is False
+
+
+def test_channel_get_all_takes_what_waits_up_to_one_channel_more(backend, make_channel):
+    q, ch = make_channel(backend, size=4)
+    for seq in range(7):
+        ch.put(Sample(frame(backend, seq, seq)))
+    items = q.get_all(None, None)
+    assert len(items) == 5   # the first, then at most size more
+    assert [q.recv(0).seq for _ in range(2)] == [5, 6]
+    threading.Timer(0.1, ch.put, args=(Sample(frame(backend, 7, 7)),)).start()
+    assert len(q.get_all(time.monotonic() + 5, 5)) == 1
+
+
+def test_channel_reader_takes_a_batch_out_and_keeps_the_order(backend, make_channel):
+    # a sample found waiting brings up to BATCH more out of the channel with it, so
+    # zenoh's thread, held up by a full channel, refills many slots per wake-up
+    from datacomms.backend.python.zenohq import BATCH
+    q, ch = make_channel(backend, size=1024)
+    n = BATCH * 3
+    for seq in range(n):
+        ch.put(Sample(frame(backend, seq, seq)))
+    assert q.recv(None).seq == 0
+    assert len(ch.samples) == n - 1 - BATCH
+    assert [q.recv(0).seq for _ in range(n - 1)] == list(range(1, n))
+    q2, ch2 = make_channel(backend, size=2)   # never more than the channel's size at once
+    for seq in range(6):
+        ch2.put(Sample(frame(backend, seq, seq)))
+    assert q2.recv(None).seq == 0 and len(ch2.samples) == 3

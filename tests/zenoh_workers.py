@@ -8,6 +8,7 @@ test closes it, or dies) by more than its own work.
 from __future__ import annotations
 
 import sys
+import time
 
 import numpy as np
 
@@ -23,16 +24,20 @@ def main(argv: list[str]) -> None:
     role, url, backend = argv[:3]
     rest = argv[3:]
     if role == "pub":
-        # pub URL BACKEND N ON_FULL WAIT_SUBS SIZE [linger]: send N messages, then
-        # optionally stay until stdin closes (a late joiner needs a live cache).
+        # pub URL BACKEND N ON_FULL WAIT_SUBS SIZE [linger] [gap=SECONDS]: send N
+        # messages (SECONDS apart), then optionally stay until stdin closes (a late
+        # joiner needs a live cache).
         n, on_full, wait_subs, size = int(rest[0]), rest[1], int(rest[2]), int(rest[3])
-        linger = len(rest) > 4 and rest[4] == "linger"
+        linger = "linger" in rest[4:]
+        gap = float(next((a[4:] for a in rest[4:] if a.startswith("gap=")), 0))
         with dc.Publisher(url, backend=backend, on_full=on_full) as pub:
             print("ready", flush=True)
             if wait_subs:
                 pub.wait_for_subscribers(wait_subs, timeout=30)
             for i in range(n):
                 pub.send(payload(i, size))
+                if gap:
+                    time.sleep(gap)
             print("done", flush=True)
             if linger:
                 sys.stdin.read()

@@ -1,4 +1,4 @@
-# Stub of the compiled Sender and SampleQueue; the Python twin (backend/python/zenohq.py) is the reference.
+# Stub of the compiled Sender, SampleQueue and ChannelQueue; the Python twin (backend/python/zenohq.py) is the reference.
 import threading
 from typing import Any
 
@@ -39,3 +39,8 @@ class SampleQueue:
     def get_all(self, deadline: float | None, timeout: float | None) -> list[tuple[bytes, Any, str]]: ...
     def arm(self) -> bool: ...
     def close(self) -> None: ...
+
+
+class ChannelQueue(SampleQueue):
+    handler: Any
+    def attach(self, handler: Any, error: Any) -> None: ...

@@ -1,6 +1,7 @@
 # cython: language_level=3
-"""The per-message work of zenoh:// publishers and subscribers (a send, and the
-queue between zenoh's callback threads and a subscriber's reader), compiled:
+"""The per-message work of zenoh:// publishers and subscribers (a send, the
+queue between zenoh's callback threads and a subscriber's reader, and the
+reader's side of zenoh's own FIFO channel), compiled:
 the same as the Python twin (its docstrings give the contract), done without
 the interpreter's dispatch, since every microsecond of it is held with the GIL
 by zenoh's thread or the reader (docs/zenoh.md, "Cost per message")."""
@@ -13,7 +14,7 @@ from cpython.time cimport time_ns
 from libc.stdint cimport uint64_t
 
 from ...errors import Closed, FrameError, Timeout
-from ..python.zenohq import ENCODING, KEYS_KEPT
+from ..python.zenohq import BATCH, ENCODING, KEYS_KEPT, _closed, _timed_out
 from .framing cimport encode
 from .streamreader cimport take_frame
 
@@ -93,10 +94,9 @@ cdef class SampleQueue:
         # of two links may run at once (the Python twin says more)
         self._last = (None, None, None)
 
-    def on_sample(self, sample):
-        cdef object encoding = sample.encoding, source, key, payload, old
+    cdef tuple _item(self, sample):
+        cdef object encoding = sample.encoding, source, key
         cdef tuple last = self._last
-        cdef Py_ssize_t n
         if encoding == last[0]:
             source, key = last[1], last[2]
         else:
@@ -110,8 +110,12 @@ cdef class SampleQueue:
                 self._last = (encoding, source, key)
             else:
                 source = key = str(sample.key_expr)
-        payload = sample.payload.to_bytes()
-        n = len(payload)
+        return (sample.payload.to_bytes(), source, key)
+
+    def on_sample(self, sample):
+        cdef tuple item = self._item(sample)
+        cdef object old
+        cdef Py_ssize_t n = len(<bytes>item[0])
         self._acquire()
         try:
             while len(self._items) and (len(self._items) >= self.size or self._bytes + n > self.nbytes):
@@ -129,7 +133,7 @@ cdef class SampleQueue:
                 self.overflows += 1
             if self.closed:
                 return
-            self._append((payload, source, key))
+            self._append(item)
             self._bytes += n
             if self._readers_waiting:
                 self._data.notify_all()
@@ -143,11 +147,11 @@ cdef class SampleQueue:
         cdef object left = None
         while not len(self._items):
             if self.closed:
-                raise Closed(f"subscriber on {self.name} is closed")
+                raise _closed(self.name)
             if deadline is not None:
                 left = deadline - _monotonic()
                 if left <= 0:
-                    raise Timeout(f"nothing new on {self.name}" + (f" after {timeout} s" if timeout else ""))
+                    raise _timed_out(self.name, timeout)
             self._readers_waiting += 1
             try:
                 self._data.wait(left)
@@ -234,3 +238,149 @@ cdef class SampleQueue:
                 self._aio_sleeping = False
         finally:
             self._release()
+
+
+cdef class ChannelQueue(SampleQueue):
+    cdef public object handler
+    cdef object _error, _pending, _fetcher, _want
+    cdef bint _fetching
+    cdef Py_ssize_t _batch
+
+    def __init__(self, str name, Py_ssize_t size, Py_ssize_t nbytes, block, stats, uint64_t max_frame_size):
+        SampleQueue.__init__(self, name, size, nbytes, block, stats, max_frame_size)
+        self.handler = None
+        self._error = Exception
+        self._pending = deque()
+        self._fetching = False
+        self._fetcher = None
+        self._want = threading.Condition(self.lock)
+        self._batch = min(size, BATCH)
+
+    def attach(self, handler, error):
+        self.handler, self._error = handler, error
+
+    cdef object _take(self):
+        try:
+            return self.handler.try_recv()
+        except self._error:
+            raise _closed(self.name) from None
+
+    cdef _gather(self):
+        cdef Py_ssize_t i
+        cdef object more
+        for i in range(self._batch):
+            try:
+                more = self._take()
+            except Closed:
+                return
+            if more is None:
+                return
+            self._pending.append(more)
+
+    def get(self, deadline, timeout):
+        return self._get(deadline, timeout)
+
+    cdef tuple _get(self, deadline, timeout):
+        cdef object sample = None, left
+        if not self._fetching:
+            if len(self._pending):
+                return self._item(self._pending.popleft())
+            sample = self._take()
+            if sample is not None:
+                self._gather()
+                return self._item(sample)
+        self._acquire()
+        try:
+            while True:
+                if len(self._pending):
+                    sample = self._pending.popleft()
+                    break
+                if self.closed:
+                    raise _closed(self.name)
+                if not self._fetching:
+                    if deadline is None:
+                        break
+                    self._fetch()
+                left = None if deadline is None else deadline - _monotonic()
+                if left is not None and left <= 0:
+                    raise _timed_out(self.name, timeout)
+                self._readers_waiting += 1
+                try:
+                    self._data.wait(left)
+                finally:
+                    self._readers_waiting -= 1
+        finally:
+            self._release()
+        if sample is None:
+            try:
+                sample = self.handler.recv()
+            except self._error:
+                raise _closed(self.name) from None
+        return self._item(sample)
+
+    cdef _fetch(self):
+        self._fetching = True
+        if self._fetcher is None:
+            self._fetcher = threading.Thread(target=self._fetch_loop, daemon=True,
+                                             name=f"datacomms fetch {self.name}")
+            self._fetcher.start()
+        else:
+            self._want.notify()
+
+    def _fetch_loop(self):
+        cdef object sample
+        while True:
+            with self.lock:
+                while not self._fetching and not self.closed:
+                    self._want.wait()
+                if self.closed:
+                    return
+            try:
+                sample = self.handler.recv()
+            except self._error:
+                if not self.closed:
+                    self.close()
+                return
+            with self.lock:
+                self._fetching = False
+                if self.closed:
+                    return
+                self._pending.append(sample)
+                if self._readers_waiting:
+                    self._data.notify_all()
+                if self._aio_sleeping:
+                    self._aio_sleeping = False
+                    self.waiter.poke()
+
+    def get_all(self, deadline, timeout):
+        cdef list items = [self._get(deadline, timeout)]
+        cdef object sample
+        while len(items) <= self.size and not self._fetching:
+            sample = self._pending.popleft() if len(self._pending) else self._take()
+            if sample is None:
+                break
+            items.append(self._item(sample))
+        return items
+
+    def arm(self):
+        cdef object sample
+        with self.lock:
+            if len(self._pending) or self.closed:
+                return False
+            if not self._fetching:
+                try:
+                    sample = self._take()
+                except Closed:
+                    return False
+                if sample is not None:
+                    self._pending.append(sample)
+                    return False
+                self._fetch()
+            self._aio_sleeping = True
+            return True
+
+    def close(self):
+        SampleQueue.close(self)
+        with self.lock:
+            self._pending.clear()
+            self._want.notify_all()

@@ -1,6 +1,7 @@
 """The per-message work of zenoh:// publishers and subscribers: ``Sender`` (a
-publisher's send) and ``SampleQueue``, the queue between zenoh's callback
-threads and a subscriber's reader.
+publisher's send), ``SampleQueue``, the queue between zenoh's callback
+threads and a subscriber's reader, and ``ChannelQueue``, the reader's side of
+a subscriber whose samples wait in zenoh's own FIFO channel (``fifo=True``).
 
 zenoh delivers each sample on a thread of its own, with the GIL taken for the
 callback; the reader takes frames out under the same lock. Everything done per
@@ -32,6 +33,15 @@ from .streamreader import take_frame
 
 ENCODING = "application/octet-stream;datacomms/pub/"  # + the publisher id in hex
 KEYS_KEPT = 4096  # publishers whose key a queue remembers (then it starts afresh)
+BATCH = 32  # samples a ChannelQueue reader takes out of zenoh's channel at once, at most
+
+
+def _closed(name: str) -> Closed:
+    return Closed(f"subscriber on {name} is closed")
+
+
+def _timed_out(name: str, timeout: float | None) -> Timeout:
+    return Timeout(f"nothing new on {name}" + (f" after {timeout} s" if timeout else ""))
 
 
 class Sender:
@@ -109,8 +119,8 @@ class SampleQueue:
         self._last_encoding: tuple[Any, Any, Any] = (None, None, None)
         self._key_of: dict[str, str] = {}   # publisher source id -> its key
 
-    def on_sample(self, sample: Any) -> None:
-        """zenoh's callback: copies the frame out of zenoh and queues it."""
+    def _item(self, sample: Any) -> tuple[bytes, Any, str]:
+        """A sample as an item: its frame copied out of zenoh, its source and key."""
         encoding = sample.encoding
         last = self._last_encoding
         if encoding == last[0]:
@@ -128,8 +138,12 @@ class SampleQueue:
                 self._last_encoding = (encoding, source, key)
             else:  # not a datacomms publisher: one source per key (never cached: keys differ)
                 source = key = str(sample.key_expr)
-        payload = sample.payload.to_bytes()
-        n = len(payload)
+        return sample.payload.to_bytes(), source, key
+
+    def on_sample(self, sample: Any) -> None:
+        """zenoh's callback: copies the frame out of zenoh and queues it."""
+        item = self._item(sample)
+        n = len(item[0])
         with self.lock:
             items = self._items
             while items and (len(items) >= self.size or self._bytes + n > self.nbytes):
@@ -146,7 +160,7 @@ class SampleQueue:
                 self.overflows += 1
             if self.closed:
                 return
-            items.append((payload, source, key))
+            items.append(item)
             self._bytes += n
             if self._readers_waiting:
                 self._data.notify_all()
@@ -158,10 +172,10 @@ class SampleQueue:
         # holding self.lock: until an item is queued; Closed or Timeout otherwise
         while not self._items:
             if self.closed:
-                raise Closed(f"subscriber on {self.name} is closed")
+                raise _closed(self.name)
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
-                raise Timeout(f"nothing new on {self.name}" + (f" after {timeout} s" if timeout else ""))
+                raise _timed_out(self.name, timeout)
             self._readers_waiting += 1
             try:
                 self._data.wait(left)
@@ -235,3 +249,161 @@ class SampleQueue:
             if self.waiter is not None:
                 self.waiter.shutdown()
                 self._aio_sleeping = False
+
+
+class ChannelQueue(SampleQueue):
+    """The queue of a subscriber with ``fifo=True``: samples wait in zenoh's own
+    FIFO channel (``attach``), which zenoh's threads fill without taking the GIL,
+    and the reader takes them out itself, so no sample costs a hand-over of the
+    GIL (docs/zenoh.md, "A FIFO subscriber"). ``size`` is the channel's
+    capacity. When it is full, zenoh's receiving thread waits, which holds back
+    the publishers behind it: blocking ones wait, dropping ones drop at their
+    end (seen here as seq gaps). Nothing is pushed out here, so ``nbytes`` and
+    ``overflows`` do not apply.
+
+    A reader that finds a sample takes up to ``BATCH`` more that wait behind it
+    into ``_pending``: zenoh's thread, held up by a full channel, then refills
+    many slots per wake-up instead of one. A reader with no timeout waits in the
+    channel itself. A wait with a timeout, or an event loop's (``arm``), is
+    handed to a fetching thread (started the first time one is needed): it
+    waits in the channel for the next sample and leaves it in ``_pending``.
+    While it fetches, nobody else takes from the channel, so samples keep
+    their order."""
+
+    def __init__(self, name: str, size: int, nbytes: int, block: Any, stats: Any,
+                 max_frame_size: int) -> None:
+        super().__init__(name, size, nbytes, block, stats, max_frame_size)
+        self.handler: Any = None
+        self._error: Any = Exception
+        self._pending: deque[Any] = deque()   # samples taken out of the channel, oldest first
+        self._fetching = False
+        self._fetcher: threading.Thread | None = None
+        self._want = threading.Condition(self.lock)
+        self._batch = min(size, BATCH)
+
+    def attach(self, handler: Any, error: Any) -> None:
+        """handler: the channel (a zenoh subscriber's ``handler``); error: what its
+        ``recv`` and ``try_recv`` raise once it is closed (the subscriber undeclared)."""
+        self.handler, self._error = handler, error
+
+    def _take(self) -> Any:
+        # a sample from the channel without waiting, or None; Closed once it is closed
+        try:
+            return self.handler.try_recv()
+        except self._error:
+            raise _closed(self.name) from None
+
+    def _gather(self) -> None:
+        for _ in range(self._batch):
+            try:
+                more = self._take()
+            except Closed:
+                return
+            if more is None:
+                return
+            self._pending.append(more)
+
+    def get(self, deadline: float | None, timeout: float | None) -> tuple[bytes, Any, str]:
+        if not self._fetching:
+            if self._pending:
+                try:
+                    return self._item(self._pending.popleft())
+                except IndexError:  # another reader took it meanwhile
+                    pass
+            sample = self._take()
+            if sample is not None:
+                self._gather()
+                return self._item(sample)
+        sample = None
+        with self.lock:
+            while True:
+                if self._pending:
+                    sample = self._pending.popleft()
+                    break
+                if self.closed:
+                    raise _closed(self.name)
+                if not self._fetching:
+                    if deadline is None:
+                        break
+                    self._fetch()
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise _timed_out(self.name, timeout)
+                self._readers_waiting += 1
+                try:
+                    self._data.wait(left)
+                finally:
+                    self._readers_waiting -= 1
+        if sample is None:  # no time limit and nobody fetching: wait in the channel
+            try:
+                sample = self.handler.recv()
+            except self._error:
+                raise _closed(self.name) from None
+        return self._item(sample)
+
+    def _fetch(self) -> None:
+        # holding self.lock: the fetching thread takes the next sample
+        self._fetching = True
+        if self._fetcher is None:
+            self._fetcher = threading.Thread(target=self._fetch_loop, daemon=True,
+                                             name=f"datacomms fetch {self.name}")
+            self._fetcher.start()
+        else:
+            self._want.notify()
+
+    def _fetch_loop(self) -> None:
+        while True:
+            with self.lock:
+                while not self._fetching and not self.closed:
+                    self._want.wait()
+                if self.closed:
+                    return
+            try:
+                sample = self.handler.recv()
+            except self._error:  # the channel closed: nothing more will come
+                if not self.closed:
+                    self.close()
+                return
+            with self.lock:
+                self._fetching = False
+                if self.closed:
+                    return
+                self._pending.append(sample)
+                if self._readers_waiting:
+                    self._data.notify_all()
+                if self._aio_sleeping:
+                    self._aio_sleeping = False
+                    self.waiter.poke()
+
+    def get_all(self, deadline: float | None, timeout: float | None) -> list[tuple[bytes, Any, str]]:
+        """Every item waiting (at most one channel's worth more than the first), oldest
+        first, waiting as get does for the first."""
+        items = [self.get(deadline, timeout)]
+        while len(items) <= self.size and not self._fetching:
+            sample = self._pending.popleft() if self._pending else self._take()
+            if sample is None:
+                break
+            items.append(self._item(sample))
+        return items
+
+    def arm(self) -> bool:
+        with self.lock:
+            if self._pending or self.closed:
+                return False
+            if not self._fetching:
+                try:
+                    sample = self._take()
+                except Closed:
+                    return False
+                if sample is not None:
+                    self._pending.append(sample)
+                    return False
+                self._fetch()
+            self._aio_sleeping = True
+            return True
+
+    def close(self) -> None:
+        super().close()
+        with self.lock:
+            self._pending.clear()
+            self._want.notify_all()
