@@ -539,19 +539,3 @@ def test_channel_get_all_takes_what_waits_up_to_one_channel_more(backend, make_c
     threading.Timer(0.1, ch.put, args=(Sample(frame(backend, 7, 7)),)).start()
     assert len(q.get_all(time.monotonic() + 5, 5)) == 1
 
-
-def test_channel_reader_takes_a_batch_out_and_keeps_the_order(backend, make_channel):
-    # a sample found waiting brings up to BATCH more out of the channel with it, so
-    # zenoh's thread, held up by a full channel, refills many slots per wake-up
-    from datacomms.backend.python.zenohq import BATCH
-    q, ch = make_channel(backend, size=1024)
-    n = BATCH * 3
-    for seq in range(n):
-        ch.put(Sample(frame(backend, seq, seq)))
-    assert q.recv(None).seq == 0
-    assert len(ch.samples) == n - 1 - BATCH
-    assert [q.recv(0).seq for _ in range(n - 1)] == list(range(1, n))
-    q2, ch2 = make_channel(backend, size=2)   # never more than the channel's size at once
-    for seq in range(6):
-        ch2.put(Sample(frame(backend, seq, seq)))
-    assert q2.recv(None).seq == 0 and len(ch2.samples) == 3

@@ -14,7 +14,7 @@ from cpython.time cimport time_ns
 from libc.stdint cimport uint64_t
 
 from ...errors import Closed, FrameError, Timeout
-from ..python.zenohq import BATCH, ENCODING, KEYS_KEPT, _closed, _timed_out
+from ..python.zenohq import ENCODING, KEYS_KEPT, _closed, _timed_out
 from .framing cimport encode
 from .streamreader cimport take_frame
 
@@ -244,7 +244,6 @@ cdef class ChannelQueue(SampleQueue):
     cdef public object handler
     cdef object _error, _pending, _fetcher, _want
     cdef bint _fetching
-    cdef Py_ssize_t _batch
 
     def __init__(self, str name, Py_ssize_t size, Py_ssize_t nbytes, block, stats, uint64_t max_frame_size):
         SampleQueue.__init__(self, name, size, nbytes, block, stats, max_frame_size)
@@ -254,7 +253,6 @@ cdef class ChannelQueue(SampleQueue):
         self._fetching = False
         self._fetcher = None
         self._want = threading.Condition(self.lock)
-        self._batch = min(size, BATCH)
 
     def attach(self, handler, error):
         self.handler, self._error = handler, error
@@ -264,18 +262,6 @@ cdef class ChannelQueue(SampleQueue):
             return self.handler.try_recv()
         except self._error:
             raise _closed(self.name) from None
-
-    cdef _gather(self):
-        cdef Py_ssize_t i
-        cdef object more
-        for i in range(self._batch):
-            try:
-                more = self._take()
-            except Closed:
-                return
-            if more is None:
-                return
-            self._pending.append(more)
 
     def get(self, deadline, timeout):
         return self._get(deadline, timeout)
@@ -287,7 +273,6 @@ cdef class ChannelQueue(SampleQueue):
                 return self._item(self._pending.popleft())
             sample = self._take()
             if sample is not None:
-                self._gather()
                 return self._item(sample)
         self._acquire()
         try:

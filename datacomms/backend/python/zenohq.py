@@ -33,7 +33,6 @@ from .streamreader import take_frame
 
 ENCODING = "application/octet-stream;datacomms/pub/"  # + the publisher id in hex
 KEYS_KEPT = 4096  # publishers whose key a queue remembers (then it starts afresh)
-BATCH = 32  # samples a ChannelQueue reader takes out of zenoh's channel at once, at most
 
 
 def _closed(name: str) -> Closed:
@@ -261,10 +260,7 @@ class ChannelQueue(SampleQueue):
     end (seen here as seq gaps). Nothing is pushed out here, so ``nbytes`` and
     ``overflows`` do not apply.
 
-    A reader that finds a sample takes up to ``BATCH`` more that wait behind it
-    into ``_pending``: zenoh's thread, held up by a full channel, then refills
-    many slots per wake-up instead of one. A reader with no timeout waits in the
-    channel itself. A wait with a timeout, or an event loop's (``arm``), is
+    A reader with no timeout waits in the channel itself. A wait with a timeout, or an event loop's (``arm``), is
     handed to a fetching thread (started the first time one is needed): it
     waits in the channel for the next sample and leaves it in ``_pending``.
     While it fetches, nobody else takes from the channel, so samples keep
@@ -279,7 +275,6 @@ class ChannelQueue(SampleQueue):
         self._fetching = False
         self._fetcher: threading.Thread | None = None
         self._want = threading.Condition(self.lock)
-        self._batch = min(size, BATCH)
 
     def attach(self, handler: Any, error: Any) -> None:
         """handler: the channel (a zenoh subscriber's ``handler``); error: what its
@@ -293,16 +288,6 @@ class ChannelQueue(SampleQueue):
         except self._error:
             raise _closed(self.name) from None
 
-    def _gather(self) -> None:
-        for _ in range(self._batch):
-            try:
-                more = self._take()
-            except Closed:
-                return
-            if more is None:
-                return
-            self._pending.append(more)
-
     def get(self, deadline: float | None, timeout: float | None) -> tuple[bytes, Any, str]:
         if not self._fetching:
             if self._pending:
@@ -312,7 +297,6 @@ class ChannelQueue(SampleQueue):
                     pass
             sample = self._take()
             if sample is not None:
-                self._gather()
                 return self._item(sample)
         sample = None
         with self.lock:
