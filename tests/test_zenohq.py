@@ -489,6 +489,18 @@ def test_channel_close_wakes_every_reader_and_ends_the_fetcher(backend, make_cha
     assert not set(fetchers()) - before
 
 
+def test_channel_nothing_comes_out_once_closed(backend, make_channel):
+    q, ch = make_channel(backend)
+    for seq in range(3):
+        ch.put(Sample(frame(backend, seq, seq)))
+    assert q.recv(None).seq == 0
+    q.close()   # the channel still holds two: they are never handed out
+    for timeout in (None, 0, 1):
+        with pytest.raises(dc.Closed):
+            q.recv(timeout)
+    assert q.arm() is False
+
+
 def test_channel_closed_underneath_is_closed_for_the_reader(backend, make_channel):
     q, ch = make_channel(backend)
     ch.put(Sample(frame(backend, b"last", 0)))

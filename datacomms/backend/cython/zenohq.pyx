@@ -268,6 +268,8 @@ cdef class ChannelQueue(SampleQueue):
 
     cdef tuple _get(self, deadline, timeout):
         cdef object sample = None, left
+        if self.closed:
+            raise _closed(self.name)
         if not self._fetching:
             if len(self._pending):
                 return self._item(self._pending.popleft())

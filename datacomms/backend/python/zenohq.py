@@ -260,11 +260,12 @@ class ChannelQueue(SampleQueue):
     end (seen here as seq gaps). Nothing is pushed out here, so ``nbytes`` and
     ``overflows`` do not apply.
 
-    A reader with no timeout waits in the channel itself. A wait with a timeout, or an event loop's (``arm``), is
-    handed to a fetching thread (started the first time one is needed): it
-    waits in the channel for the next sample and leaves it in ``_pending``.
-    While it fetches, nobody else takes from the channel, so samples keep
-    their order."""
+    A reader with no timeout waits in the channel itself. A wait with a
+    timeout, or an event loop's (``arm``), is handed to a fetching thread
+    (started the first time one is needed): it waits in the channel for the
+    next sample and leaves it in ``_pending``. While it fetches, nobody else
+    takes from the channel, so samples keep their order. Once closed, what the
+    channel still holds is never handed out."""
 
     def __init__(self, name: str, size: int, nbytes: int, block: Any, stats: Any,
                  max_frame_size: int) -> None:
@@ -289,6 +290,8 @@ class ChannelQueue(SampleQueue):
             raise _closed(self.name) from None
 
     def get(self, deadline: float | None, timeout: float | None) -> tuple[bytes, Any, str]:
+        if self.closed:
+            raise _closed(self.name)
         if not self._fetching:
             if self._pending:
                 try:
