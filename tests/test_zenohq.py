@@ -187,18 +187,23 @@ def test_close_releases_a_blocked_sample_and_drops_what_is_queued(backend):
         q.get(None, None)
 
 
+class Waiter:
+    """Stands in for an _aio.PipeWaiter: records pokes and the shutdown."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def poke(self) -> None:
+        self.calls.append("poke")
+
+    def shutdown(self) -> None:
+        self.calls.append("shutdown")
+
+
 def test_arm_pokes_the_waiter_once_for_the_next_sample(backend):
-    pokes: list[str] = []
-
-    class Waiter:
-        def poke(self) -> None:
-            pokes.append("poke")
-
-        def shutdown(self) -> None:
-            pokes.append("shutdown")
-
     q = make(backend)
     q.waiter = Waiter()
+    pokes = q.waiter.calls
     assert q.arm() is True
     q.on_sample(Sample(b"1"))
     q.on_sample(Sample(b"2"))
@@ -513,17 +518,9 @@ def test_channel_closed_underneath_is_closed_for_the_reader(backend, make_channe
 
 
 def test_channel_arm_keeps_a_waiting_sample_and_pokes_for_the_next(backend, make_channel):
-    pokes: list[str] = []
-
-    class Waiter:
-        def poke(self) -> None:
-            pokes.append("poke")
-
-        def shutdown(self) -> None:
-            pokes.append("shutdown")
-
     q, ch = make_channel(backend)
     q.waiter = Waiter()
+    pokes = q.waiter.calls
     ch.put(Sample(frame(backend, b"0", 0)))
     assert q.arm() is False and pokes == []   # something to read, kept in order
     assert q.arm() is False

@@ -144,19 +144,23 @@ cdef class SampleQueue:
             self._release()
 
     cdef int _wait(self, deadline, timeout) except -1:
-        cdef object left = None
         while not len(self._items):
             if self.closed:
                 raise _closed(self.name)
-            if deadline is not None:
-                left = deadline - _monotonic()
-                if left <= 0:
-                    raise _timed_out(self.name, timeout)
-            self._readers_waiting += 1
-            try:
-                self._data.wait(left)
-            finally:
-                self._readers_waiting -= 1
+            self._nap(deadline, timeout)
+        return 0
+
+    cdef int _nap(self, deadline, timeout) except -1:
+        cdef object left = None
+        if deadline is not None:
+            left = deadline - _monotonic()
+            if left <= 0:
+                raise _timed_out(self.name, timeout)
+        self._readers_waiting += 1
+        try:
+            self._data.wait(left)
+        finally:
+            self._readers_waiting -= 1
         return 0
 
     def get(self, deadline, timeout):
@@ -267,7 +271,7 @@ cdef class ChannelQueue(SampleQueue):
         return self._get(deadline, timeout)
 
     cdef tuple _get(self, deadline, timeout):
-        cdef object sample = None, left
+        cdef object sample = None
         if self.closed:
             raise _closed(self.name)
         if not self._fetching:
@@ -288,14 +292,7 @@ cdef class ChannelQueue(SampleQueue):
                     if deadline is None:
                         break
                     self._fetch()
-                left = None if deadline is None else deadline - _monotonic()
-                if left is not None and left <= 0:
-                    raise _timed_out(self.name, timeout)
-                self._readers_waiting += 1
-                try:
-                    self._data.wait(left)
-                finally:
-                    self._readers_waiting -= 1
+                self._nap(deadline, timeout)
         finally:
             self._release()
         if sample is None:

@@ -172,14 +172,18 @@ class SampleQueue:
         while not self._items:
             if self.closed:
                 raise _closed(self.name)
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                raise _timed_out(self.name, timeout)
-            self._readers_waiting += 1
-            try:
-                self._data.wait(left)
-            finally:
-                self._readers_waiting -= 1
+            self._nap(deadline, timeout)
+
+    def _nap(self, deadline: float | None, timeout: float | None) -> None:
+        # holding self.lock: one wait for a notify of _data, up to deadline
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            raise _timed_out(self.name, timeout)
+        self._readers_waiting += 1
+        try:
+            self._data.wait(left)
+        finally:
+            self._readers_waiting -= 1
 
     def get(self, deadline: float | None, timeout: float | None) -> tuple[bytes, Any, str]:
         """The oldest item, waiting until deadline (time.monotonic(); None: no limit)
@@ -313,14 +317,7 @@ class ChannelQueue(SampleQueue):
                     if deadline is None:
                         break
                     self._fetch()
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    raise _timed_out(self.name, timeout)
-                self._readers_waiting += 1
-                try:
-                    self._data.wait(left)
-                finally:
-                    self._readers_waiting -= 1
+                self._nap(deadline, timeout)
         if sample is None:  # no time limit and nobody fetching: wait in the channel
             try:
                 sample = self.handler.recv()
