@@ -201,11 +201,12 @@ def test_block_mode_loses_nothing_to_a_slow_subscriber(backend, children, fifo) 
     assert (sub.stats.lost, sub.overflows) == (0, 0)
 
 
-def test_two_publishers_on_one_key_are_told_apart(backend, children) -> None:
+@pytest.mark.parametrize("fifo", [False, True])
+def test_two_publishers_on_one_key_are_told_apart(backend, children, fifo) -> None:
     port = free_port()
     k = key()
     url = f"zenoh://{k}?connect=tcp/127.0.0.1:{port}"
-    with dc.Subscriber(f"zenoh://{k}?listen=tcp/127.0.0.1:{port}", backend=backend) as sub:
+    with dc.Subscriber(f"zenoh://{k}?listen=tcp/127.0.0.1:{port}", backend=backend, fifo=fifo) as sub:
         for _ in range(2):  # both stay alive to the end: side by side, neither replaces the other
             children.append(Child("pub", url, backend.name, "200", "block", "1", "16", "linger"))
         msgs = recv_all(sub, 400)
@@ -219,13 +220,14 @@ def test_two_publishers_on_one_key_are_told_apart(backend, children) -> None:
     assert (sub.stats.received, sub.stats.lost, sub.stats.restarts) == (400, 0, 0)
 
 
-def test_wildcard_subscription(backend, children) -> None:
+@pytest.mark.parametrize("fifo", [False, True])
+def test_wildcard_subscription(backend, children, fifo) -> None:
     port = free_port()
     k = key()
     child = Child("multi-pub", f"zenoh://{k}?listen=tcp/127.0.0.1:{port}", backend.name, "50",
                   "r1/joints", "r2/joints", "r1/camera")
     children.append(child)
-    with dc.Subscriber(f"zenoh://{k}/*/joints?connect=tcp/127.0.0.1:{port}", backend=backend) as sub:
+    with dc.Subscriber(f"zenoh://{k}/*/joints?connect=tcp/127.0.0.1:{port}", backend=backend, fifo=fifo) as sub:
         child.expect("ready")
         msgs = recv_all(sub, 100)
         child.expect("done")
@@ -236,14 +238,15 @@ def test_wildcard_subscription(backend, children) -> None:
     assert (sub.stats.lost, sub.stats.restarts) == (0, 0)
 
 
+@pytest.mark.parametrize("fifo", [False, True])
 @pytest.mark.parametrize("end", ["close", "sigkill"])
-def test_restarted_publisher_is_a_new_stream_not_a_loss(backend, children, end) -> None:
+def test_restarted_publisher_is_a_new_stream_not_a_loss(backend, children, end, fifo) -> None:
     """A publisher closed (or SIGKILLed) and started again: a restart, never a loss,
     and the same subscriber carries on."""
     port = free_port()
     k = key()
     url = f"zenoh://{k}?connect=tcp/127.0.0.1:{port}"
-    with dc.Subscriber(f"zenoh://{k}?listen=tcp/127.0.0.1:{port}", backend=backend) as sub:
+    with dc.Subscriber(f"zenoh://{k}?listen=tcp/127.0.0.1:{port}", backend=backend, fifo=fifo) as sub:
         seqs = []
         for run in range(3):
             c = Child("pub", url, backend.name, "40", "block", "1", "8", *(["linger"] if end == "sigkill" else []))
