@@ -14,6 +14,11 @@ then often gives pages back after every message and faults them in again, which
 halves throughput (docs/zenoh.md, "Large messages"). 64 B messages are bytes on
 both sides (raw frames), 8 MiB ones numpy arrays.
 
+"bare_fifo" is bare zenoh without a callback: the reader takes samples out of
+zenoh's FIFO channel itself (``recv()``, which has no timeout), so zenoh's
+thread never takes the GIL; the "datacomms:*:fifo" rows (``Subscriber(...,
+fifo=True)``, docs/zenoh.md) do the same and are held against it.
+
 Publishers and subscribers are plain zenoh ones on both sides (datacomms with
 history=0 / history=False, which declares plain ones), with the sessions' other
 defaults (timestamping off on both sides); datacomms' publishers declare an
