@@ -261,7 +261,7 @@ class ZenohSubscriber(pubsub.Subscriber):
     ``stats.restarts``; publishers that share a key while alive never do.
 
     ``fifo=True`` keeps samples in zenoh's own FIFO channel of ``queue_size``
-    samples instead, which zenoh fills without the GIL: several times the
+    samples instead, which zenoh fills without the GIL: two to three times the
     throughput for small messages. When it is full, zenoh waits for the reader
     and holds back every publisher behind it (a dropping one drops at its end,
     counted here through seq gaps); there is no byte bound (``queue_bytes``)
