@@ -443,6 +443,8 @@ def test_closed_and_bad_input(backend) -> None:
         dc.Subscriber(f"zenoh://{k}?lisen=tcp/127.0.0.1:1")
     with pytest.raises(ValueError, match="on_full"):
         dc.Publisher(local(k, port), on_full="wait")
+    with pytest.raises(ValueError, match="queue_bytes does not apply with fifo=True"):
+        dc.Subscriber(local(k, port), backend=backend, fifo=True, queue_bytes=1 << 20)
     pub = dc.Publisher(local(k, port), backend=backend)
     pub.close()
     with pytest.raises(dc.Closed):

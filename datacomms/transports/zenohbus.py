@@ -264,16 +264,21 @@ class ZenohSubscriber(pubsub.Subscriber):
     samples instead, which zenoh fills without the GIL: two to three times the
     throughput for small messages. When it is full, zenoh waits for the reader
     and holds back every publisher behind it (a dropping one drops at its end,
-    counted here through seq gaps); there is no byte bound (``queue_bytes``)
-    and nothing is pushed out (docs/zenoh.md, "A FIFO subscriber").
+    counted here through seq gaps); there is no byte bound (passing
+    ``queue_bytes`` is an error) and nothing is pushed out (docs/zenoh.md,
+    "A FIFO subscriber").
     """
 
     def __init__(self, url: str, backend: Any = None, queue_size: int = DEFAULT_QUEUE_SIZE,
-                 queue_bytes: int = DEFAULT_QUEUE_BYTES, history: bool = True, mode: str | None = None,
+                 queue_bytes: int | None = None, history: bool = True, mode: str | None = None,
                  connect: Any = None, listen: Any = None, config: Any = None,
                  max_frame_size: int | None = None, fifo: bool = False) -> None:
         zenoh = zenohsession.load()
         from zenoh import ext as zext
+        if fifo and queue_bytes is not None:
+            raise ValueError("queue_bytes does not apply with fifo=True: zenoh's channel is bounded "
+                             "by queue_size messages only")
+        queue_bytes = DEFAULT_QUEUE_BYTES if queue_bytes is None else queue_bytes
         if queue_size < 1 or queue_bytes < 1:
             raise ValueError("queue_size and queue_bytes must be at least 1")
         self.url = url
