@@ -548,3 +548,19 @@ def test_channel_get_all_takes_what_waits_up_to_one_channel_more(backend, make_c
     threading.Timer(0.1, ch.put, args=(Sample(frame(backend, 7, 7)),)).start()
     assert len(q.get_all(time.monotonic() + 5, 5)) == 1
 
+
+
+def test_channel_drain_empties_it_until_zenoh_lets_go(backend, make_channel):
+    # ZenohSubscriber.close drains after undeclaring: a zenoh thread still holding the
+    # full channel then puts its sample and lets go (here: closes the channel later)
+    q, ch = make_channel(backend)
+    for i in range(5):
+        ch.put(Sample(b"%d" % i))
+    q.close()
+    threading.Timer(0.1, lambda: (ch.put(Sample(b"late")), ch.close())).start()
+    q.drain(30)
+    assert ch.samples == [] and ch.closed
+    q2, ch2 = make_channel(backend)   # a channel nobody lets go: drain gives up after its time
+    ch2.put(Sample(b"x"))
+    q2.drain(0.05)
+    assert ch2.samples == []

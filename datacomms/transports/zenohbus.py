@@ -290,6 +290,7 @@ class ZenohSubscriber(pubsub.Subscriber):
         self.key, ke = opts.key, _key_expr(zenoh, opts.key)
         self.queue_size = queue_size
         self.queue_bytes = queue_bytes
+        self.fifo = fifo
         # zenoh's callback threads queue (frame, source id, key) items here, or, with
         # fifo, the reader takes samples out of zenoh's own channel; the reader's side
         # of the accounting (last seq per source, skips, refusals) is the queue's too:
@@ -407,5 +408,7 @@ class ZenohSubscriber(pubsub.Subscriber):
             self._pubs.undeclare()
             self._token.undeclare()
             self._sub.undeclare()
+            if self.fifo:
+                self._queue.drain()   # a zenoh thread may still wait for room in it
         finally:
             zenohsession.release(self._share)

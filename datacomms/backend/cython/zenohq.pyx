@@ -368,3 +368,14 @@ cdef class ChannelQueue(SampleQueue):
         with self.lock:
             self._pending.clear()
             self._want.notify_all()
+
+    def drain(self, double seconds=1.0):
+        cdef double deadline = _monotonic() + seconds
+        while True:
+            try:
+                if self.handler.try_recv() is None:
+                    if _monotonic() >= deadline:
+                        return
+                    time.sleep(0.001)
+            except self._error:
+                return

@@ -391,3 +391,19 @@ class ChannelQueue(SampleQueue):
         with self.lock:
             self._pending.clear()
             self._want.notify_all()
+
+    def drain(self, seconds: float = 1.0) -> None:
+        """Once the zenoh subscriber is undeclared: empties the channel until zenoh
+        has let go of it (its ``try_recv`` raises), or for ``seconds`` at most. A
+        zenoh thread that was waiting for room in the full channel when it was
+        undeclared still holds it, and would wait for ever, holding back the
+        whole session."""
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                if self.handler.try_recv() is None:
+                    if time.monotonic() >= deadline:
+                        return
+                    time.sleep(0.001)
+            except self._error:
+                return
