@@ -183,6 +183,28 @@ def test_fifo_subscriber_slow_in_drop_mode_counts_what_the_publisher_dropped(bac
         assert st.received + st.lost == seqs[-1] - seqs[0] + 1 and st.received == len(seqs) < n
 
 
+def test_closing_a_full_fifo_subscriber_frees_the_session_it_held_back(backend, children) -> None:
+    # a fifo subscriber nobody reads fills its channel and holds zenoh's receiving
+    # thread, and with it the other subscriber of the same session; closing it must
+    # let that thread go, and the other subscriber then gets everything, in order
+    port = free_port()
+    k = key()
+    n = 2000
+    # linger: a publisher process that ends right away takes what its link still holds with it
+    pub = Child("pub", f"zenoh://{k}?listen=tcp/127.0.0.1:{port}", backend.name, str(n), "block", "2", "16",
+                "linger")
+    children.append(pub)
+    url = f"zenoh://{k}?connect=tcp/127.0.0.1:{port}"
+    with dc.Subscriber(url, backend=backend, fifo=True) as other:
+        slow = dc.Subscriber(url, backend=backend, fifo=True, queue_size=4)
+        first = [other.recv(timeout=20).seq for _ in range(4)]
+        time.sleep(0.5)   # slow's channel is full by now: zenoh waits for it
+        slow.close()
+        seqs = first + [other.recv(timeout=20).seq for _ in range(n - 4)]
+        pub.expect("done")
+    assert seqs == list(range(n)) and other.stats.lost == 0
+
+
 @pytest.mark.parametrize("fifo", [False, True])
 def test_block_mode_loses_nothing_to_a_slow_subscriber(backend, children, fifo) -> None:
     port = free_port()
@@ -507,6 +529,30 @@ def test_late_joiner_without_timestamping(tmp_path, backend) -> None:
         finally:
             session.close()
     assert stamps and all(s is None for s in stamps)
+
+
+def test_a_process_that_never_closes_still_exits(backend) -> None:
+    # zenoh-python runs callbacks on threads the interpreter waits for at exit, which
+    # end only with their session: datacomms closes what is left open before that wait
+    port, k = free_port(), key()
+    script = (
+        "import datacomms as dc, sys\n"
+        f"pub = dc.Publisher('zenoh://{k}?listen=tcp/127.0.0.1:{port}', backend='{backend.name}')\n"
+        f"subs = [dc.Subscriber('zenoh://{k}?connect=tcp/127.0.0.1:{port}', backend='{backend.name}', fifo=f)\n"
+        "        for f in (False, True)]\n"
+        "pub.wait_for_subscribers(2, timeout=30)\n"
+        "pub.send(1)\n"
+        "for s in subs:\n"
+        "    assert s.recv(timeout=10).data == 1\n"
+        "    try:\n"
+        "        s.recv(timeout=0.1)   # a timed wait: the fifo subscriber's waiting thread is busy\n"
+        "    except dc.Timeout:\n"
+        "        pass\n"
+        "print('leaving', flush=True)\n"
+    )
+    # a liveness bound: before, such a process never exited at all
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "leaving", done.stderr[-2000:]
 
 
 def test_without_zenoh_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:

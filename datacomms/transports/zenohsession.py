@@ -13,6 +13,7 @@ zenoh router through the Python API, for machines without the ``zenohd`` binary.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import sys
@@ -135,6 +136,10 @@ def make_config(zenoh: ModuleType, opts: Options) -> Any:
 
 _lock = threading.Lock()
 _sessions: dict[tuple[Any, ...], list[Any]] = {}  # key -> [session, users]
+_registered: list[bool] = []
+# Called before the interpreter joins its non-daemon threads (concurrent.futures
+# uses the same hook); atexit handlers run only after that join.
+_at_exit = getattr(threading, "_register_atexit", atexit.register)
 
 
 def _share_key(opts: Options) -> tuple[Any, ...]:
@@ -148,11 +153,29 @@ def _share_key(opts: Options) -> tuple[Any, ...]:
     return (opts.mode, opts.connect, opts.listen, cfg_id, os.getpid())
 
 
+def _close_all() -> None:
+    """At exit, before the interpreter waits for its threads: closes the sessions of
+    Publishers and Subscribers never closed. zenoh-python runs callbacks on threads
+    of its own that the interpreter waits for, and they end only with their session,
+    so a session left open kept the process from ever exiting."""
+    with _lock:
+        entries = list(_sessions.values())
+        _sessions.clear()
+    for session, _ in entries:
+        try:
+            session.close()
+        except Exception:  # noqa: BLE001  (exiting: nothing left to tell)
+            pass
+
+
 def acquire(opts: Options) -> tuple[Any, tuple[Any, ...]]:
     """A session for these options (shared within the process) and the key to release it."""
     zenoh = load()
     key = _share_key(opts)
     with _lock:
+        if not _registered:
+            _at_exit(_close_all)
+            _registered.append(True)
         entry = _sessions.get(key)
         if entry is None or entry[0].is_closed():
             try:
