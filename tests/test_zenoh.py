@@ -164,13 +164,15 @@ def test_fifo_subscriber_slow_in_drop_mode_counts_what_the_publisher_dropped(bac
     # back, and a dropping publisher drops at its end: the gaps are counted all the same
     port = free_port()
     k = key()
-    n = 300
+    n = 400
+    # 1 MiB every 2 ms: half a second of stalling is far more than the link and
+    # zenoh's queues hold (with 256 KiB, a run once lost nothing)
     pub = Child("pub", f"zenoh://{k}?listen=tcp/127.0.0.1:{port}", backend.name, str(n), "drop", "1",
-                str(256 << 10), "gap=0.002")
+                str(1 << 20), "gap=0.002")
     children.append(pub)
     with dc.Subscriber(f"zenoh://{k}?connect=tcp/127.0.0.1:{port}", backend=backend, queue_size=2, fifo=True) as sub:
         seqs = [sub.recv(timeout=20).seq]
-        time.sleep(0.3)  # the channel and the link fill while the publisher goes on
+        time.sleep(0.5)  # the channel and the link fill while the publisher goes on
         while True:
             try:
                 seqs.append(sub.recv(timeout=1.0).seq)
