@@ -136,10 +136,6 @@ def make_config(zenoh: ModuleType, opts: Options) -> Any:
 
 _lock = threading.Lock()
 _sessions: dict[tuple[Any, ...], list[Any]] = {}  # key -> [session, users]
-_registered: list[bool] = []
-# Called before the interpreter joins its non-daemon threads (concurrent.futures
-# uses the same hook); atexit handlers run only after that join.
-_at_exit = getattr(threading, "_register_atexit", atexit.register)
 
 
 def _share_key(opts: Options) -> tuple[Any, ...]:
@@ -168,14 +164,17 @@ def _close_all() -> None:
             pass
 
 
+# Called before the interpreter joins its non-daemon threads (concurrent.futures
+# uses the same hook); atexit handlers run only after that join. This module is
+# imported only once a zenoh:// URL is used.
+getattr(threading, "_register_atexit", atexit.register)(_close_all)
+
+
 def acquire(opts: Options) -> tuple[Any, tuple[Any, ...]]:
     """A session for these options (shared within the process) and the key to release it."""
     zenoh = load()
     key = _share_key(opts)
     with _lock:
-        if not _registered:
-            _at_exit(_close_all)
-            _registered.append(True)
         entry = _sessions.get(key)
         if entry is None or entry[0].is_closed():
             try:
