@@ -418,6 +418,9 @@ def test_channel_a_timed_wait_hands_over_to_the_fetcher_and_loses_nothing(backen
     q, ch = make_channel(backend)
     with pytest.raises(dc.Timeout):
         q.recv(0.05)   # the fetcher now waits in the channel for the next sample
+    deadline = time.monotonic() + 10   # the fetcher thread gets there by itself
+    while ch.inside != 1 and time.monotonic() < deadline:
+        time.sleep(0.005)
     assert ch.inside == 1
     for seq in range(5):   # the first goes to the fetcher, the rest stay in the channel
         ch.put(Sample(frame(backend, seq, seq)))
