@@ -557,6 +557,53 @@ def test_a_process_that_never_closes_still_exits(backend) -> None:
     assert done.returncode == 0 and done.stdout.strip() == "leaving", done.stderr[-2000:]
 
 
+def test_a_forked_child_exits_and_zenoh_in_it_is_a_clear_error(backend) -> None:
+    # zenoh's runtime threads do not survive fork: a child forked after its parent
+    # used zenoh:// must still exit (it hung at exit, closing the sessions it
+    # inherited) and may close what it inherited, and a zenoh:// object made in it
+    # is an error saying why (it was made, and never received anything)
+    port, k = free_port(), key()
+    script = (
+        "import datacomms as dc, multiprocessing as mp, warnings\n"
+        "warnings.simplefilter('ignore', DeprecationWarning)  # fork with threads, Python 3.12+\n"
+        f"url = 'zenoh://{k}?listen=tcp/127.0.0.1:{port}'\n"
+        f"pub = dc.Publisher(url, backend='{backend.name}', history=0)\n"
+        f"sub = dc.Subscriber(url, backend='{backend.name}', history=False)\n"
+        "def idle(conn):\n"
+        "    pub.close()   # the parent's: let go of here, untouched there\n"
+        "    sub.close()\n"
+        "    conn.send('idle')\n"
+        "def uses_zenoh(conn):\n"
+        "    try:\n"
+        f"        dc.Subscriber('zenoh://{k}', backend='{backend.name}')\n"
+        "    except dc.DataCommsError as exc:\n"
+        "        conn.send(str(exc))\n"
+        "    else:\n"
+        "        conn.send('made')\n"
+        "ctx = mp.get_context('fork')\n"
+        "for target in (idle, uses_zenoh):\n"
+        "    here, there = ctx.Pipe()\n"
+        "    child = ctx.Process(target=target, args=(there,))\n"
+        "    child.start()\n"
+        "    print(here.recv(), flush=True)\n"
+        "    child.join(30)\n"
+        "    print('exit', child.exitcode, flush=True)\n"
+        "    if child.exitcode is None:\n"
+        "        child.kill()\n"
+        "pub.wait_for_subscribers(1, timeout=30)\n"
+        "pub.send(7)   # the parent's own zenoh carries on\n"
+        "print('parent got', sub.recv(timeout=10).data, flush=True)\n"
+        "pub.close()\n"
+        "sub.close()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180)
+    lines = done.stdout.splitlines()
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert lines[:2] == ["idle", "exit 0"], done.stdout
+    assert "fork" in lines[2] and "spawn" in lines[2], lines[2]
+    assert lines[3:] == ["exit 0", "parent got 7"], done.stdout
+
+
 def test_without_zenoh_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "zenoh", None)
     with pytest.raises(dc.DataCommsError, match=r"datacomms\[zenoh\]"):

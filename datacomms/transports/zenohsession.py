@@ -136,6 +136,22 @@ def make_config(zenoh: ModuleType, opts: Options) -> Any:
 
 _lock = threading.Lock()
 _sessions: dict[tuple[Any, ...], list[Any]] = {}  # key -> [session, users]
+# The process that started zenoh's runtime (its first session), if any. zenoh's
+# runtime threads do not survive fork: in a child forked after that, a session
+# opens but never carries anything, and closing one hangs.
+_runtime_pid: int | None = None
+
+
+def _forked() -> None:
+    """In a child just forked: the sessions are the parent's and stay its own (the
+    exit hook must not close them, which hangs), and the lock may have been held
+    by a parent thread that does not exist here."""
+    global _lock
+    _lock = threading.Lock()
+    _sessions.clear()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 def _share_key(opts: Options) -> tuple[Any, ...]:
@@ -146,7 +162,7 @@ def _share_key(opts: Options) -> tuple[Any, ...]:
             cfg_id = (os.path.abspath(opts.config), st.st_mtime_ns, st.st_size)
         except OSError:
             cfg_id = opts.config
-    return (opts.mode, opts.connect, opts.listen, cfg_id, os.getpid())
+    return (opts.mode, opts.connect, opts.listen, cfg_id)
 
 
 def _close_all() -> None:
@@ -172,12 +188,20 @@ getattr(threading, "_register_atexit", atexit.register)(_close_all)
 
 def acquire(opts: Options) -> tuple[Any, tuple[Any, ...]]:
     """A session for these options (shared within the process) and the key to release it."""
+    global _runtime_pid
     zenoh = load()
     key = _share_key(opts)
     with _lock:
+        if _runtime_pid is not None and _runtime_pid != os.getpid():
+            raise DataCommsError(
+                f"zenoh:// cannot be used in a process forked from one that already used zenoh "
+                f"(process {_runtime_pid}): zenoh's threads do not survive fork. Start this process "
+                "with multiprocessing's 'spawn' or 'forkserver' method, or fork before the first "
+                "zenoh:// Publisher or Subscriber")
         entry = _sessions.get(key)
         if entry is None or entry[0].is_closed():
             try:
+                _runtime_pid = os.getpid()
                 session = zenoh.open(make_config(zenoh, opts))
             except zenoh.ZError as exc:
                 raise DataCommsError(f"cannot open a zenoh session ({opts.mode or 'peer'}, connect={list(opts.connect)}, "
