@@ -320,6 +320,41 @@ def test_through_a_router(backend, children, router, mode) -> None:
     assert sub.stats.lost == 0
 
 
+def test_a_restarted_router_is_not_a_restarted_publisher(backend, children) -> None:
+    """Clients whose router is killed and started again reconnect by themselves;
+    what was sent meanwhile counts as lost, exactly, and the publisher that comes
+    back is the same one, not a restart."""
+    endpoint = f"tcp/127.0.0.1:{free_port()}"
+
+    def start_router() -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, "-m", "datacomms.transports.zenohsession", "router", endpoint],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().startswith("router"), "the router did not start"
+        return proc
+
+    router = start_router()
+    n, k = 5000, key()
+    url = f"zenoh://{k}?mode=client&connect={endpoint}"
+    try:
+        with dc.Subscriber(url, backend=backend, history=False) as sub:
+            pub = Child("pub", url, backend.name, str(n), "block", "1", "16", "gap=0.002")
+            children.append(pub)
+            first = recv_all(sub, 100)
+            router.kill()
+            end_child(router)
+            router = start_router()
+            rest = [sub.recv(timeout=30)]
+            while rest[-1].seq < n - 1:
+                rest.append(sub.recv(timeout=30))
+            pub.expect("done")
+    finally:
+        end_child(router)
+    seqs = [m.seq for m in first + rest]
+    assert seqs == sorted(set(seqs)) and seqs[:100] == list(range(100))
+    assert sub.stats.received == len(seqs) and sub.stats.received + sub.stats.lost == n
+    assert sub.stats.restarts == 0
+
+
 # --- in one process -----------------------------------------------------------------------------
 
 def local(k: str, port: int) -> str:

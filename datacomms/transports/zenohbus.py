@@ -300,7 +300,7 @@ class ZenohSubscriber(pubsub.Subscriber):
                                  self._max_frame)
         self.recv = self._queue.recv  # type: ignore[method-assign]
         self._lock = self._queue.lock
-        self._gone: list[str] = []  # the key of each publisher gone and not yet replaced
+        self._gone: list[tuple[str, str]] = []  # (key, id) of each publisher gone and not yet replaced
         self._session, self._share = zenohsession.acquire(opts)
         try:
             handler = (zenoh.handlers.FifoChannel(queue_size) if fifo
@@ -326,20 +326,28 @@ class ZenohSubscriber(pubsub.Subscriber):
             raise
 
     def _on_publisher(self, sample: Any) -> None:
-        # A zenoh callback thread: a publisher's token appeared or went. A token that
-        # appears after one on the same key went is that publisher restarted.
+        # A zenoh callback thread: a publisher's token appeared or went. A new publisher's
+        # token that appears after one on the same key went is that publisher restarted;
+        # the same publisher's token coming back is its link coming back (a router
+        # restarted, say), not a restart.
         try:
-            key = bytes.fromhex(str(sample.key_expr).rsplit("/", 1)[1]).decode()
+            _, pub_id, key_hex = str(sample.key_expr).rsplit("/", 2)
+            key = bytes.fromhex(key_hex).decode()
             if not self._ke.intersects(key):
                 return
         except (ValueError, self._zerror):
             return  # not a token of ours
         with self._lock:
             if sample.kind != self._put_kind:
-                self._gone.append(key)
-            elif key in self._gone:
-                self._gone.remove(key)
-                self.stats.restarts += 1
+                self._gone.append((key, pub_id))
+            elif (key, pub_id) in self._gone:
+                self._gone.remove((key, pub_id))
+            else:
+                for gone in self._gone:
+                    if gone[0] == key:
+                        self._gone.remove(gone)
+                        self.stats.restarts += 1
+                        break
 
     def recv(self, timeout: float | None = None) -> Message:
         """The next message in arrival order (each publisher's in its seq order)."""
