@@ -137,7 +137,7 @@ def test_slow_subscriber_in_drop_mode_counts_losses(backend, children) -> None:
     port = free_port()
     k = key()
     n = 3000
-    pub = Child("pub", f"zenoh://{k}?listen=tcp/127.0.0.1:{port}", backend.name, str(n), "drop", "1", "4096")
+    pub = Child("pub", f"zenoh://{k}?listen=tcp/127.0.0.1:{port}", backend.name, str(n), "drop", "1", "4096", "close=60")
     children.append(pub)
     with dc.Subscriber(f"zenoh://{k}?connect=tcp/127.0.0.1:{port}", backend=backend, queue_size=8) as sub:
         first = sub.recv(timeout=20)
@@ -286,6 +286,30 @@ def test_restarted_publisher_is_a_new_stream_not_a_loss(backend, children, end, 
     assert seqs == list(range(40)) * 3
     assert (sub.stats.received, sub.stats.lost, sub.stats.restarts) == (120, 0, 2)
     assert sub.duplicates == 0
+
+
+@pytest.mark.parametrize("fifo", [False, True])
+def test_close_waits_until_a_slow_subscriber_has_everything(backend, children, fifo) -> None:
+    """A put returns once zenoh has queued it: a block-mode publisher that sent
+    megabytes to a subscriber not reading and then closed lost all zenoh still
+    held, silently (no later seq shows the gap). close() now waits for the
+    subscribers to confirm (up to linger)."""
+    port, k, n = free_port(), key(), 3000
+    with dc.Subscriber(f"zenoh://{k}?listen=tcp/127.0.0.1:{port}", backend=backend, fifo=fifo,
+                       queue_size=8, history=False) as sub:
+        pub = Child("pub", f"zenoh://{k}?connect=tcp/127.0.0.1:{port}", backend.name, str(n), "block", "1",
+                    "4096", "close=60")
+        children.append(pub)
+        msgs = [sub.recv(timeout=20)]
+        # Reading nothing for a second: the publisher sends the rest meanwhile (what the
+        # link holds; a put that found no room for 5 s would make zenoh drop the link,
+        # docs/zenoh.md) and closes.
+        time.sleep(1.0)
+        msgs += recv_all(sub, n - 1)
+        pub.expect("done")
+        assert pub.finish() == 0
+    assert [m.data["i"] for m in msgs] == list(range(n))
+    assert (sub.stats.received, sub.stats.lost) == (n, 0)
 
 
 @pytest.mark.parametrize("fifo", [False, True])

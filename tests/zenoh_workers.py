@@ -24,13 +24,15 @@ def main(argv: list[str]) -> None:
     role, url, backend = argv[:3]
     rest = argv[3:]
     if role == "pub":
-        # pub URL BACKEND N ON_FULL WAIT_SUBS SIZE [linger] [gap=SECONDS]: send N
-        # messages (SECONDS apart), then optionally stay until stdin closes (a late
-        # joiner needs a live cache).
+        # pub URL BACKEND N ON_FULL WAIT_SUBS SIZE [linger] [gap=SECONDS] [close=SECONDS]:
+        # send N messages (SECONDS apart), then optionally stay until stdin closes (a
+        # late joiner needs a live cache); close= is the publisher's linger.
         n, on_full, wait_subs, size = int(rest[0]), rest[1], int(rest[2]), int(rest[3])
         linger = "linger" in rest[4:]
-        gap = float(next((a[4:] for a in rest[4:] if a.startswith("gap=")), 0))
-        with dc.Publisher(url, backend=backend, on_full=on_full) as pub:
+        opts = dict(a.split("=") for a in rest[4:] if "=" in a)
+        gap = float(opts.get("gap", 0))
+        kw = {"linger": float(opts["close"])} if "close" in opts else {}
+        with dc.Publisher(url, backend=backend, on_full=on_full, **kw) as pub:
             print("ready", flush=True)
             if wait_subs:
                 pub.wait_for_subscribers(wait_subs, timeout=30)

@@ -21,6 +21,7 @@ The module is named zenohbus so that it never shadows the zenoh package.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import uuid
@@ -40,6 +41,11 @@ from . import zenohsession
 # The key expression is hex-encoded because a token's key may not hold wildcards.
 _TOKEN_ROOT = "@datacomms/sub"
 _PUB_ROOT = "@datacomms/pub"  # @datacomms/pub/<hex of publisher id>/<hex of key>
+# Each subscriber also answers queries at @datacomms/flush/<its id>/<hex of key expr>:
+# zenoh hands it a query only after the samples put before it on the same link, so
+# the answer says the subscriber has taken in everything the asker put before.
+_FLUSH_ROOT = "@datacomms/flush"
+_FOREVER = 365 * 86400.0  # seconds: a zenoh query's timeout for "no timeout"
 DEFAULT_QUEUE_SIZE = 1024
 DEFAULT_QUEUE_BYTES = 256 << 20
 _RECHECK = 0.1  # seconds between token queries while waiting for subscribers
@@ -75,13 +81,15 @@ class ZenohPublisher(pubsub.Publisher):
     (the subscriber sees the gap); ``"block"`` makes ``put`` wait for room
     (zenoh's blocking congestion control; zenoh bounds the wait itself, see
     docs/zenoh.md, so ``send``'s timeout is not used). ``history`` is how many of
-    the newest messages late subscribers get (0: none). Session options: ``mode``,
-    ``connect``, ``listen``, ``config`` (see zenohsession.parse_url).
+    the newest messages late subscribers get (0: none). ``close`` first waits up
+    to ``linger`` seconds until the subscribers have what was sent (``flush``).
+    Session options: ``mode``, ``connect``, ``listen``, ``config`` (see
+    zenohsession.parse_url).
     """
 
     def __init__(self, url: str, backend: Any = None, on_full: str = "drop", history: int = 1,
                  mode: str | None = None, connect: Any = None, listen: Any = None, config: Any = None,
-                 express: bool = False) -> None:
+                 express: bool = False, linger: float = 2.0) -> None:
         _check_on_full(on_full)
         zenoh = zenohsession.load()
         from zenoh import ext as zext
@@ -100,8 +108,13 @@ class ZenohPublisher(pubsub.Publisher):
         self._subs: set[str] = set()
         self._put_kind = zenoh.SampleKind.PUT
         self._query_timeout = 1.0
+        self._linger = linger
+        self._flush_opts = {"target": zenoh.QueryTarget.ALL, "consolidation": zenoh.ConsolidationMode.NONE,
+                            "congestion_control": zenoh.CongestionControl.BLOCK,
+                            "priority": zenoh.Priority.DATA}  # the puts' own, so it queues behind them
         encoding = zenoh.Encoding(encoding_of(self.id))
         self._session, self._share = zenohsession.acquire(opts)
+        self._pid = os.getpid()
         try:
             cc = zenoh.CongestionControl.BLOCK if on_full == "block" else zenoh.CongestionControl.DROP
             if history > 0 and hasattr(zext, "MissDetectionConfig"):
@@ -219,13 +232,40 @@ class ZenohPublisher(pubsub.Publisher):
                     raise Timeout(f"{len(self._subs)} of {n} subscribers on {self.url} after {timeout} s")
                 self._cond.wait(_RECHECK if left is None else min(left, _RECHECK))
 
+    def flush(self, timeout: float | None = None) -> bool:
+        """Waits until every datacomms subscriber this publisher knows of has taken in
+        what it sent before (into its queue; not necessarily read yet); False when one
+        has not said so within timeout. A put returns once zenoh has queued it, and
+        what zenoh still holds when the session closes is lost."""
+        with self._cond:
+            want = {token.rsplit("/", 2)[1] for token in self._subs}
+        if not want:
+            return True
+        got = set()
+        try:
+            replies = self._session.get(f"{_FLUSH_ROOT}/**", timeout=_FOREVER if timeout is None else max(timeout, 0.0),
+                                        **self._flush_opts)
+            for reply in replies:
+                sample = reply.ok
+                if sample is not None:
+                    got.add(str(sample.key_expr).rsplit("/", 2)[1])
+        except Exception:  # a closed session or a network error: nobody confirmed
+            return False
+        return want <= got
+
     def close(self) -> None:
+        """Waits up to ``linger`` seconds for the subscribers to have what was sent, then
+        lets go of zenoh."""
         if self._sender.closed:
             return
         self._sender.closed = True
         with self._cond:
             self._cond.notify_all()
+        if os.getpid() != self._pid:
+            return  # a forked child's copy: zenoh is its parent's (zenohsession._forked)
         try:
+            if self._linger > 0:
+                self.flush(self._linger)
             self._token.undeclare()
             self._live.undeclare()
             self._pub.undeclare()
@@ -302,6 +342,7 @@ class ZenohSubscriber(pubsub.Subscriber):
         self._lock = self._queue.lock
         self._gone: list[tuple[str, str]] = []  # (key, id) of each publisher gone and not yet replaced
         self._session, self._share = zenohsession.acquire(opts)
+        self._pid = os.getpid()
         try:
             handler = (zenoh.handlers.FifoChannel(queue_size) if fifo
                        else zenoh.handlers.Callback(self._queue.on_sample))
@@ -316,8 +357,11 @@ class ZenohSubscriber(pubsub.Subscriber):
                 # the channel's own handle: blocking in it does not hold the subscriber,
                 # so close() can undeclare it, which wakes a reader waiting there
                 self._queue.attach(self._sub.handler, zenoh.ZError)
-            self._token = self._session.liveliness().declare_token(
-                f"{_TOKEN_ROOT}/{uuid.uuid4().hex}/{opts.key.encode().hex()}")
+            sub_id, key_hex = uuid.uuid4().hex, opts.key.encode().hex()
+            self._token = self._session.liveliness().declare_token(f"{_TOKEN_ROOT}/{sub_id}/{key_hex}")
+            flush_key = zenoh.KeyExpr(f"{_FLUSH_ROOT}/{sub_id}/{key_hex}")
+            self._flushes = self._session.declare_queryable(
+                flush_key, lambda query: query.reply(flush_key, b""))  # after every sample before it
             self._put_kind, self._zerror, self._ke = zenoh.SampleKind.PUT, zenoh.ZError, ke
             self._pubs = self._session.liveliness().declare_subscriber(
                 f"{_PUB_ROOT}/**", self._on_publisher, history=True)
@@ -412,9 +456,12 @@ class ZenohSubscriber(pubsub.Subscriber):
         if self._queue.closed:
             return
         self._queue.close()
+        if os.getpid() != self._pid:
+            return  # a forked child's copy: zenoh is its parent's (zenohsession._forked)
         try:
             self._pubs.undeclare()
             self._token.undeclare()
+            self._flushes.undeclare()
             self._sub.undeclare()
             if self.fifo:
                 self._queue.drain()   # a zenoh thread may still wait for room in it
