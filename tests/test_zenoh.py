@@ -616,6 +616,33 @@ def test_a_process_that_never_closes_still_exits(backend) -> None:
     assert done.returncode == 0 and done.stdout.strip() == "leaving", done.stderr[-2000:]
 
 
+def test_threads_still_running_when_the_main_thread_ends_keep_their_zenoh(backend) -> None:
+    # The exit hook closed every session as soon as the main thread ended, under the
+    # program's own threads still sending and receiving: a send raised zenoh's
+    # ZError and a recv got nothing more. Sessions now close once those threads end.
+    port = free_port()
+    url = f"zenoh://{key()}"
+    script = (
+        "import threading, time, datacomms as dc\n"
+        f"pub = dc.Publisher('{url}?listen=tcp/127.0.0.1:{port}', backend='{backend.name}', history=0)\n"
+        f"sub = dc.Subscriber('{url}?connect=tcp/127.0.0.1:{port}', backend='{backend.name}', history=False)\n"
+        "pub.wait_for_subscribers(1, timeout=30)\n"
+        "def send():\n"
+        "    for i in range(100):\n"
+        "        pub.send(i)\n"
+        "        time.sleep(0.005)\n"
+        "def recv():\n"
+        "    got = [sub.recv(timeout=30).data for _ in range(100)]\n"
+        "    print('got', len(got), got[-1], flush=True)\n"
+        "threading.Thread(target=recv).start()\n"
+        "threading.Thread(target=send).start()\n"
+        "print('main ends', flush=True)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stderr == "", done.stderr[-2000:]
+    assert done.stdout.split("\n") == ["main ends", "got 100 99", ""], done.stdout
+
+
 def test_a_forked_child_exits_and_zenoh_in_it_is_a_clear_error(backend) -> None:
     # zenoh's runtime threads do not survive fork: a child forked after its parent
     # used zenoh:// must still exit (it hung at exit, closing the sessions it

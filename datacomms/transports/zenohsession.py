@@ -136,6 +136,9 @@ def make_config(zenoh: ModuleType, opts: Options) -> Any:
 
 _lock = threading.Lock()
 _sessions: dict[tuple[Any, ...], list[Any]] = {}  # key -> [session, users]
+_changed = threading.Condition(_lock)  # the main thread ended, or the last session closed
+_exiting = False   # the main thread ended
+_closer: threading.Thread | None = None  # runs _close_at_exit while sessions are open
 # The process that started zenoh's runtime (its first session), if any. zenoh's
 # runtime threads do not survive fork: in a child forked after that, a session
 # opens but never carries anything, and closing one hangs.
@@ -146,8 +149,10 @@ def _forked() -> None:
     """In a child just forked: the sessions are the parent's and stay its own (the
     exit hook must not close them, which hangs), and the lock may have been held
     by a parent thread that does not exist here."""
-    global _lock
+    global _lock, _changed, _closer
     _lock = threading.Lock()
+    _changed = threading.Condition(_lock)
+    _closer = None
     _sessions.clear()
 
 
@@ -165,11 +170,28 @@ def _share_key(opts: Options) -> tuple[Any, ...]:
     return (opts.mode, opts.connect, opts.listen, cfg_id)
 
 
-def _close_all() -> None:
-    """At exit, before the interpreter waits for its threads: closes the sessions of
-    Publishers and Subscribers never closed. zenoh-python runs callbacks on threads
-    of its own that the interpreter waits for, and they end only with their session,
-    so a session left open kept the process from ever exiting."""
+def _close_at_exit() -> None:
+    """Closes the sessions of Publishers and Subscribers never closed, once the main
+    thread and then every other thread of the program have ended. zenoh-python runs
+    callbacks on threads of its own that the interpreter waits for at exit, and they
+    end only with their session, so a session left open kept the process from ever
+    exiting. This runs on a thread of its own, not a daemon (the interpreter waits
+    for it too, so it is never cut off inside zenoh), which ends early when the last
+    session closes."""
+    global _closer
+    with _lock:
+        while not _exiting and _sessions:
+            _changed.wait()
+        if not _exiting:
+            _closer = None
+            return
+    me, main = threading.current_thread(), threading.main_thread()
+    while True:  # the program's own threads go on using their sessions meanwhile
+        busy = [t for t in threading.enumerate()
+                if t is not me and t is not main and not t.daemon and not t.name.endswith("(pyo3-closure)")]
+        if not busy:
+            break
+        busy[0].join()
     with _lock:
         entries = list(_sessions.values())
         _sessions.clear()
@@ -180,10 +202,17 @@ def _close_all() -> None:
             pass
 
 
-# Called before the interpreter joins its non-daemon threads (concurrent.futures
-# uses the same hook); atexit handlers run only after that join. This module is
-# imported only once a zenoh:// URL is used.
-getattr(threading, "_register_atexit", atexit.register)(_close_all)
+def _main_thread_ended() -> None:
+    global _exiting
+    with _lock:
+        _exiting = True
+        _changed.notify_all()
+
+
+# Called when the main thread has ended, before the interpreter joins the other
+# threads (concurrent.futures uses the same hook); atexit handlers run only after
+# that join. This module is imported only once a zenoh:// URL is used.
+getattr(threading, "_register_atexit", atexit.register)(_main_thread_ended)
 
 
 def acquire(opts: Options) -> tuple[Any, tuple[Any, ...]]:
@@ -207,8 +236,19 @@ def acquire(opts: Options) -> tuple[Any, tuple[Any, ...]]:
                 raise DataCommsError(f"cannot open a zenoh session ({opts.mode or 'peer'}, connect={list(opts.connect)}, "
                                      f"listen={list(opts.listen)}): {exc}") from None
             entry = _sessions[key] = [session, 0]
+            if _closer is None:
+                _start_closer()
         entry[1] += 1
         return entry[0], key
+
+
+def _start_closer() -> None:
+    global _closer
+    _closer = threading.Thread(target=_close_at_exit, name="datacomms zenoh exit")
+    try:
+        _closer.start()
+    except RuntimeError:  # a thread opening a session while the interpreter shuts down
+        _closer = None
 
 
 def release(key: tuple[Any, ...]) -> None:
@@ -221,6 +261,7 @@ def release(key: tuple[Any, ...]) -> None:
         if entry[1] > 0:
             return
         del _sessions[key]
+        _changed.notify_all()
     entry[0].close()
 
 
