@@ -197,3 +197,30 @@ def test_cross_process(backend):
         finally:
             peer.close()
     json.dumps(sub.stats.as_dict())
+
+
+@pytest.mark.parametrize("timeout", [None, 30.0])
+def test_close_from_another_thread_wakes_a_waiting_recv(backend, timeout):
+    """close() only closed the socket, which does not wake a poll() on it in
+    another thread: a recv(timeout=None) waiting there hung for ever, one with a
+    timeout waited all of it before it raised dc.Closed."""
+    import threading
+    import time
+    sub = dc.Subscriber("udp://127.0.0.1:0", backend=backend)
+    outcome: list = []
+
+    def wait() -> None:
+        try:
+            sub.recv(timeout=timeout)
+        except dc.Closed:
+            outcome.append("closed")
+
+    t = threading.Thread(target=wait, daemon=True)
+    t.start()
+    time.sleep(0.3)   # most likely asleep in poll by now (either way it must end)
+    sub.close()
+    t.join(10)
+    assert not t.is_alive(), "recv still waiting 10 s after close()"
+    assert outcome == ["closed"]
+    with pytest.raises(dc.Closed):
+        sub.recv(timeout=0)

@@ -220,6 +220,10 @@ class UdpSubscriber(Subscriber):
                 n, addr = self._sock.recvfrom_into(self._slot())
             except (BlockingIOError, InterruptedError):
                 return None
+            except OSError:
+                if self._closed:   # closed by another thread meanwhile
+                    raise Closed("subscriber is closed") from None
+                raise
             start = self._off
             try:
                 data, seq, ts, flags, flen = self._framing.decode(memoryview(self._buf)[:start + n], start, _SLOT)
@@ -318,6 +322,12 @@ class UdpSubscriber(Subscriber):
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            try:
+                # wakes a recv waiting in poll on this socket in another thread (Linux
+                # wakes pollers even of an unconnected UDP socket, then says ENOTCONN)
+                self._sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             self._sock.close()
             w = self.__dict__.get("_aio_w")
             if w is not None:
