@@ -795,3 +795,45 @@ def test_send_loop_closes_departed_subscribers_sockets(backend):
     wake it, and a publisher whose sends all went out inline never woke it again:
     departed subscribers' sockets stayed open (found while testing the reap above)."""
     assert _left_after_churn(backend, lambda pub: _sockets()) <= 0
+
+
+def test_subscriber_count_is_never_negative_while_a_departed_one_attaches(backend):
+    """pub.subscribers was len(connections) - len(dead ones in the send loop). A
+    subscriber that left while the publisher attached it is in the loop (and soon
+    dead there) before it is in the publisher's table: asked in between, the count
+    was -1 (seen in one of five quick connect-and-close subscribers). Here the
+    attach is held at that point until the loop has seen the subscriber go."""
+    import threading
+    with _pub(backend) as pub:
+        real = pub._loop
+        at_gap, counted = threading.Event(), threading.Event()
+
+        class HeldAttach:
+            def __getattr__(self, name):
+                return getattr(real, name)
+
+            def add(self, *args):
+                cid = real.add(*args)
+                deadline = time.monotonic() + 10
+                while cid not in real.dead() and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                at_gap.set()
+                counted.wait(10)
+                return cid
+
+        pub._loop = HeldAttach()
+        sub = _sub(backend, pub.url)
+        deadline = time.monotonic() + 10
+        while not sub.connected and time.monotonic() < deadline:
+            time.sleep(0.01)
+        sub.close()
+        assert at_gap.wait(10), "the publisher never attached the subscriber"
+        try:
+            assert pub.subscribers == 0
+        finally:
+            counted.set()
+        deadline = time.monotonic() + 10
+        while pub._conns and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert pub.subscribers == 0 and not pub._conns
+        pub._loop = real

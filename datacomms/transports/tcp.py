@@ -157,7 +157,10 @@ class TcpPublisher(Publisher):
                 self._reap()
             finally:
                 self._lock.release()
-        return len(self._conns) - len(self._loop.dead())
+        # the connections attached here and not dead in the loop (the loop can hold one
+        # an attach in progress has not entered here yet, and it may already be dead)
+        dead = set(self._loop.dead())
+        return sum(1 for cid in list(self._conns) if cid not in dead)
 
     def wait_for_subscribers(self, n: int = 1, timeout: float | None = None) -> int:
         def pause(seconds: float) -> None:
