@@ -324,6 +324,29 @@ def test_auth_failure_is_clear_on_both_sides(backend, caplog, pub_key, sub_key, 
         assert "authentication failed" in caplog.text   # the publisher's side of the story
 
 
+def test_failed_handshake_wakes_a_waiting_recv(backend):
+    """A failed handshake only set the error for recv to find, without waking it:
+    a recv already waiting sat out its timeout, or dead_after with none (30 s
+    with dead_after=30 for a wrong key that was known at once)."""
+    import threading
+    with _pub(backend, key=b"right") as pub, _sub(backend, pub.url, key=b"wrong", dead_after=60) as sub:
+        outcome: list = []
+
+        def wait() -> None:
+            try:
+                sub.recv(timeout=None)
+            except Exception as exc:   # noqa: BLE001 - checked below
+                outcome.append(exc)
+
+        t = threading.Thread(target=wait, daemon=True)
+        t.start()
+        t.join(10)
+        assert not t.is_alive(), "recv still waiting 10 s after the handshake failed"
+        assert len(outcome) == 1 and isinstance(outcome[0], HandshakeError), outcome
+        assert "key does not match" in str(outcome[0])
+        assert pub.subscribers == 0
+
+
 def test_tls_round_trip_and_failure(backend, tmp_path, caplog):
     pytest.importorskip("cryptography")
     cert, key = self_signed(tmp_path)

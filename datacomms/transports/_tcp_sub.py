@@ -141,6 +141,11 @@ class TcpSubscriber(Subscriber):
     def _failed(self, exc: Exception) -> None:
         if not self._bind:
             self._error = exc
+            # a recv already waiting raises it now, not after its timeout or dead_after
+            try:
+                os.write(self._wfd, b"\0")
+            except (BlockingIOError, OSError):
+                pass
 
     # -- the receive side (the caller's thread) -------------------------------
 
