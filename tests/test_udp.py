@@ -224,3 +224,17 @@ def test_close_from_another_thread_wakes_a_waiting_recv(backend, timeout):
     assert outcome == ["closed"]
     with pytest.raises(dc.Closed):
         sub.recv(timeout=0)
+
+
+def test_max_frame_size_is_enforced(backend, caplog):
+    """The subscriber took max_frame_size= and silently ignored it: a 5,000-byte
+    frame reached a subscriber that asked for at most 1,000."""
+    caplog.set_level(logging.WARNING, logger="datacomms")
+    with dc.Subscriber("udp://127.0.0.1:0", max_frame_size=1000, backend=backend) as sub, \
+            dc.Publisher(sub.url, backend=backend) as pub:
+        pub.send(b"x" * 5000)
+        pub.send(b"small")
+        m = sub.recv(timeout=5)
+        assert (bytes(m.data), m.seq) == (b"small", 1)
+        assert sub.rejected == 1
+        assert "exceeds max_frame_size 1000" in caplog.text

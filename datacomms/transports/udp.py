@@ -167,12 +167,13 @@ class UdpSubscriber(Subscriber):
     the system's choice; "127.0.0.1" keeps it on this host)."""
 
     def __init__(self, url: str, *, interface: str | None = None, recv_buffer: int = 4 << 20,
-                 backend: Any = None, **_ignored: Any) -> None:
+                 max_frame_size: int | None = None, backend: Any = None, **_ignored: Any) -> None:
         host, port = parse_address(_url.parse(url).rest, url)
         self._be = _backend.get(backend)
         self._framing = self._be.framing
         self.stats = self._be.stats.Stats()
-        self.rejected = 0                # datagrams that were not valid frames
+        self.rejected = 0                # datagrams that were not valid frames (or over max_frame_size)
+        self._max_frame = min(max_frame_size, _SLOT) if max_frame_size else _SLOT
         self._last: dict[Any, int] = {}
         self._epoch: dict[Any, str] = {}
         self._sources: dict[Any, str] = {}   # sender address -> its "host:port", made once
@@ -226,7 +227,8 @@ class UdpSubscriber(Subscriber):
                 raise
             start = self._off
             try:
-                data, seq, ts, flags, flen = self._framing.decode(memoryview(self._buf)[:start + n], start, _SLOT)
+                data, seq, ts, flags, flen = self._framing.decode(memoryview(self._buf)[:start + n], start,
+                                                                  self._max_frame)
             except FrameError as exc:
                 self.rejected += 1
                 level = 30 if self.rejected <= 10 else 10
