@@ -390,6 +390,27 @@ def test_drop_mode_counts_what_a_slow_subscriber_missed(backend):
         assert sub.stats.lost > 0
 
 
+def test_block_mode_send_with_timeout_zero_raises_instead_of_dropping(backend):
+    """on_full="block" and send(timeout=0): a full queue dropped the frame without a
+    word (36 of 40 1 MiB frames to a subscriber that was not reading), where block
+    mode promises a Timeout and never a silent loss. Now it is a Timeout at once,
+    its seq used (and counted lost by the subscriber), as with any other timeout."""
+    with _pub(backend, on_full="block", queue_messages=4) as pub, _sub(backend, pub.url) as sub:
+        pub.wait_for_subscribers(1, timeout=5)
+        big = np.zeros(1 << 20, np.uint8)
+        sent: list[int] = []
+        with pytest.raises(dc.Timeout, match="no waiting"):
+            for _ in range(1000):     # far more than the queue and the socket buffers hold
+                sent.append(pub.send(big, timeout=0))
+        got = [m.seq for m in drain(sub, 0.5)]
+        assert got == sent == list(range(len(sent)))
+        assert sub.stats.lost == 0
+        assert pub.send(b"end", timeout=5) == len(sent) + 1
+        m = sub.recv(timeout=5)
+        assert (bytes(m.data), m.seq) == (b"end", len(sent) + 1)
+        assert sub.stats.lost == 1      # the one that timed out
+
+
 def test_latest_skips_and_counts(backend):
     with _pub(backend, on_full="block") as pub, _sub(backend, pub.url) as sub:
         pub.wait_for_subscribers(1, timeout=5)
