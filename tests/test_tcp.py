@@ -881,3 +881,29 @@ def test_subscriber_count_is_never_negative_while_a_departed_one_attaches(backen
             time.sleep(0.02)
         assert pub.subscribers == 0 and not pub._conns
         pub._loop = real
+
+
+@pytest.mark.parametrize("role", ["sub", "pub"])
+def test_close_does_not_wait_out_a_handshake_with_a_silent_peer(backend, role):
+    """The connecting side runs its handshake on its service thread, and close()
+    joined that thread before shutting down the sockets in a handshake: a peer
+    that accepted and said nothing held close() for the rest of handshake_timeout
+    (19.7 s of 20)."""
+    import threading
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(4)
+        srv.settimeout(10)
+        url = f"tcp://127.0.0.1:{srv.getsockname()[1]}"
+        end = _sub(backend, url, handshake_timeout=60) if role == "sub" else \
+            _pub(backend, url, bind=False, handshake_timeout=60)
+        conn, _ = srv.accept()   # connected; our hello is all it will ever get back: nothing
+        try:
+            conn.settimeout(10)
+            assert conn.recv(4096)   # the other side's hello: it is in its handshake now
+            closer = threading.Thread(target=end.close, daemon=True)
+            closer.start()
+            closer.join(10)
+            assert not closer.is_alive(), "close() still waiting for the handshake after 10 s"
+        finally:
+            conn.close()

@@ -88,14 +88,12 @@ class Links:
             return
         self._stop = True
         self._wake()
+        # a handshake in progress fails at once: the connect side runs its own on
+        # this thread, which is joined next (a silent peer held it for the
+        # whole handshake_timeout)
+        self._shutdown_pending()
         self._thread.join()
-        with self._mu:
-            pending, threads = list(self._pending), list(self._threads)
-        for s in pending:   # makes a handshake in progress fail at once
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        threads = self._shutdown_pending()
         for t in threads:
             t.join()
         if self.listener is not None:
@@ -104,6 +102,17 @@ class Links:
             os.close(self._rfd)
             os.close(self._wfd)
             self._rfd = self._wfd = -1
+
+    def _shutdown_pending(self) -> list[threading.Thread]:
+        """Shuts down every socket in a handshake; returns the handshake threads."""
+        with self._mu:
+            pending, threads = list(self._pending), list(self._threads)
+        for s in pending:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        return threads
 
     # -- the thread -------------------------------------------------------
 
@@ -211,6 +220,11 @@ class Links:
         if sock is not None:
             with self._mu:
                 self._pending.add(sock)
+            if self._stop:   # close() came before it could see sock in _pending
+                close_quietly(sock)
+                with self._mu:
+                    self._pending.discard(sock)
+                return
             try:
                 try:
                     addr = sock.getpeername()   # the address connected to, whatever name led there
