@@ -907,3 +907,50 @@ def test_close_does_not_wait_out_a_handshake_with_a_silent_peer(backend, role):
             assert not closer.is_alive(), "close() still waiting for the handshake after 10 s"
         finally:
             conn.close()
+
+
+
+def _syn_sent(port: int) -> int:
+    """How many sockets of this machine are in SYN_SENT towards 127.0.0.1:port."""
+    with open("/proc/net/tcp") as f:
+        return sum(1 for line in f.readlines()[1:]
+                   if line.split()[2] == f"0100007F:{port:04X}" and line.split()[3] == "02")
+
+
+@pytest.mark.parametrize("role", ["sub", "pub"])
+def test_close_does_not_wait_out_a_connect_that_gets_no_answer(backend, role):
+    """A peer host that drops SYNs (down, firewalled; here a listener whose
+    backlog is full) kept the service thread in create_connection, which close()
+    joined: close() took the rest of handshake_timeout (7.5 s of 8)."""
+    import threading
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(0)
+        port = srv.getsockname()[1]
+        fillers = []
+        try:
+            for _ in range(4):
+                s = socket.socket()
+                fillers.append(s)
+                s.setblocking(False)
+                s.connect_ex(("127.0.0.1", port))
+            deadline = time.monotonic() + 10
+            while not _syn_sent(port) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if not _syn_sent(port):
+                pytest.skip("this kernel answers connections past a full backlog")
+            waiting = _syn_sent(port)
+            url = f"tcp://127.0.0.1:{port}"
+            end = _sub(backend, url, handshake_timeout=60) if role == "sub" else \
+                _pub(backend, url, bind=False, handshake_timeout=60)
+            deadline = time.monotonic() + 10
+            while _syn_sent(port) <= waiting and time.monotonic() < deadline:
+                time.sleep(0.02)   # until its own SYN is out, unanswered too
+            assert _syn_sent(port) > waiting
+            closer = threading.Thread(target=end.close, daemon=True)
+            closer.start()
+            closer.join(10)
+            assert not closer.is_alive(), "close() still waiting for the connect after 10 s"
+        finally:
+            for s in fillers:
+                s.close()

@@ -209,22 +209,37 @@ class Links:
             return False
         return True
 
+    def _dial(self) -> socket.socket:
+        """socket.create_connection, each socket in _pending while it connects (and
+        after: the caller takes it out), so close() ends a connect that waits for
+        an unanswered SYN at once instead of after handshake_timeout."""
+        err: OSError | None = None
+        for af, kind, proto, _, addr in socket.getaddrinfo(self.host, self.port, 0, socket.SOCK_STREAM):
+            sock = socket.socket(af, kind, proto)
+            with self._mu:
+                self._pending.add(sock)
+            try:
+                if self._stop:   # close() came before it could see sock in _pending
+                    raise OSError("closing")
+                sock.settimeout(self._hs_timeout)
+                sock.connect(addr)
+                return sock
+            except OSError as exc:
+                err = exc
+                with self._mu:
+                    self._pending.discard(sock)
+                sock.close()
+        raise err if err is not None else OSError(f"no address for {self.host}")
+
     def _connect(self) -> None:
         """One connection attempt (connect mode); on failure the next waits longer, up to backoff_max."""
         sock = None
         try:
-            sock = socket.create_connection((self.host, self.port), timeout=self._hs_timeout)
+            sock = self._dial()
         except OSError as exc:
             log.debug("datacomms tcp: connect to %s:%s failed: %s", self.host, self.port, exc)
         ok = False
         if sock is not None:
-            with self._mu:
-                self._pending.add(sock)
-            if self._stop:   # close() came before it could see sock in _pending
-                close_quietly(sock)
-                with self._mu:
-                    self._pending.discard(sock)
-                return
             try:
                 try:
                     addr = sock.getpeername()   # the address connected to, whatever name led there
