@@ -954,3 +954,35 @@ def test_close_does_not_wait_out_a_connect_that_gets_no_answer(backend, role):
         finally:
             for s in fillers:
                 s.close()
+
+
+@pytest.mark.parametrize("role", ["pub", "sub"])
+def test_handshake_timeout_bounds_the_whole_handshake(backend, role, caplog):
+    """handshake_timeout bounded each read of the handshake, not the handshake: a
+    peer sending its hello a byte at a time kept the connection (and its
+    handshake thread) open for as long as it liked (still open after 6 s with
+    handshake_timeout=1)."""
+    import select
+    from datacomms.transports._net import control
+    caplog.set_level(logging.WARNING, logger="datacomms")
+    end = _pub(backend, handshake_timeout=1.0) if role == "pub" else \
+        _sub(backend, LOCAL, bind=True, handshake_timeout=1.0)
+    hello = b"".join(bytes(p) for p in control(backend.framing, {
+        "dc": "hello", "v": 1, "role": "sub" if role == "pub" else "pub", "epoch": None if role == "pub" else "e",
+        "nonce": "n" * 32, "auth": False}))
+    with end, socket.create_connection(end.address, timeout=10) as s:
+        closed = False
+        deadline = time.monotonic() + 10
+        i = 0
+        while not closed and time.monotonic() < deadline:
+            try:
+                s.send(hello[i % len(hello):i % len(hello) + 1])   # never the whole hello in time
+                i += 1
+                while select.select([s], [], [], 0.2)[0]:
+                    if not s.recv(4096):     # its own hello, then EOF once it gives up
+                        closed = True
+                        break
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+        assert closed, "the handshake was still open after 10 s with handshake_timeout=1"
+        assert "sent no hello in time" in caplog.text
