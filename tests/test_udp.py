@@ -238,3 +238,19 @@ def test_max_frame_size_is_enforced(backend, caplog):
         assert (bytes(m.data), m.seq) == (b"small", 1)
         assert sub.rejected == 1
         assert "exceeds max_frame_size 1000" in caplog.text
+
+
+def test_a_host_name_is_resolved_once_and_a_bad_one_is_an_error(backend):
+    """The publisher sent every datagram to the name (looked up again for each),
+    chose where its answer socket listens from the spelling (udp://localhost
+    listened on every interface), and a name that never resolves dropped every
+    message without a word."""
+    if not socket.gethostbyname("localhost").startswith("127."):
+        pytest.skip("localhost is not a loopback address here")
+    with dc.Subscriber("udp://127.0.0.1:0", backend=backend) as sub, \
+            dc.Publisher(f"udp://localhost:{sub.address[1]}", backend=backend) as pub:
+        assert pub._sock.getsockname()[0] == "127.0.0.1"   # loopback only, as for udp://127.0.0.1
+        pub.send(b"by name")
+        assert bytes(sub.recv(timeout=5).data) == b"by name"
+    with pytest.raises(OSError, match="cannot resolve 'no-such-host.invalid'"):
+        dc.Publisher("udp://no-such-host.invalid:9000", backend=backend)

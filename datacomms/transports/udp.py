@@ -71,16 +71,22 @@ class UdpPublisher(Publisher):
         self._closed = False
         if _is_multicast(host) and ":" in host:
             raise DataCommsError(f"{url!r}: IPv6 multicast is not supported; use an IPv4 group or IPv6 unicast")
+        # the name is looked up once: a sendto to a name looked it up for every
+        # datagram, and one that never resolves dropped every message quietly
+        try:
+            self._dest = socket.getaddrinfo(host, port, family(host), socket.SOCK_DGRAM)[0][4]
+        except socket.gaierror as exc:
+            raise OSError(exc.errno, f"cannot resolve {host!r} in {url!r}: {exc.strerror}") from None
+        ip = ipaddress.ip_address(self._dest[0].split("%")[0])
         self._sock = socket.socket(family(host), socket.SOCK_DGRAM)
-        if _is_multicast(host):
+        if ip.is_multicast:
             self._sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ttl)
             self._sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
             if interface:
                 self._sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(interface))
         # answers come back to this port; it listens on loopback only when sending there
         v6 = ":" in host
-        loopback = host == "::1" if v6 else host.startswith("127.")
-        self._sock.bind(((("::1" if v6 else "127.0.0.1") if loopback else ("::" if v6 else "")), 0))
+        self._sock.bind(((("::1" if v6 else "127.0.0.1") if ip.is_loopback else ("::" if v6 else "")), 0))
         self._rfd, self._wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._thread = threading.Thread(target=self._run, name="datacomms-udp-pub", daemon=True)
         self._thread.start()
@@ -92,7 +98,7 @@ class UdpPublisher(Publisher):
 
     def _sendto(self, parts: list[Any]) -> bool:
         try:
-            self._sock.sendmsg(parts, (), 0, self.address)
+            self._sock.sendmsg(parts, (), 0, self._dest)
             return True
         except (BlockingIOError, InterruptedError):
             self.dropped += 1
