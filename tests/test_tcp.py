@@ -986,3 +986,19 @@ def test_handshake_timeout_bounds_the_whole_handshake(backend, role, caplog):
                 closed = True
         assert closed, "the handshake was still open after 10 s with handshake_timeout=1"
         assert "sent no hello in time" in caplog.text
+
+
+@pytest.mark.parametrize("make", [
+    lambda be: _pub(be, heartbeat=0),
+    lambda be: _sub(be, "tcp://127.0.0.1:9", heartbeat=0),
+    lambda be: _sub(be, "tcp://127.0.0.1:9", dead_after=0),
+    lambda be: _pub(be, heartbeat=-1),
+])
+def test_liveness_periods_must_be_positive(backend, make):
+    """heartbeat=0 (as if it turned heartbeats off) made the service thread spin:
+    a whole core busy (1.0 s of CPU a second) with no subscriber at all."""
+    import threading
+    before = set(threading.enumerate())
+    with pytest.raises(ValueError, match="must be a positive number of seconds"):
+        make(backend)
+    assert set(threading.enumerate()) <= before   # nothing started and left behind

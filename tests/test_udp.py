@@ -254,3 +254,11 @@ def test_a_host_name_is_resolved_once_and_a_bad_one_is_an_error(backend):
         assert bytes(sub.recv(timeout=5).data) == b"by name"
     with pytest.raises(OSError, match="cannot resolve 'no-such-host.invalid'"):
         dc.Publisher("udp://no-such-host.invalid:9000", backend=backend)
+
+
+@pytest.mark.parametrize("kw", [{"heartbeat": 0}, {"dead_after": 0}])
+def test_liveness_periods_must_be_positive(backend, kw):
+    """heartbeat=0 made the publisher's thread send heartbeats without pause (a
+    core busy and a flood of datagrams)."""
+    with pytest.raises(ValueError, match="must be a positive number of seconds"):
+        dc.Publisher("udp://127.0.0.1:9", backend=backend, **kw)

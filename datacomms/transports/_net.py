@@ -99,6 +99,15 @@ def wait_for_count(count: Any, n: int, timeout: float | None, closed: Any, pause
         pause(0.05 if left is None else min(left, 0.05))
 
 
+def check_periods(heartbeat: float, dead_after: float | None = None) -> None:
+    """ValueError unless the liveness periods are positive: a heartbeat of 0 made
+    the service thread spin (and a udp publisher send heartbeats without pause)."""
+    if not heartbeat > 0:
+        raise ValueError(f"heartbeat must be a positive number of seconds, not {heartbeat!r}")
+    if dead_after is not None and not dead_after > 0:
+        raise ValueError(f"dead_after must be a positive number of seconds, not {dead_after!r}")
+
+
 def new_epoch() -> str:
     """A random id per Publisher instance: a restarted publisher is a new epoch."""
     return os.urandom(8).hex()

@@ -22,7 +22,7 @@ from ..errors import Closed, FrameError, Timeout
 from ..message import Message
 from ..pubsub import Subscriber
 from ._links import Links
-from ._net import close_quietly, log, parse_address, resolve_key, url_of
+from ._net import check_periods, close_quietly, log, parse_address, resolve_key, url_of
 
 
 class _In:
@@ -73,6 +73,7 @@ class TcpSubscriber(Subscriber):
                  max_frame_size: int | None = None, recv_buffer: int = 1 << 20, spin_us: float = 0.0,
                  backend: Any = None) -> None:
         host, port = parse_address(_url.parse(url).rest, url)
+        check_periods(heartbeat, dead_after)
         self._be = _backend.get(backend)
         self._framing = self._be.framing
         self.stats = self._be.stats.Stats()

@@ -30,7 +30,8 @@ from ..errors import Closed
 from ..pubsub import Publisher
 from ._links import Links
 from ._net import (
-    wait_for_count, HandshakeError, close_quietly, control, log, new_epoch, parse_address, resolve_key, url_of,
+    wait_for_count, HandshakeError, check_periods, close_quietly, control, log, new_epoch, parse_address, resolve_key,
+    url_of,
 )
 from ._tcp_sub import TcpSubscriber
 
@@ -53,6 +54,7 @@ class TcpPublisher(Publisher):
                  handshake_timeout: float = 2.0, backoff_max: float = 1.0, backend: Any = None) -> None:
         if on_full not in ("drop", "block"):
             raise ValueError(f"on_full must be 'drop' or 'block', not {on_full!r}")
+        check_periods(heartbeat)
         host, port = parse_address(_url.parse(url).rest, url)
         self._be = _backend.get(backend)
         self._framing = self._be.framing

@@ -30,7 +30,8 @@ from ..errors import Closed, DataCommsError, FrameError, Timeout
 from ..message import Message
 from ..pubsub import Publisher, Subscriber
 from ._net import (
-    wait_for_count, _buffer_free, address_text, bind_address, control, family, log, new_epoch, parse_address, url_of,
+    wait_for_count, _buffer_free, address_text, bind_address, check_periods, control, family, log, new_epoch,
+    parse_address, url_of,
 )
 
 MAX_DATAGRAM = 65507          # the largest UDP payload over IPv4
@@ -57,6 +58,7 @@ class UdpPublisher(Publisher):
     def __init__(self, url: str, *, heartbeat: float = 0.25, dead_after: float | None = None, ttl: int = 1,
                  interface: str | None = None, backend: Any = None, on_full: str = "drop") -> None:
         host, port = parse_address(_url.parse(url).rest, url)
+        check_periods(heartbeat, dead_after)
         self._be = _backend.get(backend)
         self._framing = self._be.framing
         self.address = (host, port)
