@@ -262,3 +262,26 @@ def test_liveness_periods_must_be_positive(backend, kw):
     core busy and a flood of datagrams)."""
     with pytest.raises(ValueError, match="must be a positive number of seconds"):
         dc.Publisher("udp://127.0.0.1:9", backend=backend, **kw)
+
+
+def test_what_a_subscriber_keeps_per_sender_is_bounded(backend):
+    """The seq and epoch kept per sender address were never forgotten (the source
+    strings were already capped): datagrams from ever new addresses, spoofed or
+    from publishers restarted on new ports, grew the subscriber without bound
+    (8,469 senders kept after 10,000 one-datagram senders)."""
+    from datacomms.transports.udp import _MAX_SOURCES
+    f = backend.framing
+    hb = b"".join(bytes(p) for p in f.encode({"dc": "hb", "epoch": "e", "next_seq": 1}, 0, 1, f.FLAG_CONTROL)[0])
+    with dc.Subscriber("udp://127.0.0.1:0", backend=backend) as sub:
+        for _ in range(12):
+            for _ in range(500):
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                    s.sendto(hb, sub.address)
+                    s.sendto(f.encode_bytes(b"x", 0, 1), sub.address)
+            drain(sub, 0.2)
+            assert len(sub._last) <= _MAX_SOURCES and len(sub._epoch) <= _MAX_SOURCES
+        assert len(sub._last) == _MAX_SOURCES    # it did see more senders than it keeps
+        with dc.Publisher(sub.url, backend=backend) as pub:   # and still follows a real one
+            for i in range(3):
+                pub.send(i)
+            assert [m.data for m in drain(sub, 0.5)][-3:] == [0, 1, 2]

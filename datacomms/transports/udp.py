@@ -50,6 +50,14 @@ def _is_multicast(host: str) -> bool:
         return False
 
 
+def _make_room(per_sender: dict[Any, Any]) -> None:
+    """Before a new sender's entry: forgets the oldest sender when _MAX_SOURCES are
+    kept, so datagrams from ever new addresses (spoofed, or publishers restarted
+    on new ports) never grow a subscriber's memory without bound."""
+    if len(per_sender) >= _MAX_SOURCES:
+        del per_sender[next(iter(per_sender))]
+
+
 class UdpPublisher(Publisher):
     """Sends each message as one datagram to HOST:PORT (unicast or a multicast
     group: ``ttl`` and ``interface`` set IP_MULTICAST_TTL/IF, loopback of
@@ -254,6 +262,8 @@ class UdpSubscriber(Subscriber):
                 last = None
             if last is not None and seq > last + 1:
                 self.stats.add_lost(seq - last - 1)
+            elif last is None:
+                _make_room(self._last)
             self._last[addr] = seq
             return data, seq, ts, addr, 0
 
@@ -266,7 +276,10 @@ class UdpSubscriber(Subscriber):
             return
         epoch, nxt = msg.get("epoch"), msg.get("next_seq")
         if isinstance(epoch, str):
-            if self._epoch.get(addr, epoch) != epoch:
+            known = self._epoch.get(addr)
+            if known is None:
+                _make_room(self._epoch)
+            elif known != epoch:
                 self._restart(addr)
             self._epoch[addr] = epoch
         last = self._last.get(addr)
