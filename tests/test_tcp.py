@@ -137,6 +137,41 @@ def test_restart_in_process_loss_is_deterministic(backend):
             assert sub.stats.lost == got[0].seq
 
 
+def test_a_recv_kept_from_before_a_reconnect_follows_the_new_connection(backend):
+    """While one connection is followed, sub.recv is that connection's reader. A
+    caller that kept it (r = sub.recv, for a hot loop) went on reading the old
+    connection after a restart: messages out of order (b0, b2, then b1 later
+    through sub.recv), and reads of a descriptor the new connection had reused,
+    which tore its stream ("nothing heard for 5 s", the rest lost)."""
+    import threading
+    p1 = _pub(backend)
+    url = p1.url
+    with _sub(backend, url, backoff_max=0.1) as sub:
+        p1.wait_for_subscribers(1, timeout=5)
+        p1.send("a0")
+        assert sub.recv(timeout=5).data == "a0"
+        recv = sub.recv      # kept while the one connection is followed
+        p1.send("a1")
+        assert recv(timeout=5).data == "a1"
+        p1.close()
+        with _pub(backend, url, on_full="block") as p2:
+            def send() -> None:
+                p2.wait_for_subscribers(1, timeout=10)
+                for i in range(20):
+                    p2.send(f"b{i}")
+
+            t = threading.Thread(target=send)
+            t.start()
+            try:
+                got = [recv(timeout=10).data for _ in range(20)]
+            finally:
+                t.join()
+            assert got == [f"b{i}" for i in range(20)]
+            assert sub.stats.restarts == 1 and sub.stats.lost == 0
+            with pytest.raises(dc.Timeout):
+                sub.recv(timeout=0.2)    # nothing left over
+
+
 def test_killed_publisher_detected(backend):
     """reconnect=False: a killed publisher raises Closed promptly, never a hang."""
     peer = Peer("pub", LOCAL, "--backend", backend.name, "--rate", "200", "--wait", "1")

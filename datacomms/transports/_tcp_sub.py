@@ -163,6 +163,13 @@ class TcpSubscriber(Subscriber):
         """Keeps _one, and recv bound to its DirectRecv while it is the one
         connection (messages skipped by latest() still to account: not direct)."""
         one = self._conns[0] if len(self._conns) == 1 and not self._closed and not self._skip_pending else None
+        old = self._one
+        if old is not None and old is not one:
+            # a recv kept from while old was the one (r = sub.recv) took its reader
+            # and fd: out-of-order messages, another connection's bytes on a reused fd
+            old.direct.retired = True
+        if one is not None:
+            one.direct.retired = False
         self._one = one
         if one is not None:
             self.recv = one.direct.recv  # type: ignore[method-assign]
