@@ -285,3 +285,17 @@ def test_what_a_subscriber_keeps_per_sender_is_bounded(backend):
             for i in range(3):
                 pub.send(i)
             assert [m.data for m in drain(sub, 0.5)][-3:] == [0, 1, 2]
+
+
+def test_a_refused_publisher_leaves_no_socket_open(backend):
+    """A publisher whose socket options or bind failed (here a multicast interface
+    that is not an address) raised and left its socket open for the garbage
+    collector (a ResourceWarning)."""
+    import gc
+    import warnings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(OSError):
+            dc.Publisher("udp://239.255.77.1:9000", interface="not-an-address", backend=backend)
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]

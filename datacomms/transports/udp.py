@@ -89,14 +89,18 @@ class UdpPublisher(Publisher):
             raise OSError(exc.errno, f"cannot resolve {host!r} in {url!r}: {exc.strerror}") from None
         ip = ipaddress.ip_address(self._dest[0].split("%")[0])
         self._sock = socket.socket(family(host), socket.SOCK_DGRAM)
-        if ip.is_multicast:
-            self._sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ttl)
-            self._sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
-            if interface:
-                self._sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(interface))
-        # answers come back to this port; it listens on loopback only when sending there
-        v6 = ":" in host
-        self._sock.bind(((("::1" if v6 else "127.0.0.1") if ip.is_loopback else ("::" if v6 else "")), 0))
+        try:
+            if ip.is_multicast:
+                self._sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ttl)
+                self._sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+                if interface:
+                    self._sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(interface))
+            # answers come back to this port; it listens on loopback only when sending there
+            v6 = ":" in host
+            self._sock.bind(((("::1" if v6 else "127.0.0.1") if ip.is_loopback else ("::" if v6 else "")), 0))
+        except BaseException:
+            self._sock.close()   # a refused publisher leaves no socket behind
+            raise
         self._rfd, self._wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._thread = threading.Thread(target=self._run, name="datacomms-udp-pub", daemon=True)
         self._thread.start()
