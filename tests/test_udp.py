@@ -299,3 +299,18 @@ def test_a_refused_publisher_leaves_no_socket_open(backend):
             dc.Publisher("udp://239.255.77.1:9000", interface="not-an-address", backend=backend)
         gc.collect()
     assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
+
+
+def test_a_datagram_with_more_than_one_frame_is_rejected(backend):
+    """A datagram is one frame. One that held a frame and then more (a second
+    frame, junk) had its first frame delivered and the rest dropped without a
+    word (the second frame's seq then counted lost, as if the network lost it)."""
+    f = backend.framing
+    with dc.Subscriber("udp://127.0.0.1:0", backend=backend) as sub, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.sendto(f.encode_bytes(b"one", 0, 1) + f.encode_bytes(b"two", 1, 1), sub.address)
+        s.sendto(f.encode_bytes(b"three", 2, 1) + b"junk", sub.address)
+        s.sendto(f.encode_bytes(b"four", 3, 1), sub.address)
+        m = sub.recv(timeout=5)
+        assert (m.seq, bytes(m.data)) == (3, b"four")
+        assert sub.rejected == 2

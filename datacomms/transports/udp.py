@@ -249,6 +249,8 @@ class UdpSubscriber(Subscriber):
             try:
                 data, seq, ts, flags, flen = self._framing.decode(memoryview(self._buf)[:start + n], start,
                                                                   self._max_frame)
+                if flen != n:   # a datagram is one frame: more (a second frame, junk) is not ours
+                    raise FrameError(f"a datagram of {n} bytes holding a frame of {flen}")
             except FrameError as exc:
                 self.rejected += 1
                 level = 30 if self.rejected <= 10 else 10
