@@ -1037,3 +1037,21 @@ def test_liveness_periods_must_be_positive(backend, make):
     with pytest.raises(ValueError, match="must be a positive number of seconds"):
         make(backend)
     assert set(threading.enumerate()) <= before   # nothing started and left behind
+
+
+def test_a_timeout_while_unable_to_connect_says_why(backend):
+    """A subscriber pointed at a port nobody listens on raised only "no message
+    within 0.5 s" (the refused connects were logged at debug level): nothing
+    told the user it was not connected at all."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]   # free, and nobody listens on it
+    with _sub(backend, f"tcp://127.0.0.1:{port}", backoff_max=0.05) as sub:
+        deadline = time.monotonic() + 10
+        while True:
+            with pytest.raises(dc.Timeout) as err:
+                sub.recv(timeout=0.2)
+            if "not connected" in str(err.value) or time.monotonic() > deadline:
+                break   # the first attempt may not have failed yet
+        assert f"not connected: connecting to 127.0.0.1:{port} failed" in str(err.value)
+        assert "refused" in str(err.value)

@@ -45,6 +45,7 @@ class Links:
         self._on_ready, self._on_error, self._on_tick, self._tick = on_ready, on_error, on_tick, tick
         self._stop = False
         self._want = not bind          # connect mode: a connection is wanted now
+        self.failure: str | None = None   # connect mode: why the last attempt to connect failed
         self._backoff = 0.0
         self._next_try = 0.0
         self._pending: set[Any] = set()   # sockets in a handshake
@@ -238,6 +239,7 @@ class Links:
             sock = self._dial()
         except OSError as exc:
             log.debug("datacomms tcp: connect to %s:%s failed: %s", self.host, self.port, exc)
+            self.failure = f"connecting to {self.host}:{self.port} failed: {exc}"
         ok = False
         if sock is not None:
             try:
@@ -252,6 +254,7 @@ class Links:
         if ok:
             self._want = False
             self._backoff = 0.0
+            self.failure = None
             return
         self._backoff = min(self._backoff_max, max(0.02, self._backoff * 2))
         self._next_try = time.monotonic() + self._backoff

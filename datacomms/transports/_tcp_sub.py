@@ -316,7 +316,10 @@ class TcpSubscriber(Subscriber):
                 left = deadline - now
                 if left <= 0:
                     if looked:
-                        raise Timeout(f"no message within {timeout if said is None else said} s")
+                        why = self._links.failure if not self._conns and not self._ready else None
+                        # a subscriber that cannot connect says so, not only "no message"
+                        raise Timeout(f"no message within {timeout if said is None else said} s"
+                                      + (f" (not connected: {why})" if why else ""))
                     left = 0.0
                 wait = min(wait, left)
             looked = True
