@@ -314,3 +314,26 @@ def test_a_datagram_with_more_than_one_frame_is_rejected(backend):
         m = sub.recv(timeout=5)
         assert (m.seq, bytes(m.data)) == (3, b"four")
         assert sub.rejected == 2
+
+
+def test_the_publisher_forgets_subscribers_that_stopped_answering(backend):
+    """The publisher kept the address of every subscriber that ever answered a
+    heartbeat; a subscriber restarted comes from a new port, so a long-lived
+    publisher grew by one entry per subscriber restart, for ever."""
+    import time
+    f = backend.framing
+    answer = b"".join(bytes(p) for p in f.encode({"dc": "sub"}, 0, 1, f.FLAG_CONTROL)[0])
+    with dc.Publisher("udp://127.0.0.1:9", backend=backend, heartbeat=0.05, dead_after=1.0) as pub:
+        for _ in range(200):   # 200 short-lived subscribers, each from its own port
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.sendto(answer, pub._sock.getsockname())
+        heard = 0
+        deadline = time.monotonic() + 10
+        while heard < 150 and time.monotonic() < deadline:
+            heard = max(heard, len(pub._seen))
+            time.sleep(0.01)
+        assert heard >= 150          # they were heard
+        deadline = time.monotonic() + 10
+        while pub._seen and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not pub._seen and pub.subscribers == 0

@@ -133,6 +133,10 @@ class UdpPublisher(Publisher):
             if now >= next_hb:
                 self._hb()
                 next_hb = now + self._heartbeat
+                # forget subscribers that stopped answering: each restarted one comes
+                # from a new port, and they were kept for ever
+                if any(now - t > self._dead_after for t in self._seen.values()):
+                    self._seen = {a: t for a, t in self._seen.items() if now - t <= self._dead_after}
             for fd, _ in p.poll(max(0.0, next_hb - now) * 1000):
                 if fd != self._sock.fileno():
                     continue
