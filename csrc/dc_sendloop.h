@@ -43,7 +43,7 @@
 #define DC_SL_FULL      2   /* dc_sl_push_if_room: a block-mode queue is full, nothing queued */
 
 #define DC_SL_IOV 512        /* iovecs per sendmsg: coalesces up to this many parts */
-#define DC_SL_POLL 256       /* connections watched per poll */
+#define DC_SL_POLL 256       /* poll entries on the loop's stack; more connections get a heap array */
 /* A frame up to this size, sent when its connection's queue is empty and no
  * write is in flight, is written at once by the caller (under sl->mu, so
  * nothing can overtake it): no wake-up of the loop thread, which costs more
@@ -494,12 +494,29 @@ static inline int dc_sl_linger(dc_sendloop *sl) {
 
 /* The loop; runs until dc_sl_stop. Call without the GIL. */
 static inline void dc_sl_run(dc_sendloop *sl) {
-    struct pollfd pfd[DC_SL_POLL + 1];
-    int ids[DC_SL_POLL + 1];
+    struct pollfd spfd[DC_SL_POLL + 1];
+    int sids[DC_SL_POLL + 1];
+    /* every connection must be watched: one left out never has its want_out
+     * cleared (it is only cleared by POLLOUT), so once its socket was full it
+     * was never written again, and its hang-up was never seen */
+    struct pollfd *pfd = spfd;
+    int *ids = sids;
+    int cap = DC_SL_POLL + 1;
     uint8_t sink[4096];
     pthread_mutex_lock(&sl->mu);
     while (!sl->stop) {
         dc_sl_reap(sl);
+        if (sl->nconns + 1 > cap) {
+            int want = 2 * (sl->nconns + 1);
+            struct pollfd *np = (struct pollfd *)malloc((size_t)want * sizeof(*np));
+            int *ni = (int *)malloc((size_t)want * sizeof(*ni));
+            if (np && ni) {
+                if (pfd != spfd) { free(pfd); free(ids); }
+                pfd = np; ids = ni; cap = want;
+            } else {   /* out of memory: watch the first cap - 1 this round, try again next */
+                free(np); free(ni);
+            }
+        }
         int work = 0, waiting = 0;
         for (dc_sl_conn *c = sl->conns; c && !sl->stop; c = c->next) {
             if (c->closing || c->dead) continue;
@@ -513,7 +530,7 @@ static inline void dc_sl_run(dc_sendloop *sl) {
          * peer that hangs up is noticed even when nothing is being sent. */
         int n = 1;
         pfd[0].fd = sl->wakefd; pfd[0].events = POLLIN; pfd[0].revents = 0; ids[0] = 0;
-        for (dc_sl_conn *c = sl->conns; c && n <= DC_SL_POLL; c = c->next) {
+        for (dc_sl_conn *c = sl->conns; c && n < cap; c = c->next) {
             if (c->closing || c->dead) continue;
             pfd[n].fd = c->fd;
             pfd[n].events = (short)(POLLIN | (c->want_out ? POLLOUT : 0));
@@ -555,6 +572,7 @@ static inline void dc_sl_run(dc_sendloop *sl) {
         }
     }
     pthread_mutex_unlock(&sl->mu);
+    if (pfd != spfd) { free(pfd); free(ids); }
 }
 
 /* Closing: a push waiting for room gives up (DC_SL_TIMEOUT) and no push

@@ -336,3 +336,25 @@ def test_publish_numbers_in_order_and_start_frames_come_first(backend, loop, pai
     loop.seal()
     with pytest.raises(dc.Closed):
         loop.publish(b"after")
+
+
+def test_a_connection_beyond_the_first_256_is_still_written(backend, loop):
+    """The compiled loop polled at most 256 connections, the newest. An older one
+    whose socket was full once (want_out) never got the POLLOUT that clears it:
+    with 300 subscribers the oldest stayed stuck with a full queue, every later
+    frame dropped for it, however fast it read (the Python loop polls all)."""
+    pairs = [socket.socketpair() for _ in range(300)]
+    try:
+        a0, b0 = pairs[0]
+        a0.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        cids = [loop.add(a, 10_000, 1 << 30, False) for a, _ in pairs]
+        n = 500
+        for i in range(n):
+            assert loop.send(backend.framing.encode(b"z" * 4000, i, 0)[0], cids[0], None) == 0
+        assert loop.info(cids[0])[0] > 0     # the socket is full: the rest waits in the queue
+        got = _read_frames(backend, b0, n, timeout=10)
+        assert [seq for seq, _ in got] == list(range(n))
+    finally:
+        for a, b in pairs:
+            a.close()
+            b.close()

@@ -137,6 +137,41 @@ def test_restart_in_process_loss_is_deterministic(backend):
             assert sub.stats.lost == got[0].seq
 
 
+def test_a_recv_kept_from_before_a_reconnect_follows_the_new_connection(backend):
+    """While one connection is followed, sub.recv is that connection's reader. A
+    caller that kept it (r = sub.recv, for a hot loop) went on reading the old
+    connection after a restart: messages out of order (b0, b2, then b1 later
+    through sub.recv), and reads of a descriptor the new connection had reused,
+    which tore its stream ("nothing heard for 5 s", the rest lost)."""
+    import threading
+    p1 = _pub(backend)
+    url = p1.url
+    with _sub(backend, url, backoff_max=0.1) as sub:
+        p1.wait_for_subscribers(1, timeout=5)
+        p1.send("a0")
+        assert sub.recv(timeout=5).data == "a0"
+        recv = sub.recv      # kept while the one connection is followed
+        p1.send("a1")
+        assert recv(timeout=5).data == "a1"
+        p1.close()
+        with _pub(backend, url, on_full="block") as p2:
+            def send() -> None:
+                p2.wait_for_subscribers(1, timeout=10)
+                for i in range(20):
+                    p2.send(f"b{i}")
+
+            t = threading.Thread(target=send)
+            t.start()
+            try:
+                got = [recv(timeout=10).data for _ in range(20)]
+            finally:
+                t.join()
+            assert got == [f"b{i}" for i in range(20)]
+            assert sub.stats.restarts == 1 and sub.stats.lost == 0
+            with pytest.raises(dc.Timeout):
+                sub.recv(timeout=0.2)    # nothing left over
+
+
 def test_killed_publisher_detected(backend):
     """reconnect=False: a killed publisher raises Closed promptly, never a hang."""
     peer = Peer("pub", LOCAL, "--backend", backend.name, "--rate", "200", "--wait", "1")
@@ -324,6 +359,29 @@ def test_auth_failure_is_clear_on_both_sides(backend, caplog, pub_key, sub_key, 
         assert "authentication failed" in caplog.text   # the publisher's side of the story
 
 
+def test_failed_handshake_wakes_a_waiting_recv(backend):
+    """A failed handshake only set the error for recv to find, without waking it:
+    a recv already waiting sat out its timeout, or dead_after with none (30 s
+    with dead_after=30 for a wrong key that was known at once)."""
+    import threading
+    with _pub(backend, key=b"right") as pub, _sub(backend, pub.url, key=b"wrong", dead_after=60) as sub:
+        outcome: list = []
+
+        def wait() -> None:
+            try:
+                sub.recv(timeout=None)
+            except Exception as exc:   # noqa: BLE001 - checked below
+                outcome.append(exc)
+
+        t = threading.Thread(target=wait, daemon=True)
+        t.start()
+        t.join(10)
+        assert not t.is_alive(), "recv still waiting 10 s after the handshake failed"
+        assert len(outcome) == 1 and isinstance(outcome[0], HandshakeError), outcome
+        assert "key does not match" in str(outcome[0])
+        assert pub.subscribers == 0
+
+
 def test_tls_round_trip_and_failure(backend, tmp_path, caplog):
     pytest.importorskip("cryptography")
     cert, key = self_signed(tmp_path)
@@ -365,6 +423,27 @@ def test_drop_mode_counts_what_a_slow_subscriber_missed(backend):
         assert got == sorted(got)
         assert sub.stats.lost == n + 1 - len(got)
         assert sub.stats.lost > 0
+
+
+def test_block_mode_send_with_timeout_zero_raises_instead_of_dropping(backend):
+    """on_full="block" and send(timeout=0): a full queue dropped the frame without a
+    word (36 of 40 1 MiB frames to a subscriber that was not reading), where block
+    mode promises a Timeout and never a silent loss. Now it is a Timeout at once,
+    its seq used (and counted lost by the subscriber), as with any other timeout."""
+    with _pub(backend, on_full="block", queue_messages=4) as pub, _sub(backend, pub.url) as sub:
+        pub.wait_for_subscribers(1, timeout=5)
+        big = np.zeros(1 << 20, np.uint8)
+        sent: list[int] = []
+        with pytest.raises(dc.Timeout, match="no waiting"):
+            for _ in range(1000):     # far more than the queue and the socket buffers hold
+                sent.append(pub.send(big, timeout=0))
+        got = [m.seq for m in drain(sub, 0.5)]
+        assert got == sent == list(range(len(sent)))
+        assert sub.stats.lost == 0
+        assert pub.send(b"end", timeout=5) == len(sent) + 1
+        m = sub.recv(timeout=5)
+        assert (bytes(m.data), m.seq) == (b"end", len(sent) + 1)
+        assert sub.stats.lost == 1      # the one that timed out
 
 
 def test_latest_skips_and_counts(backend):
@@ -795,3 +874,184 @@ def test_send_loop_closes_departed_subscribers_sockets(backend):
     wake it, and a publisher whose sends all went out inline never woke it again:
     departed subscribers' sockets stayed open (found while testing the reap above)."""
     assert _left_after_churn(backend, lambda pub: _sockets()) <= 0
+
+
+def test_subscriber_count_is_never_negative_while_a_departed_one_attaches(backend):
+    """pub.subscribers was len(connections) - len(dead ones in the send loop). A
+    subscriber that left while the publisher attached it is in the loop (and soon
+    dead there) before it is in the publisher's table: asked in between, the count
+    was -1 (seen in one of five quick connect-and-close subscribers). Here the
+    attach is held at that point until the loop has seen the subscriber go."""
+    import threading
+    with _pub(backend) as pub:
+        real = pub._loop
+        at_gap, counted = threading.Event(), threading.Event()
+
+        class HeldAttach:
+            def __getattr__(self, name):
+                return getattr(real, name)
+
+            def add(self, *args):
+                cid = real.add(*args)
+                deadline = time.monotonic() + 10
+                while cid not in real.dead() and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                at_gap.set()
+                counted.wait(10)
+                return cid
+
+        pub._loop = HeldAttach()
+        sub = _sub(backend, pub.url)
+        deadline = time.monotonic() + 10
+        while not sub.connected and time.monotonic() < deadline:
+            time.sleep(0.01)
+        sub.close()
+        assert at_gap.wait(10), "the publisher never attached the subscriber"
+        try:
+            assert pub.subscribers == 0
+        finally:
+            counted.set()
+        deadline = time.monotonic() + 10
+        while pub._conns and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert pub.subscribers == 0 and not pub._conns
+        pub._loop = real
+
+
+@pytest.mark.parametrize("role", ["sub", "pub"])
+def test_close_does_not_wait_out_a_handshake_with_a_silent_peer(backend, role):
+    """The connecting side runs its handshake on its service thread, and close()
+    joined that thread before shutting down the sockets in a handshake: a peer
+    that accepted and said nothing held close() for the rest of handshake_timeout
+    (19.7 s of 20)."""
+    import threading
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(4)
+        srv.settimeout(10)
+        url = f"tcp://127.0.0.1:{srv.getsockname()[1]}"
+        end = _sub(backend, url, handshake_timeout=60) if role == "sub" else \
+            _pub(backend, url, bind=False, handshake_timeout=60)
+        conn, _ = srv.accept()   # connected; our hello is all it will ever get back: nothing
+        try:
+            conn.settimeout(10)
+            assert conn.recv(4096)   # the other side's hello: it is in its handshake now
+            closer = threading.Thread(target=end.close, daemon=True)
+            closer.start()
+            closer.join(10)
+            assert not closer.is_alive(), "close() still waiting for the handshake after 10 s"
+        finally:
+            conn.close()
+
+
+
+def _syn_sent(port: int) -> int:
+    """How many sockets of this machine are in SYN_SENT towards 127.0.0.1:port."""
+    with open("/proc/net/tcp") as f:
+        return sum(1 for line in f.readlines()[1:]
+                   if line.split()[2] == f"0100007F:{port:04X}" and line.split()[3] == "02")
+
+
+@pytest.mark.parametrize("role", ["sub", "pub"])
+def test_close_does_not_wait_out_a_connect_that_gets_no_answer(backend, role):
+    """A peer host that drops SYNs (down, firewalled; here a listener whose
+    backlog is full) kept the service thread in create_connection, which close()
+    joined: close() took the rest of handshake_timeout (7.5 s of 8)."""
+    import threading
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(0)
+        port = srv.getsockname()[1]
+        fillers = []
+        try:
+            for _ in range(4):
+                s = socket.socket()
+                fillers.append(s)
+                s.setblocking(False)
+                s.connect_ex(("127.0.0.1", port))
+            deadline = time.monotonic() + 10
+            while not _syn_sent(port) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if not _syn_sent(port):
+                pytest.skip("this kernel answers connections past a full backlog")
+            waiting = _syn_sent(port)
+            url = f"tcp://127.0.0.1:{port}"
+            end = _sub(backend, url, handshake_timeout=60) if role == "sub" else \
+                _pub(backend, url, bind=False, handshake_timeout=60)
+            deadline = time.monotonic() + 10
+            while _syn_sent(port) <= waiting and time.monotonic() < deadline:
+                time.sleep(0.02)   # until its own SYN is out, unanswered too
+            assert _syn_sent(port) > waiting
+            closer = threading.Thread(target=end.close, daemon=True)
+            closer.start()
+            closer.join(10)
+            assert not closer.is_alive(), "close() still waiting for the connect after 10 s"
+        finally:
+            for s in fillers:
+                s.close()
+
+
+@pytest.mark.parametrize("role", ["pub", "sub"])
+def test_handshake_timeout_bounds_the_whole_handshake(backend, role, caplog):
+    """handshake_timeout bounded each read of the handshake, not the handshake: a
+    peer sending its hello a byte at a time kept the connection (and its
+    handshake thread) open for as long as it liked (still open after 6 s with
+    handshake_timeout=1)."""
+    import select
+    from datacomms.transports._net import control
+    caplog.set_level(logging.WARNING, logger="datacomms")
+    end = _pub(backend, handshake_timeout=1.0) if role == "pub" else \
+        _sub(backend, LOCAL, bind=True, handshake_timeout=1.0)
+    hello = b"".join(bytes(p) for p in control(backend.framing, {
+        "dc": "hello", "v": 1, "role": "sub" if role == "pub" else "pub", "epoch": None if role == "pub" else "e",
+        "nonce": "n" * 32, "auth": False}))
+    with end, socket.create_connection(end.address, timeout=10) as s:
+        closed = False
+        deadline = time.monotonic() + 10
+        i = 0
+        while not closed and time.monotonic() < deadline:
+            try:
+                s.send(hello[i % len(hello):i % len(hello) + 1])   # never the whole hello in time
+                i += 1
+                while select.select([s], [], [], 0.2)[0]:
+                    if not s.recv(4096):     # its own hello, then EOF once it gives up
+                        closed = True
+                        break
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+        assert closed, "the handshake was still open after 10 s with handshake_timeout=1"
+        assert "sent no hello in time" in caplog.text
+
+
+@pytest.mark.parametrize("make", [
+    lambda be: _pub(be, heartbeat=0),
+    lambda be: _sub(be, "tcp://127.0.0.1:9", heartbeat=0),
+    lambda be: _sub(be, "tcp://127.0.0.1:9", dead_after=0),
+    lambda be: _pub(be, heartbeat=-1),
+])
+def test_liveness_periods_must_be_positive(backend, make):
+    """heartbeat=0 (as if it turned heartbeats off) made the service thread spin:
+    a whole core busy (1.0 s of CPU a second) with no subscriber at all."""
+    import threading
+    before = set(threading.enumerate())
+    with pytest.raises(ValueError, match="must be a positive number of seconds"):
+        make(backend)
+    assert set(threading.enumerate()) <= before   # nothing started and left behind
+
+
+def test_a_timeout_while_unable_to_connect_says_why(backend):
+    """A subscriber pointed at a port nobody listens on raised only "no message
+    within 0.5 s" (the refused connects were logged at debug level): nothing
+    told the user it was not connected at all."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]   # free, and nobody listens on it
+    with _sub(backend, f"tcp://127.0.0.1:{port}", backoff_max=0.05) as sub:
+        deadline = time.monotonic() + 10
+        while True:
+            with pytest.raises(dc.Timeout) as err:
+                sub.recv(timeout=0.2)
+            if "not connected" in str(err.value) or time.monotonic() > deadline:
+                break   # the first attempt may not have failed yet
+        assert f"not connected: connecting to 127.0.0.1:{port} failed" in str(err.value)
+        assert "refused" in str(err.value)

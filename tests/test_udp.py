@@ -197,3 +197,143 @@ def test_cross_process(backend):
         finally:
             peer.close()
     json.dumps(sub.stats.as_dict())
+
+
+@pytest.mark.parametrize("timeout", [None, 30.0])
+def test_close_from_another_thread_wakes_a_waiting_recv(backend, timeout):
+    """close() only closed the socket, which does not wake a poll() on it in
+    another thread: a recv(timeout=None) waiting there hung for ever, one with a
+    timeout waited all of it before it raised dc.Closed."""
+    import threading
+    import time
+    sub = dc.Subscriber("udp://127.0.0.1:0", backend=backend)
+    outcome: list = []
+
+    def wait() -> None:
+        try:
+            sub.recv(timeout=timeout)
+        except dc.Closed:
+            outcome.append("closed")
+
+    t = threading.Thread(target=wait, daemon=True)
+    t.start()
+    time.sleep(0.3)   # most likely asleep in poll by now (either way it must end)
+    sub.close()
+    t.join(10)
+    assert not t.is_alive(), "recv still waiting 10 s after close()"
+    assert outcome == ["closed"]
+    with pytest.raises(dc.Closed):
+        sub.recv(timeout=0)
+
+
+def test_max_frame_size_is_enforced(backend, caplog):
+    """The subscriber took max_frame_size= and silently ignored it: a 5,000-byte
+    frame reached a subscriber that asked for at most 1,000."""
+    caplog.set_level(logging.WARNING, logger="datacomms")
+    with dc.Subscriber("udp://127.0.0.1:0", max_frame_size=1000, backend=backend) as sub, \
+            dc.Publisher(sub.url, backend=backend) as pub:
+        pub.send(b"x" * 5000)
+        pub.send(b"small")
+        m = sub.recv(timeout=5)
+        assert (bytes(m.data), m.seq) == (b"small", 1)
+        assert sub.rejected == 1
+        assert "exceeds max_frame_size 1000" in caplog.text
+
+
+def test_a_host_name_is_resolved_once_and_a_bad_one_is_an_error(backend):
+    """The publisher sent every datagram to the name (looked up again for each),
+    chose where its answer socket listens from the spelling (udp://localhost
+    listened on every interface), and a name that never resolves dropped every
+    message without a word."""
+    if not socket.gethostbyname("localhost").startswith("127."):
+        pytest.skip("localhost is not a loopback address here")
+    with dc.Subscriber("udp://127.0.0.1:0", backend=backend) as sub, \
+            dc.Publisher(f"udp://localhost:{sub.address[1]}", backend=backend) as pub:
+        assert pub._sock.getsockname()[0] == "127.0.0.1"   # loopback only, as for udp://127.0.0.1
+        pub.send(b"by name")
+        assert bytes(sub.recv(timeout=5).data) == b"by name"
+    with pytest.raises(OSError, match="cannot resolve 'no-such-host.invalid'"):
+        dc.Publisher("udp://no-such-host.invalid:9000", backend=backend)
+
+
+@pytest.mark.parametrize("kw", [{"heartbeat": 0}, {"dead_after": 0}])
+def test_liveness_periods_must_be_positive(backend, kw):
+    """heartbeat=0 made the publisher's thread send heartbeats without pause (a
+    core busy and a flood of datagrams)."""
+    with pytest.raises(ValueError, match="must be a positive number of seconds"):
+        dc.Publisher("udp://127.0.0.1:9", backend=backend, **kw)
+
+
+def test_what_a_subscriber_keeps_per_sender_is_bounded(backend):
+    """The seq and epoch kept per sender address were never forgotten (the source
+    strings were already capped): datagrams from ever new addresses, spoofed or
+    from publishers restarted on new ports, grew the subscriber without bound
+    (8,469 senders kept after 10,000 one-datagram senders)."""
+    from datacomms.transports.udp import _MAX_SOURCES
+    f = backend.framing
+    hb = b"".join(bytes(p) for p in f.encode({"dc": "hb", "epoch": "e", "next_seq": 1}, 0, 1, f.FLAG_CONTROL)[0])
+    with dc.Subscriber("udp://127.0.0.1:0", backend=backend) as sub:
+        for _ in range(12):
+            for _ in range(500):
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                    s.sendto(hb, sub.address)
+                    s.sendto(f.encode_bytes(b"x", 0, 1), sub.address)
+            drain(sub, 0.2)
+            assert len(sub._last) <= _MAX_SOURCES and len(sub._epoch) <= _MAX_SOURCES
+        assert len(sub._last) == _MAX_SOURCES    # it did see more senders than it keeps
+        with dc.Publisher(sub.url, backend=backend) as pub:   # and still follows a real one
+            for i in range(3):
+                pub.send(i)
+            assert [m.data for m in drain(sub, 0.5)][-3:] == [0, 1, 2]
+
+
+def test_a_refused_publisher_leaves_no_socket_open(backend):
+    """A publisher whose socket options or bind failed (here a multicast interface
+    that is not an address) raised and left its socket open for the garbage
+    collector (a ResourceWarning)."""
+    import gc
+    import warnings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(OSError):
+            dc.Publisher("udp://239.255.77.1:9000", interface="not-an-address", backend=backend)
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
+
+
+def test_a_datagram_with_more_than_one_frame_is_rejected(backend):
+    """A datagram is one frame. One that held a frame and then more (a second
+    frame, junk) had its first frame delivered and the rest dropped without a
+    word (the second frame's seq then counted lost, as if the network lost it)."""
+    f = backend.framing
+    with dc.Subscriber("udp://127.0.0.1:0", backend=backend) as sub, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.sendto(f.encode_bytes(b"one", 0, 1) + f.encode_bytes(b"two", 1, 1), sub.address)
+        s.sendto(f.encode_bytes(b"three", 2, 1) + b"junk", sub.address)
+        s.sendto(f.encode_bytes(b"four", 3, 1), sub.address)
+        m = sub.recv(timeout=5)
+        assert (m.seq, bytes(m.data)) == (3, b"four")
+        assert sub.rejected == 2
+
+
+def test_the_publisher_forgets_subscribers_that_stopped_answering(backend):
+    """The publisher kept the address of every subscriber that ever answered a
+    heartbeat; a subscriber restarted comes from a new port, so a long-lived
+    publisher grew by one entry per subscriber restart, for ever."""
+    import time
+    f = backend.framing
+    answer = b"".join(bytes(p) for p in f.encode({"dc": "sub"}, 0, 1, f.FLAG_CONTROL)[0])
+    with dc.Publisher("udp://127.0.0.1:9", backend=backend, heartbeat=0.05, dead_after=1.0) as pub:
+        for _ in range(200):   # 200 short-lived subscribers, each from its own port
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.sendto(answer, pub._sock.getsockname())
+        heard = 0
+        deadline = time.monotonic() + 10
+        while heard < 150 and time.monotonic() < deadline:
+            heard = max(heard, len(pub._seen))
+            time.sleep(0.01)
+        assert heard >= 150          # they were heard
+        deadline = time.monotonic() + 10
+        while pub._seen and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not pub._seen and pub.subscribers == 0

@@ -45,6 +45,7 @@ class Links:
         self._on_ready, self._on_error, self._on_tick, self._tick = on_ready, on_error, on_tick, tick
         self._stop = False
         self._want = not bind          # connect mode: a connection is wanted now
+        self.failure: str | None = None   # connect mode: why the last attempt to connect failed
         self._backoff = 0.0
         self._next_try = 0.0
         self._pending: set[Any] = set()   # sockets in a handshake
@@ -88,14 +89,12 @@ class Links:
             return
         self._stop = True
         self._wake()
+        # a handshake in progress fails at once: the connect side runs its own on
+        # this thread, which is joined next (a silent peer held it for the
+        # whole handshake_timeout)
+        self._shutdown_pending()
         self._thread.join()
-        with self._mu:
-            pending, threads = list(self._pending), list(self._threads)
-        for s in pending:   # makes a handshake in progress fail at once
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        threads = self._shutdown_pending()
         for t in threads:
             t.join()
         if self.listener is not None:
@@ -104,6 +103,17 @@ class Links:
             os.close(self._rfd)
             os.close(self._wfd)
             self._rfd = self._wfd = -1
+
+    def _shutdown_pending(self) -> list[threading.Thread]:
+        """Shuts down every socket in a handshake; returns the handshake threads."""
+        with self._mu:
+            pending, threads = list(self._pending), list(self._threads)
+        for s in pending:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        return threads
 
     # -- the thread -------------------------------------------------------
 
@@ -200,17 +210,38 @@ class Links:
             return False
         return True
 
+    def _dial(self) -> socket.socket:
+        """socket.create_connection, each socket in _pending while it connects (and
+        after: the caller takes it out), so close() ends a connect that waits for
+        an unanswered SYN at once instead of after handshake_timeout."""
+        err: OSError | None = None
+        for af, kind, proto, _, addr in socket.getaddrinfo(self.host, self.port, 0, socket.SOCK_STREAM):
+            sock = socket.socket(af, kind, proto)
+            with self._mu:
+                self._pending.add(sock)
+            try:
+                if self._stop:   # close() came before it could see sock in _pending
+                    raise OSError("closing")
+                sock.settimeout(self._hs_timeout)
+                sock.connect(addr)
+                return sock
+            except OSError as exc:
+                err = exc
+                with self._mu:
+                    self._pending.discard(sock)
+                sock.close()
+        raise err if err is not None else OSError(f"no address for {self.host}")
+
     def _connect(self) -> None:
         """One connection attempt (connect mode); on failure the next waits longer, up to backoff_max."""
         sock = None
         try:
-            sock = socket.create_connection((self.host, self.port), timeout=self._hs_timeout)
+            sock = self._dial()
         except OSError as exc:
             log.debug("datacomms tcp: connect to %s:%s failed: %s", self.host, self.port, exc)
+            self.failure = f"connecting to {self.host}:{self.port} failed: {exc}"
         ok = False
         if sock is not None:
-            with self._mu:
-                self._pending.add(sock)
             try:
                 try:
                     addr = sock.getpeername()   # the address connected to, whatever name led there
@@ -223,6 +254,7 @@ class Links:
         if ok:
             self._want = False
             self._backoff = 0.0
+            self.failure = None
             return
         self._backoff = min(self._backoff_max, max(0.02, self._backoff * 2))
         self._next_try = time.monotonic() + self._backoff

@@ -99,6 +99,15 @@ def wait_for_count(count: Any, n: int, timeout: float | None, closed: Any, pause
         pause(0.05 if left is None else min(left, 0.05))
 
 
+def check_periods(heartbeat: float, dead_after: float | None = None) -> None:
+    """ValueError unless the liveness periods are positive: a heartbeat of 0 made
+    the service thread spin (and a udp publisher send heartbeats without pause)."""
+    if not heartbeat > 0:
+        raise ValueError(f"heartbeat must be a positive number of seconds, not {heartbeat!r}")
+    if dead_after is not None and not dead_after > 0:
+        raise ValueError(f"dead_after must be a positive number of seconds, not {dead_after!r}")
+
+
 def new_epoch() -> str:
     """A random id per Publisher instance: a restarted publisher is a new epoch."""
     return os.urandom(8).hex()
@@ -123,8 +132,9 @@ def control(framing: Any, obj: dict[str, Any]) -> list[Any]:
     return framing.encode(obj, 0, time.time_ns(), framing.FLAG_CONTROL)[0]
 
 
-def read_control(sock: Any, reader: Any, what: str) -> dict[str, Any]:
-    """Blocks (socket timeout) for the next frame, which must be a control frame."""
+def read_control(sock: Any, reader: Any, what: str, deadline: float | None = None) -> dict[str, Any]:
+    """Blocks (socket timeout; at most until deadline, time.monotonic()) for the
+    next frame, which must be a control frame."""
     while True:
         try:
             f = reader.next()
@@ -137,6 +147,13 @@ def read_control(sock: Any, reader: Any, what: str) -> dict[str, Any]:
             if data.get("dc") == "error":
                 raise HandshakeError(f"peer refused the connection: {data.get('reason')}")
             return data
+        if deadline is not None:
+            # the whole handshake is bounded, not each read: a peer trickling its
+            # hello a byte at a time held a handshake (and its thread) for ever
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise HandshakeError(f"peer sent no {what} in time")
+            sock.settimeout(left)
         try:
             n = reader.fill(sock)
         except socket.timeout:
@@ -165,6 +182,7 @@ def handshake(sock: Any, framing: Any, role: str, epoch: str | None, key: bytes 
     """Exchanges hellos (and HMAC answers to each other's nonces when a key is
     set) on a connected socket; returns the peer's hello and the reader (a
     reader_type), which may already hold frames that followed. Raises HandshakeError."""
+    deadline = time.monotonic() + timeout
     sock.settimeout(timeout)
     reader = reader_type(framing, HANDSHAKE_MAX_FRAME, chunk=64 * 1024)
     nonce = os.urandom(16).hex()
@@ -172,7 +190,7 @@ def handshake(sock: Any, framing: Any, role: str, epoch: str | None, key: bytes 
     hello = {"dc": "hello", "v": PROTOCOL, "role": role, "epoch": epoch, "nonce": nonce, "auth": key is not None}
     try:
         sock.sendall(b"".join(control(framing, hello)))
-        peer = read_control(sock, reader, "hello")
+        peer = read_control(sock, reader, "hello", deadline)
         if peer.get("dc") != "hello" or not isinstance(peer.get("nonce"), str):
             raise HandshakeError(f"expected a hello, got {str(peer)[:80]}")
         if peer.get("role") != want:
@@ -184,7 +202,7 @@ def handshake(sock: Any, framing: Any, role: str, epoch: str | None, key: bytes 
                 else "this side requires a key and the peer has none"))
         if key is not None:
             sock.sendall(b"".join(control(framing, {"dc": "auth", "mac": _mac(key, role, peer["nonce"], nonce)})))
-            answer = read_control(sock, reader, "authentication answer")
+            answer = read_control(sock, reader, "authentication answer", deadline)
             expect = _mac(key, want, nonce, peer["nonce"])
             if not hmac.compare_digest(str(answer.get("mac", "")), expect):
                 raise HandshakeError("authentication failed: the peer's key does not match")

@@ -22,7 +22,7 @@ from ..errors import Closed, FrameError, Timeout
 from ..message import Message
 from ..pubsub import Subscriber
 from ._links import Links
-from ._net import close_quietly, log, parse_address, resolve_key, url_of
+from ._net import check_periods, close_quietly, log, parse_address, resolve_key, url_of
 
 
 class _In:
@@ -73,6 +73,7 @@ class TcpSubscriber(Subscriber):
                  max_frame_size: int | None = None, recv_buffer: int = 1 << 20, spin_us: float = 0.0,
                  backend: Any = None) -> None:
         host, port = parse_address(_url.parse(url).rest, url)
+        check_periods(heartbeat, dead_after)
         self._be = _backend.get(backend)
         self._framing = self._be.framing
         self.stats = self._be.stats.Stats()
@@ -141,6 +142,11 @@ class TcpSubscriber(Subscriber):
     def _failed(self, exc: Exception) -> None:
         if not self._bind:
             self._error = exc
+            # a recv already waiting raises it now, not after its timeout or dead_after
+            try:
+                os.write(self._wfd, b"\0")
+            except (BlockingIOError, OSError):
+                pass
 
     # -- the receive side (the caller's thread) -------------------------------
 
@@ -157,6 +163,13 @@ class TcpSubscriber(Subscriber):
         """Keeps _one, and recv bound to its DirectRecv while it is the one
         connection (messages skipped by latest() still to account: not direct)."""
         one = self._conns[0] if len(self._conns) == 1 and not self._closed and not self._skip_pending else None
+        old = self._one
+        if old is not None and old is not one:
+            # a recv kept from while old was the one (r = sub.recv) took its reader
+            # and fd: out-of-order messages, another connection's bytes on a reused fd
+            old.direct.retired = True
+        if one is not None:
+            one.direct.retired = False
         self._one = one
         if one is not None:
             self.recv = one.direct.recv  # type: ignore[method-assign]
@@ -303,7 +316,10 @@ class TcpSubscriber(Subscriber):
                 left = deadline - now
                 if left <= 0:
                     if looked:
-                        raise Timeout(f"no message within {timeout if said is None else said} s")
+                        why = self._links.failure if not self._conns and not self._ready else None
+                        # a subscriber that cannot connect says so, not only "no message"
+                        raise Timeout(f"no message within {timeout if said is None else said} s"
+                                      + (f" (not connected: {why})" if why else ""))
                     left = 0.0
                 wait = min(wait, left)
             looked = True

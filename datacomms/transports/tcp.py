@@ -30,7 +30,8 @@ from ..errors import Closed
 from ..pubsub import Publisher
 from ._links import Links
 from ._net import (
-    wait_for_count, HandshakeError, close_quietly, control, log, new_epoch, parse_address, resolve_key, url_of,
+    wait_for_count, HandshakeError, check_periods, close_quietly, control, log, new_epoch, parse_address, resolve_key,
+    url_of,
 )
 from ._tcp_sub import TcpSubscriber
 
@@ -53,6 +54,7 @@ class TcpPublisher(Publisher):
                  handshake_timeout: float = 2.0, backoff_max: float = 1.0, backend: Any = None) -> None:
         if on_full not in ("drop", "block"):
             raise ValueError(f"on_full must be 'drop' or 'block', not {on_full!r}")
+        check_periods(heartbeat)
         host, port = parse_address(_url.parse(url).rest, url)
         self._be = _backend.get(backend)
         self._framing = self._be.framing
@@ -157,7 +159,10 @@ class TcpPublisher(Publisher):
                 self._reap()
             finally:
                 self._lock.release()
-        return len(self._conns) - len(self._loop.dead())
+        # the connections attached here and not dead in the loop (the loop can hold one
+        # an attach in progress has not entered here yet, and it may already be dead)
+        dead = set(self._loop.dead())
+        return sum(1 for cid in list(self._conns) if cid not in dead)
 
     def wait_for_subscribers(self, n: int = 1, timeout: float | None = None) -> int:
         def pause(seconds: float) -> None:

@@ -30,7 +30,8 @@ from ..errors import Closed, DataCommsError, FrameError, Timeout
 from ..message import Message
 from ..pubsub import Publisher, Subscriber
 from ._net import (
-    wait_for_count, _buffer_free, address_text, bind_address, control, family, log, new_epoch, parse_address, url_of,
+    wait_for_count, _buffer_free, address_text, bind_address, check_periods, control, family, log, new_epoch,
+    parse_address, url_of,
 )
 
 MAX_DATAGRAM = 65507          # the largest UDP payload over IPv4
@@ -49,6 +50,14 @@ def _is_multicast(host: str) -> bool:
         return False
 
 
+def _make_room(per_sender: dict[Any, Any]) -> None:
+    """Before a new sender's entry: forgets the oldest sender when _MAX_SOURCES are
+    kept, so datagrams from ever new addresses (spoofed, or publishers restarted
+    on new ports) never grow a subscriber's memory without bound."""
+    if len(per_sender) >= _MAX_SOURCES:
+        del per_sender[next(iter(per_sender))]
+
+
 class UdpPublisher(Publisher):
     """Sends each message as one datagram to HOST:PORT (unicast or a multicast
     group: ``ttl`` and ``interface`` set IP_MULTICAST_TTL/IF, loopback of
@@ -57,6 +66,7 @@ class UdpPublisher(Publisher):
     def __init__(self, url: str, *, heartbeat: float = 0.25, dead_after: float | None = None, ttl: int = 1,
                  interface: str | None = None, backend: Any = None, on_full: str = "drop") -> None:
         host, port = parse_address(_url.parse(url).rest, url)
+        check_periods(heartbeat, dead_after)
         self._be = _backend.get(backend)
         self._framing = self._be.framing
         self.address = (host, port)
@@ -71,16 +81,26 @@ class UdpPublisher(Publisher):
         self._closed = False
         if _is_multicast(host) and ":" in host:
             raise DataCommsError(f"{url!r}: IPv6 multicast is not supported; use an IPv4 group or IPv6 unicast")
+        # the name is looked up once: a sendto to a name looked it up for every
+        # datagram, and one that never resolves dropped every message quietly
+        try:
+            self._dest = socket.getaddrinfo(host, port, family(host), socket.SOCK_DGRAM)[0][4]
+        except socket.gaierror as exc:
+            raise OSError(exc.errno, f"cannot resolve {host!r} in {url!r}: {exc.strerror}") from None
+        ip = ipaddress.ip_address(self._dest[0].split("%")[0])
         self._sock = socket.socket(family(host), socket.SOCK_DGRAM)
-        if _is_multicast(host):
-            self._sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ttl)
-            self._sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
-            if interface:
-                self._sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(interface))
-        # answers come back to this port; it listens on loopback only when sending there
-        v6 = ":" in host
-        loopback = host == "::1" if v6 else host.startswith("127.")
-        self._sock.bind(((("::1" if v6 else "127.0.0.1") if loopback else ("::" if v6 else "")), 0))
+        try:
+            if ip.is_multicast:
+                self._sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ttl)
+                self._sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+                if interface:
+                    self._sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(interface))
+            # answers come back to this port; it listens on loopback only when sending there
+            v6 = ":" in host
+            self._sock.bind(((("::1" if v6 else "127.0.0.1") if ip.is_loopback else ("::" if v6 else "")), 0))
+        except BaseException:
+            self._sock.close()   # a refused publisher leaves no socket behind
+            raise
         self._rfd, self._wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._thread = threading.Thread(target=self._run, name="datacomms-udp-pub", daemon=True)
         self._thread.start()
@@ -92,7 +112,7 @@ class UdpPublisher(Publisher):
 
     def _sendto(self, parts: list[Any]) -> bool:
         try:
-            self._sock.sendmsg(parts, (), 0, self.address)
+            self._sock.sendmsg(parts, (), 0, self._dest)
             return True
         except (BlockingIOError, InterruptedError):
             self.dropped += 1
@@ -113,6 +133,10 @@ class UdpPublisher(Publisher):
             if now >= next_hb:
                 self._hb()
                 next_hb = now + self._heartbeat
+                # forget subscribers that stopped answering: each restarted one comes
+                # from a new port, and they were kept for ever
+                if any(now - t > self._dead_after for t in self._seen.values()):
+                    self._seen = {a: t for a, t in self._seen.items() if now - t <= self._dead_after}
             for fd, _ in p.poll(max(0.0, next_hb - now) * 1000):
                 if fd != self._sock.fileno():
                     continue
@@ -167,12 +191,13 @@ class UdpSubscriber(Subscriber):
     the system's choice; "127.0.0.1" keeps it on this host)."""
 
     def __init__(self, url: str, *, interface: str | None = None, recv_buffer: int = 4 << 20,
-                 backend: Any = None, **_ignored: Any) -> None:
+                 max_frame_size: int | None = None, backend: Any = None, **_ignored: Any) -> None:
         host, port = parse_address(_url.parse(url).rest, url)
         self._be = _backend.get(backend)
         self._framing = self._be.framing
         self.stats = self._be.stats.Stats()
-        self.rejected = 0                # datagrams that were not valid frames
+        self.rejected = 0                # datagrams that were not valid frames (or over max_frame_size)
+        self._max_frame = min(max_frame_size, _SLOT) if max_frame_size else _SLOT
         self._last: dict[Any, int] = {}
         self._epoch: dict[Any, str] = {}
         self._sources: dict[Any, str] = {}   # sender address -> its "host:port", made once
@@ -220,9 +245,16 @@ class UdpSubscriber(Subscriber):
                 n, addr = self._sock.recvfrom_into(self._slot())
             except (BlockingIOError, InterruptedError):
                 return None
+            except OSError:
+                if self._closed:   # closed by another thread meanwhile
+                    raise Closed("subscriber is closed") from None
+                raise
             start = self._off
             try:
-                data, seq, ts, flags, flen = self._framing.decode(memoryview(self._buf)[:start + n], start, _SLOT)
+                data, seq, ts, flags, flen = self._framing.decode(memoryview(self._buf)[:start + n], start,
+                                                                  self._max_frame)
+                if flen != n:   # a datagram is one frame: more (a second frame, junk) is not ours
+                    raise FrameError(f"a datagram of {n} bytes holding a frame of {flen}")
             except FrameError as exc:
                 self.rejected += 1
                 level = 30 if self.rejected <= 10 else 10
@@ -240,6 +272,8 @@ class UdpSubscriber(Subscriber):
                 last = None
             if last is not None and seq > last + 1:
                 self.stats.add_lost(seq - last - 1)
+            elif last is None:
+                _make_room(self._last)
             self._last[addr] = seq
             return data, seq, ts, addr, 0
 
@@ -252,7 +286,10 @@ class UdpSubscriber(Subscriber):
             return
         epoch, nxt = msg.get("epoch"), msg.get("next_seq")
         if isinstance(epoch, str):
-            if self._epoch.get(addr, epoch) != epoch:
+            known = self._epoch.get(addr)
+            if known is None:
+                _make_room(self._epoch)
+            elif known != epoch:
                 self._restart(addr)
             self._epoch[addr] = epoch
         last = self._last.get(addr)
@@ -318,6 +355,12 @@ class UdpSubscriber(Subscriber):
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            try:
+                # wakes a recv waiting in poll on this socket in another thread (Linux
+                # wakes pollers even of an unconnected UDP socket, then says ENOTCONN)
+                self._sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             self._sock.close()
             w = self.__dict__.get("_aio_w")
             if w is not None:

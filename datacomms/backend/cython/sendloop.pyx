@@ -34,6 +34,8 @@ from .framing cimport dumps_json, encode, has_buffers, write_small
 # Frames up to this size are copied: cheaper than holding Python references
 # the loop thread could not release without the GIL.
 COPY_MAX = 16384
+# what publish() waits when told not to wait: nothing, but a full block-mode queue is a Timeout
+_JUST_LOOK = 1e-9
 
 cdef int _MAX_DEAD = 256
 
@@ -145,12 +147,17 @@ cdef class SendLoop:
             if self.sealed:
                 raise Closed("publisher is closed")
             seq = self.next_seq
+            # timeout 0 waits for nothing, and a full block-mode queue is still a
+            # Timeout (send()'s 0 drops quietly: that is for control frames)
+            wait = _JUST_LOOK if timeout is not None and timeout <= 0 else timeout
             try:
-                self._send_data(data, seq, timeout)
+                self._send_data(data, seq, wait)
             except Timeout:
                 self.next_seq = seq + 1
                 if self.sealed:
                     raise Closed("publisher is closed") from None   # seal() ended the wait
+                if wait is not timeout:
+                    raise Timeout(f"send: a subscriber's queue was full (timeout={timeout}: no waiting)") from None
                 raise
             self.next_seq = seq + 1
         finally:

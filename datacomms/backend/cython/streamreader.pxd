@@ -40,6 +40,7 @@ cdef class DirectRecv:
     cdef double dead_after
     cdef bint block, sparse
     cdef public double last_rx
+    cdef public bint retired
 
 
 # zenohq's SampleQueue calls it without the Python call protocol

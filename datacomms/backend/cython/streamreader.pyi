@@ -40,6 +40,7 @@ class Gate:
 
 class DirectRecv:
     last_rx: float
+    retired: bool
     def __init__(self, reader: FrameReader, on_control: Callable[[Any], None], stats: Any,
                  slow: Callable[[float | None, Exception | None, float | None], Message], fd: int = -1,
                  wake_fd: int = -1, gate: Gate | None = None, spin_ns: int = 0, dead_after: float = 1.0,

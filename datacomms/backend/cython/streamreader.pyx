@@ -405,11 +405,14 @@ cdef class DirectRecv:
             if flags >= 0 and fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) == 0:
                 self.block = True
         self.last_rx = dc_monotonic_ns() / 1e9
+        self.retired = False
 
     def recv(self, timeout=None):
         cdef int64_t deadline = -1, now, until
         cdef Py_ssize_t n
         cdef bint waited = False
+        if self.retired:   # see the twin
+            return self.slow(timeout, None, None)
         while True:
             try:
                 msg = self.reader.take(self.on_control, self.stats, True)

@@ -32,6 +32,8 @@ BURST_NS = 15000
 _SEND_FLAGS = socket.MSG_DONTWAIT | getattr(socket, "MSG_NOSIGNAL", 0)
 # TLS writes go one record batch at a time; the same slice is retried after a want-write.
 _TLS_CHUNK = 1 << 20
+# what publish() waits when told not to wait: nothing, but a full block-mode queue is a Timeout
+_JUST_LOOK = 1e-9
 
 
 class _Conn:
@@ -176,12 +178,18 @@ class SendLoop:
                 if self.sealed:
                     raise Closed("publisher is closed")
                 seq = self.next_seq
+                # timeout 0 waits for nothing, and a full block-mode queue is still a
+                # Timeout (send()'s 0 drops quietly: that is for control frames)
+                wait = _JUST_LOOK if timeout is not None and timeout <= 0 else timeout
                 try:
-                    self.send_data(data, seq, timeout)
+                    self.send_data(data, seq, wait)
                 except Timeout:
                     self.next_seq = seq + 1
                     if self.sealed:
                         raise Closed("publisher is closed") from None   # seal() ended the wait
+                    if wait is not timeout:
+                        raise Timeout(f"send: a subscriber's queue was full (timeout={timeout}: no waiting)") \
+                            from None
                     raise
                 self.next_seq = seq + 1
         finally:

@@ -298,8 +298,14 @@ class DirectRecv:
         self.reader, self.on_control, self.stats, self.slow = reader, on_control, stats, slow
         self.fd, self.wake_fd, self.gate, self.spin_ns, self.dead_after = fd, wake_fd, gate, spin_ns, dead_after
         self.last_rx = time.monotonic()   # when fd last gave bytes
+        # set once its connection is no longer the only one followed (or is gone):
+        # a recv the caller kept from then (r = sub.recv) goes the general way,
+        # never again to this reader or fd (which may be a new connection's now)
+        self.retired = False
 
     def recv(self, timeout: float | None = None) -> Message:
+        if self.retired:
+            return self.slow(timeout, None, None)
         deadline = None
         gate = self.gate
         waited = False
