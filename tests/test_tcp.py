@@ -1039,6 +1039,13 @@ def test_liveness_periods_must_be_positive(backend, make):
     assert set(threading.enumerate()) <= before   # nothing started and left behind
 
 
+@pytest.mark.parametrize("bounds", [{"queue_messages": 0}, {"queue_bytes": 0}, {"queue_messages": -5}])
+def test_queue_bounds_must_be_at_least_one(backend, bounds):
+    """queue_messages=0 was taken as 1 and dropped 3 of 5 messages without a word."""
+    with pytest.raises(ValueError, match="must be at least 1"):
+        _pub(backend, **bounds)
+
+
 def test_a_timeout_while_unable_to_connect_says_why(backend):
     """A subscriber pointed at a port nobody listens on raised only "no message
     within 0.5 s" (the refused connects were logged at debug level): nothing

@@ -55,6 +55,9 @@ class TcpPublisher(Publisher):
         if on_full not in ("drop", "block"):
             raise ValueError(f"on_full must be 'drop' or 'block', not {on_full!r}")
         check_periods(heartbeat)
+        if not (queue_messages >= 1 and queue_bytes >= 1):   # 0 was taken as 1, and dropped
+            raise ValueError(f"queue_messages and queue_bytes must be at least 1, not {queue_messages!r} and "
+                             f"{queue_bytes!r}")
         host, port = parse_address(_url.parse(url).rest, url)
         self._be = _backend.get(backend)
         self._framing = self._be.framing
