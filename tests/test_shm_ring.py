@@ -230,6 +230,35 @@ def test_scribbled_segment_never_crashes_or_hangs(backend, shm_name):
             pass
 
 
+_SUBSCRIBE = """
+import sys, datacomms as dc
+try:
+    dc.Subscriber(sys.argv[1], backend=sys.argv[2])
+    print("attached")
+except dc.DataCommsError as exc:
+    print("refused:", exc)
+"""
+
+
+def test_a_new_subscriber_of_a_scribbled_tail_is_refused_not_stuck(backend, shm_name):
+    """A TAIL scribbled past the latest record made Subscriber() spin for ever, waiting for
+    the latest-value descriptor and TAIL to agree. It is a clear error now, and the next
+    send (which writes TAIL again) lets new subscribers in. In a child: the old code hung."""
+    import subprocess
+    import sys
+    url = f"shm://{shm_name}"
+    with dc.Publisher(url, backend=backend, capacity=1 << 12) as pub:
+        pub.send(b"a")
+        _scribble(shm_name, S.OFF_TAIL, (10 ** 15).to_bytes(8, "little"))
+        out = subprocess.run([sys.executable, "-c", _SUBSCRIBE, url, backend.name],
+                             capture_output=True, text=True, timeout=60)
+        assert out.stdout.startswith("refused:") and "inconsistent" in out.stdout, (out.stdout, out.stderr)
+        pub.send(b"b")
+        with dc.Subscriber(url, backend=backend) as sub:
+            pub.send(b"c")
+            assert sub.recv(timeout=5).data == b"c"
+
+
 def _ring_in_memory(backend, capacity: int = 1 << 12) -> bytearray:
     """A segment in a bytearray with subscriber slot 0 joined before the first message."""
     buf = bytearray(S.segment_size(capacity, 2))
