@@ -259,6 +259,53 @@ def test_a_new_subscriber_of_a_scribbled_tail_is_refused_not_stuck(backend, shm_
             assert sub.recv(timeout=5).data == b"c"
 
 
+_CLOSE_WHILE_WAITING = """
+import gc, os, sys, threading, time
+import datacomms as dc
+url, backend, which = sys.argv[1:4]
+name = url[len("shm://"):]
+if which == "recv":
+    pub = dc.Publisher(url, backend=backend)
+    end = dc.Subscriber(url, backend=backend)
+    call = lambda: end.recv()                      # waits for ever: nothing is sent
+else:
+    pub = end = dc.Publisher(url, backend=backend, on_full="block", capacity=1 << 12)
+    sub = dc.Subscriber(url, backend=backend)    # never reads: the ring fills
+    call = lambda: [pub.send(b"x" * 500) for _ in range(100)]
+out = []
+def run():
+    try:
+        call()
+    except BaseException as exc:
+        out.append(exc)
+t = threading.Thread(target=run, daemon=True)
+t.start()
+time.sleep(0.3)     # not a timing assumption: close() must be safe whether or not it waits yet
+end.close()
+t.join(10)
+print("raised:", type(out[0]).__name__ if out else None, "alive:", t.is_alive())
+pub.close()
+if which == "send":
+    sub.close()
+gc.collect()
+with open("/proc/self/maps") as f:
+    print("mapped:", any("dc-" + name in line for line in f))
+"""
+
+
+@pytest.mark.parametrize("which", ["recv", "send"])
+def test_close_from_another_thread_ends_a_wait_with_closed(backend, shm_name, which):
+    """close() while another thread waited in recv(), or in a block-mode send() for room,
+    unmapped the segment under it: a segfault (cython) or an AttributeError/ValueError
+    (python). The waiting call now raises Closed and the mapping goes when it is out."""
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", _CLOSE_WHILE_WAITING, f"shm://{shm_name}", backend.name, which],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.splitlines() == ["raised: Closed alive: False", "mapped: False"], (out.stdout, out.stderr)
+
+
 def _ring_in_memory(backend, capacity: int = 1 << 12) -> bytearray:
     """A segment in a bytearray with subscriber slot 0 joined before the first message."""
     buf = bytearray(S.segment_size(capacity, 2))
