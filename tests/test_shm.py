@@ -214,6 +214,41 @@ def test_publisher_sigkill_gives_closed_and_is_reclaimed(backend_name, shm_name)
         assert sub2.recv(timeout=5).data == b"fresh"
 
 
+def test_publisher_sigkill_with_a_forked_child_still_gives_closed(backend_name, shm_name):
+    """A child forked by the publisher inherited the descriptors that hold the publisher
+    lock, so after the publisher was killed its subscribers waited (Timeout, never Closed)
+    and the next publisher was refused as long as the child lived."""
+    url = f"shm://{shm_name}"
+    q = CTX.Queue()
+    p = _start(kids.publish_then_fork, url, backend_name, q)
+    child = q.get(timeout=30)
+    try:
+        with dc.Subscriber(url, backend=backend_name) as sub:
+            assert sub.latest(timeout=10).data == b"hello"
+            os.kill(p.pid, signal.SIGKILL)
+            p.join(10)
+            with pytest.raises(dc.Closed):
+                sub.recv(timeout=10)
+        assert shm_name in dc.shm.stale()
+        with dc.Publisher(url, backend=backend_name) as pub:
+            assert pub.send(b"fresh") == 0
+    finally:
+        os.kill(child, signal.SIGKILL)
+
+
+def test_a_forked_child_leaves_the_parents_segment_alone(backend_name, shm_name):
+    """A forked child that closed its copies of the parent's Publisher and Subscriber (as
+    leaving a with block, or its exit, does) marked the parent's ring closed, unlinked its
+    name and freed the parent's subscriber slot. The copies are closed for the child now."""
+    url = f"shm://{shm_name}"
+    q = CTX.Queue()
+    p = _start(kids.fork_child_closes, url, backend_name, q)
+    child, exists, got, subscribers = q.get(timeout=60)
+    _join(p)
+    assert child == 2, "the child's send raises Closed, saying the publisher is the parent's"
+    assert exists and got == [b"after", b"again"] and subscribers == 1
+
+
 def test_clean_removes_stale(backend_name, shm_name):
     url = f"shm://{shm_name}"
     ready = CTX.Event()
