@@ -306,6 +306,44 @@ def test_close_from_another_thread_ends_a_wait_with_closed(backend, shm_name, wh
     assert out.stdout.splitlines() == ["raised: Closed alive: False", "mapped: False"], (out.stdout, out.stderr)
 
 
+def test_infinite_timeout_waits_like_none(backend, shm_name):
+    """recv(timeout=math.inf) raised OverflowError on the python backend (int(inf * 1e9)) and
+    relied on an undefined double-to-int64 cast on the cython one; nan went the same ways.
+    inf (or any timeout past int64 nanoseconds) now waits like None, nan is a ValueError."""
+    import math
+    import threading
+    pub, sub = _pair(backend, shm_name)
+    with pub, sub:
+        sender = threading.Timer(0.2, pub.send, (b"late",))
+        sender.start()
+        try:
+            assert sub.recv(timeout=math.inf).data == b"late"
+        finally:
+            sender.join()
+        sender = threading.Timer(0.2, pub.send, (b"later",))
+        sender.start()
+        try:
+            assert sub.latest(timeout=1e300).data == b"later"
+        finally:
+            sender.join()
+        out: list = []
+
+        def recv_nan() -> None:
+            try:
+                out.append(sub.recv(timeout=math.nan))
+            except Exception as exc:
+                out.append(exc)
+        waiter = threading.Thread(target=recv_nan, daemon=True)
+        waiter.start()
+        waiter.join(10)
+        if waiter.is_alive():   # it waited as if for ever: let it out, then fail
+            pub.send(b"unblock")
+            waiter.join(10)
+        assert isinstance(out[0], ValueError) and "nan" in str(out[0]), out
+        with pytest.raises(dc.Timeout):
+            sub.recv(timeout=-1)
+
+
 def _ring_in_memory(backend, capacity: int = 1 << 12) -> bytearray:
     """A segment in a bytearray with subscriber slot 0 joined before the first message."""
     buf = bytearray(S.segment_size(capacity, 2))

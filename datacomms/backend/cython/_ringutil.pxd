@@ -11,9 +11,15 @@ cdef enum:
 
 
 cdef inline int64_t _deadline(object timeout) except -2:
+    """The monotonic ns to give up at; -1: never. inf, or a timeout past int64 ns, waits
+    like None (the cast of such a double to int64_t is undefined in C)."""
     if timeout is None:
         return -1
-    t = float(timeout)
+    cdef double t = float(timeout)
+    if t != t:
+        raise ValueError("timeout must be a number of seconds or None, not nan")
+    if t >= <double>(1 << 62) / 1e9:
+        return -1
     if t <= 0:
         return dc_monotonic_ns()
     return dc_monotonic_ns() + <int64_t>(t * 1e9)

@@ -72,11 +72,20 @@ def _futex_wake_all(addr: int) -> None:
     _syscall(_SYS_FUTEX, ctypes.c_void_p(addr), _FUTEX_WAKE, 0x7FFFFFFF, None, None, 0)
 
 
+FOREVER_S = float(1 << 62) / 1e9   # a timeout this long (or inf) waits like None: it does not fit int64 ns
+
+
 def _deadline(timeout: float | None) -> int:
+    """The monotonic ns to give up at; -1: never."""
     if timeout is None:
         return -1
+    t = float(timeout)
+    if t != t:
+        raise ValueError("timeout must be a number of seconds or None, not nan")
+    if t >= FOREVER_S:
+        return -1
     now = time.monotonic_ns()
-    return now if timeout <= 0 else now + int(timeout * 1e9)
+    return now if t <= 0 else now + int(t * 1e9)
 
 
 class _Mapped:
