@@ -344,6 +344,42 @@ def test_infinite_timeout_waits_like_none(backend, shm_name):
             sub.recv(timeout=-1)
 
 
+_SCRIBBLED_CONFIG = """
+import struct, sys
+import datacomms as dc
+from datacomms.backend import _segment as S
+be = dc.backend.get(sys.argv[1])
+for off, fmt, value in ((S.OFF_CAPACITY, "<Q", 1 << 40), (S.OFF_CAPACITY, "<Q", 3 << 12),
+                        (S.OFF_MAX_SUBS, "<I", 5000), (S.OFF_DATA, "<I", 1 << 20)):
+    for make in (lambda b: be.ring.Writer(b), lambda b: be.ring.Reader(b, 0)):
+        buf = bytearray(S.segment_size(1 << 12, 2))
+        S.init_segment(buf, 1 << 12, 2, False, 1, 1)
+        struct.pack_into("<I", buf, S.OFF_SLOTS + S.SLOT_STATE, S.SLOT_ACTIVE)
+        struct.pack_into(fmt, buf, off, value)
+        try:
+            end = make(buf)
+            end.send(b"y" * 3000) if hasattr(end, "send") else end.recv(timeout=0)
+            print("accepted")
+        except dc.DataCommsError as exc:
+            print("refused" if "inconsistent" in str(exc) else repr(exc))
+        except Exception as exc:
+            print(repr(exc))
+"""
+
+
+def test_a_writer_or_reader_refuses_a_header_that_does_not_fit_its_buffer(backend):
+    """Writer(buf) and Reader(buf, slot) took capacity, ring offset and slot count from the
+    header as they found it: a capacity larger than the buffer made the compiled writer
+    write past it (heap corruption, abort) and the python one fail with a memoryview error.
+    Both check the header against the buffer now (in a child: the old code crashed)."""
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", _SCRIBBLED_CONFIG, backend.name],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["refused"] * 8, (out.stdout, out.stderr[-2000:])
+
+
 def _ring_in_memory(backend, capacity: int = 1 << 12) -> bytearray:
     """A segment in a bytearray with subscriber slot 0 joined before the first message."""
     buf = bytearray(S.segment_size(capacity, 2))

@@ -1,5 +1,5 @@
 # Helpers shared by the ring's writer (ring.pyx) and reader (ringreader.pyx).
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint64_t
 from libc.string cimport memcpy
 from ._csrc cimport dc_monotonic_ns
 
@@ -31,3 +31,11 @@ cdef inline void _copy(void *dst, const void *src, size_t n) noexcept:
             memcpy(dst, src, n)
     else:
         memcpy(dst, src, n)
+
+
+cdef inline bint _fits(Py_ssize_t size, Py_ssize_t data, uint64_t cap, uint64_t max_subs) noexcept:
+    """Whether a header's ring offset, capacity and slot count lie inside a buffer of size bytes
+    (checked on the values C loaded, so a header scribbled on after _segment.read_config
+    checked it cannot send C past the mapping)."""
+    return (cap >= 4096 and cap & (cap - 1) == 0 and 0 <= data <= size and cap <= <uint64_t>(size - data)
+            and 1 <= max_subs <= 1024 and 512 + max_subs * 64 <= <uint64_t>data)

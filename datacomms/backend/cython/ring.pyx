@@ -33,7 +33,7 @@ from ._csrc cimport (
     dc_writer_reserve, dc_writer_ptr, dc_writer_commit, dc_writer_close, dc_reader_next, dc_reader_check_at,
 )
 from .framing cimport encode, dumps_json
-from ._ringutil cimport REAP_AFTER_NS, SLICE_NS, _copy, _deadline
+from ._ringutil cimport REAP_AFTER_NS, SLICE_NS, _copy, _deadline, _fits
 
 
 def _layout():
@@ -78,6 +78,11 @@ cdef class Writer:
         PyObject_GetBuffer(buf, &self.view, PyBUF_WRITABLE)
         self.has_view = True
         dc_writer_init(&self.w, <uint8_t *>self.view.buf)
+        # the capacity, ring offset and slot count C just loaded must describe this buffer
+        if not _fits(self.view.len, self.w.ring - self.w.base, self.w.cap, self.w.max_subs):
+            PyBuffer_Release(&self.view)
+            self.has_view = False
+            raise DataCommsError("shared-memory ring header is inconsistent with its size")
         # sends the one-byte wakes to subscribers sleeping in an event loop (dc_wake_async)
         self._wake_sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         self._wake_sock.setblocking(False)

@@ -14,11 +14,11 @@ import socket
 
 import numpy as np
 
-from ...errors import Closed, FrameError, Timeout
+from ...errors import Closed, DataCommsError, FrameError, Timeout
 from .._segment import SLOT_SIZE, OFF_SLOTS
 from ._csrc cimport (
     DC_OK, DC_RING_EMPTY, DC_RING_LAPPED, DC_RING_OFF_DATA_WORD, DC_RING_OFF_DATA_SLEEPERS, dc_async_prepare,
-    DC_KIND_RAW, DC_RING_OFF_SLOTS, DC_RING_SLOT_SIZE, DC_RING_SLOT_JOIN_SEQ, dc_ld64, dc_au32, dc_header,
+    DC_KIND_RAW, DC_RING_OFF_SLOTS, DC_RING_OFF_MAX_SUBS, DC_RING_SLOT_SIZE, DC_RING_SLOT_JOIN_SEQ, dc_ld32, dc_ld64, dc_au32, dc_header,
     dc_cpu_relax, dc_realtime_ns, dc_monotonic_ns, dc_futex_wait, dc_sleep_prepare, dc_reader_init,
     dc_ring_tail, dc_ring_closed, dc_reader_valid, dc_reader_next, dc_reader_advance, dc_reader_hold,
     dc_ring_latest, dc_reader_resync, dc_reader_check_at,
@@ -27,7 +27,7 @@ from ..._message cimport make_message
 from .framing import decode
 from .stats cimport Stats
 
-from ._ringutil cimport CHECK_NS, SLICE_NS, _copy, _deadline
+from ._ringutil cimport CHECK_NS, SLICE_NS, _copy, _deadline, _fits
 
 cdef class Reader:
     """One subscriber's end of a ring: its slot's cursor, its Stats, its waits.
@@ -41,6 +41,13 @@ cdef class Reader:
             self.has_view = False
             raise ValueError(f"slot {slot} lies outside the segment")
         dc_reader_init(&self.r, <uint8_t *>self.view.buf, slot)
+        # the capacity and ring offset C just loaded must describe this buffer
+        if not _fits(self.view.len, self.r.ring - self.r.base, self.r.cap,
+                     dc_ld32(<uint8_t *>self.view.buf + DC_RING_OFF_MAX_SUBS)) or \
+                slot >= dc_ld32(<uint8_t *>self.view.buf + DC_RING_OFF_MAX_SUBS):
+            PyBuffer_Release(&self.view)
+            self.has_view = False
+            raise DataCommsError("shared-memory ring header is inconsistent with its size")
         self.slot = slot
         if self.r.block:
             # wakes a block-mode publisher sleeping in an event loop (dc_wake_space_async)

@@ -95,6 +95,7 @@ class _Mapped:
         self.mv = memoryview(buf)
         if self.mv.readonly:
             raise ValueError("the ring needs a writable buffer")
+        S.read_config(self.mv, self.mv.nbytes)   # the header describes this buffer, or DataCommsError
         head = self.mv[:S.OFF_SLOTS]
         data = head.cast("I")[S.OFF_DATA // 4]
         self.cap = head.cast("Q")[S.OFF_CAPACITY // 8]
