@@ -249,6 +249,29 @@ def test_a_forked_child_leaves_the_parents_segment_alone(backend_name, shm_name)
     assert exists and got == [b"after", b"again"] and subscribers == 1
 
 
+def test_waiting_for_the_next_publisher_does_not_map_a_stale_segment(backend_name, shm_name, monkeypatch):
+    """A subscriber waiting for a publisher over a dead one's segment mapped it (with all its
+    pages faulted in) at every 5 ms poll, only to find nobody held the lock: most of a core
+    for a 32 MiB ring, all of it for 256 MiB. It asks the lock before mapping now."""
+    from datacomms.transports import shm
+    url = f"shm://{shm_name}"
+    ready = CTX.Event()
+    p = _start(kids.publish_forever, url, backend_name, ready)
+    assert ready.wait(30)
+    os.kill(p.pid, signal.SIGKILL)
+    p.join(10)
+    maps = []
+    real_map = shm._map
+    monkeypatch.setattr(shm, "_map", lambda *a: maps.append(a) or real_map(*a))
+    with dc.Subscriber(url, backend=backend_name) as sub:
+        with pytest.raises(dc.Timeout):
+            sub.recv(timeout=0.3)
+        assert not sub.attached and maps == []
+        with dc.Publisher(url, backend=backend_name) as pub:   # reclaims; the waiting subscriber attaches
+            pub.send(b"next")
+            assert sub.recv(timeout=10).data == b"next"
+
+
 def test_clean_removes_stale(backend_name, shm_name):
     url = f"shm://{shm_name}"
     ready = CTX.Event()

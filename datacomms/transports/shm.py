@@ -96,10 +96,16 @@ class _Segment:
         self.ino = os.fstat(fd).st_ino
 
     @classmethod
-    def open(cls, path: str) -> "_Segment | None":
+    def open(cls, path: str, live_only: bool = False) -> "_Segment | None":
+        """The segment at path, or None when there is none (or, with live_only, when its
+        publisher is gone: a subscriber polling for the next publisher of a name must not map
+        and fault in a stale segment every few milliseconds)."""
         try:
             fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         except FileNotFoundError:
+            return None
+        if live_only and not S.publisher_alive(fd):
+            os.close(fd)
             return None
         try:
             size = os.fstat(fd).st_size
@@ -371,7 +377,7 @@ class ShmSubscriber(Subscriber):
             self.__dict__.pop(name, None)
 
     def _attach(self, from_oldest: bool = False) -> bool:
-        seg = _Segment.open(path_of(self.name))
+        seg = _Segment.open(path_of(self.name), live_only=True)
         if seg is None:
             return False
         if not S.publisher_alive(seg.fd):
