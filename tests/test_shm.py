@@ -402,6 +402,28 @@ def test_late_joiner_latest_and_early_subscriber(backend, shm_name):
     assert isinstance(early.stats, dc.Stats)
 
 
+def test_early_subscriber_starts_at_the_oldest_record_of_a_wrapped_ring(backend, shm_name):
+    """A subscriber made before its publisher started at the first message still in the
+    ring only while the ring had not wrapped; once it had, it joined at TAIL: it skipped
+    everything already sent, including what was still in the ring, and counted none of it
+    as lost. It starts at the oldest record now and counts the overwritten ones as lost."""
+    url = f"shm://{shm_name}"
+    early = dc.Subscriber(url, backend=backend)
+    try:
+        with dc.Publisher(url, backend=backend, capacity=1 << 12) as pub:
+            n = 1000
+            for i in range(n):
+                pub.send(i.to_bytes(4, "little") * 10)
+            first = early.recv(timeout=5)
+            assert 0 < first.seq < n - 1, "the oldest record still in the wrapped ring"
+            assert first.data == first.seq.to_bytes(4, "little") * 10
+            assert early.stats.lost == first.seq, "everything before it was sent after the subscriber existed"
+            rest = [early.recv(timeout=5).seq for _ in range(n - 1 - first.seq)]
+            assert rest == list(range(first.seq + 1, n)) and early.stats.lost == first.seq
+    finally:
+        early.close()
+
+
 def test_ctrl_c_interrupts_a_wait(backend_name, shm_name):
     url = f"shm://{shm_name}"
     with dc.Publisher(url, backend=backend_name):

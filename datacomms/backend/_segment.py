@@ -195,15 +195,17 @@ def _join_point(u64: memoryview, from_oldest: bool) -> tuple[int, int]:
 
     From TAIL: the latest-value descriptor and TAIL are read until they agree
     (the writer stores TAIL, then the descriptor), so the next record at TAIL
-    is the descriptor's seq + 1. From the oldest record: only while nothing
-    has been overwritten yet (HEAD is 0, where seq 0 lies); else from TAIL.
+    is the descriptor's seq + 1. From the oldest record: the cursor goes to
+    HEAD with join seq 0, as the subscriber was there before seq 0 was sent;
+    the records HEAD has passed (a wrapped ring) are then counted as lost,
+    from the seq of the first record the reader finds.
     The reader counts a lap before its first message as exact loss from here.
     A live writer makes the two agree within a few stores; a header where they
     never do (scribbled on, or a writer that died between them) is an error
     after JOIN_WAIT_S, not an endless loop.
     """
-    if from_oldest and u64[OFF_HEAD // 8] == 0:
-        return 0, 0
+    if from_oldest:
+        return u64[OFF_HEAD // 8], 0
     deadline = None
     tries = 0
     while True:
