@@ -163,5 +163,48 @@ def wait_forever(url: str, backend: str, first: bool = False, **options) -> None
     os._exit(1)
 
 
+def publish_then_fork(url: str, backend: str, out: Any) -> None:
+    """Makes a Publisher, forks a child that only sleeps, sends b"hello", reports the
+    child's pid and waits to be killed (the child outlives it)."""
+    pub = dc.Publisher(url, backend=backend, capacity=1 << 16)
+    pid = os.fork()
+    if pid == 0:
+        while True:
+            time.sleep(1)
+    pub.send(b"hello")
+    out.put(pid)
+    while True:
+        time.sleep(1)
+
+
+def fork_child_closes(url: str, backend: str, out: Any) -> None:
+    """Forks while holding a Publisher and a Subscriber; the child tries to send and then
+    closes both (as leaving a with block would); reports what the parent sees afterwards."""
+    pub = dc.Publisher(url, backend=backend, capacity=1 << 16)
+    sub = dc.Subscriber(url, backend=backend)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            pub.send(b"from the child")
+        except dc.Closed as exc:
+            code = 2 if "forked child" in str(exc) else 3
+        pub.close()
+        sub.close()
+        os._exit(code)
+    child = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    exists = os.path.exists("/dev/shm/dc-" + url[len("shm://"):])
+    got = []
+    for data in (b"after", b"again"):
+        pub.send(data)
+        try:
+            got.append(sub.recv(timeout=5).data)
+        except dc.DataCommsError as exc:
+            got.append(type(exc).__name__)
+    out.put((child, exists, got, pub.subscribers))
+    sub.close()
+    pub.close()
+
+
 def kill(pid: int) -> None:
     os.kill(pid, signal.SIGKILL)

@@ -214,6 +214,64 @@ def test_publisher_sigkill_gives_closed_and_is_reclaimed(backend_name, shm_name)
         assert sub2.recv(timeout=5).data == b"fresh"
 
 
+def test_publisher_sigkill_with_a_forked_child_still_gives_closed(backend_name, shm_name):
+    """A child forked by the publisher inherited the descriptors that hold the publisher
+    lock, so after the publisher was killed its subscribers waited (Timeout, never Closed)
+    and the next publisher was refused as long as the child lived."""
+    url = f"shm://{shm_name}"
+    q = CTX.Queue()
+    p = _start(kids.publish_then_fork, url, backend_name, q)
+    child = q.get(timeout=30)
+    try:
+        with dc.Subscriber(url, backend=backend_name) as sub:
+            assert sub.latest(timeout=10).data == b"hello"
+            os.kill(p.pid, signal.SIGKILL)
+            p.join(10)
+            with pytest.raises(dc.Closed):
+                sub.recv(timeout=10)
+        assert shm_name in dc.shm.stale()
+        with dc.Publisher(url, backend=backend_name) as pub:
+            assert pub.send(b"fresh") == 0
+    finally:
+        os.kill(child, signal.SIGKILL)
+
+
+def test_a_forked_child_leaves_the_parents_segment_alone(backend_name, shm_name):
+    """A forked child that closed its copies of the parent's Publisher and Subscriber (as
+    leaving a with block, or its exit, does) marked the parent's ring closed, unlinked its
+    name and freed the parent's subscriber slot. The copies are closed for the child now."""
+    url = f"shm://{shm_name}"
+    q = CTX.Queue()
+    p = _start(kids.fork_child_closes, url, backend_name, q)
+    child, exists, got, subscribers = q.get(timeout=60)
+    _join(p)
+    assert child == 2, "the child's send raises Closed, saying the publisher is the parent's"
+    assert exists and got == [b"after", b"again"] and subscribers == 1
+
+
+def test_waiting_for_the_next_publisher_does_not_map_a_stale_segment(backend_name, shm_name, monkeypatch):
+    """A subscriber waiting for a publisher over a dead one's segment mapped it (with all its
+    pages faulted in) at every 5 ms poll, only to find nobody held the lock: most of a core
+    for a 32 MiB ring, all of it for 256 MiB. It asks the lock before mapping now."""
+    from datacomms.transports import shm
+    url = f"shm://{shm_name}"
+    ready = CTX.Event()
+    p = _start(kids.publish_forever, url, backend_name, ready)
+    assert ready.wait(30)
+    os.kill(p.pid, signal.SIGKILL)
+    p.join(10)
+    maps = []
+    real_map = shm._map
+    monkeypatch.setattr(shm, "_map", lambda *a: maps.append(a) or real_map(*a))
+    with dc.Subscriber(url, backend=backend_name) as sub:
+        with pytest.raises(dc.Timeout):
+            sub.recv(timeout=0.3)
+        assert not sub.attached and maps == []
+        with dc.Publisher(url, backend=backend_name) as pub:   # reclaims; the waiting subscriber attaches
+            pub.send(b"next")
+            assert sub.recv(timeout=10).data == b"next"
+
+
 def test_clean_removes_stale(backend_name, shm_name):
     url = f"shm://{shm_name}"
     ready = CTX.Event()
@@ -342,6 +400,28 @@ def test_late_joiner_latest_and_early_subscriber(backend, shm_name):
         assert [early.recv(timeout=5).data["v"] for _ in range(3)] == [1, 2, 3]
     early.close()
     assert isinstance(early.stats, dc.Stats)
+
+
+def test_early_subscriber_starts_at_the_oldest_record_of_a_wrapped_ring(backend, shm_name):
+    """A subscriber made before its publisher started at the first message still in the
+    ring only while the ring had not wrapped; once it had, it joined at TAIL: it skipped
+    everything already sent, including what was still in the ring, and counted none of it
+    as lost. It starts at the oldest record now and counts the overwritten ones as lost."""
+    url = f"shm://{shm_name}"
+    early = dc.Subscriber(url, backend=backend)
+    try:
+        with dc.Publisher(url, backend=backend, capacity=1 << 12) as pub:
+            n = 1000
+            for i in range(n):
+                pub.send(i.to_bytes(4, "little") * 10)
+            first = early.recv(timeout=5)
+            assert 0 < first.seq < n - 1, "the oldest record still in the wrapped ring"
+            assert first.data == first.seq.to_bytes(4, "little") * 10
+            assert early.stats.lost == first.seq, "everything before it was sent after the subscriber existed"
+            rest = [early.recv(timeout=5).seq for _ in range(n - 1 - first.seq)]
+            assert rest == list(range(first.seq + 1, n)) and early.stats.lost == first.seq
+    finally:
+        early.close()
 
 
 def test_ctrl_c_interrupts_a_wait(backend_name, shm_name):

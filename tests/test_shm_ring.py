@@ -230,6 +230,156 @@ def test_scribbled_segment_never_crashes_or_hangs(backend, shm_name):
             pass
 
 
+_SUBSCRIBE = """
+import sys, datacomms as dc
+try:
+    dc.Subscriber(sys.argv[1], backend=sys.argv[2])
+    print("attached")
+except dc.DataCommsError as exc:
+    print("refused:", exc)
+"""
+
+
+def test_a_new_subscriber_of_a_scribbled_tail_is_refused_not_stuck(backend, shm_name):
+    """A TAIL scribbled past the latest record made Subscriber() spin for ever, waiting for
+    the latest-value descriptor and TAIL to agree. It is a clear error now, and the next
+    send (which writes TAIL again) lets new subscribers in. In a child: the old code hung."""
+    import subprocess
+    import sys
+    url = f"shm://{shm_name}"
+    with dc.Publisher(url, backend=backend, capacity=1 << 12) as pub:
+        pub.send(b"a")
+        _scribble(shm_name, S.OFF_TAIL, (10 ** 15).to_bytes(8, "little"))
+        out = subprocess.run([sys.executable, "-c", _SUBSCRIBE, url, backend.name],
+                             capture_output=True, text=True, timeout=60)
+        assert out.stdout.startswith("refused:") and "inconsistent" in out.stdout, (out.stdout, out.stderr)
+        pub.send(b"b")
+        with dc.Subscriber(url, backend=backend) as sub:
+            pub.send(b"c")
+            assert sub.recv(timeout=5).data == b"c"
+
+
+_CLOSE_WHILE_WAITING = """
+import gc, os, sys, threading, time
+import datacomms as dc
+url, backend, which = sys.argv[1:4]
+name = url[len("shm://"):]
+if which == "recv":
+    pub = dc.Publisher(url, backend=backend)
+    end = dc.Subscriber(url, backend=backend)
+    call = lambda: end.recv()                      # waits for ever: nothing is sent
+else:
+    pub = end = dc.Publisher(url, backend=backend, on_full="block", capacity=1 << 12)
+    sub = dc.Subscriber(url, backend=backend)    # never reads: the ring fills
+    call = lambda: [pub.send(b"x" * 500) for _ in range(100)]
+out = []
+def run():
+    try:
+        call()
+    except BaseException as exc:
+        out.append(exc)
+t = threading.Thread(target=run, daemon=True)
+t.start()
+time.sleep(0.3)     # not a timing assumption: close() must be safe whether or not it waits yet
+end.close()
+t.join(10)
+print("raised:", type(out[0]).__name__ if out else None, "alive:", t.is_alive())
+pub.close()
+if which == "send":
+    sub.close()
+gc.collect()
+with open("/proc/self/maps") as f:
+    print("mapped:", any("dc-" + name in line for line in f))
+"""
+
+
+@pytest.mark.parametrize("which", ["recv", "send"])
+def test_close_from_another_thread_ends_a_wait_with_closed(backend, shm_name, which):
+    """close() while another thread waited in recv(), or in a block-mode send() for room,
+    unmapped the segment under it: a segfault (cython) or an AttributeError/ValueError
+    (python). The waiting call now raises Closed and the mapping goes when it is out."""
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", _CLOSE_WHILE_WAITING, f"shm://{shm_name}", backend.name, which],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.splitlines() == ["raised: Closed alive: False", "mapped: False"], (out.stdout, out.stderr)
+
+
+def test_infinite_timeout_waits_like_none(backend, shm_name):
+    """recv(timeout=math.inf) raised OverflowError on the python backend (int(inf * 1e9)) and
+    relied on an undefined double-to-int64 cast on the cython one; nan went the same ways.
+    inf (or any timeout past int64 nanoseconds) now waits like None, nan is a ValueError."""
+    import math
+    import threading
+    pub, sub = _pair(backend, shm_name)
+    with pub, sub:
+        sender = threading.Timer(0.2, pub.send, (b"late",))
+        sender.start()
+        try:
+            assert sub.recv(timeout=math.inf).data == b"late"
+        finally:
+            sender.join()
+        sender = threading.Timer(0.2, pub.send, (b"later",))
+        sender.start()
+        try:
+            assert sub.latest(timeout=1e300).data == b"later"
+        finally:
+            sender.join()
+        out: list = []
+
+        def recv_nan() -> None:
+            try:
+                out.append(sub.recv(timeout=math.nan))
+            except Exception as exc:
+                out.append(exc)
+        waiter = threading.Thread(target=recv_nan, daemon=True)
+        waiter.start()
+        waiter.join(10)
+        if waiter.is_alive():   # it waited as if for ever: let it out, then fail
+            pub.send(b"unblock")
+            waiter.join(10)
+        assert isinstance(out[0], ValueError) and "nan" in str(out[0]), out
+        with pytest.raises(dc.Timeout):
+            sub.recv(timeout=-1)
+
+
+_SCRIBBLED_CONFIG = """
+import struct, sys
+import datacomms as dc
+from datacomms.backend import _segment as S
+be = dc.backend.get(sys.argv[1])
+for off, fmt, value in ((S.OFF_CAPACITY, "<Q", 1 << 40), (S.OFF_CAPACITY, "<Q", 3 << 12),
+                        (S.OFF_MAX_SUBS, "<I", 5000), (S.OFF_DATA, "<I", 1 << 20)):
+    for make in (lambda b: be.ring.Writer(b), lambda b: be.ring.Reader(b, 0)):
+        buf = bytearray(S.segment_size(1 << 12, 2))
+        S.init_segment(buf, 1 << 12, 2, False, 1, 1)
+        struct.pack_into("<I", buf, S.OFF_SLOTS + S.SLOT_STATE, S.SLOT_ACTIVE)
+        struct.pack_into(fmt, buf, off, value)
+        try:
+            end = make(buf)
+            end.send(b"y" * 3000) if hasattr(end, "send") else end.recv(timeout=0)
+            print("accepted")
+        except dc.DataCommsError as exc:
+            print("refused" if "inconsistent" in str(exc) else repr(exc))
+        except Exception as exc:
+            print(repr(exc))
+"""
+
+
+def test_a_writer_or_reader_refuses_a_header_that_does_not_fit_its_buffer(backend):
+    """Writer(buf) and Reader(buf, slot) took capacity, ring offset and slot count from the
+    header as they found it: a capacity larger than the buffer made the compiled writer
+    write past it (heap corruption, abort) and the python one fail with a memoryview error.
+    Both check the header against the buffer now (in a child: the old code crashed)."""
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", _SCRIBBLED_CONFIG, backend.name],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["refused"] * 8, (out.stdout, out.stderr[-2000:])
+
+
 def _ring_in_memory(backend, capacity: int = 1 << 12) -> bytearray:
     """A segment in a bytearray with subscriber slot 0 joined before the first message."""
     buf = bytearray(S.segment_size(capacity, 2))

@@ -21,6 +21,7 @@ import fcntl
 import os
 import socket
 import struct
+import time
 from typing import Any
 
 from ..errors import DataCommsError
@@ -72,6 +73,8 @@ MAX_CAPACITY = 1 << 40
 DEFAULT_CAPACITY = 32 << 20
 DEFAULT_MAX_SUBS = 64
 MAX_SUBS_LIMIT = 1024
+
+JOIN_WAIT_S = 1.0   # how long a joining subscriber waits for TAIL and the latest descriptor to agree
 
 _CONFIG = struct.Struct("<QIIQIIQQQ")  # magic .. size, line 0
 
@@ -192,22 +195,37 @@ def _join_point(u64: memoryview, from_oldest: bool) -> tuple[int, int]:
 
     From TAIL: the latest-value descriptor and TAIL are read until they agree
     (the writer stores TAIL, then the descriptor), so the next record at TAIL
-    is the descriptor's seq + 1. From the oldest record: only while nothing
-    has been overwritten yet (HEAD is 0, where seq 0 lies); else from TAIL.
+    is the descriptor's seq + 1. From the oldest record: the cursor goes to
+    HEAD with join seq 0, as the subscriber was there before seq 0 was sent;
+    the records HEAD has passed (a wrapped ring) are then counted as lost,
+    from the seq of the first record the reader finds.
     The reader counts a lap before its first message as exact loss from here.
+    A live writer makes the two agree within a few stores; a header where they
+    never do (scribbled on, or a writer that died between them) is an error
+    after JOIN_WAIT_S, not an endless loop.
     """
-    if from_oldest and u64[OFF_HEAD // 8] == 0:
-        return 0, 0
+    if from_oldest:
+        return u64[OFF_HEAD // 8], 0
+    deadline = None
+    tries = 0
     while True:
         lock = u64[OFF_LATEST_LOCK // 8]
         pos, length, seq = u64[OFF_LATEST_POS // 8], u64[OFF_LATEST_LEN // 8], u64[OFF_LATEST_SEQ // 8]
         tail = u64[OFF_TAIL // 8]
-        if lock & 1 or u64[OFF_LATEST_LOCK // 8] != lock:
-            continue
-        if lock == 0 and tail == 0:
-            return 0, 0
-        if lock and pos + length == tail:
-            return tail, seq + 1
+        if not lock & 1 and u64[OFF_LATEST_LOCK // 8] == lock:
+            if lock == 0 and tail == 0:
+                return 0, 0
+            if lock and pos + length == tail:
+                return tail, seq + 1
+        tries += 1
+        if tries > 1000:   # the writer is not between two stores: it was preempted, or never will agree
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + JOIN_WAIT_S
+            elif now >= deadline:
+                raise DataCommsError("shared-memory ring header is inconsistent: its TAIL and latest-value "
+                                     "descriptor disagree (was the segment written by another program?)")
+            time.sleep(0.001)
 
 
 def claim_slot(fd: int, buf: Any, config: Config, pid: int, from_oldest: bool = False) -> int:

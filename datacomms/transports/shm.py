@@ -29,6 +29,7 @@ import mmap
 import os
 import time
 import uuid
+import weakref
 from typing import Any
 
 from .. import _aio
@@ -71,6 +72,20 @@ def path_of(name: str) -> str:
     return os.path.join(SHM_DIR, PREFIX + name)
 
 
+def _map(path: str, lock_fd: int, size: int) -> mmap.mmap:
+    """Maps the file open at lock_fd through a second open of it. mmap keeps a dup of the
+    descriptor it is given; were that the one holding the liveness locks, a forked child's
+    copy of the mapping would keep them held after the parent died (and the child cannot
+    give it back while buffers point into the mapping)."""
+    mfd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        if os.fstat(mfd).st_ino != os.fstat(lock_fd).st_ino:
+            raise FileNotFoundError(path)   # replaced in between: the caller's file is gone from the name
+        return mmap.mmap(mfd, size, flags=_MAP_FLAGS)
+    finally:
+        os.close(mfd)
+
+
 class _Segment:
     """An open, mapped, validated segment file."""
 
@@ -81,16 +96,25 @@ class _Segment:
         self.ino = os.fstat(fd).st_ino
 
     @classmethod
-    def open(cls, path: str) -> "_Segment | None":
+    def open(cls, path: str, live_only: bool = False) -> "_Segment | None":
+        """The segment at path, or None when there is none (or, with live_only, when its
+        publisher is gone: a subscriber polling for the next publisher of a name must not map
+        and fault in a stale segment every few milliseconds)."""
         try:
             fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         except FileNotFoundError:
+            return None
+        if live_only and not S.publisher_alive(fd):
+            os.close(fd)
             return None
         try:
             size = os.fstat(fd).st_size
             if size < S.OFF_SLOTS:
                 raise DataCommsError(f"{path} is too small to be a datacomms shm segment")
-            mm = mmap.mmap(fd, size, flags=_MAP_FLAGS)
+            mm = _map(path, fd, size)
+        except FileNotFoundError:
+            os.close(fd)
+            return None
         except BaseException:
             os.close(fd)
             raise
@@ -125,7 +149,7 @@ def _create(name: str, capacity: int, max_subs: int, block: bool) -> _Segment:
         except OSError as exc:
             raise DataCommsError(f"cannot create shm://{name}: {size} bytes do not fit in {SHM_DIR} "
                                  f"({exc.strerror}); pick a smaller capacity or make room") from None
-        mm = mmap.mmap(fd, size, flags=_MAP_FLAGS)
+        mm = _map(tmp, fd, size)
         pid = os.getpid()
         S.init_segment(mm, capacity, max_subs, block, pid, S.process_start_time(pid))
         for _ in range(8):
@@ -172,6 +196,24 @@ def _reclaim(path: str) -> int | None:
         os.close(fd)
 
 
+# Every Publisher and Subscriber of this process, for the fork hook below.
+_ENDS: "weakref.WeakSet[ShmPublisher | ShmSubscriber]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child's copies of the parent's Publishers and Subscribers are closed for the
+    child, without touching the segment: its copies of the lock descriptors are closed, so the
+    parent's death still shows as a released lock, and its exit neither marks the parent's ring
+    closed, nor unlinks it, nor frees the parent's subscriber slots."""
+    ends = list(_ENDS)
+    _ENDS.clear()
+    for end in ends:
+        end._forked()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class ShmPublisher(Publisher):
     """Publisher(url, backend=None, capacity=32 MiB, on_full="drop"|"block", max_subscribers=64, spin_us=0).
 
@@ -181,6 +223,8 @@ class ShmPublisher(Publisher):
     the futex's wake-up cost at the price of a core while waiting. ``send`` and ``loan`` are the backend writer's own
     methods, bound on the instance (no extra Python frame per message).
     """
+
+    _why_closed = "this publisher is closed"
 
     def __init__(self, url: str, backend: Any = None, capacity: int = DEFAULT_CAPACITY, on_full: str = "drop",
                  max_subscribers: int = S.DEFAULT_MAX_SUBS, spin_us: float = 0.0) -> None:
@@ -200,14 +244,27 @@ class ShmPublisher(Publisher):
         self._next_reap = 0.0
         self.send = self._writer.send  # type: ignore[method-assign]
         self.loan = self._writer.loan  # type: ignore[method-assign]
+        _ENDS.add(self)
 
     def send(self, data: Any, timeout: float | None = None) -> int:  # replaced per instance
-        raise Closed("this publisher is closed")
+        raise Closed(self._why_closed)
 
     def loan(self, shape: Any, dtype: Any, timeout: float | None = None) -> Any:
         """Room for an array in the ring: ``with pub.loan(shape, dtype) as l: fill(l.array)``
         publishes on leaving the block (or call ``l.commit()``); do not touch the array afterwards."""
-        raise Closed("this publisher is closed")
+        raise Closed(self._why_closed)
+
+    def _forked(self) -> None:
+        seg, self._seg = self._seg, None
+        if seg is None:
+            return
+        self._why_closed = (f"this publisher belongs to process {seg.config.owner_pid}; "
+                            "a forked child makes its own")
+        os.close(seg.fd)   # the parent alone holds the publisher lock now
+        self._aio_w = None
+        self._writer = None
+        for name in ("send", "loan"):
+            self.__dict__.pop(name, None)
 
     def _send_may_wait(self) -> bool:
         return self.on_full == "block"
@@ -291,6 +348,8 @@ class ShmSubscriber(Subscriber):
     check ``still_valid()`` after using them.
     """
 
+    _why_closed = "this subscriber is closed"
+
     def __init__(self, url: str, backend: Any = None, spin_us: float = 0.0) -> None:
         self.url = url
         self.name = _name_from_url(url)
@@ -302,10 +361,23 @@ class ShmSubscriber(Subscriber):
         self._reader: Any = None
         self._closed = False
         self._aio_w: _aio.Waiter | None = None
+        _ENDS.add(self)
         self._attach()
 
+    def _forked(self) -> None:
+        self._closed = True
+        self._why_closed = f"this subscriber belongs to process {os.getppid()}; a forked child makes its own"
+        self._aio_w = None
+        seg, self._seg = self._seg, None
+        if seg is None:
+            return
+        os.close(seg.fd)   # the parent alone holds the slot's lock now
+        self._reader = None
+        for name in ("recv", "latest", "release", "still_valid"):
+            self.__dict__.pop(name, None)
+
     def _attach(self, from_oldest: bool = False) -> bool:
-        seg = _Segment.open(path_of(self.name))
+        seg = _Segment.open(path_of(self.name), live_only=True)
         if seg is None:
             return False
         if not S.publisher_alive(seg.fd):
@@ -329,7 +401,7 @@ class ShmSubscriber(Subscriber):
     def _attach_wait(self, timeout: float | None) -> float | None:
         """Attaches, waiting for the publisher up to timeout; returns the time left."""
         if self._closed:
-            raise Closed("this subscriber is closed")
+            raise Closed(self._why_closed)
         start = time.monotonic()
         while not self._attach(from_oldest=True):
             waited = time.monotonic() - start
@@ -363,7 +435,7 @@ class ShmSubscriber(Subscriber):
         # before the publisher exists: the directory of segments, watched for its name
         # appearing; attached: the wake socket the publisher sends to
         if self._closed:
-            raise Closed("this subscriber is closed")
+            raise Closed(self._why_closed)
         w = self._aio_w
         if self._reader is None:
             if w is None:

@@ -13,6 +13,7 @@ cdef extern from "dc_common.h" nogil:
     uint64_t dc_align64(uint64_t n)
     void dc_st64(uint8_t *p, uint64_t v)
     uint64_t dc_ld64(const uint8_t *p)
+    uint32_t dc_ld32(const uint8_t *p)
 
 cdef extern from "dc_frame.h" nogil:
     unsigned int DC_FRAME_HEADER_SIZE
@@ -112,6 +113,7 @@ cdef extern from "dc_ring.h" nogil:
     int DC_RING_OFF_LATEST_POS
     int DC_RING_OFF_LATEST_SEQ
     int DC_RING_OFF_SLOTS
+    int DC_RING_OFF_MAX_SUBS
     int DC_RING_SLOT_SIZE
     int DC_RING_SLOT_CURSOR
     int DC_RING_SLOT_JOIN_SEQ

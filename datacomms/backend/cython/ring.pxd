@@ -15,5 +15,10 @@ cdef class Writer:
     cdef object _base      # a uint8 array over the whole buffer, made by the first loan
     cdef object _wake_sock
     cdef readonly object loaned
+    cdef int busy          # send/loan calls under way (another thread may close meanwhile)
+    cdef bint closing      # close() was called while busy: the last call lets go of the buffer
     cdef int reserve(self, uint64_t frame_len, object timeout) except -1
     cdef uint64_t publish(self, int64_t now) noexcept
+    cdef object _send(self, object data, object timeout)
+    cdef object _loan(self, object shape, object dtype, object timeout)
+    cdef void _let_go(self) noexcept

@@ -33,7 +33,7 @@ from ._csrc cimport (
     dc_writer_reserve, dc_writer_ptr, dc_writer_commit, dc_writer_close, dc_reader_next, dc_reader_check_at,
 )
 from .framing cimport encode, dumps_json
-from ._ringutil cimport REAP_AFTER_NS, SLICE_NS, _copy, _deadline
+from ._ringutil cimport REAP_AFTER_NS, SLICE_NS, _copy, _deadline, _fits
 
 
 def _layout():
@@ -78,6 +78,11 @@ cdef class Writer:
         PyObject_GetBuffer(buf, &self.view, PyBUF_WRITABLE)
         self.has_view = True
         dc_writer_init(&self.w, <uint8_t *>self.view.buf)
+        # the capacity, ring offset and slot count C just loaded must describe this buffer
+        if not _fits(self.view.len, self.w.ring - self.w.base, self.w.cap, self.w.max_subs):
+            PyBuffer_Release(&self.view)
+            self.has_view = False
+            raise DataCommsError("shared-memory ring header is inconsistent with its size")
         # sends the one-byte wakes to subscribers sleeping in an event loop (dc_wake_async)
         self._wake_sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         self._wake_sock.setblocking(False)
@@ -137,6 +142,8 @@ cdef class Writer:
             with nogil:
                 dc_futex_wait(word, v, left)
             PyErr_CheckSignals()
+            if self.closing:
+                raise Closed("this publisher was closed while send waited for room")
 
     cdef uint64_t publish(self, int64_t now) noexcept:
         cdef uint64_t seq = self.seq
@@ -146,6 +153,30 @@ cdef class Writer:
 
     def send(self, data, timeout=None):
         """Writes data as the next record and returns its seq."""
+        if not self.has_view or self.closing:
+            raise Closed("this publisher is closed")
+        # close() from another thread meanwhile keeps the buffer until this call is out of it
+        self.busy += 1
+        try:
+            return self._send(data, timeout)
+        finally:
+            self.busy -= 1
+            if self.closing and self.busy == 0:
+                self._let_go()
+
+    def loan(self, shape, dtype, timeout=None):
+        """Reserves room for an array frame and returns a Loan whose ``array`` views it in the ring."""
+        if not self.has_view or self.closing:
+            raise Closed("this publisher is closed")
+        self.busy += 1
+        try:
+            return self._loan(shape, dtype, timeout)
+        finally:
+            self.busy -= 1
+            if self.closing and self.busy == 0:
+                self._let_go()
+
+    cdef object _send(self, object data, object timeout):
         cdef int64_t now = dc_realtime_ns()
         cdef uint64_t seq = self.seq
         cdef uint64_t frame_len, off = 0
@@ -153,8 +184,6 @@ cdef class Writer:
         cdef uint8_t *p
         cdef dc_header h
         cdef Py_buffer pb
-        if not self.has_view:
-            raise Closed("this publisher is closed")
         if self.loaned is not None:
             raise DataCommsError("commit or abort the open loan before sending")
         if type(data) is bytes:
@@ -191,14 +220,11 @@ cdef class Writer:
             raise FrameError("encoded parts do not fill their frame length")
         return self.publish(now)
 
-    def loan(self, shape, dtype, timeout=None):
-        """Reserves room for an array frame and returns a Loan whose ``array`` views it in the ring."""
+    cdef object _loan(self, object shape, object dtype, object timeout):
         cdef bytes meta
         cdef uint64_t frame_len, mlen, start, nbytes
         cdef uint8_t *p
         cdef dc_header h
-        if not self.has_view:
-            raise Closed("this publisher is closed")
         if self.loaned is not None:
             raise DataCommsError("a loan is already open")
         try:
@@ -243,7 +269,7 @@ cdef class Writer:
     def async_prepare(self, uint64_t wake_id):
         """Block mode: announces a sleep for room on the wake socket named by wake_id
         (see csrc/dc_ring.h); the caller then tries to send once more before sleeping."""
-        if not self.has_view:
+        if not self.has_view or self.closing:
             raise Closed("this publisher is closed")
         dc_space_async_prepare(self.w.base, wake_id)
 
@@ -262,12 +288,20 @@ cdef class Writer:
             self.loaned = None
 
     def close(self):
-        """Marks the ring closed, wakes every sleeper and lets go of the buffer."""
-        if self.has_view:
+        """Marks the ring closed, wakes every sleeper and lets go of the buffer; a send of
+        another thread waiting for room meanwhile raises Closed at the end of its wait
+        slice and lets go of the buffer then (never a use after unmap)."""
+        if self.has_view and not self.closing:
             self.loaned = None
+            self.closing = True
             dc_writer_close(&self.w)
             self.w.wake_fd = -1
             self._wake_sock.close()
+            if self.busy == 0:
+                self._let_go()
+
+    cdef void _let_go(self) noexcept:
+        if self.has_view:
             PyBuffer_Release(&self.view)
             self.has_view = False
             self._base = None

@@ -22,6 +22,11 @@ cdef class Reader:
     cdef uint64_t hold_pos
     cdef uint32_t slot
     cdef object _wake_sock
+    cdef int busy          # recv/latest calls under way (another thread may close meanwhile)
+    cdef bint closing      # close() was called while busy: the last call lets go of the buffer
     cdef int wait(self, int64_t deadline) except -1
     cdef _corrupt(self, int rc)
     cdef object take(self, uint64_t pos, dc_header *h, bint copy, long long skipped)
+    cdef object _recv(self, object timeout, bint copy)
+    cdef object _latest(self, object timeout, bint copy)
+    cdef void _let_go(self) noexcept

@@ -14,11 +14,11 @@ import socket
 
 import numpy as np
 
-from ...errors import Closed, FrameError, Timeout
+from ...errors import Closed, DataCommsError, FrameError, Timeout
 from .._segment import SLOT_SIZE, OFF_SLOTS
 from ._csrc cimport (
     DC_OK, DC_RING_EMPTY, DC_RING_LAPPED, DC_RING_OFF_DATA_WORD, DC_RING_OFF_DATA_SLEEPERS, dc_async_prepare,
-    DC_KIND_RAW, DC_RING_OFF_SLOTS, DC_RING_SLOT_SIZE, DC_RING_SLOT_JOIN_SEQ, dc_ld64, dc_au32, dc_header,
+    DC_KIND_RAW, DC_RING_OFF_SLOTS, DC_RING_OFF_MAX_SUBS, DC_RING_SLOT_SIZE, DC_RING_SLOT_JOIN_SEQ, dc_ld32, dc_ld64, dc_au32, dc_header,
     dc_cpu_relax, dc_realtime_ns, dc_monotonic_ns, dc_futex_wait, dc_sleep_prepare, dc_reader_init,
     dc_ring_tail, dc_ring_closed, dc_reader_valid, dc_reader_next, dc_reader_advance, dc_reader_hold,
     dc_ring_latest, dc_reader_resync, dc_reader_check_at,
@@ -27,7 +27,7 @@ from ..._message cimport make_message
 from .framing import decode
 from .stats cimport Stats
 
-from ._ringutil cimport CHECK_NS, SLICE_NS, _copy, _deadline
+from ._ringutil cimport CHECK_NS, SLICE_NS, _copy, _deadline, _fits
 
 cdef class Reader:
     """One subscriber's end of a ring: its slot's cursor, its Stats, its waits.
@@ -41,6 +41,13 @@ cdef class Reader:
             self.has_view = False
             raise ValueError(f"slot {slot} lies outside the segment")
         dc_reader_init(&self.r, <uint8_t *>self.view.buf, slot)
+        # the capacity and ring offset C just loaded must describe this buffer
+        if not _fits(self.view.len, self.r.ring - self.r.base, self.r.cap,
+                     dc_ld32(<uint8_t *>self.view.buf + DC_RING_OFF_MAX_SUBS)) or \
+                slot >= dc_ld32(<uint8_t *>self.view.buf + DC_RING_OFF_MAX_SUBS):
+            PyBuffer_Release(&self.view)
+            self.has_view = False
+            raise DataCommsError("shared-memory ring header is inconsistent with its size")
         self.slot = slot
         if self.r.block:
             # wakes a block-mode publisher sleeping in an event loop (dc_wake_space_async)
@@ -67,6 +74,8 @@ cdef class Reader:
         cdef uint32_t v
         cdef dc_au32 *word = <dc_au32 *>(base + DC_RING_OFF_DATA_WORD)
         cdef dc_au32 *flag = <dc_au32 *>(base + DC_RING_OFF_DATA_SLEEPERS)
+        if self.closing:
+            raise Closed("this subscriber was closed while waiting")
         if dc_ring_closed(base):
             if dc_ring_tail(base) != self.r.cursor:
                 return 0
@@ -97,6 +106,8 @@ cdef class Reader:
             with nogil:
                 dc_futex_wait(word, v, left)
         PyErr_CheckSignals()
+        if self.closing:
+            raise Closed("this subscriber was closed while waiting")
         return 0
 
     cdef object take(self, uint64_t pos, dc_header *h, bint copy, long long skipped):
@@ -148,12 +159,34 @@ cdef class Reader:
 
     def recv(self, timeout=None, bint copy=True):
         """The next record as a Message; see the transport for the semantics."""
+        if not self.has_view or self.closing:
+            raise Closed("this subscriber is closed")
+        # close() from another thread meanwhile keeps the buffer until this call is out of it
+        self.busy += 1
+        try:
+            return self._recv(timeout, copy)
+        finally:
+            self.busy -= 1
+            if self.closing and self.busy == 0:
+                self._let_go()
+
+    def latest(self, timeout=None, bint copy=True):
+        """The newest record not yet received, counting the ones passed over as skipped."""
+        if not self.has_view or self.closing:
+            raise Closed("this subscriber is closed")
+        self.busy += 1
+        try:
+            return self._latest(timeout, copy)
+        finally:
+            self.busy -= 1
+            if self.closing and self.busy == 0:
+                self._let_go()
+
+    cdef object _recv(self, object timeout, bint copy):
         cdef uint64_t pos
         cdef dc_header h
         cdef int rc, laps = 0
         cdef int64_t deadline = -2
-        if not self.has_view:
-            raise Closed("this subscriber is closed")
         if self.holding:
             self.release()
         while True:
@@ -178,8 +211,7 @@ cdef class Reader:
             else:
                 self._corrupt(rc)
 
-    def latest(self, timeout=None, bint copy=True):
-        """The newest record not yet received, counting the ones passed over as skipped."""
+    cdef object _latest(self, object timeout, bint copy):
         cdef uint64_t pos, length, seq
         cdef dc_header h
         cdef int rc
@@ -187,8 +219,6 @@ cdef class Reader:
         cdef int64_t deadline = -2
         cdef int misses = 0
         cdef bint closed
-        if not self.has_view:
-            raise Closed("this subscriber is closed")
         if self.holding:
             self.release()
         while True:
@@ -227,28 +257,39 @@ cdef class Reader:
     def async_prepare(self, uint64_t wake_id):
         """Announces a sleep on the wake socket named by wake_id (see csrc/dc_ring.h):
         True when the caller may sleep, False when something may be there to read now."""
-        if not self.has_view:
+        if not self.has_view or self.closing:
             raise Closed("this subscriber is closed")
         return bool(dc_async_prepare(self.r.base, self.slot, wake_id, self.r.cursor))
 
     def release(self):
         """Ends the zero-copy hold of the last record (a block-mode publisher may overwrite it now)."""
-        if self.holding and self.has_view:
+        if self.holding and self.has_view and not self.closing:
             self.holding = False
             dc_reader_advance(&self.r, self.r.cursor)
 
     def still_valid(self):
         """Whether the record of the last zero-copy message is still intact in the ring."""
-        if not self.holding or not self.has_view:
+        if not self.holding or not self.has_view or self.closing:
             return False
         return bool(dc_reader_valid(&self.r, self.hold_pos))
 
     def close(self):
-        if self.has_view:
+        """Lets go of the buffer; a recv/latest of another thread waiting meanwhile raises
+        Closed at the end of its wait slice and lets go of it then (never a use after unmap)."""
+        if self.has_view and not self.closing:
             self.holding = False
+            self.closing = True
+            if self.busy == 0:
+                self._let_go()
+
+    cdef void _let_go(self) noexcept:
+        if self.has_view:
             if self._wake_sock is not None:
                 self.r.wake_fd = -1
-                self._wake_sock.close()
+                try:
+                    self._wake_sock.close()
+                except Exception:
+                    pass
             PyBuffer_Release(&self.view)
             self.has_view = False
             self._ro_arr = None

@@ -36,6 +36,8 @@ class Reader:
         self.name = name
         self._spin_ns = int(spin_us * 1000)
         self._next_check = 0
+        self._busy = 0           # recv/latest calls under way (another thread may close meanwhile)
+        self._closing = False    # close() came while busy: the last call lets go of the mapping
         self._last_seq: int | None = None
         self._hold: int | None = None
         self._ro = self._m.mv.toreadonly()
@@ -105,6 +107,8 @@ class Reader:
 
     def _wait(self, deadline: int) -> None:
         """Waits until the ring may hold something past the cursor; raises Timeout or Closed."""
+        if self._closing:
+            raise Closed("this subscriber was closed while waiting")
         m = self._m
         u64 = m.u64
         now = time.monotonic_ns()
@@ -133,6 +137,8 @@ class Reader:
         left = SLICE_NS if deadline < 0 else min(SLICE_NS, max(deadline - now, 0))
         if left > 0:
             _futex_wait(m.addr + S.OFF_DATA_WORD, v, left)
+        if self._closing:
+            raise Closed("this subscriber was closed while waiting")
 
     def _take(self, pos: int, h: tuple, copy: bool, skipped: int) -> Message | None:
         """The message of the validated record at pos, or None when it was overwritten meanwhile."""
@@ -175,8 +181,30 @@ class Reader:
 
     def recv(self, timeout: float | None = None, copy: bool = True) -> Message:
         """The next record as a Message; see the transport for the semantics."""
-        if self._m is None:
+        if self._m is None or self._closing:
             raise Closed("this subscriber is closed")
+        # close() from another thread meanwhile keeps the mapping until this call is out of it
+        self._busy += 1
+        try:
+            return self._recv(timeout, copy)
+        finally:
+            self._busy -= 1
+            if self._closing and not self._busy:
+                self._let_go()
+
+    def latest(self, timeout: float | None = None, copy: bool = True) -> Message:
+        """The newest record not yet received, counting the ones passed over as skipped."""
+        if self._m is None or self._closing:
+            raise Closed("this subscriber is closed")
+        self._busy += 1
+        try:
+            return self._latest(timeout, copy)
+        finally:
+            self._busy -= 1
+            if self._closing and not self._busy:
+                self._let_go()
+
+    def _recv(self, timeout: float | None, copy: bool) -> Message:
         if self._hold is not None:
             self.release()
         laps = 0
@@ -201,10 +229,7 @@ class Reader:
                     deadline = _deadline(timeout)
                 self._wait(deadline)
 
-    def latest(self, timeout: float | None = None, copy: bool = True) -> Message:
-        """The newest record not yet received, counting the ones passed over as skipped."""
-        if self._m is None:
-            raise Closed("this subscriber is closed")
+    def _latest(self, timeout: float | None, copy: bool) -> Message:
         if self._hold is not None:
             self.release()
         m = self._m
@@ -257,7 +282,7 @@ class Reader:
         """Announces a sleep on the wake socket named by wake_id (see csrc/dc_ring.h):
         True when the caller may sleep, False when something may be there to read now."""
         m = self._m
-        if m is None:
+        if m is None or self._closing:
             raise Closed("this subscriber is closed")
         m.u64[(self._slot_off + S.SLOT_WAKE_ID) // 8] = wake_id
         m.u32[(self._slot_off + S.SLOT_WAKE) // 4] = 1
@@ -267,21 +292,30 @@ class Reader:
 
     def release(self) -> None:
         """Ends the zero-copy hold of the last record (a block-mode publisher may overwrite it now)."""
-        if self._hold is not None and self._m is not None:
+        if self._hold is not None and self._m is not None and not self._closing:
             self._hold = None
             self._advance(self.cursor)
 
     def still_valid(self) -> bool:
         """Whether the record of the last zero-copy message is still intact in the ring."""
-        if self._hold is None or self._m is None:
+        if self._hold is None or self._m is None or self._closing:
             return False
         return self._valid(self._hold)
 
     def close(self) -> None:
+        """Lets go of the mapping; a recv/latest of another thread waiting meanwhile raises
+        Closed at the end of its wait slice and lets go of it then."""
+        if self._m is None or self._closing:
+            return
+        self._hold = None
+        self._closing = True
+        if not self._busy:
+            self._let_go()
+
+    def _let_go(self) -> None:
         m = self._m
         if m is None:
             return
-        self._hold = None
         self._m = None
         if self._wake_sock is not None:
             self._wake_sock.close()

@@ -72,11 +72,20 @@ def _futex_wake_all(addr: int) -> None:
     _syscall(_SYS_FUTEX, ctypes.c_void_p(addr), _FUTEX_WAKE, 0x7FFFFFFF, None, None, 0)
 
 
+FOREVER_S = float(1 << 62) / 1e9   # a timeout this long (or inf) waits like None: it does not fit int64 ns
+
+
 def _deadline(timeout: float | None) -> int:
+    """The monotonic ns to give up at; -1: never."""
     if timeout is None:
         return -1
+    t = float(timeout)
+    if t != t:
+        raise ValueError("timeout must be a number of seconds or None, not nan")
+    if t >= FOREVER_S:
+        return -1
     now = time.monotonic_ns()
-    return now if timeout <= 0 else now + int(timeout * 1e9)
+    return now if t <= 0 else now + int(t * 1e9)
 
 
 class _Mapped:
@@ -86,6 +95,7 @@ class _Mapped:
         self.mv = memoryview(buf)
         if self.mv.readonly:
             raise ValueError("the ring needs a writable buffer")
+        S.read_config(self.mv, self.mv.nbytes)   # the header describes this buffer, or DataCommsError
         head = self.mv[:S.OFF_SLOTS]
         data = head.cast("I")[S.OFF_DATA // 4]
         self.cap = head.cast("Q")[S.OFF_CAPACITY // 8]
@@ -187,6 +197,8 @@ class Writer:
         self._lock = m.u64[S.OFF_LATEST_LOCK // 8] & 0xFFFFFFFFFFFFFFFC
         self._res = (0, 0, 0)
         self.loaned: Loan | None = None
+        self._busy = 0           # send/loan calls under way (another thread may close meanwhile)
+        self._closing = False    # close() came while busy: the last call lets go of the mapping
         self._wake_sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         self._wake_sock.setblocking(False)
 
@@ -266,6 +278,8 @@ class Writer:
                 raise Timeout("send timed out waiting for a slow subscriber (on_full='block')")
             left = SLICE_NS if deadline < 0 else min(SLICE_NS, deadline - now)
             _futex_wait(m.addr + S.OFF_SPACE_WORD, v, left)
+            if self._closing:
+                raise Closed("this publisher was closed while send waited for room")
 
     def _publish(self, now: int) -> int:
         m = self._m
@@ -290,8 +304,30 @@ class Writer:
 
     def send(self, data: Any, timeout: float | None = None) -> int:
         """Writes data as the next record and returns its seq."""
-        if self._m is None:
+        if self._m is None or self._closing:
             raise Closed("this publisher is closed")
+        # close() from another thread meanwhile keeps the mapping until this call is out of it
+        self._busy += 1
+        try:
+            return self._send(data, timeout)
+        finally:
+            self._busy -= 1
+            if self._closing and not self._busy:
+                self._let_go()
+
+    def loan(self, shape: Any, dtype: Any, timeout: float | None = None) -> "Loan":
+        """Reserves room for an array frame and returns a Loan whose ``array`` views it in the ring."""
+        if self._m is None or self._closing:
+            raise Closed("this publisher is closed")
+        self._busy += 1
+        try:
+            return self._loan(shape, dtype, timeout)
+        finally:
+            self._busy -= 1
+            if self._closing and not self._busy:
+                self._let_go()
+
+    def _send(self, data: Any, timeout: float | None) -> int:
         if self.loaned is not None:
             raise DataCommsError("commit or abort the open loan before sending")
         now = time.time_ns()
@@ -310,10 +346,7 @@ class Writer:
             raise FrameError("encoded parts do not fill their frame length")
         return self._publish(now)
 
-    def loan(self, shape: Any, dtype: Any, timeout: float | None = None) -> "Loan":
-        """Reserves room for an array frame and returns a Loan whose ``array`` views it in the ring."""
-        if self._m is None:
-            raise Closed("this publisher is closed")
+    def _loan(self, shape: Any, dtype: Any, timeout: float | None) -> "Loan":
         if self.loaned is not None:
             raise DataCommsError("a loan is already open")
         dt = np.dtype(dtype)
@@ -340,7 +373,7 @@ class Writer:
         """Block mode: announces a sleep for room on the wake socket named by wake_id
         (see csrc/dc_ring.h); the caller then tries to send once more before sleeping."""
         m = self._m
-        if m is None:
+        if m is None or self._closing:
             raise Closed("this publisher is closed")
         m.u64[S.OFF_SPACE_WAKE_ID // 8] = wake_id
         m.u32[S.OFF_SPACE_ASYNC // 4] = 1
@@ -360,17 +393,27 @@ class Writer:
             self.loaned = None
 
     def close(self) -> None:
-        """Marks the ring closed, wakes every sleeper and lets go of the buffer."""
+        """Marks the ring closed, wakes every sleeper and lets go of the buffer; a send of
+        another thread waiting for room meanwhile raises Closed at the end of its wait
+        slice and lets go of the buffer then."""
         m = self._m
-        if m is None:
+        if m is None or self._closing:
             return
         self.loaned = None
+        self._closing = True
         m.u32[S.OFF_CLOSED // 4] = 1
         m.u32[S.OFF_DATA_WORD // 4] = (m.u32[S.OFF_DATA_WORD // 4] + 1) & 0xFFFFFFFF
         _full_fence()
         _futex_wake_all(m.addr + S.OFF_DATA_WORD)
         m.wake_async(self._wake_sock)
         self._wake_sock.close()
+        if not self._busy:
+            self._let_go()
+
+    def _let_go(self) -> None:
+        m = self._m
+        if m is None:
+            return
         self._m = None
         m.release()
 
