@@ -1023,6 +1023,35 @@ def test_handshake_timeout_bounds_the_whole_handshake(backend, role, caplog):
         assert "sent no hello in time" in caplog.text
 
 
+@pytest.mark.parametrize("role", ["sub", "pub"])
+def test_close_does_not_wait_out_a_tls_handshake_with_a_silent_peer(backend, role, tmp_path):
+    """As above, in TLS: the TLS socket takes the descriptor over from the plain
+    one (which close() shut down, to no effect), so a peer that read the
+    ClientHello and said nothing held close() for the whole handshake_timeout."""
+    import threading
+    pytest.importorskip("cryptography")
+    cert, _ = self_signed(tmp_path)
+    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client.load_verify_locations(cert)
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(4)
+        srv.settimeout(10)
+        url = f"tcp://127.0.0.1:{srv.getsockname()[1]}"
+        end = _sub(backend, url, ssl=client, handshake_timeout=60) if role == "sub" else \
+            _pub(backend, url, bind=False, ssl=client, handshake_timeout=60)
+        conn, _ = srv.accept()
+        try:
+            conn.settimeout(10)
+            assert conn.recv(4096)   # the ClientHello: it is in its TLS handshake now
+            closer = threading.Thread(target=end.close, daemon=True)
+            closer.start()
+            closer.join(10)
+            assert not closer.is_alive(), "close() still waiting for the TLS handshake after 10 s"
+        finally:
+            conn.close()
+
+
 @pytest.mark.parametrize("make", [
     lambda be: _pub(be, heartbeat=0),
     lambda be: _sub(be, "tcp://127.0.0.1:9", heartbeat=0),

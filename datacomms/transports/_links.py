@@ -110,7 +110,9 @@ class Links:
             pending, threads = list(self._pending), list(self._threads)
         for s in pending:
             try:
-                s.shutdown(socket.SHUT_RDWR)
+                # the plain socket's shutdown, also for a TLS one: SSLSocket's own drops its
+                # TLS state, and its handshake then fails with AttributeError, not OSError
+                socket.socket.shutdown(s, socket.SHUT_RDWR)
             except OSError:
                 pass
         return threads
@@ -176,13 +178,19 @@ class Links:
     def _finish(self, sock: socket.socket, addr: Any, server: bool) -> bool:
         where = address_text(addr)
         conn: Any = sock
+        tls: list[Any] = []   # the TLS socket that took sock's descriptor over, once there is one
+
+        def track(wrapped: Any) -> None:   # close() shuts it down too, ending its handshake
+            tls.append(wrapped)
+            with self._mu:
+                self._pending.add(wrapped)
+            if self._stop:   # close() came before it could see it in _pending
+                socket.socket.shutdown(wrapped, socket.SHUT_RDWR)
+
         try:
             sock.setblocking(True)
             tune_tcp(sock, self._heartbeat)
-            conn = tls_wrap(sock, self._ssl, server, self.host, self._hs_timeout)
-            if conn is not sock:
-                with self._mu:
-                    self._pending.add(conn)
+            conn = tls_wrap(sock, self._ssl, server, self.host, self._hs_timeout, track)
             peer, reader = handshake(conn, self._framing, self.role, self._epoch, self._key, self._hs_timeout,
                                      self._reader_type)
             conn.settimeout(None)
@@ -196,9 +204,9 @@ class Links:
                 close_quietly(sock)
             return False
         finally:
-            if conn is not sock:
+            if tls:
                 with self._mu:
-                    self._pending.discard(conn)
+                    self._pending.discard(tls[0])
         if self._stop:
             close_quietly(conn)
             return False

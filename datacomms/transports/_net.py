@@ -216,14 +216,26 @@ def handshake(sock: Any, framing: Any, role: str, epoch: str | None, key: bytes 
 
 
 def tls_wrap(sock: socket.socket, ctx: _ssl.SSLContext | None, server: bool, host: str,
-             timeout: float) -> Any:
-    """The socket wrapped in TLS (handshake done), or sock itself without a context."""
+             timeout: float, wrapped: Any = None) -> Any:
+    """The socket wrapped in TLS, handshake done (within timeout s in all: CPython's
+    do_handshake keeps one deadline), or sock itself without a context.
+    ``wrapped(conn)`` is called before the handshake with the TLS socket, which
+    owns the descriptor from then on (sock is detached): shutting conn down (with
+    socket.socket.shutdown) is what ends that handshake from another thread."""
     if ctx is None:
         return sock
-    sock.settimeout(timeout)
+    conn = None
     try:
-        return ctx.wrap_socket(sock, server_side=server, server_hostname=None if server else host)
+        conn = ctx.wrap_socket(sock, server_side=server, server_hostname=None if server else host,
+                               do_handshake_on_connect=False)
+        if wrapped is not None:
+            wrapped(conn)
+        conn.settimeout(timeout)
+        conn.do_handshake()
+        return conn
     except (_ssl.SSLError, socket.timeout, OSError) as exc:
+        if conn is not None:
+            close_quietly(conn)
         raise HandshakeError(f"TLS handshake failed: {exc}") from None
 
 
