@@ -11,14 +11,16 @@ from ...errors import Closed, FrameError, Timeout
 from ...message import Message
 from .. import _segment as S
 from . import framing
-from .ring import CHECK_NS, DC_OK, EMPTY, LAPPED, SLICE_NS, _PAD_MAGIC, _U64, _deadline, _full_fence, \
+from .ring import _Guarded, CHECK_NS, DC_OK, EMPTY, LAPPED, SLICE_NS, _PAD_MAGIC, _U64, _deadline, _full_fence, \
     _futex_wait, _Mapped
 from .stats import Stats
 
 
-class Reader:
+class Reader(_Guarded):
     """One subscriber's end of a ring: its slot's cursor, its Stats, its waits.
     ``alive()`` (optional) says whether the publisher still lives."""
+
+    _what = "subscriber"
 
     def __init__(self, buf: Any, slot: int, alive: Callable[[], bool] | None = None, name: str = "",
                  spin_us: float = 0.0, stats: Any = None) -> None:
@@ -36,8 +38,6 @@ class Reader:
         self.name = name
         self._spin_ns = int(spin_us * 1000)
         self._next_check = 0
-        self._busy = 0           # recv/latest calls under way (another thread may close meanwhile)
-        self._closing = False    # close() came while busy: the last call lets go of the mapping
         self._last_seq: int | None = None
         self._hold: int | None = None
         self._ro = self._m.mv.toreadonly()
@@ -181,28 +181,11 @@ class Reader:
 
     def recv(self, timeout: float | None = None, copy: bool = True) -> Message:
         """The next record as a Message; see the transport for the semantics."""
-        if self._m is None or self._closing:
-            raise Closed("this subscriber is closed")
-        # close() from another thread meanwhile keeps the mapping until this call is out of it
-        self._busy += 1
-        try:
-            return self._recv(timeout, copy)
-        finally:
-            self._busy -= 1
-            if self._closing and not self._busy:
-                self._let_go()
+        return self._guarded(self._recv, timeout, copy)
 
     def latest(self, timeout: float | None = None, copy: bool = True) -> Message:
         """The newest record not yet received, counting the ones passed over as skipped."""
-        if self._m is None or self._closing:
-            raise Closed("this subscriber is closed")
-        self._busy += 1
-        try:
-            return self._latest(timeout, copy)
-        finally:
-            self._busy -= 1
-            if self._closing and not self._busy:
-                self._let_go()
+        return self._guarded(self._latest, timeout, copy)
 
     def _recv(self, timeout: float | None, copy: bool) -> Message:
         if self._hold is not None:

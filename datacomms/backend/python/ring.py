@@ -179,11 +179,38 @@ class _Mapped:
                 pass  # zero-copy views still exist; the mapping lives until they go
 
 
-class Writer:
+
+class _Guarded:
+    """The calls of a ring end that use the mapping, counted: close() from another
+    thread meanwhile lets go of the mapping only once the last of them is out of
+    it (ring.pyx and ringreader.pyx do the same in C)."""
+
+    _m: Any
+    _what = "end"
+    _busy = 0           # calls under way
+    _closing = False    # close() came: the last call out lets go of the mapping
+
+    def _guarded(self, call: Callable[..., Any], *args: Any) -> Any:
+        if self._m is None or self._closing:
+            raise Closed(f"this {self._what} is closed")
+        self._busy += 1
+        try:
+            return call(*args)
+        finally:
+            self._busy -= 1
+            if self._closing and not self._busy:
+                self._let_go()
+
+    def _let_go(self) -> None:
+        raise NotImplementedError
+
+class Writer(_Guarded):
     """The publisher's end of a ring in a writable buffer whose header is initialised.
     ``reap`` (optional) frees dead subscribers' slots; a blocked send calls it.
     ``spin_us``: in block mode, a send that finds no room busy-polls this long
     before it sleeps on the futex."""
+
+    _what = "publisher"
 
     def __init__(self, buf: Any, reap: Callable[[], Any] | None = None, spin_us: float = 0.0) -> None:
         self._m = _Mapped(buf)
@@ -197,8 +224,6 @@ class Writer:
         self._lock = m.u64[S.OFF_LATEST_LOCK // 8] & 0xFFFFFFFFFFFFFFFC
         self._res = (0, 0, 0)
         self.loaned: Loan | None = None
-        self._busy = 0           # send/loan calls under way (another thread may close meanwhile)
-        self._closing = False    # close() came while busy: the last call lets go of the mapping
         self._wake_sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         self._wake_sock.setblocking(False)
 
@@ -304,28 +329,11 @@ class Writer:
 
     def send(self, data: Any, timeout: float | None = None) -> int:
         """Writes data as the next record and returns its seq."""
-        if self._m is None or self._closing:
-            raise Closed("this publisher is closed")
-        # close() from another thread meanwhile keeps the mapping until this call is out of it
-        self._busy += 1
-        try:
-            return self._send(data, timeout)
-        finally:
-            self._busy -= 1
-            if self._closing and not self._busy:
-                self._let_go()
+        return self._guarded(self._send, data, timeout)
 
     def loan(self, shape: Any, dtype: Any, timeout: float | None = None) -> "Loan":
         """Reserves room for an array frame and returns a Loan whose ``array`` views it in the ring."""
-        if self._m is None or self._closing:
-            raise Closed("this publisher is closed")
-        self._busy += 1
-        try:
-            return self._loan(shape, dtype, timeout)
-        finally:
-            self._busy -= 1
-            if self._closing and not self._busy:
-                self._let_go()
+        return self._guarded(self._loan, shape, dtype, timeout)
 
     def _send(self, data: Any, timeout: float | None) -> int:
         if self.loaned is not None:
