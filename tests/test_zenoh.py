@@ -402,6 +402,36 @@ def test_subscribers_counted_by_key_expression(backend) -> None:
         assert pub.subscribers == 0
 
 
+def test_a_subscriber_that_leaves_while_the_publisher_counts_is_not_counted_for_ever(backend) -> None:
+    # The count rests on token events and on token queries: a token that went while a
+    # query was under way came back from the query's replies, so subscribers that had
+    # left stayed counted (and wait_for_subscribers returned with nobody there).
+    port, k = free_port(), key()
+    with dc.Publisher(local(k, port), backend=backend) as pub:
+        stop = threading.Event()
+
+        def count() -> None:
+            while not stop.is_set():
+                pub.subscribers
+
+        counter = threading.Thread(target=count)
+        counter.start()
+        try:
+            for i in range(30):
+                with dc.Subscriber(local(k, port), backend=backend):
+                    pub.wait_for_subscribers(1, timeout=10)
+                    time.sleep(0.01 * (i % 5))
+        finally:
+            stop.set()
+            counter.join()
+        deadline = time.monotonic() + 10
+        while pub.subscribers and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert pub.subscribers == 0
+        with pytest.raises(dc.Timeout):
+            pub.wait_for_subscribers(1, timeout=0.2)
+
+
 def test_latest_skips_and_big_arrays(backend) -> None:
     port, k = free_port(), key()
     with dc.Subscriber(local(k, port), backend=backend) as sub, \

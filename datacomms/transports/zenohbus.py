@@ -106,6 +106,8 @@ class ZenohPublisher(pubsub.Publisher):
         self._ke = ke  # before any callback can need it
         self._cond = threading.Condition()
         self._subs: set[str] = set()
+        self._querying = 0  # token queries under way
+        self._left: set[str] = set()  # tokens gone while a query was under way
         self._put_kind = zenoh.SampleKind.PUT
         self._query_timeout = 1.0
         self._linger = linger
@@ -151,8 +153,11 @@ class ZenohPublisher(pubsub.Publisher):
         with self._cond:
             if sample.kind == self._put_kind:
                 self._subs.add(token)
+                self._left.discard(token)
             else:
                 self._subs.discard(token)
+                if self._querying:
+                    self._left.add(token)
             self._cond.notify_all()
 
     def _covers(self, token: str) -> bool:
@@ -198,16 +203,23 @@ class ZenohPublisher(pubsub.Publisher):
         # Asks the network for the subscriber tokens present now. The liveliness
         # subscriber alone can miss a token that appears while this session is
         # still meeting its peers through a router, so counts rest on a query too.
+        # A token that goes while the query is under way may still be in its replies:
+        # it must not come back from them, or a subscriber that left counts for ever.
         found = set()
+        with self._cond:
+            self._querying += 1
         try:
             for reply in self._session.liveliness().get(f"{_TOKEN_ROOT}/**", timeout=self._query_timeout):
                 sample = reply.ok
                 if sample is not None and self._covers(str(sample.key_expr)):
                     found.add(str(sample.key_expr))
         except Exception:  # a closed session or a network error: keep what the events said
-            return
+            found.clear()
         with self._cond:
-            self._subs |= found
+            self._querying -= 1
+            self._subs |= found - self._left
+            if not self._querying:
+                self._left.clear()
             self._cond.notify_all()
 
     @property
