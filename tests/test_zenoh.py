@@ -312,6 +312,43 @@ def test_close_waits_until_a_slow_subscriber_has_everything(backend, children, f
     assert (sub.stats.received, sub.stats.lost) == (n, 0)
 
 
+def test_close_with_a_subscriber_that_stopped_reading_returns_without_a_zenoh_error(backend, children) -> None:
+    """A subscriber process stopped (SIGSTOP) with the publisher's link full: the
+    flush gives up after linger, and zenoh's own session close then gives up on the
+    link after about 10 s and raised zenoh.ZError("close operation timed out") out of
+    pub.close(). The session is closed all the same: close() now returns."""
+    import signal
+    port, k = free_port(), key()
+    sub = Child("sub", f"zenoh://{k}?connect=tcp/127.0.0.1:{port}", backend.name)
+    children.append(sub)
+    pub = dc.Publisher(f"zenoh://{k}?listen=tcp/127.0.0.1:{port}", backend=backend, linger=0.5)
+    try:
+        sub.expect("ready")
+        pub.wait_for_subscribers(1, timeout=30)
+        pub.send(b"first")
+        sub.expect("got")
+        os.kill(sub.proc.pid, signal.SIGSTOP)
+        for _ in range(200):  # drop mode: fills what zenoh and the socket hold, never waits
+            pub.send(b"x" * 4096)
+        errors: list[BaseException] = []
+
+        def close() -> None:
+            try:
+                pub.close()
+            except BaseException as exc:  # noqa: BLE001
+                errors.append(exc)
+
+        closer = threading.Thread(target=close)
+        closer.start()
+        closer.join(60)
+        assert not closer.is_alive(), "close() hung"
+        assert errors == []
+        assert pub._session.is_closed()
+    finally:
+        sub.proc.kill()
+        pub.close()
+
+
 @pytest.mark.parametrize("fifo", [False, True])
 def test_late_joiner_gets_the_newest_value(backend, children, fifo) -> None:
     port = free_port()
