@@ -439,6 +439,46 @@ def test_subscribers_counted_by_key_expression(backend) -> None:
         assert pub.subscribers == 0
 
 
+def test_close_while_another_thread_waits_in_a_block_mode_send(backend) -> None:
+    # A send waiting for room in a block-mode put holds zenoh's publisher: close() from
+    # another thread raised RuntimeError('Already borrowed') and left it declared. Now
+    # close() returns, and the waiting send ends once the subscriber lets go of it.
+    port, k = free_port(), key()
+    sub = dc.Subscriber(local(k, port), backend=backend, queue_size=1)  # never read
+    pub = dc.Publisher(local(k, port), backend=backend, on_full="block", linger=0.5)
+    try:
+        pub.wait_for_subscribers(1, timeout=10)
+        entered = threading.Semaphore(0)
+        put = pub._sender.put
+
+        def counting_put(frame):
+            entered.release()
+            return put(frame)
+
+        pub._sender.put = counting_put
+        ended: list = []
+
+        def send() -> None:
+            try:
+                while True:
+                    pub.send(b"x" * 100)
+            except BaseException as exc:  # noqa: BLE001
+                ended.append(exc)
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        for _ in range(2):  # the second put waits: the subscriber's queue holds one
+            assert entered.acquire(timeout=10)
+        time.sleep(0.2)
+        pub.close()
+        sub.close()  # lets go of the waiting put
+        sender.join(10)
+        assert not sender.is_alive() and len(ended) == 1 and isinstance(ended[0], dc.Closed)
+    finally:
+        pub.close()
+        sub.close()
+
+
 def test_a_subscriber_that_leaves_while_the_publisher_counts_is_not_counted_for_ever(backend) -> None:
     # The count rests on token events and on token queries: a token that went while a
     # query was under way came back from the query's replies, so subscribers that had

@@ -280,10 +280,26 @@ class ZenohPublisher(pubsub.Publisher):
                 self.flush(self._linger)
             self._token.undeclare()
             self._live.undeclare()
-            self._pub.undeclare()
+            self._undeclare_pub()
         finally:
             zenohsession.release(self._share)
         self._scratch = None
+
+
+    def _undeclare_pub(self) -> None:
+        # A send waiting in a block-mode put on another thread holds zenoh's publisher
+        # until the put returns, and undeclaring it meanwhile fails ('Already borrowed').
+        # Try again up to linger; past that the publisher goes with the session (or with
+        # this object, once the put has returned).
+        deadline = time.monotonic() + self._linger
+        while True:
+            try:
+                self._pub.undeclare()
+                return
+            except RuntimeError:
+                if time.monotonic() >= deadline:
+                    return
+                time.sleep(0.01)
 
 
 class _ZenohWaiter(_aio.PipeWaiter):
