@@ -349,6 +349,53 @@ def test_close_with_a_subscriber_that_stopped_reading_returns_without_a_zenoh_er
         pub.close()
 
 
+def test_flush_returns_after_its_timeout_while_a_send_waits_for_a_stopped_subscriber(
+        tmp_path, backend, children) -> None:
+    """flush's query queues behind the puts with blocking congestion control: with a
+    block-mode send waiting for a subscriber process that stopped (SIGSTOP), sending
+    the query waited as long as zenoh lets a put wait (wait_before_close, 15 s here),
+    whatever flush's timeout, and close() with it, past linger."""
+    import signal
+    port, k = free_port(), key()
+    cfg = tmp_path / "z.json5"
+    cfg.write_text('{mode: "peer", scouting: {multicast: {enabled: false}}, '
+                   f'listen: {{endpoints: ["tcp/127.0.0.1:{port}"]}}, '
+                   'transport: {link: {tx: {queue: {congestion_control: {block: {wait_before_close: 15000000}}}}}}}')
+    sub = Child("sub", f"zenoh://{k}?connect=tcp/127.0.0.1:{port}", backend.name)
+    children.append(sub)
+    pub = dc.Publisher(f"zenoh://{k}?config={cfg}", backend=backend, on_full="block", linger=0.5)
+    ended: list = []
+
+    def send() -> None:
+        try:
+            while True:
+                pub.send(np.zeros(1 << 20, np.uint8))
+        except BaseException as exc:  # noqa: BLE001
+            ended.append(exc)
+
+    sender = threading.Thread(target=send)
+    try:
+        sub.expect("ready")
+        pub.wait_for_subscribers(1, timeout=30)
+        pub.send(b"first")
+        sub.expect("got")
+        os.kill(sub.proc.pid, signal.SIGSTOP)
+        sender.start()
+        result: list = []
+        flusher = threading.Thread(target=lambda: result.append(pub.flush(0.5)))
+        time.sleep(0.5)  # the sender fills the link meanwhile (the test holds either way)
+        flusher.start()
+        flusher.join(10)
+        assert not flusher.is_alive(), "flush(0.5) still waiting after 10 s"
+        assert result == [False]
+    finally:
+        sub.proc.kill()  # ends the link, and so the waiting send
+        if sender.ident:
+            sender.join(30)
+        pub.close()
+    assert not sender.is_alive()
+
+
 @pytest.mark.parametrize("fifo", [False, True])
 def test_late_joiner_gets_the_newest_value(backend, children, fifo) -> None:
     port = free_port()

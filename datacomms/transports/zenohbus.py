@@ -253,16 +253,33 @@ class ZenohPublisher(pubsub.Publisher):
             want = {token.rsplit("/", 2)[1] for token in self._subs}
         if not want:
             return True
-        got = set()
-        try:
-            replies = self._session.get(f"{_FLUSH_ROOT}/**", timeout=_FOREVER if timeout is None else max(timeout, 0.0),
-                                        **self._flush_opts)
-            for reply in replies:
-                sample = reply.ok
-                if sample is not None:
-                    got.add(str(sample.key_expr).rsplit("/", 2)[1])
-        except Exception:  # a closed session or a network error: nobody confirmed
-            return False
+        got: set[str] = set()
+        done = threading.Event()
+
+        def ask() -> None:
+            try:
+                replies = self._session.get(f"{_FLUSH_ROOT}/**", timeout=_FOREVER if timeout is None
+                                            else max(timeout, 0.0), **self._flush_opts)
+                for reply in replies:
+                    sample = reply.ok
+                    if sample is not None:
+                        got.add(str(sample.key_expr).rsplit("/", 2)[1])
+            except Exception:  # a closed session or a network error: nobody confirmed
+                pass
+            finally:
+                done.set()
+
+        if timeout is None:
+            ask()
+        else:
+            # The query queues behind the puts with blocking congestion control, so
+            # sending it waits for room as they do: with a subscriber that stopped
+            # reading, up to zenoh's own bound (wait_before_close), not timeout. It is
+            # sent from a thread of its own, left to zenoh past timeout (not a daemon:
+            # it ends with that bound, or with the session, and never at exit in zenoh).
+            threading.Thread(target=ask, name=f"datacomms flush {self.url}").start()
+            if not done.wait(max(timeout, 0.0)):
+                return False
         return want <= got
 
     def close(self) -> None:
