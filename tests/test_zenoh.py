@@ -312,6 +312,90 @@ def test_close_waits_until_a_slow_subscriber_has_everything(backend, children, f
     assert (sub.stats.received, sub.stats.lost) == (n, 0)
 
 
+def test_close_with_a_subscriber_that_stopped_reading_returns_without_a_zenoh_error(backend, children) -> None:
+    """A subscriber process stopped (SIGSTOP) with the publisher's link full: the
+    flush gives up after linger, and zenoh's own session close then gives up on the
+    link after about 10 s and raised zenoh.ZError("close operation timed out") out of
+    pub.close(). The session is closed all the same: close() now returns."""
+    import signal
+    port, k = free_port(), key()
+    sub = Child("sub", f"zenoh://{k}?connect=tcp/127.0.0.1:{port}", backend.name)
+    children.append(sub)
+    pub = dc.Publisher(f"zenoh://{k}?listen=tcp/127.0.0.1:{port}", backend=backend, linger=0.5)
+    try:
+        sub.expect("ready")
+        pub.wait_for_subscribers(1, timeout=30)
+        pub.send(b"first")
+        sub.expect("got")
+        os.kill(sub.proc.pid, signal.SIGSTOP)
+        for _ in range(200):  # drop mode: fills what zenoh and the socket hold, never waits
+            pub.send(b"x" * 4096)
+        errors: list[BaseException] = []
+
+        def close() -> None:
+            try:
+                pub.close()
+            except BaseException as exc:  # noqa: BLE001
+                errors.append(exc)
+
+        closer = threading.Thread(target=close)
+        closer.start()
+        closer.join(60)
+        assert not closer.is_alive(), "close() hung"
+        assert errors == []
+        assert pub._session.is_closed()
+    finally:
+        sub.proc.kill()
+        pub.close()
+
+
+def test_flush_returns_after_its_timeout_while_a_send_waits_for_a_stopped_subscriber(
+        tmp_path, backend, children) -> None:
+    """flush's query queues behind the puts with blocking congestion control: with a
+    block-mode send waiting for a subscriber process that stopped (SIGSTOP), sending
+    the query waited as long as zenoh lets a put wait (wait_before_close, 15 s here),
+    whatever flush's timeout, and close() with it, past linger."""
+    import signal
+    port, k = free_port(), key()
+    cfg = tmp_path / "z.json5"
+    cfg.write_text('{mode: "peer", scouting: {multicast: {enabled: false}}, '
+                   f'listen: {{endpoints: ["tcp/127.0.0.1:{port}"]}}, '
+                   'transport: {link: {tx: {queue: {congestion_control: {block: {wait_before_close: 15000000}}}}}}}')
+    sub = Child("sub", f"zenoh://{k}?connect=tcp/127.0.0.1:{port}", backend.name)
+    children.append(sub)
+    pub = dc.Publisher(f"zenoh://{k}?config={cfg}", backend=backend, on_full="block", linger=0.5)
+    ended: list = []
+
+    def send() -> None:
+        try:
+            while True:
+                pub.send(np.zeros(1 << 20, np.uint8))
+        except BaseException as exc:  # noqa: BLE001
+            ended.append(exc)
+
+    sender = threading.Thread(target=send)
+    try:
+        sub.expect("ready")
+        pub.wait_for_subscribers(1, timeout=30)
+        pub.send(b"first")
+        sub.expect("got")
+        os.kill(sub.proc.pid, signal.SIGSTOP)
+        sender.start()
+        result: list = []
+        flusher = threading.Thread(target=lambda: result.append(pub.flush(0.5)))
+        time.sleep(0.5)  # the sender fills the link meanwhile (the test holds either way)
+        flusher.start()
+        flusher.join(10)
+        assert not flusher.is_alive(), "flush(0.5) still waiting after 10 s"
+        assert result == [False]
+    finally:
+        sub.proc.kill()  # ends the link, and so the waiting send
+        if sender.ident:
+            sender.join(30)
+        pub.close()
+    assert not sender.is_alive()
+
+
 @pytest.mark.parametrize("fifo", [False, True])
 def test_late_joiner_gets_the_newest_value(backend, children, fifo) -> None:
     port = free_port()
@@ -400,6 +484,76 @@ def test_subscribers_counted_by_key_expression(backend) -> None:
         while pub.subscribers and time.monotonic() < deadline:
             time.sleep(0.01)
         assert pub.subscribers == 0
+
+
+def test_close_while_another_thread_waits_in_a_block_mode_send(backend) -> None:
+    # A send waiting for room in a block-mode put holds zenoh's publisher: close() from
+    # another thread raised RuntimeError('Already borrowed') and left it declared. Now
+    # close() returns, and the waiting send ends once the subscriber lets go of it.
+    port, k = free_port(), key()
+    sub = dc.Subscriber(local(k, port), backend=backend, queue_size=1)  # never read
+    pub = dc.Publisher(local(k, port), backend=backend, on_full="block", linger=0.5)
+    try:
+        pub.wait_for_subscribers(1, timeout=10)
+        entered = threading.Semaphore(0)
+        put = pub._sender.put
+
+        def counting_put(frame):
+            entered.release()
+            return put(frame)
+
+        pub._sender.put = counting_put
+        ended: list = []
+
+        def send() -> None:
+            try:
+                while True:
+                    pub.send(b"x" * 100)
+            except BaseException as exc:  # noqa: BLE001
+                ended.append(exc)
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        for _ in range(2):  # the second put waits: the subscriber's queue holds one
+            assert entered.acquire(timeout=10)
+        time.sleep(0.2)
+        pub.close()
+        sub.close()  # lets go of the waiting put
+        sender.join(10)
+        assert not sender.is_alive() and len(ended) == 1 and isinstance(ended[0], dc.Closed)
+    finally:
+        pub.close()
+        sub.close()
+
+
+def test_a_subscriber_that_leaves_while_the_publisher_counts_is_not_counted_for_ever(backend) -> None:
+    # The count rests on token events and on token queries: a token that went while a
+    # query was under way came back from the query's replies, so subscribers that had
+    # left stayed counted (and wait_for_subscribers returned with nobody there).
+    port, k = free_port(), key()
+    with dc.Publisher(local(k, port), backend=backend) as pub:
+        stop = threading.Event()
+
+        def count() -> None:
+            while not stop.is_set():
+                pub.subscribers
+
+        counter = threading.Thread(target=count)
+        counter.start()
+        try:
+            for i in range(30):
+                with dc.Subscriber(local(k, port), backend=backend):
+                    pub.wait_for_subscribers(1, timeout=10)
+                    time.sleep(0.01 * (i % 5))
+        finally:
+            stop.set()
+            counter.join()
+        deadline = time.monotonic() + 10
+        while pub.subscribers and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert pub.subscribers == 0
+        with pytest.raises(dc.Timeout):
+            pub.wait_for_subscribers(1, timeout=0.2)
 
 
 def test_latest_skips_and_big_arrays(backend) -> None:

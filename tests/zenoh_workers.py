@@ -61,6 +61,14 @@ def main(argv: list[str]) -> None:
         finally:
             for p in pubs:
                 p.close()
+    elif role == "sub":
+        # sub URL BACKEND: receive one message, say "got", then read nothing more
+        # until stdin closes (a subscriber that stopped reading)
+        with dc.Subscriber(url, backend=backend, queue_size=2) as sub:
+            print("ready", flush=True)
+            sub.recv(timeout=30)
+            print("got", flush=True)
+            sys.stdin.read()
     else:
         raise SystemExit(f"unknown role {role!r}")
 

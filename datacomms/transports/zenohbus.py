@@ -106,6 +106,8 @@ class ZenohPublisher(pubsub.Publisher):
         self._ke = ke  # before any callback can need it
         self._cond = threading.Condition()
         self._subs: set[str] = set()
+        self._querying = 0  # token queries under way
+        self._left: set[str] = set()  # tokens gone while a query was under way
         self._put_kind = zenoh.SampleKind.PUT
         self._query_timeout = 1.0
         self._linger = linger
@@ -151,8 +153,11 @@ class ZenohPublisher(pubsub.Publisher):
         with self._cond:
             if sample.kind == self._put_kind:
                 self._subs.add(token)
+                self._left.discard(token)
             else:
                 self._subs.discard(token)
+                if self._querying:
+                    self._left.add(token)
             self._cond.notify_all()
 
     def _covers(self, token: str) -> bool:
@@ -198,16 +203,23 @@ class ZenohPublisher(pubsub.Publisher):
         # Asks the network for the subscriber tokens present now. The liveliness
         # subscriber alone can miss a token that appears while this session is
         # still meeting its peers through a router, so counts rest on a query too.
+        # A token that goes while the query is under way may still be in its replies:
+        # it must not come back from them, or a subscriber that left counts for ever.
         found = set()
+        with self._cond:
+            self._querying += 1
         try:
             for reply in self._session.liveliness().get(f"{_TOKEN_ROOT}/**", timeout=self._query_timeout):
                 sample = reply.ok
                 if sample is not None and self._covers(str(sample.key_expr)):
                     found.add(str(sample.key_expr))
         except Exception:  # a closed session or a network error: keep what the events said
-            return
+            found.clear()
         with self._cond:
-            self._subs |= found
+            self._querying -= 1
+            self._subs |= found - self._left
+            if not self._querying:
+                self._left.clear()
             self._cond.notify_all()
 
     @property
@@ -241,16 +253,33 @@ class ZenohPublisher(pubsub.Publisher):
             want = {token.rsplit("/", 2)[1] for token in self._subs}
         if not want:
             return True
-        got = set()
-        try:
-            replies = self._session.get(f"{_FLUSH_ROOT}/**", timeout=_FOREVER if timeout is None else max(timeout, 0.0),
-                                        **self._flush_opts)
-            for reply in replies:
-                sample = reply.ok
-                if sample is not None:
-                    got.add(str(sample.key_expr).rsplit("/", 2)[1])
-        except Exception:  # a closed session or a network error: nobody confirmed
-            return False
+        got: set[str] = set()
+        done = threading.Event()
+
+        def ask() -> None:
+            try:
+                replies = self._session.get(f"{_FLUSH_ROOT}/**", timeout=_FOREVER if timeout is None
+                                            else max(timeout, 0.0), **self._flush_opts)
+                for reply in replies:
+                    sample = reply.ok
+                    if sample is not None:
+                        got.add(str(sample.key_expr).rsplit("/", 2)[1])
+            except Exception:  # a closed session or a network error: nobody confirmed
+                pass
+            finally:
+                done.set()
+
+        if timeout is None:
+            ask()
+        else:
+            # The query queues behind the puts with blocking congestion control, so
+            # sending it waits for room as they do: with a subscriber that stopped
+            # reading, up to zenoh's own bound (wait_before_close), not timeout. It is
+            # sent from a thread of its own, left to zenoh past timeout (not a daemon:
+            # it ends with that bound, or with the session, and never at exit in zenoh).
+            threading.Thread(target=ask, name=f"datacomms flush {self.url}").start()
+            if not done.wait(max(timeout, 0.0)):
+                return False
         return want <= got
 
     def close(self) -> None:
@@ -268,10 +297,26 @@ class ZenohPublisher(pubsub.Publisher):
                 self.flush(self._linger)
             self._token.undeclare()
             self._live.undeclare()
-            self._pub.undeclare()
+            self._undeclare_pub()
         finally:
             zenohsession.release(self._share)
         self._scratch = None
+
+
+    def _undeclare_pub(self) -> None:
+        # A send waiting in a block-mode put on another thread holds zenoh's publisher
+        # until the put returns, and undeclaring it meanwhile fails ('Already borrowed').
+        # Try again up to linger; past that the publisher goes with the session (or with
+        # this object, once the put has returned).
+        deadline = time.monotonic() + self._linger
+        while True:
+            try:
+                self._pub.undeclare()
+                return
+            except RuntimeError:
+                if time.monotonic() >= deadline:
+                    return
+                time.sleep(0.01)
 
 
 class _ZenohWaiter(_aio.PipeWaiter):

@@ -262,7 +262,13 @@ def release(key: tuple[Any, ...]) -> None:
             return
         del _sessions[key]
         _changed.notify_all()
-    entry[0].close()
+    try:
+        entry[0].close()
+    except load().ZError:
+        # zenoh gives up on a link it cannot flush (a peer that stopped reading)
+        # after about 10 s of its own and raises "close operation timed out", with
+        # the session closed all the same (docs/zenoh.md, "Closing does not drop the tail")
+        pass
 
 
 def router_main(endpoints: Sequence[str]) -> None:
