@@ -302,7 +302,6 @@ class ZenohPublisher(pubsub.Publisher):
             zenohsession.release(self._share)
         self._scratch = None
 
-
     def _undeclare_pub(self) -> None:
         # A send waiting in a block-mode put on another thread holds zenoh's publisher
         # until the put returns, and undeclaring it meanwhile fails ('Already borrowed').
