@@ -844,6 +844,23 @@ def test_a_forked_child_exits_and_zenoh_in_it_is_a_clear_error(backend) -> None:
     assert lines[3:] == ["exit 0", "parent got 7"], done.stdout
 
 
+def test_closed_ends_go_when_dropped_without_the_garbage_collector(backend) -> None:
+    # A closed Publisher was kept by a cycle (its sender called back into it), and with
+    # it its zenoh session and a descriptor, until the garbage collector ran.
+    import gc
+    import weakref
+    gc.disable()
+    try:
+        for make in (dc.Publisher, dc.Subscriber):
+            end = make(local(key(), free_port()), backend=backend)
+            end.close()
+            ref = weakref.ref(end)
+            del end
+            assert ref() is None, f"a closed {make.__name__} outlived its last reference"
+    finally:
+        gc.enable()
+
+
 def test_without_zenoh_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "zenoh", None)
     with pytest.raises(dc.DataCommsError, match=r"datacomms\[zenoh\]"):

@@ -301,6 +301,9 @@ class ZenohPublisher(pubsub.Publisher):
         finally:
             zenohsession.release(self._share)
         self._scratch = None
+        # the sender calls back into this object for large frames: without that
+        # cycle a closed publisher, and with it its session, goes as soon as it is dropped
+        self._sender.large = None
 
     def _undeclare_pub(self) -> None:
         # A send waiting in a block-mode put on another thread holds zenoh's publisher
