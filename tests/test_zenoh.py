@@ -10,6 +10,7 @@ import json
 import os
 import queue
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -101,6 +102,16 @@ def router() -> Iterator[str]:
         yield endpoint
     finally:
         end_child(proc)
+
+
+def stop_after_first_message(pub: dc.Publisher, sub: Child) -> None:
+    """Once a "sub" child has received a first message from pub, stops it (SIGSTOP):
+    a subscriber that stopped reading, its link still up."""
+    sub.expect("ready")
+    pub.wait_for_subscribers(1, timeout=30)
+    pub.send(b"first")
+    sub.expect("got")
+    os.kill(sub.proc.pid, signal.SIGSTOP)
 
 
 def recv_all(sub: dc.Subscriber, n: int, timeout: float = 20.0) -> list[dc.Message]:
@@ -317,17 +328,12 @@ def test_close_with_a_subscriber_that_stopped_reading_returns_without_a_zenoh_er
     flush gives up after linger, and zenoh's own session close then gives up on the
     link after about 10 s and raised zenoh.ZError("close operation timed out") out of
     pub.close(). The session is closed all the same: close() now returns."""
-    import signal
     port, k = free_port(), key()
     sub = Child("sub", f"zenoh://{k}?connect=tcp/127.0.0.1:{port}", backend.name)
     children.append(sub)
     pub = dc.Publisher(f"zenoh://{k}?listen=tcp/127.0.0.1:{port}", backend=backend, linger=0.5)
     try:
-        sub.expect("ready")
-        pub.wait_for_subscribers(1, timeout=30)
-        pub.send(b"first")
-        sub.expect("got")
-        os.kill(sub.proc.pid, signal.SIGSTOP)
+        stop_after_first_message(pub, sub)
         for _ in range(200):  # drop mode: fills what zenoh and the socket hold, never waits
             pub.send(b"x" * 4096)
         errors: list[BaseException] = []
@@ -355,7 +361,6 @@ def test_flush_returns_after_its_timeout_while_a_send_waits_for_a_stopped_subscr
     block-mode send waiting for a subscriber process that stopped (SIGSTOP), sending
     the query waited as long as zenoh lets a put wait (wait_before_close, 15 s here),
     whatever flush's timeout, and close() with it, past linger."""
-    import signal
     port, k = free_port(), key()
     cfg = tmp_path / "z.json5"
     cfg.write_text('{mode: "peer", scouting: {multicast: {enabled: false}}, '
@@ -375,11 +380,7 @@ def test_flush_returns_after_its_timeout_while_a_send_waits_for_a_stopped_subscr
 
     sender = threading.Thread(target=send)
     try:
-        sub.expect("ready")
-        pub.wait_for_subscribers(1, timeout=30)
-        pub.send(b"first")
-        sub.expect("got")
-        os.kill(sub.proc.pid, signal.SIGSTOP)
+        stop_after_first_message(pub, sub)
         sender.start()
         result: list = []
         flusher = threading.Thread(target=lambda: result.append(pub.flush(0.5)))
