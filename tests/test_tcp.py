@@ -137,6 +137,50 @@ def test_restart_in_process_loss_is_deterministic(backend):
             assert sub.stats.lost == got[0].seq
 
 
+def test_an_idle_subscriber_reconnects_to_a_restarted_publisher(backend):
+    """A subscriber that calls neither recv nor latest while its publisher is
+    restarted still reconnects by itself: the new publisher's
+    wait_for_subscribers sees it (it waited for the subscriber's next call,
+    and timed out), and nothing the new publisher sends after that is lost.
+    The old publisher's last message still comes first."""
+    p1 = _pub(backend)
+    url = p1.url
+    with _sub(backend, url, backoff_max=0.1) as sub:
+        p1.wait_for_subscribers(1, timeout=5)
+        p1.send("a")
+        p1.close()
+        with _pub(backend, url, on_full="block") as p2:
+            p2.wait_for_subscribers(1, timeout=10)
+            p2.send("b")
+            assert [sub.recv(timeout=5).data for _ in range(2)] == ["a", "b"]
+            assert sub.stats.restarts == 1 and sub.stats.lost == 0
+            assert p2.subscribers == 1
+            assert sub.connected == 1, "one connection, the hung-up one not counted"
+            with pytest.raises(dc.Timeout):
+                sub.recv(timeout=0.2)
+
+
+def test_an_idle_subscriber_reconnects_after_its_publisher_is_killed(backend):
+    """The same across processes, the first publisher SIGKILLed: a
+    subscriber that was never inside recv is there for the next one."""
+    first = Peer("pub", LOCAL, "--backend", backend.name, "--count", "3", "--wait", "1")
+    try:
+        url = first.ready()
+        with _sub(backend, url, backoff_max=0.1) as sub:
+            assert first.line() == "SENT 3"
+            first.kill(signal.SIGKILL)
+            first.proc.wait()
+            with _pub(backend, url, on_full="block") as p2:
+                p2.wait_for_subscribers(1, timeout=10)
+                p2.send(b"new")
+                got = [sub.recv(timeout=5) for _ in range(4)]
+                assert [m.seq for m in got] == [0, 1, 2, 0]
+                assert bytes(got[3].data) == b"new"
+                assert sub.stats.restarts == 1 and sub.stats.lost == 0
+    finally:
+        first.close()
+
+
 def test_a_recv_kept_from_before_a_reconnect_follows_the_new_connection(backend):
     """While one connection is followed, sub.recv is that connection's reader. A
     caller that kept it (r = sub.recv, for a hot loop) went on reading the old

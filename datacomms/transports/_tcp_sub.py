@@ -29,7 +29,7 @@ class _In:
     """One connection a subscriber reads from. ``take``/``on_control``: its
     reader's take and the subscriber's handler of its control frames."""
 
-    __slots__ = ("sock", "fd", "reader", "epoch", "where", "tls", "take", "on_control", "direct")
+    __slots__ = ("sock", "fd", "reader", "epoch", "where", "tls", "take", "on_control", "direct", "hung_up")
 
     def __init__(self, sock: Any, reader: Any, epoch: str, where: str, on_control: Any) -> None:
         self.sock, self.reader, self.epoch, self.where = sock, reader, epoch, where
@@ -40,6 +40,7 @@ class _In:
         # a streamreader.DirectRecv: recv while c is the only connection; its
         # last_rx says when c last gave bytes
         self.direct: Any = None
+        self.hung_up = False   # the Links thread saw the peer hang up (connect mode)
 
 
 class _TcpWaiter(_aio.Waiter):
@@ -100,6 +101,7 @@ class TcpSubscriber(Subscriber):
                                 key=resolve_key(key), ssl=ssl, heartbeat=heartbeat,
                                 handshake_timeout=handshake_timeout, backoff_max=backoff_max,
                                 on_ready=self._attach, on_error=self._failed,
+                                on_tick=self._watch if reconnect and not bind else None,
                                 reader_type=self._be.streamreader.FrameReader)
         except BaseException:
             os.close(self._rfd)
@@ -148,6 +150,27 @@ class TcpSubscriber(Subscriber):
             except (BlockingIOError, OSError):
                 pass
 
+    def _watch(self) -> None:
+        """Connect mode, on the Links thread every tick: the publisher followed
+        hung up (closed, killed, or its host dropped by keepalive) while nobody
+        was in recv/latest to read the EOF. A new connection is made now, so
+        a restarted publisher's wait_for_subscribers sees this subscriber; the
+        old one stays until recv has read what it still holds."""
+        live = [c for c in (*self._conns, *self._ready) if not c.hung_up]
+        if len(live) != 1 or self._closed or "_links" not in vars(self):
+            # none: _lose asked for a new one; two: the new one is here; no
+            # _links: the first connection came before Links() returned
+            return
+        c = live[0]
+        fd = c.sock.fileno()
+        if fd < 0:
+            return
+        p = select.poll()
+        p.register(fd, select.POLLRDHUP)
+        if p.poll(0):   # POLLRDHUP, or POLLHUP/POLLERR, which poll always reports
+            c.hung_up = True
+            self._links.kick()
+
     # -- the receive side (the caller's thread) -------------------------------
 
     @property
@@ -157,7 +180,7 @@ class TcpSubscriber(Subscriber):
     @property
     def connected(self) -> int:
         """How many publishers this subscriber is reading from now."""
-        return len(self._conns) + len(self._ready)
+        return sum(not c.hung_up for c in (*self._conns, *self._ready))
 
     def _conns_changed(self) -> None:
         """Keeps _one, and recv bound to its DirectRecv while it is the one
@@ -187,7 +210,8 @@ class TcpSubscriber(Subscriber):
         log.log(level, "datacomms tcp: publisher %s lost: %s", c.where, why)
         if not self._bind:
             if self._reconnect:
-                self._links.kick()
+                if not self._conns and not self._ready:   # else _watch made a new one already
+                    self._links.kick()
             else:
                 self._gone = f"publisher {c.where} is gone: {why}"
 
