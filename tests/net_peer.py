@@ -26,6 +26,8 @@ def _payload(i: int, size: int) -> bytes:
 
 def run_pub(a: argparse.Namespace) -> None:
     kw = {"on_full": a.on_full, "bind": not a.connect, "key": a.key} if a.url.startswith("tcp") else {}
+    if a.peer_timeout is not None:
+        kw["peer_timeout"] = a.peer_timeout
     pub = dc.Publisher(a.url, backend=a.backend, **kw)
     print("READY", pub.url, flush=True)
     if a.wait:
@@ -33,7 +35,11 @@ def run_pub(a: argparse.Namespace) -> None:
     period = 1.0 / a.rate if a.rate else 0.0
     t0 = time.perf_counter()
     i = 0
+    subs = -1
     while a.count < 0 or i < a.count:
+        if a.watch and pub.subscribers != subs:
+            subs = pub.subscribers
+            print("SUBSCRIBERS", subs, flush=True)
         pub.send(_payload(i, a.size) if a.kind == "bytes" else {"i": i, "pid": a.tag})
         i += 1
         if period:
@@ -129,6 +135,8 @@ def main() -> None:
     p.add_argument("--until-last", action="store_true", help="subscriber reads until seq count - 1")
     p.add_argument("--dead-after", type=float, default=None)
     p.add_argument("--backoff-max", type=float, default=1.0)
+    p.add_argument("--peer-timeout", type=float, default=None)
+    p.add_argument("--watch", action="store_true", help="publisher prints SUBSCRIBERS <n> when the count changes")
     a = p.parse_args()
     (run_pub if a.role == "pub" else run_sub)(a)
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
-import select
+import queue
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -20,17 +21,40 @@ class Peer:
         e.update(env or {})
         self.proc = subprocess.Popen([*(prefix or []), sys.executable, PEER, *args], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=e)
+        # a thread reads stdout: select() on the pipe misses a line that readline
+        # already buffered with the one before it
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True).start()
+
+    def _read(self, out: Any) -> None:
+        try:
+            for text in out:
+                self._lines.put(text)
+        except (OSError, ValueError):   # closed by close()
+            pass
+        self._lines.put(None)
 
     def line(self, timeout: float = 20.0) -> str:
         """The next stdout line; fails the test when none comes in time."""
-        assert self.proc.stdout is not None
-        r, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        if not r:
-            raise AssertionError(f"peer said nothing for {timeout} s; stderr: {self.stderr()}")
-        out = self.proc.stdout.readline()
-        if not out:
+        try:
+            out = self._lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"peer said nothing for {timeout} s; stderr: {self.stderr()}") from None
+        if out is None:
+            self._lines.put(None)   # and for every later call
+            self.proc.wait(5)
             raise AssertionError(f"peer exited ({self.proc.poll()}); stderr: {self.stderr()}")
         return out.strip()
+
+    def said(self) -> str | None:
+        """The next stdout line if there is one already, else None."""
+        try:
+            out = self._lines.get_nowait()
+        except queue.Empty:
+            return None
+        if out is None:
+            self._lines.put(None)
+        return None if out is None else out.strip()
 
     def ready(self, timeout: float = 20.0) -> str:
         words = self.line(timeout).split()

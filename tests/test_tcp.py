@@ -643,6 +643,61 @@ def test_veth_link_down_and_up_detected_reconnected_loss_exact(backend, two_host
             sub.close()
 
 
+def test_a_subscriber_host_gone_is_dropped_after_peer_timeout(backend, two_hosts):
+    """Host B's link goes down while the publisher on host A streams to it: the
+    data goes unacknowledged, and the publisher drops that subscriber after
+    about peer_timeout (before, only the kernel's fixed 30 s did)."""
+    a, b = two_hosts
+    dev = "dcvb" + b[len(NS_B):]
+    pub = Peer("pub", "tcp://10.213.7.1:0", "--backend", backend.name, "--rate", "200", "--size", "4096",
+               "--on-full", "drop", "--peer-timeout", "2", "--watch", prefix=["ip", "netns", "exec", a])
+    sub = None
+    try:
+        url = pub.ready()
+        assert pub.line() == "SUBSCRIBERS 0"
+        sub = Peer("sub", url, "--backend", backend.name, "--count", "10000000", prefix=["ip", "netns", "exec", b])
+        sub.ready()
+        assert pub.line() == "SUBSCRIBERS 1"
+        _ip("-n", b, "link", "set", dev, "down")
+        assert pub.line(timeout=15) == "SUBSCRIBERS 0", "the vanished subscriber is dropped well before 30 s"
+    finally:
+        pub.close()
+        if sub is not None:
+            sub.close()
+
+
+def test_a_paused_subscriber_is_not_cut_off(backend, caplog):
+    """A subscriber that stops reading while the publisher streams on is slow,
+    not gone: its window shuts, and its host still answers the kernel's
+    probes. It was dropped once the window had stayed shut for 30 s
+    (TCP_USER_TIMEOUT covers a shut window too), and what its connection held
+    was lost; now it reads on where it stopped, and every message is
+    received or counted lost (drop mode)."""
+    caplog.set_level(logging.INFO, logger="datacomms")
+    with _pub(backend, queue_bytes=1 << 20, peer_timeout=0.5) as pub, _sub(backend, pub.url) as sub:
+        pub.wait_for_subscribers(1, timeout=5)
+        sent = 0
+        block = b"x" * 65536
+        end = time.monotonic() + 3.0    # the window shuts within a fraction of that
+        while time.monotonic() < end:
+            pub.send(block)
+            sent += 1
+            time.sleep(0.0005)
+        assert pub.subscribers == 1
+        got = 0
+        while True:
+            try:
+                sub.recv(timeout=1)
+                got += 1
+            except dc.Timeout:
+                break
+        pub.send(b"end")   # what was dropped last shows as a gap before this
+        assert bytes(sub.recv(timeout=5).data) == b"end"
+        assert got + 1 + sub.stats.lost == sent + 1
+        assert sub.stats.restarts == 0 and sub.connected == 1 and pub.subscribers == 1
+        assert "gone" not in caplog.text and "lost" not in caplog.text
+
+
 def test_spin_us_busy_poll_receives_everything(backend):
     """spin_us changes how recv waits, not what it returns (including Timeout)."""
     with _pub(backend, on_full="block") as pub, _sub(backend, pub.url, spin_us=300) as sub:

@@ -18,6 +18,7 @@ import logging
 import os
 import socket
 import ssl as _ssl
+import struct
 import time
 from typing import Any
 
@@ -113,18 +114,59 @@ def new_epoch() -> str:
     return os.urandom(8).hex()
 
 
-def tune_tcp(sock: socket.socket, heartbeat: float, peer_timeout: float = 30.0) -> None:
-    """No Nagle delay; idle connections are probed, and the kernel gives up on
-    a peer that acknowledges nothing for peer_timeout seconds (TCP_USER_TIMEOUT).
-    That timeout also covers a zero receive window, so it must stay long: a
-    subscriber that is only slow to read must not be cut off by it."""
+def tune_tcp(sock: socket.socket, heartbeat: float) -> None:
+    """No Nagle delay; idle connections are probed (keepalive), so the kernel
+    drops one whose peer stopped answering. A peer that stops acknowledging
+    while data waits is the publisher's to notice (peer_silence): the
+    kernel's own bound for that, TCP_USER_TIMEOUT, also cuts off a reader
+    that only paused (its window stays shut although its host answers)."""
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     idle = max(1, int(round(heartbeat * 4)))
-    for opt, val in (("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", 1), ("TCP_KEEPCNT", 3),
-                     ("TCP_USER_TIMEOUT", int(peer_timeout * 1000))):
+    for opt, val in (("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", 1), ("TCP_KEEPCNT", 3)):
         if hasattr(socket, opt):
             sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, opt), val)
+
+
+# Linux's struct tcp_info: tcpi_unacked, tcpi_last_ack_recv (ms), tcpi_notsent_bytes
+_TCP_INFO_LEN = 148
+_UNACKED, _LAST_ACK_RECV, _NOTSENT = 24, 56, 144
+# Linux spaces its probes of a shut window up to TCP_RTO_MAX apart
+ZERO_WINDOW_PROBE_GAP = 120.0
+
+
+def peer_silence(sock: Any, timeout: float) -> float | None:
+    """Seconds sock's peer has acknowledged nothing while our data waits for
+    it, once that is beyond timeout; else None. Data in flight must be
+    acknowledged within timeout. Data held back by a shut window (the peer
+    reads nothing) only needs the peer's answers to the kernel's window
+    probes, which may be ZERO_WINDOW_PROBE_GAP apart: a reader that paused
+    is alive. None where TCP_INFO is not Linux's or sock is gone."""
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_LEN)
+    except (AttributeError, OSError):
+        return None
+    if len(info) < _TCP_INFO_LEN:
+        return None
+    (unacked,) = struct.unpack_from("<I", info, _UNACKED)
+    (notsent,) = struct.unpack_from("<I", info, _NOTSENT)
+    (silent_ms,) = struct.unpack_from("<I", info, _LAST_ACK_RECV)
+    silent = silent_ms / 1000
+    if unacked:
+        return silent if silent > timeout else None
+    if notsent:
+        return silent if silent > timeout + ZERO_WINDOW_PROBE_GAP else None
+    return None
+
+
+def abort(sock: Any) -> None:
+    """Ends a connection whose peer is gone: reset, not an orderly close whose
+    unsent data the kernel would go on retransmitting; the send loop sees it hang up."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 def control(framing: Any, obj: dict[str, Any]) -> list[Any]:

@@ -30,8 +30,8 @@ from ..errors import Closed
 from ..pubsub import Publisher
 from ._links import Links
 from ._net import (
-    wait_for_count, HandshakeError, check_periods, close_quietly, control, log, new_epoch, parse_address, resolve_key,
-    url_of,
+    wait_for_count, HandshakeError, abort, check_periods, close_quietly, control, log, new_epoch, parse_address,
+    peer_silence, resolve_key, url_of,
 )
 from ._tcp_sub import TcpSubscriber
 
@@ -46,15 +46,20 @@ def _sendloop_module(be: Any, ssl: _ssl.SSLContext | None) -> Any:
 class TcpPublisher(Publisher):
     """Publisher over TCP. ``on_full``: "drop" (a full subscriber queue drops the
     message; that subscriber sees the gap) or "block" (``send`` waits up to its
-    timeout). Queues hold up to ``queue_messages`` frames and ``queue_bytes``."""
+    timeout). Queues hold up to ``queue_messages`` frames and ``queue_bytes``.
+    A subscriber whose host acknowledges nothing for ``peer_timeout`` seconds
+    while data waits for it is dropped; one that only stopped reading is not."""
 
     def __init__(self, url: str, *, bind: bool = True, on_full: str = "drop", queue_messages: int = 4096,
                  queue_bytes: int = 256 << 20, key: bytes | str | None = None,
                  ssl: _ssl.SSLContext | None = None, heartbeat: float = 0.25, linger: float = 2.0,
-                 handshake_timeout: float = 2.0, backoff_max: float = 1.0, backend: Any = None) -> None:
+                 handshake_timeout: float = 2.0, backoff_max: float = 1.0, peer_timeout: float = 30.0,
+                 backend: Any = None) -> None:
         if on_full not in ("drop", "block"):
             raise ValueError(f"on_full must be 'drop' or 'block', not {on_full!r}")
         check_periods(heartbeat)
+        if not peer_timeout > 0:
+            raise ValueError(f"peer_timeout must be a positive number of seconds, not {peer_timeout!r}")
         if not (queue_messages >= 1 and queue_bytes >= 1):   # 0 was taken as 1, and dropped
             raise ValueError(f"queue_messages and queue_bytes must be at least 1, not {queue_messages!r} and "
                              f"{queue_bytes!r}")
@@ -63,11 +68,13 @@ class TcpPublisher(Publisher):
         self._framing = self._be.framing
         self._block = on_full == "block"
         self._qm, self._qb = queue_messages, queue_bytes
-        self._heartbeat, self._linger = heartbeat, linger
+        self._heartbeat, self._linger, self._peer_timeout = heartbeat, linger, peer_timeout
         self.epoch = new_epoch()
         self._lock = threading.Lock()        # reaping dead connections
         self._subs = threading.Condition()   # subscriber count changes
         self._conns: dict[int, tuple[Any, str]] = {}
+        self._cut: dict[int, str] = {}       # connections aborted here, and why
+        self._probed = 0.0                   # when the subscribers' hosts were last checked
         self._last_send = 0.0                # when seq last moved or a heartbeat went out
         self._hb_seq = 0
         self._closed = False
@@ -111,7 +118,8 @@ class TcpPublisher(Publisher):
             entry = self._conns.pop(cid, None)
             if entry is not None:
                 close_quietly(entry[0])
-                why = os.strerror(info[5]) if info and info[5] else "peer closed the connection"
+                why = self._cut.pop(cid, None) or (
+                    os.strerror(info[5]) if info and info[5] else "peer closed the connection")
                 log.info("datacomms tcp: subscriber %s gone: %s", entry[1], why)
         if not self._links.bind:
             self._links.kick()
@@ -126,13 +134,29 @@ class TcpPublisher(Publisher):
                 self._reap()
             finally:
                 self._lock.release()
-        # data counts as a heartbeat: send one only when seq stood still for a heartbeat period
         now, seq = time.monotonic(), self._loop.next_seq
+        if now - self._probed >= 1.0:
+            self._probed = now
+            self._check_peers()
+        # data counts as a heartbeat: send one only when seq stood still for a heartbeat period
         if seq != self._hb_seq:
             self._hb_seq, self._last_send = seq, now
         elif self._conns and now - self._last_send >= self._heartbeat:
             self._last_send = now
             self._loop.send(control(self._framing, {"dc": "hb"}), -1, 0)
+
+    def _check_peers(self) -> None:
+        """Aborts the connection of a subscriber whose host stopped acknowledging
+        (the send loop then reports it dead). Not the kernel's TCP_USER_TIMEOUT:
+        that also cut off a subscriber that had only paused for that long."""
+        for cid, (sock, where) in list(self._conns.items()):
+            if cid in self._cut:
+                continue
+            silent = peer_silence(sock, self._peer_timeout)
+            if silent is not None:
+                self._cut[cid] = f"its host acknowledged nothing for {silent:.1f} s"
+                log.warning("datacomms tcp: dropping subscriber %s: %s", where, self._cut[cid])
+                abort(sock)
 
     def send(self, data: Any, timeout: float | None = None) -> int:
         """Queues data for every attached subscriber and returns its seq. In block
