@@ -29,37 +29,39 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--poll", type=float, default=1000.0, help="subscriber polling rate, Hz (1000)")
     d.add_argument("--count", type=int, default=None, help="messages per run (10000; --quick: 120)")
     d.add_argument("--payload", default="joints", help="joints | bytes:SIZE | array:SHAPE:DTYPE")
-    d.add_argument("--transports", default=",".join(DEMO_TRANSPORTS))
-    d.add_argument("--backends", default=",".join(_backend.NAMES))
+    d.add_argument("--transports", default=",".join(DEMO_TRANSPORTS),
+                   help=f"comma-separated schemes to run ({','.join(DEMO_TRANSPORTS)})")
+    d.add_argument("--backends", default=",".join(_backend.NAMES),
+                   help=f"comma-separated backends to run ({','.join(_backend.NAMES)})")
     d.add_argument("--out", default=None, help="folder for the plots (default: a new temporary folder)")
     d.add_argument("--json", default=None, help="write the summary rows as JSON")
 
     s = sub.add_parser("send", help="publish a stream (machine A)")
-    s.add_argument("url")
-    s.add_argument("--rate", type=float, default=300.0)
-    s.add_argument("--count", type=int, default=10000)
-    s.add_argument("--payload", default="joints")
-    s.add_argument("--backend", default=None)
+    s.add_argument("url", help="where to publish, e.g. tcp://0.0.0.0:8000, udp://HOST:PORT, shm://NAME")
+    s.add_argument("--rate", type=float, default=300.0, help="messages per second (300)")
+    s.add_argument("--count", type=int, default=10000, help="messages to send (10000)")
+    s.add_argument("--payload", default="joints", help="joints | bytes:SIZE | array:SHAPE:DTYPE")
+    s.add_argument("--backend", default=None, help="cython or python (default: the live backend)")
     s.add_argument("--wait", type=int, default=0, help="wait for this many subscribers first")
 
     r = sub.add_parser("recv", help="follow a stream (machine B): live rate, summary, plot")
-    r.add_argument("url")
+    r.add_argument("url", help="what to follow, e.g. tcp://machine-a:8000, udp://0.0.0.0:PORT, shm://NAME")
     r.add_argument("--count", type=int, default=None, help="stop after N messages")
     r.add_argument("--duration", type=float, default=None, help="stop after S seconds")
     r.add_argument("--idle", type=float, default=5.0, help="stop after S seconds with no message (5)")
-    r.add_argument("--poll", type=float, default=1000.0)
-    r.add_argument("--backend", default=None)
+    r.add_argument("--poll", type=float, default=1000.0, help="how often to look for messages, Hz (1000); each look takes all that came")
+    r.add_argument("--backend", default=None, help="cython or python (default: the live backend)")
     r.add_argument("--plot", default=None, help="write a rate-over-time PNG here")
     r.add_argument("--json", default=None, help="write the summary as JSON here")
 
     b = sub.add_parser("bench", help="throughput/latency matrix beside installed peers")
     b.add_argument("--quick", action="store_true", help="two sizes, fewer messages (about 20 s here)")
-    b.add_argument("--transports", default="shm,tcp")
+    b.add_argument("--transports", default="shm,tcp", help="comma-separated: shm, tcp (both)")
     b.add_argument("--json", default=None, help="write the measurements as JSON")
     b.add_argument("--plot", default=None, metavar="DIR", help="write bar charts here")
 
     c = sub.add_parser("clean", help="remove stale shared-memory segments")
-    c.add_argument("--dry-run", action="store_true")
+    c.add_argument("--dry-run", action="store_true", help="list them, remove nothing")
     return p
 
 
