@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import socket
+import time
 
 import numpy as np
 import pytest
@@ -337,3 +338,72 @@ def test_the_publisher_forgets_subscribers_that_stopped_answering(backend):
         while pub._seen and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not pub._seen and pub.subscribers == 0
+
+
+def _hb(f, epoch, next_seq):
+    return b"".join(bytes(p) for p in f.encode({"dc": "hb", "epoch": epoch, "next_seq": next_seq}, 0,
+                                               time.time_ns(), f.FLAG_CONTROL)[0])
+
+
+def _sender(port=0):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", port))
+    return s
+
+
+@pytest.mark.parametrize("heartbeats", [False, True])
+def test_a_new_sender_on_an_earlier_ones_address_is_delivered_at_once(backend, heartbeats):
+    """A publisher restarted on the source address of an earlier one (ephemeral
+    ports are reused) starts its seq again: its datagrams were dropped as late
+    until its heartbeat came. Here its heartbeat comes after its data (or never)."""
+    f = backend.framing
+    with dc.Subscriber("udp://127.0.0.1:0", backend=backend) as sub:
+        with _sender() as old:
+            port = old.getsockname()[1]
+            if heartbeats:
+                old.sendto(_hb(f, "first", 0), sub.address)
+            for i in range(10):
+                old.sendto(f.encode_bytes(b"old", i, time.time_ns()), sub.address)
+            assert [m.seq for m in drain(sub, 0.3)] == list(range(10))
+        with _sender(port) as new:
+            for i in range(3):
+                new.sendto(f.encode_bytes(b"new", i, time.time_ns()), sub.address)
+            if heartbeats:
+                new.sendto(_hb(f, "second", 3), sub.address)
+            new.sendto(f.encode_bytes(b"new", 3, time.time_ns()), sub.address)
+            got = drain(sub, 0.3)
+        assert [(m.seq, bytes(m.data)) for m in got] == [(i, b"new") for i in range(4)]
+        assert sub.stats.restarts == 1 and sub.stats.lost == 0
+
+
+def test_late_and_duplicated_datagrams_are_still_dropped(backend):
+    """Telling a restart by its newer timestamp leaves late datagrams (older than
+    what was seen, or than the heartbeat that counted them lost) dropped."""
+    f = backend.framing
+    with dc.Subscriber("udp://127.0.0.1:0", backend=backend) as sub, _sender() as s:
+        frames = [f.encode_bytes(b"x", i, time.time_ns()) for i in range(6)]
+        for i in (0, 1, 3):
+            s.sendto(frames[i], sub.address)
+        s.sendto(frames[1], sub.address)                   # a duplicate
+        s.sendto(frames[2], sub.address)                   # late: counted lost already
+        s.sendto(_hb(f, "e", 5), sub.address)              # seq 4 lost
+        s.sendto(frames[4], sub.address)                   # late after the heartbeat
+        s.sendto(frames[5], sub.address)
+        assert [m.seq for m in drain(sub, 0.3)] == [0, 1, 3, 5]
+        assert sub.stats.lost == 2 and sub.stats.restarts == 0
+
+
+def test_a_publisher_sends_its_epoch_before_its_first_message(backend):
+    """The heartbeat that carries a new publisher's epoch is its first datagram,
+    so a subscriber learns of a restart before the data (it raced the first send)."""
+    f = backend.framing
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.settimeout(5)
+        with dc.Publisher("udp://127.0.0.1:%d" % listener.getsockname()[1], backend=backend,
+                          heartbeat=60) as pub:
+            pub.send(b"first")
+            data, _, _, flags, _ = f.decode(listener.recv(65536), 0, 1 << 16)
+            assert flags & f.FLAG_CONTROL and data == {"dc": "hb", "epoch": pub.epoch, "next_seq": 0}
+            data, seq, _, flags, _ = f.decode(listener.recv(65536), 0, 1 << 16)
+            assert not flags & f.FLAG_CONTROL and (bytes(data), seq) == (b"first", 0)

@@ -37,7 +37,7 @@ from ._net import (
 MAX_DATAGRAM = 65507          # the largest UDP payload over IPv4
 _SLOT = 65536                 # receive room per datagram
 # A seq this far below the last one from the same sender is a restart (same
-# source port), not a late datagram.
+# source port), not a late datagram, whatever its timestamp.
 REORDER_WINDOW = 1024
 # Sender addresses whose source string a subscriber keeps (more: it starts afresh).
 _MAX_SOURCES = 4096
@@ -102,6 +102,9 @@ class UdpPublisher(Publisher):
             self._sock.close()   # a refused publisher leaves no socket behind
             raise
         self._rfd, self._wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        # the epoch goes out before any data: a subscriber that knew an earlier
+        # publisher on this source address learns of the restart first
+        self._hb()
         self._thread = threading.Thread(target=self._run, name="datacomms-udp-pub", daemon=True)
         self._thread.start()
 
@@ -127,7 +130,7 @@ class UdpPublisher(Publisher):
         p = select.poll()
         p.register(self._sock, select.POLLIN)
         p.register(self._rfd, select.POLLIN)
-        next_hb = 0.0
+        next_hb = time.monotonic() + self._heartbeat
         while not self._closed:
             now = time.monotonic()
             if now >= next_hb:
@@ -198,7 +201,7 @@ class UdpSubscriber(Subscriber):
         self.stats = self._be.stats.Stats()
         self.rejected = 0                # datagrams that were not valid frames (or over max_frame_size)
         self._max_frame = min(max_frame_size, _SLOT) if max_frame_size else _SLOT
-        self._last: dict[Any, int] = {}
+        self._last: dict[Any, tuple[int, int]] = {}   # sender -> (last seq, newest timestamp_ns seen)
         self._epoch: dict[Any, str] = {}
         self._sources: dict[Any, str] = {}   # sender address -> its "host:port", made once
         self._closed = False
@@ -262,26 +265,34 @@ class UdpSubscriber(Subscriber):
                 continue
             self._off = (start + flen + 63) & ~63
             if flags & 1:
-                self._on_control(data, addr)
+                self._on_control(data, ts, addr)
                 continue
-            last = self._last.get(addr)
-            if last is not None and seq <= last:
-                if last - seq < REORDER_WINDOW:
-                    continue   # late or duplicated: already counted lost, or delivered
-                self._restart(addr)
-                last = None
+            known = self._last.get(addr)
+            last = None
+            if known is not None:
+                last, newest = known
+                if seq <= last:
+                    # a datagram sent after everything seen from this address that
+                    # starts seq again is a new publisher on the same address (its
+                    # heartbeat was lost or is still to come); a late or duplicated
+                    # one is older than what was seen (already counted lost, or delivered)
+                    if ts <= newest and last - seq < REORDER_WINDOW:
+                        continue
+                    self._restart(addr)
+                    self._epoch.pop(addr, None)   # its heartbeat's new epoch is not a second restart
+                    last = None
             if last is not None and seq > last + 1:
                 self.stats.add_lost(seq - last - 1)
             elif last is None:
                 _make_room(self._last)
-            self._last[addr] = seq
+            self._last[addr] = (seq, ts)
             return data, seq, ts, addr, 0
 
     def _restart(self, addr: Any) -> None:
         self._last.pop(addr, None)
         self.stats.restarts += 1
 
-    def _on_control(self, msg: Any, addr: Any) -> None:
+    def _on_control(self, msg: Any, ts: int, addr: Any) -> None:
         if not isinstance(msg, dict) or msg.get("dc") != "hb":
             return
         epoch, nxt = msg.get("epoch"), msg.get("next_seq")
@@ -292,11 +303,15 @@ class UdpSubscriber(Subscriber):
             elif known != epoch:
                 self._restart(addr)
             self._epoch[addr] = epoch
-        last = self._last.get(addr)
-        # the heartbeat shows messages lost after the last one that arrived
-        if isinstance(nxt, int) and last is not None and nxt - 1 > last:
-            self.stats.add_lost(nxt - 1 - last)
-            self._last[addr] = nxt - 1
+        known = self._last.get(addr)
+        if known is not None:
+            # the heartbeat shows messages lost after the last one that arrived;
+            # its time (sent after all it counts) makes those late, not a restart
+            last, newest = known
+            if isinstance(nxt, int) and nxt - 1 > last:
+                self.stats.add_lost(nxt - 1 - last)
+                last = nxt - 1
+            self._last[addr] = (last, max(newest, ts))
         try:
             self._sock.sendto(b"".join(control(self._framing, {"dc": "sub"})), addr)
         except OSError:
