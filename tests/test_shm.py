@@ -317,6 +317,55 @@ def test_second_live_publisher_is_refused(backend_name, shm_name):
         assert pub.send(b"still mine") == 0
 
 
+def test_a_publisher_losing_a_takeover_race_names_the_winner(backend_name, shm_name):
+    """Two new publishers over a dead one's segment: the one that finds the dead
+    segment's lock held by the other (taking the segment over) said the name
+    had a live publisher and named the dead pid. It waits for the takeover now,
+    and the loser names the winner. Here this process plays the winner."""
+    import threading
+    from datacomms.backend import _segment as S
+    url = f"shm://{shm_name}"
+    path = f"/dev/shm/dc-{shm_name}"
+    ready = CTX.Event()
+    p = _start(kids.publish_forever, url, backend_name, ready)
+    assert ready.wait(30)
+    dead = p.pid
+    os.kill(dead, signal.SIGKILL)
+    p.join(10)
+    fd = os.open(path, os.O_RDWR)
+    assert S.try_lock(fd, 0)      # the winner's first step: the dead segment's lock
+    results: list = []
+
+    def other():
+        try:
+            results.append(dc.Publisher(url, backend=backend_name))
+        except dc.DataCommsError as exc:
+            results.append(exc)
+
+    t = threading.Thread(target=other)
+    t.start()
+    try:
+        t.join(1.0)               # the old code answered at once, naming the dead pid
+        if results:
+            assert f"pid {dead}" not in str(results[0]), results[0]
+    finally:
+        os.unlink(path)           # the winner's next steps: the dead segment out, its own in
+        os.close(fd)
+    try:
+        mine = dc.Publisher(url, backend=backend_name)
+    except dc.DataCommsError as exc:
+        mine = exc
+    t.join(30)
+    assert not t.is_alive()
+    outcome = [mine, *results]
+    won = [o for o in outcome if not isinstance(o, Exception)]
+    lost = [str(o) for o in outcome if isinstance(o, Exception)]
+    for pub in won:
+        pub.close()
+    assert len(won) == 1 and len(lost) == 1
+    assert f"live publisher (pid {os.getpid()})" in lost[0] and str(dead) not in lost[0]
+
+
 def test_clean_close_leaves_nothing(backend, shm_name):
     url = f"shm://{shm_name}"
     pub = dc.Publisher(url, backend=backend)

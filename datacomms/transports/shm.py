@@ -46,6 +46,9 @@ TMP_PREFIX = "dc-.tmp-"
 NAME_MAX = 30
 DEFAULT_CAPACITY = S.DEFAULT_CAPACITY
 _ATTACH_POLL_S = 0.005
+# How long a new publisher waits for one that is replacing a dead publisher's
+# segment (it holds that segment's lock for a few system calls) to link its own.
+_TAKEOVER_WAIT_S = 2.0
 # Segments are mapped with their pages faulted in at once: a page first touched
 # mid-stream cost the publisher and each subscriber a page fault (tens of
 # microseconds here) once every 4 KiB of records until the ring had wrapped.
@@ -152,19 +155,28 @@ def _create(name: str, capacity: int, max_subs: int, block: bool) -> _Segment:
         mm = _map(tmp, fd, size)
         pid = os.getpid()
         S.init_segment(mm, capacity, max_subs, block, pid, S.process_start_time(pid))
-        for _ in range(8):
+        deadline = time.monotonic() + _TAKEOVER_WAIT_S
+        while True:
             try:
                 os.link(tmp, path)
                 break
             except FileExistsError:
-                owner = _reclaim(path)
-                if owner is not None:
-                    mm.close()
-                    raise DataCommsError(f"shm://{name} already has a live publisher (pid {owner}); "
-                                         "close it first or pick another name")
-        else:
-            mm.close()
-            raise DataCommsError(f"could not create shm://{name}: the name keeps reappearing")
+                held = _reclaim(path)
+            if held is not None and held[1]:
+                mm.close()
+                raise DataCommsError(f"shm://{name} already has a live publisher (pid {held[0]}); "
+                                     "close it first or pick another name")
+            if time.monotonic() >= deadline:
+                mm.close()
+                if held is None:
+                    raise DataCommsError(f"could not create shm://{name}: the name keeps reappearing")
+                raise DataCommsError(f"shm://{name} is held by another process, though the publisher it names "
+                                     f"(pid {held[0]}) is gone: another publisher is taking the name over, or "
+                                     "one in another pid namespace holds it; close it first or pick another name")
+            if held is not None:
+                # the dead publisher's lock is held by whoever is replacing its segment
+                # (another new publisher, or clean()): its own segment appears at once
+                time.sleep(0.001)
     except BaseException:
         os.close(fd)
         raise
@@ -173,8 +185,26 @@ def _create(name: str, capacity: int, max_subs: int, block: bool) -> _Segment:
     return _Segment(fd, mm, S.read_config(mm, size))
 
 
-def _reclaim(path: str) -> int | None:
-    """Removes the segment at path if its publisher is gone; else returns that publisher's pid."""
+def _owner_runs(pid: int, start: int) -> bool:
+    """Whether the process a segment names as its publisher still runs (a pid
+    reused by another process since is not it: the start times differ)."""
+    if pid <= 0:
+        return False
+    if start:
+        return S.process_start_time(pid) == start
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        pass   # it runs, as another user
+    return True
+
+
+def _reclaim(path: str) -> tuple[int, bool] | None:
+    """Removes the segment at path if its publisher is gone. Else returns the pid
+    it names and whether that process runs: its lock held while it does not
+    means another publisher (or clean()) is replacing the segment right now."""
     try:
         fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -183,9 +213,11 @@ def _reclaim(path: str) -> int | None:
         if not S.try_lock(fd, 0):
             try:
                 with mmap.mmap(fd, S.OFF_SLOTS) as mm:
-                    return int.from_bytes(mm[S.OFF_OWNER_PID:S.OFF_OWNER_PID + 8], "little")
+                    pid = int.from_bytes(mm[S.OFF_OWNER_PID:S.OFF_OWNER_PID + 8], "little")
+                    start = int.from_bytes(mm[S.OFF_OWNER_START:S.OFF_OWNER_START + 8], "little")
             except (OSError, ValueError):
-                return -1
+                return -1, False
+            return pid, _owner_runs(pid, start)
         try:
             if os.stat(path).st_ino == os.fstat(fd).st_ino:
                 os.unlink(path)
