@@ -286,6 +286,32 @@ def test_clean_removes_stale(backend_name, shm_name):
     assert not os.path.exists(f"/dev/shm/dc-{shm_name}")
 
 
+def test_clean_and_publishers_leave_other_programs_files_alone(backend_name, shm_name):
+    """/dev/shm is every program's. stale() listed, and clean() (so `datacomms clean`)
+    deleted, any file starting with "dc-" that nobody locked: a text file, a zero-filled
+    one, a FIFO; a Publisher of that name replaced it. Only datacomms segments are taken now."""
+    paths = {"text": f"/dev/shm/dc-{shm_name}", "zeros": f"/dev/shm/dc-{shm_name}z",
+             "fifo": f"/dev/shm/dc-{shm_name}f"}
+    try:
+        with open(paths["text"], "w") as f:
+            f.write("another program's state\n")
+        with open(paths["zeros"], "wb") as f:
+            f.write(bytes(8192))
+        os.mkfifo(paths["fifo"])
+        names = {shm_name, shm_name + "z", shm_name + "f"}
+        assert not names & set(dc.shm.stale())
+        assert not names & set(dc.shm.clean())
+        with pytest.raises(dc.DataCommsError, match="is not a datacomms shm segment"):
+            dc.Publisher(f"shm://{shm_name}", backend=backend_name)
+        assert all(os.path.lexists(p) for p in paths.values())
+        with open(paths["text"]) as f:
+            assert f.read() == "another program's state\n"
+    finally:
+        for p in paths.values():
+            if os.path.lexists(p):
+                os.unlink(p)
+
+
 def test_killed_subscriber_does_not_stall_block_mode(backend_name, shm_name):
     url = f"shm://{shm_name}"
     ready = CTX.Event()

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import stat
 import time
 import uuid
 import weakref
@@ -201,15 +202,29 @@ def _owner_runs(pid: int, start: int) -> bool:
     return True
 
 
+def _is_segment(fd: int, entry: str) -> bool:
+    """Whether the file open at fd (named entry in SHM_DIR) is a datacomms segment:
+    a regular file that starts with the ring's magic, or one a publisher is still
+    making under its temporary name. /dev/shm is every program's: another's file
+    that merely starts with "dc-" is never taken for a stale segment."""
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        return False
+    return entry.startswith(TMP_PREFIX) or os.pread(fd, 8, 0) == S.MAGIC.to_bytes(8, "little")
+
+
 def _reclaim(path: str) -> tuple[int, bool] | None:
     """Removes the segment at path if its publisher is gone. Else returns the pid
     it names and whether that process runs: its lock held while it does not
-    means another publisher (or clean()) is replacing the segment right now."""
+    means another publisher (or clean()) is replacing the segment right now.
+    A file there that is not a datacomms segment is a DataCommsError, left alone."""
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
         return None
     try:
+        if not _is_segment(fd, os.path.basename(path)):
+            raise DataCommsError(f"{path} is not a datacomms shm segment (another program's file?); "
+                                 "remove it or pick another name")
         if not S.try_lock(fd, 0):
             try:
                 with mmap.mmap(fd, S.OFF_SLOTS) as mm:
@@ -509,11 +524,11 @@ def stale() -> list[str]:
         if not entry.startswith(PREFIX):
             continue
         try:
-            fd = os.open(os.path.join(SHM_DIR, entry), os.O_RDWR | os.O_CLOEXEC)
+            fd = os.open(os.path.join(SHM_DIR, entry), os.O_RDWR | os.O_CLOEXEC | os.O_NONBLOCK)
         except OSError:
             continue
         try:
-            if not S.held_by_other(fd, 0):
+            if _is_segment(fd, entry) and not S.held_by_other(fd, 0):
                 out.append(entry[len(PREFIX):])
         finally:
             os.close(fd)
@@ -530,6 +545,9 @@ def clean() -> list[str]:
                 continue  # a publisher may be between creating and locking it
         except FileNotFoundError:
             continue
-        if _reclaim(path) is None and not os.path.exists(path):
-            removed.append(name)
+        try:
+            if _reclaim(path) is None and not os.path.exists(path):
+                removed.append(name)
+        except DataCommsError:
+            continue   # replaced by another program's file meanwhile
     return removed
