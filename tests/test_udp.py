@@ -183,6 +183,62 @@ def test_multicast_on_loopback(backend):
         assert [m.data["i"] for m in got] == list(range(20))
 
 
+_MULTICAST_CHILD = """
+import sys, datacomms as dc
+sub = dc.Subscriber(sys.argv[1], interface="127.0.0.1", backend=sys.argv[2])
+print("READY", flush=True)
+while True:   # answers heartbeats while it waits; killed by the test
+    try:
+        sub.recv(timeout=0.2)
+    except dc.Timeout:
+        pass
+"""
+
+
+def test_multicast_subscribers_on_one_host_are_counted_apart(backend):
+    """Every subscriber of a group binds the group's port, so all of one host's
+    answers came from one address: the publisher counted them as one, and
+    wait_for_subscribers(2) never returned with two subscriber processes listening."""
+    import subprocess
+    import sys
+    import threading
+    group = "239.255.78.%d" % (os.getpid() % 250 + 1)
+    try:
+        sub = dc.Subscriber(f"udp://{group}:0", interface="127.0.0.1", backend=backend)
+    except OSError as exc:
+        pytest.skip(f"multicast not available here: {exc}")
+    url = f"udp://{group}:{sub.address[1]}"
+    child = subprocess.Popen([sys.executable, "-c", _MULTICAST_CHILD, url, backend.name],
+                             stdout=subprocess.PIPE, text=True)
+    stop = threading.Event()
+
+    def listen():
+        while not stop.is_set():
+            try:
+                sub.recv(timeout=0.2)
+            except dc.Timeout:
+                pass
+
+    t = threading.Thread(target=listen)
+    try:
+        assert child.stdout.readline().strip() == "READY"
+        t.start()
+        with dc.Publisher(url, interface="127.0.0.1", heartbeat=0.05, backend=backend) as pub:
+            try:
+                pub.wait_for_subscribers(1, timeout=5)
+            except dc.Timeout:
+                pytest.skip("multicast is not looped back on this host")
+            assert pub.wait_for_subscribers(2, timeout=10) == 2
+    finally:
+        stop.set()
+        if t.is_alive():
+            t.join()
+        child.kill()
+        child.wait()
+        child.stdout.close()
+        sub.close()
+
+
 def test_cross_process(backend):
     with dc.Subscriber("udp://127.0.0.1:0", backend=backend) as sub:
         peer = Peer("pub", sub.url, "--backend", backend.name, "--count", "2000", "--rate", "5000", "--kind", "dict")

@@ -8,8 +8,9 @@ losses show as seq gaps, counted per publisher in ``stats.lost``.
 Every ``heartbeat`` seconds a publisher sends a control datagram with its
 epoch and next seq, so a subscriber also counts messages lost at the end of a
 burst, and notices a restarted publisher. A subscriber answers each heartbeat
-with a small "sub" datagram, which is how ``pub.subscribers`` and
-``wait_for_subscribers`` know who is listening (a subscriber counts while it
+with a small "sub" datagram carrying a random id of its own (the subscribers
+of a multicast group on one host all answer from the group's port), which is
+how ``pub.subscribers`` and ``wait_for_subscribers`` know who is listening (a subscriber counts while it
 answered within ``dead_after`` seconds; it answers from inside recv/latest).
 """
 
@@ -152,7 +153,10 @@ class UdpPublisher(Publisher):
                 except FrameError:
                     continue
                 if flags & 1 and isinstance(msg, dict) and msg.get("dc") == "sub":
-                    self._seen[addr] = time.monotonic()
+                    # multicast subscribers of one host all answer from the group's port:
+                    # their ids tell them apart
+                    sid = msg.get("id")
+                    self._seen[(addr, sid if isinstance(sid, str) else None)] = time.monotonic()
 
     def send(self, data: Any, timeout: float | None = None) -> int:
         """Sends one datagram and returns its seq (a datagram the kernel refused is lost, as UDP is)."""
@@ -204,6 +208,7 @@ class UdpSubscriber(Subscriber):
         self._last: dict[Any, tuple[int, int]] = {}   # sender -> (last seq, newest timestamp_ns seen)
         self._epoch: dict[Any, str] = {}
         self._sources: dict[Any, str] = {}   # sender address -> its "host:port", made once
+        self._answer = b"".join(control(self._framing, {"dc": "sub", "id": new_epoch()}))
         self._closed = False
         if _is_multicast(host) and ":" in host:
             raise DataCommsError(f"{url!r}: IPv6 multicast is not supported; use an IPv4 group or IPv6 unicast")
@@ -313,7 +318,7 @@ class UdpSubscriber(Subscriber):
                 last = nxt - 1
             self._last[addr] = (last, max(newest, ts))
         try:
-            self._sock.sendto(b"".join(control(self._framing, {"dc": "sub"})), addr)
+            self._sock.sendto(self._answer, addr)
         except OSError:
             pass
 
