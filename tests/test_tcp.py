@@ -493,6 +493,40 @@ def test_bind_swap_several_publishers(backend):
                 p.close()
 
 
+def _fake_publisher(framing, port: int, epoch: str) -> socket.socket:
+    """A connection that speaks the publisher side of the protocol by hand (hello, start at 0)."""
+    from datacomms.transports._net import control
+    s = _raw(port)
+    s.sendall(b"".join(bytes(p) for p in control(framing, {
+        "dc": "hello", "v": 1, "role": "pub", "epoch": epoch, "nonce": "n" * 32, "auth": False})))
+    s.sendall(b"".join(bytes(p) for p in control(framing, {"dc": "start", "next_seq": 0, "epoch": epoch})))
+    return s
+
+
+def test_a_listening_subscriber_forgets_publishers_gone_long_ago(backend, monkeypatch):
+    """A listening subscriber kept every publisher epoch it ever saw (its last seq,
+    in the subscriber and in its stats): publishers coming and going, each a new
+    epoch, grew it for ever. Past a bound the oldest departed ones are forgotten;
+    a publisher still connected keeps its count."""
+    from datacomms.transports import _tcp_sub
+    monkeypatch.setattr(_tcp_sub, "_MAX_EPOCHS", 20)
+    f = backend.framing
+    with _sub(backend, LOCAL, bind=True) as sub, _fake_publisher(f, sub.address[1], "steady") as steady:
+        steady.sendall(f.encode_bytes(b"s", 0, time.time_ns()))
+        assert (bytes(sub.recv(timeout=5).data), sub.stats.lost) == (b"s", 0)
+        for i in range(80):
+            with _fake_publisher(f, sub.address[1], f"gone-{i}") as s:
+                s.sendall(f.encode_bytes(b"g", 0, time.time_ns()))
+                m = sub.recv(timeout=5)
+                assert (bytes(m.data), m.seq) == (b"g", 0)
+            assert len(sub._epochs) <= 20 and len(sub._last_seen) <= 20
+            assert len(getattr(sub.stats, "_last_seq", ())) <= 20   # the Python twin's; the compiled one is not visible
+        steady.sendall(f.encode_bytes(b"s", 2, time.time_ns()))
+        m = sub.recv(timeout=5)
+        assert (bytes(m.data), m.seq) == (b"s", 2) and sub.stats.lost == 1 and sub.stats.restarts == 0
+        assert "steady" in sub._last_seen
+
+
 def test_star_host_listens_on_all_interfaces(backend):
     with _pub(backend, "tcp://*:0") as pub:
         assert pub.address[0] == "0.0.0.0"
