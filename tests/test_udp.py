@@ -239,6 +239,19 @@ def test_multicast_subscribers_on_one_host_are_counted_apart(backend):
         sub.close()
 
 
+def test_a_group_that_cannot_be_joined_is_a_clear_error(backend):
+    """Joining a group on an interface that is not there (or, without interface=,
+    where no route leads to the group) was a bare "[Errno 19] No such device"."""
+    import gc
+    import warnings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(OSError, match=r"cannot join multicast group 239\.255\.79\.1 .* on 192\.0\.2\.1"):
+            dc.Subscriber("udp://239.255.79.1:0", interface="192.0.2.1", backend=backend)
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
+
+
 def test_cross_process(backend):
     with dc.Subscriber("udp://127.0.0.1:0", backend=backend) as sub:
         peer = Peer("pub", sub.url, "--backend", backend.name, "--count", "2000", "--rate", "5000", "--kind", "dict")

@@ -219,7 +219,14 @@ class UdpSubscriber(Subscriber):
                 self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 bind_address(self._sock, host, port, "udp")
                 mreq = socket.inet_aton(host) + socket.inet_aton(interface or "0.0.0.0")
-                self._sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+                try:
+                    self._sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+                except OSError as exc:
+                    # ENODEV ("No such device") said nothing of a group no route leads to
+                    raise OSError(exc.errno, f"cannot join multicast group {host} for {url!r} on "
+                                             f"{interface or 'the interface the routes choose'}: {exc.strerror}"
+                                             + ("" if interface else "; pass interface=, e.g. '127.0.0.1' "
+                                                "to keep it on this host")) from None
             else:
                 bind_address(self._sock, host, port, "udp")
             self._sock.setblocking(False)
