@@ -252,6 +252,36 @@ def test_a_group_that_cannot_be_joined_is_a_clear_error(backend):
     assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
 
 
+def test_a_publisher_with_no_route_says_so_once(backend):
+    """A publisher whose datagrams cannot leave (no route to the destination)
+    dropped every one with nothing above a debug log; the first failure of each
+    kind is a warning now, and pub.dropped counts them all. It runs in a network
+    namespace with only loopback up, where nothing else routes."""
+    import shutil
+    import subprocess
+    import sys
+    if shutil.which("ip") is None:
+        pytest.skip("the ip command (iproute2) is not installed")
+    ns = f"dcudp{os.getpid() % 100000}"
+    made = subprocess.run(["ip", "netns", "add", ns], capture_output=True, text=True)
+    if made.returncode:
+        pytest.skip(f"network namespaces are not permitted here: {made.stderr.strip()}")
+    code = ("import sys, datacomms as dc\n"
+            "with dc.Publisher('udp://10.213.9.9:9', backend=sys.argv[1]) as pub:\n"
+            "    for i in range(5):\n"
+            "        pub.send(i)\n"
+            "    print(pub.dropped)\n")
+    try:
+        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True, capture_output=True)
+        out = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", code, backend.name],
+                             capture_output=True, text=True, timeout=60)
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout) >= 5    # the five messages, and the first heartbeat
+    assert out.stderr.count("send to 10.213.9.9:9 failed: Network is unreachable") == 1, out.stderr
+
+
 def test_cross_process(backend):
     with dc.Subscriber("udp://127.0.0.1:0", backend=backend) as sub:
         peer = Peer("pub", sub.url, "--backend", backend.name, "--count", "2000", "--rate", "5000", "--kind", "dict")

@@ -73,7 +73,8 @@ class UdpPublisher(Publisher):
         self.address = (host, port)
         self.url = url_of("udp", host, port)
         self.epoch = new_epoch()
-        self.dropped = 0                 # datagrams the kernel refused (buffer full)
+        self.dropped = 0                 # datagrams the kernel refused (buffer full, no route)
+        self._failed: set[int | None] = set()   # the errors of failed sends already warned about
         self._seq = 0
         self._heartbeat = heartbeat
         self._dead_after = dead_after if dead_after is not None else max(1.0, 4 * heartbeat)
@@ -121,9 +122,14 @@ class UdpPublisher(Publisher):
         except (BlockingIOError, InterruptedError):
             self.dropped += 1
         except OSError as exc:
-            # ENOBUFS, ECONNREFUSED from an earlier ICMP, EHOSTUNREACH: the datagram is lost
+            # ENOBUFS, ECONNREFUSED from an earlier ICMP, EHOSTUNREACH: the datagram is lost.
+            # The first of each kind is a warning: a publisher with no route to its
+            # destination dropped every datagram with nothing above debug said
             self.dropped += 1
-            log.debug("datacomms udp: send to %s:%s failed: %s", *self.address, exc)
+            level = 10 if exc.errno in self._failed else 30
+            self._failed.add(exc.errno)
+            log.log(level, "datacomms udp: send to %s:%s failed: %s (this datagram is lost; pub.dropped "
+                    "counts them)", *self.address, exc.strerror or exc)
         return False
 
     def _run(self) -> None:
