@@ -157,6 +157,7 @@ def _create(name: str, capacity: int, max_subs: int, block: bool) -> _Segment:
         pid = os.getpid()
         S.init_segment(mm, capacity, max_subs, block, pid, S.process_start_time(pid))
         deadline = time.monotonic() + _TAKEOVER_WAIT_S
+        removed = 0
         while True:
             try:
                 os.link(tmp, path)
@@ -167,17 +168,20 @@ def _create(name: str, capacity: int, max_subs: int, block: bool) -> _Segment:
                 mm.close()
                 raise DataCommsError(f"shm://{name} already has a live publisher (pid {held[0]}); "
                                      "close it first or pick another name")
+            if held is None:   # the stale segment is gone: link again
+                removed += 1
+                if removed < 8:
+                    continue
+                mm.close()
+                raise DataCommsError(f"could not create shm://{name}: the name keeps reappearing")
             if time.monotonic() >= deadline:
                 mm.close()
-                if held is None:
-                    raise DataCommsError(f"could not create shm://{name}: the name keeps reappearing")
                 raise DataCommsError(f"shm://{name} is held by another process, though the publisher it names "
                                      f"(pid {held[0]}) is gone: another publisher is taking the name over, or "
                                      "one in another pid namespace holds it; close it first or pick another name")
-            if held is not None:
-                # the dead publisher's lock is held by whoever is replacing its segment
-                # (another new publisher, or clean()): its own segment appears at once
-                time.sleep(0.001)
+            # the dead publisher's lock is held by whoever is replacing its segment
+            # (another new publisher, or clean()): its own segment appears at once
+            time.sleep(0.001)
     except BaseException:
         os.close(fd)
         raise
