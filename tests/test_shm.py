@@ -343,13 +343,15 @@ def test_second_live_publisher_is_refused(backend_name, shm_name):
         assert pub.send(b"still mine") == 0
 
 
-def test_a_publisher_losing_a_takeover_race_names_the_winner(backend_name, shm_name):
+def test_a_publisher_losing_a_takeover_race_names_the_winner(backend_name, shm_name, monkeypatch):
     """Two new publishers over a dead one's segment: the one that finds the dead
     segment's lock held by the other (taking the segment over) said the name
     had a live publisher and named the dead pid. It waits for the takeover now,
     and the loser names the winner. Here this process plays the winner."""
     import threading
     from datacomms.backend import _segment as S
+    from datacomms.transports import shm
+    monkeypatch.setattr(shm, "_TAKEOVER_WAIT_S", 60.0)   # the winner here is as slow as the machine
     url = f"shm://{shm_name}"
     path = f"/dev/shm/dc-{shm_name}"
     ready = CTX.Event()
