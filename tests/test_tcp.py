@@ -527,6 +527,30 @@ def test_a_listening_subscriber_forgets_publishers_gone_long_ago(backend, monkey
         assert "steady" in sub._last_seen
 
 
+def test_latest_counts_another_publishers_messages_it_passed_over_at_once(backend):
+    """latest() on a listening subscriber passed over another publisher's messages
+    and counted them in stats.skipped only with that publisher's next message: one
+    that left first never had them counted (received + skipped + lost fell short of
+    what was sent, here by up to 9)."""
+    f = backend.framing
+    with _sub(backend, LOCAL, bind=True) as sub, _fake_publisher(f, sub.address[1], "a") as a, \
+            _fake_publisher(f, sub.address[1], "b") as b:
+        a.sendall(f.encode_bytes(b"a", 0, time.time_ns()))
+        assert bytes(sub.recv(timeout=5).data) == b"a"        # a's connection is read first from now on
+        b.sendall(f.encode_bytes(b"b", 0, time.time_ns()))
+        assert bytes(sub.recv(timeout=5).data) == b"b"
+        a.sendall(b"".join(f.encode_bytes(b"a", i, time.time_ns()) for i in range(1, 10)))
+        b.sendall(b"".join(f.encode_bytes(b"b", i, time.time_ns()) for i in range(1, 10)))
+        while True:
+            m = sub.latest(timeout=5)
+            if (bytes(m.data), m.seq) == (b"b", 9):
+                break
+        a.close()                                             # a leaves without another message
+        drain(sub, 0.5)
+        s = sub.stats
+        assert s.lost == 0 and s.received + s.skipped == 20, (s.received, s.skipped)
+
+
 def test_star_host_listens_on_all_interfaces(backend):
     with _pub(backend, "tcp://*:0") as pub:
         assert pub.address[0] == "0.0.0.0"

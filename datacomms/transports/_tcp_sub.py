@@ -307,9 +307,15 @@ class TcpSubscriber(Subscriber):
                 c, msg = best
                 for ep, k in passed.items():
                     if ep != c.epoch:
+                        # another publisher's messages passed over count as skipped now (it
+                        # may never send again); its next message, if any, must not count
+                        # them lost, which is what _skip_pending remembers
                         self._skip_pending[ep] = self._skip_pending.get(ep, 0) + k
-                skipped = passed.get(c.epoch, 0) + self._skip_pending.pop(c.epoch, 0)
-                self.stats.record(msg.seq, msg.timestamp_ns, time.time_ns(), skipped, c.epoch)
+                        self.stats.skipped += k
+                pending = self._skip_pending.pop(c.epoch, 0)
+                self.stats.skipped -= pending   # counted when passed over; record() adds them again
+                self.stats.record(msg.seq, msg.timestamp_ns, time.time_ns(), passed.get(c.epoch, 0) + pending,
+                                  c.epoch)
                 if newest:
                     self._conns_changed()   # _skip_pending may have changed
                 return msg
