@@ -221,6 +221,8 @@ def test_multicast_subscribers_on_one_host_are_counted_apart(backend):
 
     t = threading.Thread(target=listen)
     try:
+        import select
+        assert select.select([child.stdout], [], [], 30)[0], "the subscriber process said nothing in 30 s"
         assert child.stdout.readline().strip() == "READY"
         t.start()
         with dc.Publisher(url, interface="127.0.0.1", heartbeat=0.05, backend=backend) as pub:
@@ -277,6 +279,8 @@ def test_a_publisher_with_no_route_says_so_once(backend):
                              capture_output=True, text=True, timeout=60)
     finally:
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    if out.returncode and "datacomms" not in out.stderr:
+        pytest.skip(f"cannot run a process in a network namespace here: {out.stderr.strip()}")
     assert out.returncode == 0, out.stderr
     assert int(out.stdout) >= 5    # the five messages, and the first heartbeat
     assert out.stderr.count("send to 10.213.9.9:9 failed: Network is unreachable") == 1, out.stderr
