@@ -312,6 +312,21 @@ def test_clean_and_publishers_leave_other_programs_files_alone(backend_name, shm
                 os.unlink(p)
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root, to be another user in a child")
+def test_another_users_segment_is_a_clear_permission_error(backend_name, shm_name):
+    """A segment is open to its owner only (0600); another user's Publisher or
+    Subscriber of the name got a bare "[Errno 13] Permission denied: PATH"."""
+    url = f"shm://{shm_name}"
+    q = CTX.Queue()
+    with dc.Publisher(url, backend=backend_name, capacity=1 << 16):
+        p = _start(kids.open_as, url, backend_name, 65534, q)
+        said = q.get(timeout=60)
+        _join(p)
+    assert len(said) == 2
+    for line in said:
+        assert line.startswith("PermissionError") and f"shm://{shm_name} belongs to uid {os.getuid()}" in line, said
+
+
 def test_killed_subscriber_does_not_stall_block_mode(backend_name, shm_name):
     url = f"shm://{shm_name}"
     ready = CTX.Event()

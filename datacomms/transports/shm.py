@@ -76,6 +76,22 @@ def path_of(name: str) -> str:
     return os.path.join(SHM_DIR, PREFIX + name)
 
 
+def _open(path: str, flags: int = 0) -> int:
+    """os.open(path, O_RDWR | flags); another user's segment (mode 0600) is a
+    PermissionError that says whose it is, not a bare "Permission denied"."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CLOEXEC | flags)
+    except PermissionError as exc:
+        try:
+            owner = f"uid {os.stat(path).st_uid}"
+        except OSError:
+            owner = "another user"
+        name = os.path.basename(path)[len(PREFIX):]
+        raise PermissionError(exc.errno, f"shm://{name} belongs to {owner} ({path}), and a segment is open "
+                                         "to its owner only (mode 0600): run as that user, or pick another "
+                                         "name") from None
+
+
 def _map(path: str, lock_fd: int, size: int) -> mmap.mmap:
     """Maps the file open at lock_fd through a second open of it. mmap keeps a dup of the
     descriptor it is given; were that the one holding the liveness locks, a forked child's
@@ -105,7 +121,7 @@ class _Segment:
         publisher is gone: a subscriber polling for the next publisher of a name must not map
         and fault in a stale segment every few milliseconds)."""
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+            fd = _open(path)
         except FileNotFoundError:
             return None
         if live_only and not S.publisher_alive(fd):
@@ -222,7 +238,7 @@ def _reclaim(path: str) -> tuple[int, bool] | None:
     means another publisher (or clean()) is replacing the segment right now.
     A file there that is not a datacomms segment is a DataCommsError, left alone."""
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NONBLOCK)
+        fd = _open(path, os.O_NONBLOCK)
     except FileNotFoundError:
         return None
     try:
@@ -552,6 +568,6 @@ def clean() -> list[str]:
         try:
             if _reclaim(path) is None and not os.path.exists(path):
                 removed.append(name)
-        except DataCommsError:
-            continue   # replaced by another program's file meanwhile
+        except (DataCommsError, PermissionError):
+            continue   # replaced by another program's (or user's) file meanwhile
     return removed
