@@ -187,10 +187,17 @@ def cmd_clean(a: argparse.Namespace) -> int:
     if not stale:
         print("no stale shared-memory segments")
         return 0
-    for name in stale:
-        print(f"{'would remove' if a.dry_run else 'removing'} {name}")
-    if not a.dry_run:
-        shm.clean()
+    if a.dry_run:
+        for name in stale:
+            print(f"would remove {name}")
+        return 0
+    # what clean() removed, not what stale() listed: a name a publisher took
+    # meanwhile, or one still being made, stays
+    removed = shm.clean()
+    for name in removed:
+        print(f"removed {name}")
+    for name in sorted(set(stale) - set(removed)):
+        print(f"left {name} (in use again, or a publisher is still making it)")
     return 0
 
 

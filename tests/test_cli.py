@@ -125,6 +125,21 @@ def test_clean_lists_and_removes_a_killed_publishers_segment(tmp_path, shm_name)
     assert not any(shm_name in n for n in os.listdir("/dev/shm"))
 
 
+def test_clean_reports_what_it_removed_not_what_it_listed(shm_name):
+    """`datacomms clean` printed "removing" for every stale name, then let clean()
+    skip some (a publisher's temporary segment younger than 10 s): it claimed to
+    remove what it left."""
+    path = f"/dev/shm/dc-.tmp-{shm_name}"
+    with open(path, "wb") as f:
+        f.write(bytes(4096))
+    try:
+        r = run("clean")
+        assert r.returncode == 0 and f"removed .tmp-{shm_name}" not in r.stdout
+        assert f"left .tmp-{shm_name}" in r.stdout and os.path.exists(path)
+    finally:
+        os.unlink(path)
+
+
 def test_round_trip_references_echo_over_one_and_two_connections():
     """The plain-socket references of the round-trip benchmark: one connection both
     ways, and one each way (the topology a publisher and a subscriber on each side have)."""

@@ -286,6 +286,47 @@ def test_clean_removes_stale(backend_name, shm_name):
     assert not os.path.exists(f"/dev/shm/dc-{shm_name}")
 
 
+def test_clean_and_publishers_leave_other_programs_files_alone(backend_name, shm_name):
+    """/dev/shm is every program's. stale() listed, and clean() (so `datacomms clean`)
+    deleted, any file starting with "dc-" that nobody locked: a text file, a zero-filled
+    one, a FIFO; a Publisher of that name replaced it. Only datacomms segments are taken now."""
+    paths = {"text": f"/dev/shm/dc-{shm_name}", "zeros": f"/dev/shm/dc-{shm_name}z",
+             "fifo": f"/dev/shm/dc-{shm_name}f"}
+    try:
+        with open(paths["text"], "w") as f:
+            f.write("another program's state\n")
+        with open(paths["zeros"], "wb") as f:
+            f.write(bytes(8192))
+        os.mkfifo(paths["fifo"])
+        names = {shm_name, shm_name + "z", shm_name + "f"}
+        assert not names & set(dc.shm.stale())
+        assert not names & set(dc.shm.clean())
+        with pytest.raises(dc.DataCommsError, match="is not a datacomms shm segment"):
+            dc.Publisher(f"shm://{shm_name}", backend=backend_name)
+        assert all(os.path.lexists(p) for p in paths.values())
+        with open(paths["text"]) as f:
+            assert f.read() == "another program's state\n"
+    finally:
+        for p in paths.values():
+            if os.path.lexists(p):
+                os.unlink(p)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root, to be another user in a child")
+def test_another_users_segment_is_a_clear_permission_error(backend_name, shm_name):
+    """A segment is open to its owner only (0600); another user's Publisher or
+    Subscriber of the name got a bare "[Errno 13] Permission denied: PATH"."""
+    url = f"shm://{shm_name}"
+    q = CTX.Queue()
+    with dc.Publisher(url, backend=backend_name, capacity=1 << 16):
+        p = _start(kids.open_as, url, backend_name, 65534, q)
+        said = q.get(timeout=60)
+        _join(p)
+    assert len(said) == 2
+    for line in said:
+        assert line.startswith("PermissionError") and f"shm://{shm_name} belongs to uid {os.getuid()}" in line, said
+
+
 def test_killed_subscriber_does_not_stall_block_mode(backend_name, shm_name):
     url = f"shm://{shm_name}"
     ready = CTX.Event()
@@ -315,6 +356,57 @@ def test_second_live_publisher_is_refused(backend_name, shm_name):
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
         assert out.stdout.startswith("refused") and str(os.getpid()) in out.stdout, out
         assert pub.send(b"still mine") == 0
+
+
+def test_a_publisher_losing_a_takeover_race_names_the_winner(backend_name, shm_name, monkeypatch):
+    """Two new publishers over a dead one's segment: the one that finds the dead
+    segment's lock held by the other (taking the segment over) said the name
+    had a live publisher and named the dead pid. It waits for the takeover now,
+    and the loser names the winner. Here this process plays the winner."""
+    import threading
+    from datacomms.backend import _segment as S
+    from datacomms.transports import shm
+    monkeypatch.setattr(shm, "_TAKEOVER_WAIT_S", 60.0)   # the winner here is as slow as the machine
+    url = f"shm://{shm_name}"
+    path = f"/dev/shm/dc-{shm_name}"
+    ready = CTX.Event()
+    p = _start(kids.publish_forever, url, backend_name, ready)
+    assert ready.wait(30)
+    dead = p.pid
+    os.kill(dead, signal.SIGKILL)
+    p.join(10)
+    fd = os.open(path, os.O_RDWR)
+    assert S.try_lock(fd, 0)      # the winner's first step: the dead segment's lock
+    results: list = []
+
+    def other():
+        try:
+            results.append(dc.Publisher(url, backend=backend_name))
+        except dc.DataCommsError as exc:
+            results.append(exc)
+
+    t = threading.Thread(target=other)
+    t.start()
+    try:
+        t.join(1.0)               # the old code answered at once, naming the dead pid
+        if results:
+            assert f"pid {dead}" not in str(results[0]), results[0]
+    finally:
+        os.unlink(path)           # the winner's next steps: the dead segment out, its own in
+        os.close(fd)
+    try:
+        mine = dc.Publisher(url, backend=backend_name)
+    except dc.DataCommsError as exc:
+        mine = exc
+    t.join(30)
+    assert not t.is_alive()
+    outcome = [mine, *results]
+    won = [o for o in outcome if not isinstance(o, Exception)]
+    lost = [str(o) for o in outcome if isinstance(o, Exception)]
+    for pub in won:
+        pub.close()
+    assert len(won) == 1 and len(lost) == 1
+    assert f"live publisher (pid {os.getpid()})" in lost[0] and str(dead) not in lost[0]
 
 
 def test_clean_close_leaves_nothing(backend, shm_name):

@@ -41,6 +41,19 @@ def test_sources_are_kept_apart(backend):
     assert (s.lost, s.restarts, s.received) == (2, 0, 6)
 
 
+def test_a_forgotten_source_starts_afresh(backend):
+    """forget(source) drops what is kept for a publisher gone for good (a listening
+    tcp subscriber bounds its memory with it); the others are untouched."""
+    s = backend.stats.Stats()
+    for seq, src in [(5, "a"), (7, "b")]:
+        s.record(seq, 0, 1, source=src)
+    s.forget("a")
+    s.forget("never seen")
+    s.record(0, 0, 2, source="a")    # neither a restart nor loss: a new source
+    s.record(9, 0, 3, source="b")    # b still counts its gap
+    assert (s.lost, s.restarts, s.received) == (1, 0, 4)
+
+
 def test_unnumbered_messages_count_without_loss(backend):
     s = backend.stats.Stats()
     s.record(None, None, 5)

@@ -537,6 +537,77 @@ def test_bind_swap_several_publishers(backend):
                 p.close()
 
 
+def _unread(fd: int) -> int:
+    """How many bytes wait in the receive queue of socket fd."""
+    import fcntl
+    import struct
+    import termios
+    return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4))[0]
+
+
+def _fake_publisher(framing, port: int, epoch: str) -> socket.socket:
+    """A connection that speaks the publisher side of the protocol by hand (hello, start at 0)."""
+    from datacomms.transports._net import control
+    s = _raw(port)
+    s.sendall(b"".join(bytes(p) for p in control(framing, {
+        "dc": "hello", "v": 1, "role": "pub", "epoch": epoch, "nonce": "n" * 32, "auth": False})))
+    s.sendall(b"".join(bytes(p) for p in control(framing, {"dc": "start", "next_seq": 0, "epoch": epoch})))
+    return s
+
+
+def test_a_listening_subscriber_forgets_publishers_gone_long_ago(backend, monkeypatch):
+    """A listening subscriber kept every publisher epoch it ever saw (its last seq,
+    in the subscriber and in its stats): publishers coming and going, each a new
+    epoch, grew it for ever. Past a bound the oldest departed ones are forgotten;
+    a publisher still connected keeps its count."""
+    from datacomms.transports import _tcp_sub
+    monkeypatch.setattr(_tcp_sub, "_MAX_EPOCHS", 20)
+    f = backend.framing
+    with _sub(backend, LOCAL, bind=True) as sub, _fake_publisher(f, sub.address[1], "steady") as steady:
+        steady.sendall(f.encode_bytes(b"s", 0, time.time_ns()))
+        assert (bytes(sub.recv(timeout=5).data), sub.stats.lost) == (b"s", 0)
+        for i in range(80):
+            with _fake_publisher(f, sub.address[1], f"gone-{i}") as s:
+                s.sendall(f.encode_bytes(b"g", 0, time.time_ns()))
+                m = sub.recv(timeout=5)
+                assert (bytes(m.data), m.seq) == (b"g", 0)
+            assert len(sub._epochs) <= 20 and len(sub._last_seen) <= 20
+            assert len(getattr(sub.stats, "_last_seq", ())) <= 20   # the Python twin's; the compiled one is not visible
+        steady.sendall(f.encode_bytes(b"s", 2, time.time_ns()))
+        m = sub.recv(timeout=5)
+        assert (bytes(m.data), m.seq) == (b"s", 2) and sub.stats.lost == 1 and sub.stats.restarts == 0
+        assert "steady" in sub._last_seen
+
+
+def test_latest_counts_another_publishers_messages_it_passed_over_at_once(backend):
+    """latest() on a listening subscriber passed over another publisher's messages
+    and counted them in stats.skipped only with that publisher's next message: one
+    that left, or sent nothing more, never had them counted (received + skipped +
+    lost stayed short of what was sent, by up to 9 here)."""
+    f = backend.framing
+    with _sub(backend, LOCAL, bind=True) as sub, _fake_publisher(f, sub.address[1], "a") as a, \
+            _fake_publisher(f, sub.address[1], "b") as b:
+        for pub in (a, b):
+            pub.sendall(f.encode_bytes(b"first", 0, time.time_ns()))
+            assert bytes(sub.recv(timeout=5).data) == b"first"
+        sent = 0
+        for pub, tag in ((a, b"a"), (b, b"b")):
+            burst = b"".join(f.encode_bytes(tag, i, time.time_ns()) for i in range(1, 10))
+            pub.sendall(burst)
+            sent += len(burst)
+        deadline = time.monotonic() + 10   # both bursts wait in the subscriber's sockets: one latest() sees both
+        while sum(_unread(c.fd) for c in sub._conns) < sent and time.monotonic() < deadline:
+            time.sleep(0.01)
+        s = sub.stats
+        deadline = time.monotonic() + 10
+        while s.received + s.skipped < 20 and time.monotonic() < deadline:
+            try:
+                sub.latest(timeout=0.5)   # neither sends again: what it passes over is never followed
+            except dc.Timeout:
+                pass
+        assert s.lost == 0 and s.received + s.skipped == 20, (s.received, s.skipped)
+
+
 def test_star_host_listens_on_all_interfaces(backend):
     with _pub(backend, "tcp://*:0") as pub:
         assert pub.address[0] == "0.0.0.0"

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import socket
+import time
 
 import numpy as np
 import pytest
@@ -182,6 +183,109 @@ def test_multicast_on_loopback(backend):
         assert [m.data["i"] for m in got] == list(range(20))
 
 
+_MULTICAST_CHILD = """
+import sys, datacomms as dc
+sub = dc.Subscriber(sys.argv[1], interface="127.0.0.1", backend=sys.argv[2])
+print("READY", flush=True)
+while True:   # answers heartbeats while it waits; killed by the test
+    try:
+        sub.recv(timeout=0.2)
+    except dc.Timeout:
+        pass
+"""
+
+
+def test_multicast_subscribers_on_one_host_are_counted_apart(backend):
+    """Every subscriber of a group binds the group's port, so all of one host's
+    answers came from one address: the publisher counted them as one, and
+    wait_for_subscribers(2) never returned with two subscriber processes listening."""
+    import subprocess
+    import sys
+    import threading
+    group = "239.255.78.%d" % (os.getpid() % 250 + 1)
+    try:
+        sub = dc.Subscriber(f"udp://{group}:0", interface="127.0.0.1", backend=backend)
+    except OSError as exc:
+        pytest.skip(f"multicast not available here: {exc}")
+    url = f"udp://{group}:{sub.address[1]}"
+    child = subprocess.Popen([sys.executable, "-c", _MULTICAST_CHILD, url, backend.name],
+                             stdout=subprocess.PIPE, text=True)
+    stop = threading.Event()
+
+    def listen():
+        while not stop.is_set():
+            try:
+                sub.recv(timeout=0.2)
+            except dc.Timeout:
+                pass
+
+    t = threading.Thread(target=listen)
+    try:
+        import select
+        assert select.select([child.stdout], [], [], 30)[0], "the subscriber process said nothing in 30 s"
+        assert child.stdout.readline().strip() == "READY"
+        t.start()
+        with dc.Publisher(url, interface="127.0.0.1", heartbeat=0.05, backend=backend) as pub:
+            try:
+                pub.wait_for_subscribers(1, timeout=5)
+            except dc.Timeout:
+                pytest.skip("multicast is not looped back on this host")
+            assert pub.wait_for_subscribers(2, timeout=10) == 2
+    finally:
+        stop.set()
+        if t.is_alive():
+            t.join()
+        child.kill()
+        child.wait()
+        child.stdout.close()
+        sub.close()
+
+
+def test_a_group_that_cannot_be_joined_is_a_clear_error(backend):
+    """Joining a group on an interface that is not there (or, without interface=,
+    where no route leads to the group) was a bare "[Errno 19] No such device"."""
+    import gc
+    import warnings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(OSError, match=r"cannot join multicast group 239\.255\.79\.1 .* on 192\.0\.2\.1"):
+            dc.Subscriber("udp://239.255.79.1:0", interface="192.0.2.1", backend=backend)
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
+
+
+def test_a_publisher_with_no_route_says_so_once(backend):
+    """A publisher whose datagrams cannot leave (no route to the destination)
+    dropped every one with nothing above a debug log; the first failure of each
+    kind is a warning now, and pub.dropped counts them all. It runs in a network
+    namespace with only loopback up, where nothing else routes."""
+    import shutil
+    import subprocess
+    import sys
+    if shutil.which("ip") is None:
+        pytest.skip("the ip command (iproute2) is not installed")
+    ns = f"dcudp{os.getpid() % 100000}"
+    made = subprocess.run(["ip", "netns", "add", ns], capture_output=True, text=True)
+    if made.returncode:
+        pytest.skip(f"network namespaces are not permitted here: {made.stderr.strip()}")
+    code = ("import sys, datacomms as dc\n"
+            "with dc.Publisher('udp://10.213.9.9:9', backend=sys.argv[1]) as pub:\n"
+            "    for i in range(5):\n"
+            "        pub.send(i)\n"
+            "    print(pub.dropped)\n")
+    try:
+        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True, capture_output=True)
+        out = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", code, backend.name],
+                             capture_output=True, text=True, timeout=60)
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    if out.returncode and "datacomms" not in out.stderr:
+        pytest.skip(f"cannot run a process in a network namespace here: {out.stderr.strip()}")
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout) >= 5    # the five messages, and the first heartbeat
+    assert out.stderr.count("send to 10.213.9.9:9 failed: Network is unreachable") == 1, out.stderr
+
+
 def test_cross_process(backend):
     with dc.Subscriber("udp://127.0.0.1:0", backend=backend) as sub:
         peer = Peer("pub", sub.url, "--backend", backend.name, "--count", "2000", "--rate", "5000", "--kind", "dict")
@@ -337,3 +441,72 @@ def test_the_publisher_forgets_subscribers_that_stopped_answering(backend):
         while pub._seen and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not pub._seen and pub.subscribers == 0
+
+
+def _hb(f, epoch, next_seq):
+    return b"".join(bytes(p) for p in f.encode({"dc": "hb", "epoch": epoch, "next_seq": next_seq}, 0,
+                                               time.time_ns(), f.FLAG_CONTROL)[0])
+
+
+def _sender(port=0):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", port))
+    return s
+
+
+@pytest.mark.parametrize("heartbeats", [False, True])
+def test_a_new_sender_on_an_earlier_ones_address_is_delivered_at_once(backend, heartbeats):
+    """A publisher restarted on the source address of an earlier one (ephemeral
+    ports are reused) starts its seq again: its datagrams were dropped as late
+    until its heartbeat came. Here its heartbeat comes after its data (or never)."""
+    f = backend.framing
+    with dc.Subscriber("udp://127.0.0.1:0", backend=backend) as sub:
+        with _sender() as old:
+            port = old.getsockname()[1]
+            if heartbeats:
+                old.sendto(_hb(f, "first", 0), sub.address)
+            for i in range(10):
+                old.sendto(f.encode_bytes(b"old", i, time.time_ns()), sub.address)
+            assert [m.seq for m in drain(sub, 0.3)] == list(range(10))
+        with _sender(port) as new:
+            for i in range(3):
+                new.sendto(f.encode_bytes(b"new", i, time.time_ns()), sub.address)
+            if heartbeats:
+                new.sendto(_hb(f, "second", 3), sub.address)
+            new.sendto(f.encode_bytes(b"new", 3, time.time_ns()), sub.address)
+            got = drain(sub, 0.3)
+        assert [(m.seq, bytes(m.data)) for m in got] == [(i, b"new") for i in range(4)]
+        assert sub.stats.restarts == 1 and sub.stats.lost == 0
+
+
+def test_late_and_duplicated_datagrams_are_still_dropped(backend):
+    """Telling a restart by its newer timestamp leaves late datagrams (older than
+    what was seen, or than the heartbeat that counted them lost) dropped."""
+    f = backend.framing
+    with dc.Subscriber("udp://127.0.0.1:0", backend=backend) as sub, _sender() as s:
+        frames = [f.encode_bytes(b"x", i, time.time_ns()) for i in range(6)]
+        for i in (0, 1, 3):
+            s.sendto(frames[i], sub.address)
+        s.sendto(frames[1], sub.address)                   # a duplicate
+        s.sendto(frames[2], sub.address)                   # late: counted lost already
+        s.sendto(_hb(f, "e", 5), sub.address)              # seq 4 lost
+        s.sendto(frames[4], sub.address)                   # late after the heartbeat
+        s.sendto(frames[5], sub.address)
+        assert [m.seq for m in drain(sub, 0.3)] == [0, 1, 3, 5]
+        assert sub.stats.lost == 2 and sub.stats.restarts == 0
+
+
+def test_a_publisher_sends_its_epoch_before_its_first_message(backend):
+    """The heartbeat that carries a new publisher's epoch is its first datagram,
+    so a subscriber learns of a restart before the data (it raced the first send)."""
+    f = backend.framing
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.settimeout(5)
+        with dc.Publisher("udp://127.0.0.1:%d" % listener.getsockname()[1], backend=backend,
+                          heartbeat=60) as pub:
+            pub.send(b"first")
+            data, _, _, flags, _ = f.decode(listener.recv(65536), 0, 1 << 16)
+            assert flags & f.FLAG_CONTROL and data == {"dc": "hb", "epoch": pub.epoch, "next_seq": 0}
+            data, seq, _, flags, _ = f.decode(listener.recv(65536), 0, 1 << 16)
+            assert not flags & f.FLAG_CONTROL and (bytes(data), seq) == (b"first", 0)

@@ -25,6 +25,11 @@ from ._links import Links
 from ._net import check_periods, close_quietly, log, parse_address, resolve_key, url_of
 
 
+# Publisher epochs whose seq state a subscriber keeps (publishers that come and
+# go, each a new epoch; more: the oldest with no connection are forgotten).
+_MAX_EPOCHS = 4096
+
+
 class _In:
     """One connection a subscriber reads from. ``take``/``on_control``: its
     reader's take and the subscriber's handler of its control frames."""
@@ -88,7 +93,7 @@ class TcpSubscriber(Subscriber):
         self._one: _In | None = None   # the connection when there is exactly one (recv's fast path)
         self._ready: deque[_In] = deque()
         self._last_seen: dict[str, int] = {}
-        self._epochs: set[str] = set()
+        self._epochs: dict[str, None] = {}   # the epochs that sent a start frame, oldest first
         self._skip_pending: dict[str, int] = {}
         self._error: Exception | None = None
         self._gone: str | None = None
@@ -227,13 +232,29 @@ class TcpSubscriber(Subscriber):
                 if self._epochs and not self._bind:
                     self.stats.add_lost(nxt)
                     self.stats.restarts += 1
-                self._epochs.add(c.epoch)
+                self._epochs[c.epoch] = None
             c.reader.expect = nxt
         elif kind == "bye":
             raise Closed("publisher closed")
         elif kind == "error":
             raise FrameError(f"peer reported an error: {msg.get('reason')}")
         # "hb" and anything unknown (a newer peer) only prove the peer is alive
+
+    def _forget_old_epochs(self) -> None:
+        """Bounds what is kept per publisher epoch: a listening subscriber whose
+        publishers came and went (each instance a new epoch) kept every epoch's
+        last seq for ever. Past _MAX_EPOCHS the oldest half that no connection
+        uses is forgotten, as if never seen (one may still come back: it is
+        then a new publisher)."""
+        if len(self._epochs) < _MAX_EPOCHS and len(self._last_seen) < _MAX_EPOCHS:
+            return
+        live = {c.epoch for c in self._conns} | {c.epoch for c in tuple(self._ready)}
+        old = [e for e in dict.fromkeys([*self._epochs, *self._last_seen]) if e not in live]
+        for epoch in old[:max(0, len(old) - _MAX_EPOCHS // 2)]:
+            self._epochs.pop(epoch, None)
+            self._last_seen.pop(epoch, None)
+            self._skip_pending.pop(epoch, None)
+            self.stats.forget(epoch)
 
     def _read(self, c: _In) -> int:
         """Reads what is there from c: the byte count (0: nothing yet), -1 when c was lost."""
@@ -284,6 +305,7 @@ class TcpSubscriber(Subscriber):
             if self._ready:
                 while self._ready:
                     self._conns.append(self._ready.popleft())
+                self._forget_old_epochs()
                 self._conns_changed()
             if newest:
                 for c in list(self._conns):
@@ -309,9 +331,15 @@ class TcpSubscriber(Subscriber):
                 c, msg = best
                 for ep, k in passed.items():
                     if ep != c.epoch:
+                        # another publisher's messages passed over count as skipped now (it
+                        # may never send again); its next message, if any, must not count
+                        # them lost, which is what _skip_pending remembers
                         self._skip_pending[ep] = self._skip_pending.get(ep, 0) + k
-                skipped = passed.get(c.epoch, 0) + self._skip_pending.pop(c.epoch, 0)
-                self.stats.record(msg.seq, msg.timestamp_ns, time.time_ns(), skipped, c.epoch)
+                        self.stats.skipped += k
+                pending = self._skip_pending.pop(c.epoch, 0)
+                self.stats.skipped -= pending   # counted when passed over; record() adds them again
+                self.stats.record(msg.seq, msg.timestamp_ns, time.time_ns(), passed.get(c.epoch, 0) + pending,
+                                  c.epoch)
                 if newest:
                     self._conns_changed()   # _skip_pending may have changed
                 return msg

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import stat
 import time
 import uuid
 import weakref
@@ -46,6 +47,9 @@ TMP_PREFIX = "dc-.tmp-"
 NAME_MAX = 30
 DEFAULT_CAPACITY = S.DEFAULT_CAPACITY
 _ATTACH_POLL_S = 0.005
+# How long a new publisher waits for one that is replacing a dead publisher's
+# segment (it holds that segment's lock for a few system calls) to link its own.
+_TAKEOVER_WAIT_S = 2.0
 # Segments are mapped with their pages faulted in at once: a page first touched
 # mid-stream cost the publisher and each subscriber a page fault (tens of
 # microseconds here) once every 4 KiB of records until the ring had wrapped.
@@ -70,6 +74,22 @@ def _name_from_url(url: str) -> str:
 
 def path_of(name: str) -> str:
     return os.path.join(SHM_DIR, PREFIX + name)
+
+
+def _open(path: str, flags: int = 0) -> int:
+    """os.open(path, O_RDWR | flags); another user's segment (mode 0600) is a
+    PermissionError that says whose it is, not a bare "Permission denied"."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CLOEXEC | flags)
+    except PermissionError as exc:
+        try:
+            owner = f"uid {os.stat(path).st_uid}"
+        except OSError:
+            owner = "another user"
+        name = os.path.basename(path)[len(PREFIX):]
+        raise PermissionError(exc.errno, f"shm://{name} belongs to {owner} ({path}), and a segment is open "
+                                         "to its owner only (mode 0600): run as that user, or pick another "
+                                         "name") from None
 
 
 def _map(path: str, lock_fd: int, size: int) -> mmap.mmap:
@@ -101,7 +121,7 @@ class _Segment:
         publisher is gone: a subscriber polling for the next publisher of a name must not map
         and fault in a stale segment every few milliseconds)."""
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+            fd = _open(path)
         except FileNotFoundError:
             return None
         if live_only and not S.publisher_alive(fd):
@@ -152,19 +172,32 @@ def _create(name: str, capacity: int, max_subs: int, block: bool) -> _Segment:
         mm = _map(tmp, fd, size)
         pid = os.getpid()
         S.init_segment(mm, capacity, max_subs, block, pid, S.process_start_time(pid))
-        for _ in range(8):
+        deadline = time.monotonic() + _TAKEOVER_WAIT_S
+        removed = 0
+        while True:
             try:
                 os.link(tmp, path)
                 break
             except FileExistsError:
-                owner = _reclaim(path)
-                if owner is not None:
-                    mm.close()
-                    raise DataCommsError(f"shm://{name} already has a live publisher (pid {owner}); "
-                                         "close it first or pick another name")
-        else:
-            mm.close()
-            raise DataCommsError(f"could not create shm://{name}: the name keeps reappearing")
+                held = _reclaim(path)
+            if held is not None and held[1]:
+                mm.close()
+                raise DataCommsError(f"shm://{name} already has a live publisher (pid {held[0]}); "
+                                     "close it first or pick another name")
+            if held is None:   # the stale segment is gone: link again
+                removed += 1
+                if removed < 8:
+                    continue
+                mm.close()
+                raise DataCommsError(f"could not create shm://{name}: the name keeps reappearing")
+            if time.monotonic() >= deadline:
+                mm.close()
+                raise DataCommsError(f"shm://{name} is held by another process, though the publisher it names "
+                                     f"(pid {held[0]}) is gone: another publisher is taking the name over, or "
+                                     "one in another pid namespace holds it; close it first or pick another name")
+            # the dead publisher's lock is held by whoever is replacing its segment
+            # (another new publisher, or clean()): its own segment appears at once
+            time.sleep(0.001)
     except BaseException:
         os.close(fd)
         raise
@@ -173,19 +206,53 @@ def _create(name: str, capacity: int, max_subs: int, block: bool) -> _Segment:
     return _Segment(fd, mm, S.read_config(mm, size))
 
 
-def _reclaim(path: str) -> int | None:
-    """Removes the segment at path if its publisher is gone; else returns that publisher's pid."""
+def _owner_runs(pid: int, start: int) -> bool:
+    """Whether the process a segment names as its publisher still runs (a pid
+    reused by another process since is not it: the start times differ)."""
+    if pid <= 0:
+        return False
+    if start:
+        return S.process_start_time(pid) == start
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        pass   # it runs, as another user
+    return True
+
+
+def _is_segment(fd: int, entry: str) -> bool:
+    """Whether the file open at fd (named entry in SHM_DIR) is a datacomms segment:
+    a regular file that starts with the ring's magic, or one a publisher is still
+    making under its temporary name. /dev/shm is every program's: another's file
+    that merely starts with "dc-" is never taken for a stale segment."""
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        return False
+    return entry.startswith(TMP_PREFIX) or os.pread(fd, 8, 0) == S.MAGIC.to_bytes(8, "little")
+
+
+def _reclaim(path: str) -> tuple[int, bool] | None:
+    """Removes the segment at path if its publisher is gone. Else returns the pid
+    it names and whether that process runs: its lock held while it does not
+    means another publisher (or clean()) is replacing the segment right now.
+    A file there that is not a datacomms segment is a DataCommsError, left alone."""
+    try:
+        fd = _open(path, os.O_NONBLOCK)
     except FileNotFoundError:
         return None
     try:
+        if not _is_segment(fd, os.path.basename(path)):
+            raise DataCommsError(f"{path} is not a datacomms shm segment (another program's file?); "
+                                 "remove it or pick another name")
         if not S.try_lock(fd, 0):
             try:
                 with mmap.mmap(fd, S.OFF_SLOTS) as mm:
-                    return int.from_bytes(mm[S.OFF_OWNER_PID:S.OFF_OWNER_PID + 8], "little")
+                    pid = int.from_bytes(mm[S.OFF_OWNER_PID:S.OFF_OWNER_PID + 8], "little")
+                    start = int.from_bytes(mm[S.OFF_OWNER_START:S.OFF_OWNER_START + 8], "little")
             except (OSError, ValueError):
-                return -1
+                return -1, False
+            return pid, _owner_runs(pid, start)
         try:
             if os.stat(path).st_ino == os.fstat(fd).st_ino:
                 os.unlink(path)
@@ -477,11 +544,11 @@ def stale() -> list[str]:
         if not entry.startswith(PREFIX):
             continue
         try:
-            fd = os.open(os.path.join(SHM_DIR, entry), os.O_RDWR | os.O_CLOEXEC)
+            fd = os.open(os.path.join(SHM_DIR, entry), os.O_RDWR | os.O_CLOEXEC | os.O_NONBLOCK)
         except OSError:
             continue
         try:
-            if not S.held_by_other(fd, 0):
+            if _is_segment(fd, entry) and not S.held_by_other(fd, 0):
                 out.append(entry[len(PREFIX):])
         finally:
             os.close(fd)
@@ -498,6 +565,9 @@ def clean() -> list[str]:
                 continue  # a publisher may be between creating and locking it
         except FileNotFoundError:
             continue
-        if _reclaim(path) is None and not os.path.exists(path):
-            removed.append(name)
+        try:
+            if _reclaim(path) is None and not os.path.exists(path):
+                removed.append(name)
+        except (DataCommsError, PermissionError):
+            continue   # replaced by another program's (or user's) file meanwhile
     return removed

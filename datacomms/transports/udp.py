@@ -8,8 +8,9 @@ losses show as seq gaps, counted per publisher in ``stats.lost``.
 Every ``heartbeat`` seconds a publisher sends a control datagram with its
 epoch and next seq, so a subscriber also counts messages lost at the end of a
 burst, and notices a restarted publisher. A subscriber answers each heartbeat
-with a small "sub" datagram, which is how ``pub.subscribers`` and
-``wait_for_subscribers`` know who is listening (a subscriber counts while it
+with a small "sub" datagram carrying a random id of its own (the subscribers
+of a multicast group on one host all answer from the group's port), which is
+how ``pub.subscribers`` and ``wait_for_subscribers`` know who is listening (a subscriber counts while it
 answered within ``dead_after`` seconds; it answers from inside recv/latest).
 """
 
@@ -37,7 +38,7 @@ from ._net import (
 MAX_DATAGRAM = 65507          # the largest UDP payload over IPv4
 _SLOT = 65536                 # receive room per datagram
 # A seq this far below the last one from the same sender is a restart (same
-# source port), not a late datagram.
+# source port), not a late datagram, whatever its timestamp.
 REORDER_WINDOW = 1024
 # Sender addresses whose source string a subscriber keeps (more: it starts afresh).
 _MAX_SOURCES = 4096
@@ -72,7 +73,8 @@ class UdpPublisher(Publisher):
         self.address = (host, port)
         self.url = url_of("udp", host, port)
         self.epoch = new_epoch()
-        self.dropped = 0                 # datagrams the kernel refused (buffer full)
+        self.dropped = 0                 # datagrams the kernel refused (buffer full, no route)
+        self._failed: set[int | None] = set()   # the errors of failed sends already warned about
         self._seq = 0
         self._heartbeat = heartbeat
         self._dead_after = dead_after if dead_after is not None else max(1.0, 4 * heartbeat)
@@ -102,6 +104,9 @@ class UdpPublisher(Publisher):
             self._sock.close()   # a refused publisher leaves no socket behind
             raise
         self._rfd, self._wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        # the epoch goes out before any data: a subscriber that knew an earlier
+        # publisher on this source address learns of the restart first
+        self._hb()
         self._thread = threading.Thread(target=self._run, name="datacomms-udp-pub", daemon=True)
         self._thread.start()
 
@@ -117,9 +122,14 @@ class UdpPublisher(Publisher):
         except (BlockingIOError, InterruptedError):
             self.dropped += 1
         except OSError as exc:
-            # ENOBUFS, ECONNREFUSED from an earlier ICMP, EHOSTUNREACH: the datagram is lost
+            # ENOBUFS, ECONNREFUSED from an earlier ICMP, EHOSTUNREACH: the datagram is lost.
+            # The first of each kind is a warning: a publisher with no route to its
+            # destination dropped every datagram with nothing above debug said
             self.dropped += 1
-            log.debug("datacomms udp: send to %s:%s failed: %s", *self.address, exc)
+            level = 10 if exc.errno in self._failed else 30
+            self._failed.add(exc.errno)
+            log.log(level, "datacomms udp: send to %s:%s failed: %s (this datagram is lost; pub.dropped "
+                    "counts them)", *self.address, exc.strerror or exc)
         return False
 
     def _run(self) -> None:
@@ -127,7 +137,7 @@ class UdpPublisher(Publisher):
         p = select.poll()
         p.register(self._sock, select.POLLIN)
         p.register(self._rfd, select.POLLIN)
-        next_hb = 0.0
+        next_hb = time.monotonic() + self._heartbeat
         while not self._closed:
             now = time.monotonic()
             if now >= next_hb:
@@ -149,7 +159,10 @@ class UdpPublisher(Publisher):
                 except FrameError:
                     continue
                 if flags & 1 and isinstance(msg, dict) and msg.get("dc") == "sub":
-                    self._seen[addr] = time.monotonic()
+                    # multicast subscribers of one host all answer from the group's port:
+                    # their ids tell them apart
+                    sid = msg.get("id")
+                    self._seen[(addr, sid if isinstance(sid, str) else None)] = time.monotonic()
 
     def send(self, data: Any, timeout: float | None = None) -> int:
         """Sends one datagram and returns its seq (a datagram the kernel refused is lost, as UDP is)."""
@@ -198,9 +211,10 @@ class UdpSubscriber(Subscriber):
         self.stats = self._be.stats.Stats()
         self.rejected = 0                # datagrams that were not valid frames (or over max_frame_size)
         self._max_frame = min(max_frame_size, _SLOT) if max_frame_size else _SLOT
-        self._last: dict[Any, int] = {}
+        self._last: dict[Any, tuple[int, int]] = {}   # sender -> (last seq, newest timestamp_ns seen)
         self._epoch: dict[Any, str] = {}
         self._sources: dict[Any, str] = {}   # sender address -> its "host:port", made once
+        self._answer = b"".join(control(self._framing, {"dc": "sub", "id": new_epoch()}))
         self._closed = False
         if _is_multicast(host) and ":" in host:
             raise DataCommsError(f"{url!r}: IPv6 multicast is not supported; use an IPv4 group or IPv6 unicast")
@@ -211,7 +225,14 @@ class UdpSubscriber(Subscriber):
                 self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 bind_address(self._sock, host, port, "udp")
                 mreq = socket.inet_aton(host) + socket.inet_aton(interface or "0.0.0.0")
-                self._sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+                try:
+                    self._sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+                except OSError as exc:
+                    # ENODEV ("No such device") said nothing of a group no route leads to
+                    raise OSError(exc.errno, f"cannot join multicast group {host} for {url!r} on "
+                                             f"{interface or 'the interface the routes choose'}: {exc.strerror}"
+                                             + ("" if interface else "; pass interface=, e.g. '127.0.0.1' "
+                                                "to keep it on this host")) from None
             else:
                 bind_address(self._sock, host, port, "udp")
             self._sock.setblocking(False)
@@ -262,26 +283,34 @@ class UdpSubscriber(Subscriber):
                 continue
             self._off = (start + flen + 63) & ~63
             if flags & 1:
-                self._on_control(data, addr)
+                self._on_control(data, ts, addr)
                 continue
-            last = self._last.get(addr)
-            if last is not None and seq <= last:
-                if last - seq < REORDER_WINDOW:
-                    continue   # late or duplicated: already counted lost, or delivered
-                self._restart(addr)
-                last = None
+            known = self._last.get(addr)
+            last = None
+            if known is not None:
+                last, newest = known
+                if seq <= last:
+                    # a datagram sent after everything seen from this address that
+                    # starts seq again is a new publisher on the same address (its
+                    # heartbeat was lost or is still to come); a late or duplicated
+                    # one is older than what was seen (already counted lost, or delivered)
+                    if ts <= newest and last - seq < REORDER_WINDOW:
+                        continue
+                    self._restart(addr)
+                    self._epoch.pop(addr, None)   # its heartbeat's new epoch is not a second restart
+                    last = None
             if last is not None and seq > last + 1:
                 self.stats.add_lost(seq - last - 1)
             elif last is None:
                 _make_room(self._last)
-            self._last[addr] = seq
+            self._last[addr] = (seq, ts)
             return data, seq, ts, addr, 0
 
     def _restart(self, addr: Any) -> None:
         self._last.pop(addr, None)
         self.stats.restarts += 1
 
-    def _on_control(self, msg: Any, addr: Any) -> None:
+    def _on_control(self, msg: Any, ts: int, addr: Any) -> None:
         if not isinstance(msg, dict) or msg.get("dc") != "hb":
             return
         epoch, nxt = msg.get("epoch"), msg.get("next_seq")
@@ -292,13 +321,17 @@ class UdpSubscriber(Subscriber):
             elif known != epoch:
                 self._restart(addr)
             self._epoch[addr] = epoch
-        last = self._last.get(addr)
-        # the heartbeat shows messages lost after the last one that arrived
-        if isinstance(nxt, int) and last is not None and nxt - 1 > last:
-            self.stats.add_lost(nxt - 1 - last)
-            self._last[addr] = nxt - 1
+        known = self._last.get(addr)
+        if known is not None:
+            # the heartbeat shows messages lost after the last one that arrived;
+            # its time (sent after all it counts) makes those late, not a restart
+            last, newest = known
+            if isinstance(nxt, int) and nxt - 1 > last:
+                self.stats.add_lost(nxt - 1 - last)
+                last = nxt - 1
+            self._last[addr] = (last, max(newest, ts))
         try:
-            self._sock.sendto(b"".join(control(self._framing, {"dc": "sub"})), addr)
+            self._sock.sendto(self._answer, addr)
         except OSError:
             pass
 

@@ -122,6 +122,11 @@ cdef class Stats:
         if timestamp_ns is not None:
             self._latency(<int64_t>timestamp_ns, now)
 
+    def forget(self, source):
+        """Drops the last seq kept for source (a publisher gone for good): its next
+        message, if one ever comes, starts afresh as a new source's."""
+        self._sources.pop(source, None)
+
     def add_lost(self, n):
         """Count messages known lost that no seq gap will show (a transport's own accounting).
         The count saturates at what a long long holds: only a corrupt or hostile seq gets

@@ -98,6 +98,11 @@ class Stats:
             if lat > self._max_latency_ns:
                 self._max_latency_ns = lat
 
+    def forget(self, source: Hashable) -> None:
+        """Drops the last seq kept for source (a publisher gone for good): its next
+        message, if one ever comes, starts afresh as a new source's."""
+        self._last_seq.pop(source, None)
+
     def add_lost(self, n: int) -> None:
         """Count messages known lost that no seq gap will show (a transport's own accounting)."""
         self.lost += n
