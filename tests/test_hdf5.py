@@ -131,6 +131,27 @@ def test_bad_batch_errors_name_the_fault(tmp_path: Path, backend) -> None:
     assert got == [{"a": 1.0, "b": 2.0}, {"a": 0.5, "b": 3.0}, {"a": 1.0, "b": 2.0 ** 63}]
 
 
+def test_value_its_column_cannot_hold_is_refused_and_the_recording_goes_on(tmp_path: Path, backend) -> None:
+    """A number outside its column's dtype is refused when sent, using up no seq; it used to
+    be staged and then fail every flush (close included), losing everything sent after it."""
+    path = tmp_path / "log.h5"
+    with dc.Publisher(url_of(path), backend=backend, flush_interval=0.05) as pub:
+        assert pub.send({"n": np.int32(3), "u": np.uint8(1), "x": 1.0}) == 0
+        for bad in ({"n": 2 ** 31, "u": 1, "x": 1.0}, {"n": np.int64(-2 ** 40), "u": 1, "x": 1.0},
+                    {"n": 3, "u": 300, "x": 1.0}, {"n": 3, "u": -1, "x": 1.0}, {"n": 3, "u": 1, "x": 10 ** 400}):
+            with pytest.raises(dc.FrameError, match="cannot take"):
+                pub.send(bad)
+        with pytest.raises(dc.FrameError, match="outside its range"):
+            pub.send_many([{"n": 4, "u": 2, "x": 2.0}, {"n": 2 ** 40, "u": 2, "x": 2.0}])
+        assert pub.send({"n": -2 ** 31, "u": np.uint8(255), "x": 2 ** 70}) == 1
+        pub.flush()
+    with h5py.File(path, "r") as f:
+        assert f["seq"][:].tolist() == [0, 1]
+        assert f["data/n"][:].tolist() == [3, -2 ** 31]
+        assert f["data/u"][:].tolist() == [1, 255]
+        assert f["data/x"][:].tolist() == [1.0, 2.0 ** 70]
+
+
 def test_join_latest_and_skips(tmp_path: Path, backend) -> None:
     url = url_of(tmp_path / "log.h5")
     with dc.Publisher(url, backend=backend) as pub:

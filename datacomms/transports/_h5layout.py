@@ -36,6 +36,8 @@ SEQ_LAST = "datacomms_seq_last"
 _VLEN_U8 = h5py.vlen_dtype(np.uint8)
 _CHUNK_BYTES = 1 << 20
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+# the smallest int that float() cannot take (it would round to 2**1024)
+_FLOAT_INT_LIMIT = (1 << 1024) - (1 << 970)
 
 
 def is_hdf5(path: str) -> bool | None:
@@ -201,9 +203,9 @@ class Stage:
                 values = [data[k] for k in self.keys]
             except (KeyError, TypeError):
                 raise self._misfit(data) from None
-            for v, ok in zip(values, self.checks):
+            for k, v, dt, ok in zip(self.keys, values, self.dtypes, self.checks):
                 if not ok(v):
-                    raise self._misfit(data)
+                    raise FrameError(f"column {k!r} of this recording holds {dt}, which cannot take {v!r:.40}")
             for col, v in zip(self.cols, values):
                 col.append(v)
         elif self.kind == "array":
@@ -262,6 +264,8 @@ class Stage:
                     raise FrameError(f"send_many: an item lacks the key {k!r}") from None
                 if col.dtype.kind not in "biuf" or not np.can_cast(col.dtype, dt, "same_kind"):
                     raise FrameError(f"send_many: column {k!r} of {dt} got values of {col.dtype}")
+                if dt.kind in "iu" and col.size and not _in_range(col, dt):
+                    raise FrameError(f"send_many: column {k!r} of {dt} got values outside its range")
                 block.append(col.astype(dt, copy=False))
         elif self.kind == "array":
             for a in items:
@@ -301,11 +305,21 @@ class Stage:
         return block
 
 
+def _in_range(col: np.ndarray, dt: np.dtype) -> bool:
+    info = np.iinfo(dt)
+    return int(info.min) <= int(col.min()) and int(col.max()) <= int(info.max)
+
+
 def _checker(dt: np.dtype) -> Any:
+    # A value is checked against its column's dtype when it is staged: one that the
+    # flush could not convert would fail every later flush, with its seq used up.
     if dt.kind == "f":
-        return lambda v: type(v) is float or type(v) is int or isinstance(v, (np.floating, np.integer))
+        return lambda v: (type(v) is float or isinstance(v, (np.floating, np.integer))
+                          or (type(v) is int and -_FLOAT_INT_LIMIT < v < _FLOAT_INT_LIMIT))
     if dt.kind in "iu":
-        return lambda v: (type(v) is int and _INT64_MIN <= v <= _INT64_MAX) or isinstance(v, np.integer)
+        info = np.iinfo(dt)
+        lo, hi = int(info.min), int(info.max)
+        return lambda v: (type(v) is int or isinstance(v, np.integer)) and lo <= int(v) <= hi
     return lambda v: type(v) is bool or isinstance(v, np.bool_)
 
 
