@@ -96,6 +96,13 @@ def main(argv: list[str]) -> None:
                 seqs.append(msg.seq)
             print(json.dumps({"seqs_ok": seqs == list(range(seqs[0], seqs[0] + n)), "first": seqs[0],
                               "lost": sub.stats.lost}), flush=True)
+    elif role == "hdf5-recv-once":
+        # one recv (timeout rest[0]) on a file that may be broken: prints the seq, or the error's type
+        with dc.Subscriber(url, backend=backend) as sub:
+            try:
+                print(f"seq {sub.recv(timeout=float(rest[0])).seq}", flush=True)
+            except dc.DataCommsError as exc:
+                print(type(exc).__name__, flush=True)
     else:
         raise SystemExit(f"unknown role {role}")
 

@@ -395,6 +395,25 @@ def test_sigkilled_writer_leaves_readable_file_and_append_continues(tmp_path: Pa
         np.testing.assert_array_equal(f["seq"][:], np.arange(len(msgs) + 1))
 
 
+@pytest.mark.parametrize("keep", [0.02, 0.5])
+def test_truncated_recording_is_a_frame_error(tmp_path: Path, backend_name: str, keep: float) -> None:
+    """A recording cut short (a partial copy) is dc.FrameError for a subscriber and a publisher.
+    SWMR reading skips HDF5's own size check: a follower returned rows of zeros read past
+    the end, or hung in HDF5's retries long past its timeout."""
+    full = tmp_path / "full.h5"
+    with dc.Publisher(url_of(full), backend=backend_name) as pub:
+        pub.send_many([joint_state(i) for i in range(5000)])
+    data = full.read_bytes()
+    cut = tmp_path / "cut.h5"
+    cut.write_bytes(data[:int(len(data) * keep)])
+    reader = child("hdf5-recv-once", url_of(cut), backend_name, "1")
+    assert finish(reader, timeout=60).split() == ["FrameError"]
+    with pytest.raises(dc.FrameError, match="truncated"):
+        dc.Publisher(url_of(cut), backend=backend_name)
+    reader = child("hdf5-recv-once", url_of(full), backend_name, "1")
+    assert finish(reader, timeout=60).split() == ["seq", "4999"]
+
+
 def test_recover_makes_a_killed_writers_file_plain_readable(tmp_path: Path, backend_name: str) -> None:
     path = tmp_path / "crash.h5"
     writer = child("hdf5-until-killed", url_of(path), backend_name)

@@ -49,6 +49,20 @@ def is_hdf5(path: str) -> bool | None:
     return head == HDF5_SIGNATURE
 
 
+def stored_end(path: str) -> int | None:
+    """The end of file a version 2 or 3 superblock records (HDF5 checks a file's size
+    against it, except when reading in SWMR mode), or None for other superblocks."""
+    with open(path, "rb") as f:
+        sb = f.read(48)
+    if len(sb) < 12 or sb[:8] != HDF5_SIGNATURE or sb[8] not in (2, 3) or sb[9] not in (2, 4, 8):
+        return None
+    o = sb[9]
+    if len(sb) < 12 + 3 * o:
+        return None
+    # signature, version, sizes of offsets and lengths, flags; then base, extension and end addresses
+    return int.from_bytes(sb[12:12 + o], "little") + int.from_bytes(sb[12 + 2 * o:12 + 3 * o], "little")
+
+
 def not_ours(path: str, why: str) -> FrameError:
     return FrameError(f"{path} is not a datacomms HDF5 recording ({why})")
 

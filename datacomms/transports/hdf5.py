@@ -47,6 +47,7 @@ from ..message import Message
 from . import _files
 from ._h5layout import (
     SEQ_LAST, Layout, Reader, Stage, Writer, choose_kind, clear_open_flags, is_hdf5, not_ours, read_rows,
+    stored_end,
 )
 
 DEFAULT_FLUSH_INTERVAL = 0.005
@@ -66,6 +67,27 @@ def _lock_writer(fd: int, path: str) -> None:
         fcntl.fcntl(fd, fcntl.F_OFD_SETLK, arg)
     except OSError:
         raise DataCommsError(f"another publisher is writing {path}; an HDF5 recording has one writer") from None
+
+
+def _writer_alive(path: str) -> bool:
+    """Whether a publisher holds the writer's lock on path (see _lock_writer)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        arg = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, _LOCK_START, 1, 0)
+        got = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, arg)
+    finally:
+        os.close(fd)
+    return struct.unpack("hhqqi4x", got)[0] != fcntl.F_UNLCK
+
+
+def _cut_short(path: str, size: int) -> str | None:
+    """Why a file is shorter than its superblock says (a partial copy, a truncation), or None.
+    HDF5 reads such a file in SWMR mode all the same: zeros past its end, or a retry
+    loop that holds a read for minutes."""
+    end = stored_end(path)
+    if end is None or size >= end:
+        return None
+    return f"truncated: {size} bytes, where its superblock says {end}"
 
 
 class Hdf5Publisher(pubsub.Publisher):
@@ -112,6 +134,9 @@ class Hdf5Publisher(pubsub.Publisher):
         self._fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
         try:
             _lock_writer(self._fd, self.path)
+            why = _cut_short(self.path, os.fstat(self._fd).st_size)
+            if why is not None:
+                raise not_ours(self.path, why)
             clear_open_flags(self.path)
             f = h5py.File(self.path, "a", libver="latest", locking=False)
             try:
@@ -325,11 +350,16 @@ class Hdf5Subscriber(pubsub.Subscriber):
         try:
             st = os.stat(self.path)
             ok = is_hdf5(self.path)
+            if ok is False:
+                raise not_ours(self.path, "not an HDF5 file")
+            if ok is None:
+                return False
+            why = _cut_short(self.path, st.st_size)
+            if why is not None:
+                if _writer_alive(self.path):
+                    return False  # a live writer's file grows to what its superblock says: look again
+                raise not_ours(self.path, why)
         except (FileNotFoundError, NotADirectoryError):
-            return False
-        if ok is False:
-            raise not_ours(self.path, "not an HDF5 file")
-        if ok is None:
             return False
         try:
             f = h5py.File(self.path, "r", libver="latest", swmr=True, rdcc_nbytes=0)
