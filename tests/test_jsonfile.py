@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -196,6 +197,49 @@ def test_subscribers_are_unknowable_and_closed_is_closed(tmp_path: Path, backend
     sub.close()
     with pytest.raises(dc.Closed):
         sub.recv(timeout=0)
+
+
+def test_close_from_another_thread_while_recv_reads(tmp_path: Path, backend) -> None:
+    """close() while another thread's recv reads a changing document: the recv raises
+    dc.Closed, close() raises nothing, and no descriptor stays open. close() used to close
+    the descriptor a read was replacing: EBADF from close(), or another file's descriptor
+    closed in its place."""
+    url = url_of(tmp_path / "s.json")
+    stop = threading.Event()
+
+    def feed() -> None:
+        with dc.Publisher(url, backend=backend) as pub:
+            i = 0
+            while not stop.is_set():
+                pub.send({"i": i})
+                i += 1
+
+    fds = len(os.listdir("/proc/self/fd"))
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    try:
+        for i in range(300):
+            sub = dc.Subscriber(url, backend=backend)
+            ended: list[BaseException] = []
+
+            def read() -> None:
+                try:
+                    while True:
+                        sub.recv(timeout=10)
+                except BaseException as exc:
+                    ended.append(exc)
+
+            reader = threading.Thread(target=read)
+            reader.start()
+            time.sleep((i % 10) * 0.0002)
+            sub.close()
+            reader.join(20)
+            assert not reader.is_alive()
+            assert isinstance(ended[0], dc.Closed), ended
+    finally:
+        stop.set()
+        feeder.join()
+    assert len(os.listdir("/proc/self/fd")) == fds
 
 
 def run_seed(tmp_path: Path, backend_name: str, n: int) -> None:

@@ -24,6 +24,7 @@ that stays unparseable is reported once per version as dc.FrameError.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from typing import Any, Iterable
 
@@ -204,11 +205,18 @@ class JsonSubscriber(pubsub.Subscriber):
         self._held_fd = -1
         self._last_id: tuple[int, int] | None = None
         self._closed = False
+        # A look and close() from another thread take turns: close() must not close the
+        # held descriptor while a look replaces it, nor a look hold one after close().
+        self._lock = threading.Lock()
 
     def _look(self) -> tuple[Any, int | None, int] | None:
         """Reads the document if it changed since the last read: (data, seq, ts) or None."""
-        if self._closed:
-            raise Closed(f"subscriber on {self.url} is closed")
+        with self._lock:
+            if self._closed:
+                raise Closed(f"subscriber on {self.url} is closed")
+            return self._look_locked()
+
+    def _look_locked(self) -> tuple[Any, int | None, int] | None:
         try:
             st = os.stat(self.path)
         except (FileNotFoundError, NotADirectoryError):
@@ -279,18 +287,22 @@ class JsonSubscriber(pubsub.Subscriber):
         return self._take(timeout, as_skipped=True)
 
     def _aio_waiter(self) -> _aio.Waiter:
-        w = self.__dict__.get("_aio_w")
-        if w is None:
-            w = self._aio_w = _aio.DirWaiter(os.path.dirname(os.path.abspath(self.path)), self.poll_interval)
-        return w
+        with self._lock:
+            if self._closed:
+                raise Closed(f"subscriber on {self.url} is closed")
+            w = self.__dict__.get("_aio_w")
+            if w is None:
+                w = self._aio_w = _aio.DirWaiter(os.path.dirname(os.path.abspath(self.path)), self.poll_interval)
+            return w
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        w = self.__dict__.pop("_aio_w", None)
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            w = self.__dict__.pop("_aio_w", None)
+            if self._held_fd >= 0:
+                os.close(self._held_fd)
+                self._held_fd = -1
         if w is not None:
             w.shutdown()
-        if self._held_fd >= 0:
-            os.close(self._held_fd)
-            self._held_fd = -1
