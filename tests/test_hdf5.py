@@ -257,6 +257,39 @@ def test_close_ends_a_blocked_recv(tmp_path: Path, backend) -> None:
     assert not t.is_alive() and raised == [True]
 
 
+def test_close_from_another_thread_while_recv_follows_a_writer(tmp_path: Path, backend_name: str) -> None:
+    """close() while another thread's recv follows a live writer: the recv raises dc.Closed
+    and no descriptor stays open. The recv used to read an inotify descriptor close() had just
+    closed (EBADF), and to make a new watch after close() that nothing ever closed."""
+    url = url_of(tmp_path / "live.h5")
+    writer = child("hdf5-writer", url, backend_name, "1000000", "2000", "0.001")
+    try:
+        assert writer.stdout.readline().split() == ["ready"]
+        fds = len(os.listdir("/proc/self/fd"))
+        for i in range(200):
+            sub = dc.Subscriber(url, backend=backend_name)
+            ended: list[BaseException] = []
+
+            def follow() -> None:
+                try:
+                    while True:
+                        sub.recv(timeout=10)
+                except BaseException as exc:
+                    ended.append(exc)
+
+            reader = threading.Thread(target=follow)
+            reader.start()
+            time.sleep((i % 10) * 0.0005)
+            sub.close()
+            reader.join(20)
+            assert not reader.is_alive()
+            assert isinstance(ended[0], dc.Closed), ended
+        assert len(os.listdir("/proc/self/fd")) == fds
+    finally:
+        writer.kill()
+        finish(writer)
+
+
 def test_follower_reads_live_rows_across_chunks(tmp_path: Path, backend_name: str) -> None:
     """A follower reads rows that seq counts without refreshing the other datasets
     until rows reach past the chunks they held (4,096 rows): across several chunk

@@ -345,6 +345,9 @@ class Hdf5Subscriber(pubsub.Subscriber):
         self._read_failures = 0
         self._look_mark: tuple[int, int] | None = None   # the sync waiter at the last look (see _quiet)
         self._look_t = 0.0
+        # Looks, waiter hand-outs and close() take turns: a close() from another thread must not
+        # close the file or a waiter under a look, nor a look open either after close().
+        self._lock = threading.Lock()
 
     def _open(self) -> bool:
         try:
@@ -445,6 +448,14 @@ class Hdf5Subscriber(pubsub.Subscriber):
         return rows
 
     def _poll_next(self) -> tuple[Any, int, int, int] | None:
+        with self._lock:
+            return self._next_row()
+
+    def _poll_latest(self) -> tuple[Any, int, int, int] | None:
+        with self._lock:
+            return self._latest_row()
+
+    def _next_row(self) -> tuple[Any, int, int, int] | None:
         if not self._cache:
             avail = self._refresh()
             start = self._next
@@ -459,7 +470,7 @@ class Hdf5Subscriber(pubsub.Subscriber):
         self._next += 1
         return (*self._cache.popleft(), 0)
 
-    def _poll_latest(self) -> tuple[Any, int, int, int] | None:
+    def _latest_row(self) -> tuple[Any, int, int, int] | None:
         avail = self._refresh()
         if avail > self._next + len(self._cache):
             rows = self._rows(avail - 1, avail)
@@ -494,17 +505,23 @@ class Hdf5Subscriber(pubsub.Subscriber):
         """What a blocking recv/latest sleeps on: inotify on the file's directory, so a
         flush wakes it at once; every SYNC_SLICE it looks anyway (a close() from another
         thread, a change inotify cannot see). Its own, so an asyncio wait never takes its events."""
-        w = self.__dict__.get("_sync_w")
-        if w is None:
-            w = self._sync_w = _aio.DirWaiter(os.path.dirname(os.path.abspath(self.path)), self.poll_interval,
-                                              safety=SYNC_SLICE)
-        return self._watch(w)
+        with self._lock:
+            if self._closed:
+                raise Closed(f"subscriber on {self.url} is closed")
+            w = self.__dict__.get("_sync_w")
+            if w is None:
+                w = self._sync_w = _aio.DirWaiter(os.path.dirname(os.path.abspath(self.path)),
+                                                  self.poll_interval, safety=SYNC_SLICE)
+            return self._watch(w)
 
     def _aio_waiter(self) -> _aio.Waiter:
-        w = self.__dict__.get("_aio_w")
-        if w is None:
-            w = self._aio_w = _aio.DirWaiter(os.path.dirname(os.path.abspath(self.path)), self.poll_interval)
-        return self._watch(w)
+        with self._lock:
+            if self._closed:
+                raise Closed(f"subscriber on {self.url} is closed")
+            w = self.__dict__.get("_aio_w")
+            if w is None:
+                w = self._aio_w = _aio.DirWaiter(os.path.dirname(os.path.abspath(self.path)), self.poll_interval)
+            return self._watch(w)
 
     def _watch(self, w: _aio.DirWaiter) -> _aio.DirWaiter:
         # A datacomms writer touches the file once a flush is complete (Hdf5Publisher._flush):
@@ -513,16 +530,17 @@ class Hdf5Subscriber(pubsub.Subscriber):
         return w
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        for name in ("_aio_w", "_sync_w"):
-            w = self.__dict__.pop(name, None)
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            waiters = [self.__dict__.pop(name, None) for name in ("_aio_w", "_sync_w")]
+            if self._f is not None:
+                self._f.close()
+                self._f = None
+        for w in waiters:
             if w is not None:
                 w.shutdown()
-        if self._f is not None:
-            self._f.close()
-            self._f = None
 
 
 def recover(path: str) -> bool:
