@@ -98,6 +98,31 @@ def test_array_layout_and_frames_layout(tmp_path: Path, backend) -> None:
         assert f.attrs["datacomms_kind"] == "frames" and f["data"].shape == (5,)
 
 
+def test_first_message_that_no_layout_of_its_kind_can_hold(tmp_path: Path, backend) -> None:
+    """Zero-size arrays are recorded as frames (an HDF5 chunk has no side of length 0), and a
+    first message that does not fit a layout chosen with layout= is dc.FrameError that leaves
+    no file. They used to raise h5py's or Python's own errors, and layout='columns' made a
+    float32 column of any value it could not type."""
+    url = url_of(tmp_path / "zero.h5")
+    with dc.Publisher(url, backend=backend) as pub:
+        assert pub.send(np.zeros((0, 3))) == 0
+        assert pub.send(np.ones(2)) == 1
+    got = replay(url, backend)
+    assert got[0].data.shape == (0, 3) and got[1].data.tolist() == [1.0, 1.0]
+    with h5py.File(tmp_path / "zero.h5", "r") as f:
+        assert f.attrs["datacomms_kind"] == "frames"
+    misfits = [("array", np.zeros(0)), ("array", np.zeros((2, 0))), ("array", {"a": 1.0}), ("array", b"x"),
+               ("array", np.array(["text"])), ("columns", {"a": "text"}), ("columns", {"a": 1 << 70}),
+               ("columns", {}), ("columns", {"a/b": 1.0}), ("columns", np.zeros(3))]
+    for i, (layout, first) in enumerate(misfits):
+        path = tmp_path / f"{i}.h5"
+        with dc.Publisher(url_of(path), backend=backend, layout=layout) as pub:
+            with pytest.raises(dc.FrameError, match=f"layout '{layout}'"):
+                pub.send(first)
+        assert not path.exists(), (layout, first)
+    assert sorted(os.listdir(tmp_path)) == ["zero.h5"]
+
+
 def test_bad_batch_records_nothing(tmp_path: Path, backend) -> None:
     with dc.Publisher(url_of(tmp_path / "log.h5"), backend=backend) as pub:
         pub.send({"a": 1.0, "b": 2.0})

@@ -69,12 +69,29 @@ def not_ours(path: str, why: str) -> FrameError:
 
 def choose_kind(data: Any) -> str:
     """The layout the first message of a recording asks for."""
-    if isinstance(data, np.ndarray) and data.dtype.kind in "biufc":
+    if _fits_array(data) and data.dtype.kind in "biufc":
         return "array"
-    if type(data) is dict and data and all(_column_name_ok(k) and _column_dtype(v) is not None
-                                           for k, v in data.items()):
+    if _fits_columns(data):
         return "columns"
     return "frames"
+
+
+def _fits_array(data: Any) -> bool:
+    # HDF5 chunks have no zero-length side, so an array layout needs rows of at least one element
+    return isinstance(data, np.ndarray) and data.size > 0 and not data.dtype.hasobject
+
+
+def _fits_columns(data: Any) -> bool:
+    return type(data) is dict and bool(data) and all(_column_name_ok(k) and _column_dtype(v) is not None
+                                                     for k, v in data.items())
+
+
+def _what(data: Any) -> str:
+    if isinstance(data, np.ndarray):
+        return f"a {data.dtype} array of shape {data.shape}"
+    if type(data) is dict:
+        return f"a dict with keys {list(data)[:12]}"
+    return f"a {type(data).__name__}"
 
 
 def _column_name_ok(k: Any) -> bool:
@@ -128,7 +145,13 @@ class Layout:
 
     @staticmethod
     def create(f: h5py.File, kind: str, first: Any) -> None:
-        """Creates the datasets for a recording whose first message is first."""
+        """Creates the datasets for a recording whose first message is first; FrameError
+        when first does not fit the layout."""
+        if kind == "array" and not _fits_array(first):
+            raise FrameError(f"layout 'array' records numpy arrays of at least one element; got {_what(first)}")
+        if kind == "columns" and not _fits_columns(first):
+            raise FrameError(f"layout 'columns' records dicts of numbers whose keys are names (no '/'); "
+                             f"got {_what(first)}")
         f.attrs["datacomms_layout"] = LAYOUT_VERSION
         f.attrs["datacomms_kind"] = kind
         f.attrs[SEQ_LAST] = 1
@@ -241,12 +264,7 @@ class Stage:
             want = f"a dict of numbers with keys {self.keys}"
         else:
             want = f"a {self.dtype} array of shape {self.shape}"
-        got = type(data).__name__
-        if isinstance(data, np.ndarray):
-            got = f"a {data.dtype} array of shape {data.shape}"
-        elif type(data) is dict:
-            got = f"a dict with keys {list(data)[:12]}"
-        return FrameError(f"this recording's layout is {self.kind!r} and takes {want}; got {got}. "
+        return FrameError(f"this recording's layout is {self.kind!r} and takes {want}; got {_what(data)}. "
                           f"Record mixed data with Publisher(url, layout='frames')")
 
     def _not_dicts(self) -> FrameError:

@@ -165,7 +165,12 @@ class Hdf5Publisher(pubsub.Publisher):
         tmp = f"{self.path}.{os.getpid()}.{id(self):x}.tmp"
         try:
             with h5py.File(tmp, "w", libver="latest") as f:
-                Layout.create(f, kind, first)
+                try:
+                    Layout.create(f, kind, first)
+                except FrameError:
+                    raise
+                except (TypeError, ValueError) as exc:  # a dtype HDF5 cannot store, say
+                    raise FrameError(f"cannot record {type(first).__name__} in layout {kind!r}: {exc}") from None
             fd = os.open(tmp, os.O_RDWR | os.O_CLOEXEC)
             try:
                 _lock_writer(fd, tmp)
