@@ -215,6 +215,43 @@ def test_missing_file_waits_and_not_ours_errors(tmp_path: Path, backend) -> None
         assert list(f) == ["x"]
 
 
+def test_damaged_or_misshapen_files_are_frame_errors(tmp_path: Path, backend) -> None:
+    """A directory, HDF5 with a damaged superblock or object headers, and HDF5 with the
+    datacomms attributes over the wrong objects are dc.FrameError for a subscriber and (but
+    for the superblock, which h5py refuses with OSError) a publisher. They used to raise
+    IsADirectoryError, RuntimeError, KeyError, ValueError, TypeError or AttributeError."""
+    good = tmp_path / "good.h5"
+    with dc.Publisher(url_of(good), backend=backend) as pub:
+        pub.send_many([joint_state(i) for i in range(100)])
+    (tmp_path / "dir.h5").mkdir()
+    (tmp_path / "superblock.h5").write_bytes(good.read_bytes()[:8] + b"\xff" * 40)
+    raw = bytearray(good.read_bytes())
+    raw[48:2048] = b"\xff" * 2000
+    (tmp_path / "headers.h5").write_bytes(raw)
+    with h5py.File(tmp_path / "version.h5", "w", libver="latest") as f:
+        f.attrs["datacomms_layout"] = "one"
+    with h5py.File(tmp_path / "nocolumns.h5", "w", libver="latest") as f:
+        f.attrs["datacomms_layout"] = 1
+        f.attrs["datacomms_kind"] = "columns"
+        for name in ("seq", "timestamp_ns"):
+            f.create_dataset(name, (0,), np.int64, maxshape=(None,), chunks=(16,))
+        f.create_group("data")
+    with h5py.File(tmp_path / "seqgroup.h5", "w", libver="latest") as f:
+        f.attrs["datacomms_layout"] = 1
+        f.attrs["datacomms_kind"] = "frames"
+        f.create_group("seq")
+        f["timestamp_ns"] = np.arange(3)
+        f["data"] = np.arange(3)
+    for name in ("dir", "superblock", "headers", "version", "nocolumns", "seqgroup"):
+        url = url_of(tmp_path / f"{name}.h5")
+        with dc.Subscriber(url, backend=backend) as sub:
+            with pytest.raises(dc.FrameError, match="not a datacomms HDF5 recording"):
+                sub.recv(timeout=1)
+        if name != "superblock":
+            with pytest.raises(dc.FrameError, match="not a datacomms HDF5 recording"):
+                dc.Publisher(url, backend=backend)
+
+
 def test_one_writer_per_file_and_unknowable_subscribers(tmp_path: Path, backend) -> None:
     url = url_of(tmp_path / "log.h5")
     with dc.Publisher(url, backend=backend) as pub:

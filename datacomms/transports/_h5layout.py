@@ -42,8 +42,11 @@ _FLOAT_INT_LIMIT = (1 << 1024) - (1 << 970)
 
 def is_hdf5(path: str) -> bool | None:
     """True/False from the file signature, None when too short to tell (being created)."""
-    with open(path, "rb") as f:
-        head = f.read(8)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except IsADirectoryError:
+        raise not_ours(path, "a directory") from None
     if len(head) < 8:
         return None
     return head == HDF5_SIGNATURE
@@ -115,29 +118,50 @@ def _chunk_rows(row_nbytes: int) -> int:
     return max(1, min(4096, _CHUNK_BYTES // max(1, row_nbytes)))
 
 
+def _rows_of(f: h5py.File, name: str, path: str, integers: bool = False, ndim: int = 0) -> h5py.Dataset:
+    """Dataset name of a recording: chunked, one row per message (and 1-D integers or
+    ndim dimensions when asked); FrameError otherwise."""
+    d = f.get(name)
+    if (not isinstance(d, h5py.Dataset) or d.chunks is None or d.ndim < 1 or (ndim and d.ndim != ndim)
+            or (integers and (d.ndim != 1 or d.dtype.kind not in "iu"))):
+        raise not_ours(path, f"/{name} is not a dataset of rows")
+    return d
+
+
 class Layout:
     """The datasets of one recording, bound to an open h5py file."""
 
     def __init__(self, f: h5py.File, path: str) -> None:
+        try:
+            self._bind(f, path)
+        except (KeyError, RuntimeError) as exc:   # what h5py raises for damaged metadata
+            raise not_ours(path, f"HDF5 cannot read it: {exc}") from None
+
+    def _bind(self, f: h5py.File, path: str) -> None:
         attrs = f.attrs
         if "datacomms_layout" not in attrs:
             raise not_ours(path, "no datacomms_layout attribute on its root group")
-        version = int(attrs["datacomms_layout"])
-        if version != LAYOUT_VERSION:
-            raise not_ours(path, f"layout version {version}; this build reads {LAYOUT_VERSION}")
+        version = attrs["datacomms_layout"]
+        if not isinstance(version, (int, np.integer)) or version != LAYOUT_VERSION:
+            raise not_ours(path, f"layout version {version!r}; this build reads {LAYOUT_VERSION}")
         kind = attrs.get("datacomms_kind")
         self.kind = kind.decode() if isinstance(kind, bytes) else str(kind)
         if self.kind not in KINDS or "seq" not in f or "timestamp_ns" not in f or "data" not in f:
             raise not_ours(path, f"kind {self.kind!r} or its datasets are missing")
-        self.seq: h5py.Dataset = f["seq"]
-        self.ts: h5py.Dataset = f["timestamp_ns"]
+        self.seq: h5py.Dataset = _rows_of(f, "seq", path, integers=True)
+        self.ts: h5py.Dataset = _rows_of(f, "timestamp_ns", path, integers=True)
         self.columns: list[str] = []
         if self.kind == "columns":
-            self.columns = json.loads(attrs["datacomms_columns"])
-            self.data: Any = {k: f["data"][k] for k in self.columns}
+            try:
+                self.columns = json.loads(attrs["datacomms_columns"])
+            except (KeyError, TypeError, ValueError):
+                raise not_ours(path, "its datacomms_columns attribute is missing or not JSON") from None
+            if type(self.columns) is not list or not all(_column_name_ok(k) for k in self.columns):
+                raise not_ours(path, "its datacomms_columns attribute is not a list of names")
+            self.data: Any = {k: _rows_of(f, f"data/{k}", path, ndim=1) for k in self.columns}
             self.datasets = list(self.data.values())
         else:
-            self.data = f["data"]
+            self.data = _rows_of(f, "data", path)
             self.datasets = [self.data]
         # written and flushed in this order, seq last: a follower that sees a seq row finds its data
         self.all = self.datasets + [self.ts, self.seq]

@@ -373,6 +373,8 @@ class Hdf5Subscriber(pubsub.Subscriber):
             f = h5py.File(self.path, "r", libver="latest", swmr=True, rdcc_nbytes=0)
         except OSError:
             return False  # locked by a writer still setting the file up: try again later
+        except (RuntimeError, ValueError, KeyError) as exc:   # what h5py raises for a damaged file
+            raise not_ours(self.path, f"HDF5 cannot open it: {exc}") from None
         try:
             layout = Layout(f, self.path)
             n = layout.refresh_all()
