@@ -164,6 +164,25 @@ def test_not_json_is_a_clear_error_once(tmp_path: Path, backend) -> None:
         assert sub.recv(timeout=1).data == "fixed"
 
 
+def test_file_replaced_by_a_directory_is_a_clear_error_once(tmp_path: Path, backend) -> None:
+    """A directory where the document was is reported once as dc.FrameError, then waited out;
+    recv used to raise IsADirectoryError on every call."""
+    path = tmp_path / "s.json"
+    with dc.Publisher(url_of(path), backend=backend) as pub, dc.Subscriber(url_of(path), backend=backend) as sub:
+        pub.send(1)
+        assert sub.recv(timeout=1).data == 1
+        path.unlink()
+        path.mkdir()
+        with pytest.raises(dc.FrameError, match="is a directory"):
+            sub.recv(timeout=1)
+        with pytest.raises(dc.Timeout):
+            sub.latest(timeout=0.02)
+        assert sub.bad_versions == 1
+        path.rmdir()
+        pub.send(2)
+        assert sub.recv(timeout=1).data == 2
+
+
 def test_half_written_foreign_file_is_retried(tmp_path: Path, backend) -> None:
     path = tmp_path / "s.json"
     path.write_text('{"a": [1, 2')  # a non-atomic writer caught mid-write

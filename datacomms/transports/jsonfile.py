@@ -24,6 +24,7 @@ that stays unparseable is reported once per version as dc.FrameError.
 from __future__ import annotations
 
 import os
+import stat
 import threading
 import time
 from typing import Any, Iterable
@@ -224,6 +225,10 @@ class JsonSubscriber(pubsub.Subscriber):
         key = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
         if key == self._key:
             return None
+        if stat.S_ISDIR(st.st_mode):
+            self._key = key   # reported once, like a document that does not parse
+            self.bad_versions += 1
+            raise FrameError(f"{self.path} is a directory, not a JSON document")
         try:
             fd = os.open(self.path, _OPEN_READ)
         except (FileNotFoundError, NotADirectoryError):
