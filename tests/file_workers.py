@@ -8,6 +8,7 @@ far the child got (e.g. what an hdf5 writer had flushed before it was killed).
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
@@ -50,6 +51,18 @@ def main(argv: list[str]) -> None:
             print("ready", flush=True)
             paced_send(pub, n, hz)
         print("done", flush=True)
+    elif role == "json-read-only":
+        # publishers whose directory cannot take their temp file (a read-only file system)
+        fds = len(os.listdir("/proc/self/fd"))
+        for durable in (False, True):
+            pub = dc.Publisher(url, backend=backend, durable=durable)
+            try:
+                pub.send(1)
+            except OSError as exc:
+                print(f"send errno {exc.errno}", flush=True)
+            pub.close()
+            print("closed", flush=True)
+        print(f"fds left {len(os.listdir('/proc/self/fd')) - fds}", flush=True)
     elif role == "hdf5-writer":
         n, hz, flush_interval = int(rest[0]), float(rest[1]), float(rest[2])
         with dc.Publisher(url, backend=backend, flush_interval=flush_interval) as pub:

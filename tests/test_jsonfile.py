@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -178,6 +179,9 @@ def test_file_replaced_by_a_directory_is_a_clear_error_once(tmp_path: Path, back
         with pytest.raises(dc.Timeout):
             sub.latest(timeout=0.02)
         assert sub.bad_versions == 1
+        with pytest.raises(IsADirectoryError):
+            pub.send(3)
+        assert os.listdir(tmp_path) == ["s.json"]   # and its temp file is gone at once
         path.rmdir()
         pub.send(2)
         assert sub.recv(timeout=1).data == 2
@@ -193,6 +197,25 @@ def test_half_written_foreign_file_is_retried(tmp_path: Path, backend) -> None:
         with open(path, "a") as f:
             f.write(", 3]}")
         assert sub.recv(timeout=1).data == {"a": [1, 2, 3]}
+
+
+def test_read_only_directory_send_fails_and_close_is_clean(tmp_path: Path, backend_name: str) -> None:
+    """A publisher in a read-only directory (a bind mount in a private mount namespace, made
+    for a child process): send raises the OSError, close() releases everything and raises
+    nothing. close() used to raise EROFS, which unlink() reports even for a missing name,
+    leaving a durable publisher's directory descriptor open."""
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-rm", "true"],
+                                                          stderr=subprocess.DEVNULL).returncode != 0:
+        pytest.skip("no private mount namespace here (unshare -rm) to make a read-only directory")
+    d = tmp_path / "ro"
+    d.mkdir()
+    doc = b'{"seq": 4, "timestamp_ns": 5, "data": 1}'
+    (d / "s.json").write_bytes(doc)
+    script = (f'mount --bind "{d}" "{d}" && mount -o remount,ro,bind "{d}" "{d}" && '
+              f'exec "{sys.executable}" "{WORKERS}" json-read-only "json://{d}/s.json" {backend_name}')
+    out = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.stdout.splitlines() == ["send errno 30", "closed", "send errno 30", "closed", "fds left 0"], out.stderr
+    assert sorted(os.listdir(d)) == ["s.json"] and (d / "s.json").read_bytes() == doc
 
 
 def test_durable(tmp_path: Path, backend) -> None:

@@ -79,6 +79,16 @@ def _read_all(fd: int, size_hint: int) -> bytes:
         want = 1 << 20
 
 
+def _remove(path: str) -> None:
+    # Only ever a temp file this publisher may have made. unlink() reports a read-only file
+    # system (EROFS) even for a name that is not there, and a publisher that cannot make its
+    # temp file has none to remove: nothing to raise about.
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
 class JsonPublisher(pubsub.Publisher):
     """Publishes the latest value as PATH, one atomic replace per send.
 
@@ -123,14 +133,18 @@ class JsonPublisher(pubsub.Publisher):
     def _write(self, doc: bytes) -> None:
         fd = os.open(self._tmp, _OPEN_WRITE, 0o666)
         try:
-            view = memoryview(doc)
-            while view:
-                view = view[os.write(fd, view):]
-            if self.durable:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(self._tmp, self.path)
+            try:
+                view = memoryview(doc)
+                while view:
+                    view = view[os.write(fd, view):]
+                if self.durable:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(self._tmp, self.path)
+        except BaseException:
+            _remove(self._tmp)   # a full disk, PATH a directory: no half-written temp file stays
+            raise
         if self.durable:
             os.fsync(self._dir_fd)
 
@@ -173,12 +187,11 @@ class JsonPublisher(pubsub.Publisher):
             return
         self._closed = True
         try:
-            os.unlink(self._tmp)
-        except FileNotFoundError:
-            pass
-        if self._dir_fd >= 0:
-            os.close(self._dir_fd)
-            self._dir_fd = -1
+            _remove(self._tmp)
+        finally:
+            if self._dir_fd >= 0:
+                os.close(self._dir_fd)
+                self._dir_fd = -1
 
 
 class JsonSubscriber(pubsub.Subscriber):
