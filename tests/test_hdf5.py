@@ -252,6 +252,21 @@ def test_damaged_or_misshapen_files_are_frame_errors(tmp_path: Path, backend) ->
                 dc.Publisher(url, backend=backend)
 
 
+def test_subscriber_in_the_publishers_process(tmp_path: Path, backend) -> None:
+    """A subscriber follows a recording its own process writes (docs/files.md, one process);
+    it used to wait forever: HDF5 refused to open the file with locks a second time without."""
+    url = url_of(tmp_path / "log.h5")
+    with dc.Publisher(url, backend=backend) as pub:
+        pub.send_many([joint_state(i) for i in range(3)])
+        pub.flush()
+        with dc.Subscriber(url, backend=backend, from_start=True) as sub:
+            assert [sub.recv(timeout=5).seq for _ in range(3)] == [0, 1, 2]
+            pub.send(joint_state(3))
+            pub.flush()
+            msg = sub.recv(timeout=5)
+            assert msg.seq == 3 and msg.data == joint_state(3)
+
+
 def test_one_writer_per_file_and_unknowable_subscribers(tmp_path: Path, backend) -> None:
     url = url_of(tmp_path / "log.h5")
     with dc.Publisher(url, backend=backend) as pub:

@@ -22,7 +22,8 @@ the rows it counts (``_h5layout.Reader`` says when the other datasets need a
 refresh).
 
 HDF5's own file locks would stop a writer from reopening a recording that
-live readers hold, so the publisher opens without them (``locking=False``) and
+live readers hold, so the publisher opens without them (``locking=False``), and
+so do subscribers (HDF5 opens a file once per process, with one setting), and it
 keeps its own: it holds an open-file-description lock on the
 file for its lifetime (independent of HDF5's flock locks), so a
 second publisher gets a clear error, and a publisher that gets the lock knows a
@@ -370,7 +371,9 @@ class Hdf5Subscriber(pubsub.Subscriber):
         except (FileNotFoundError, NotADirectoryError):
             return False
         try:
-            f = h5py.File(self.path, "r", libver="latest", swmr=True, rdcc_nbytes=0)
+            # without HDF5's file locks, as the publisher: a process opens a file with one setting
+            # only, so a subscriber with them could never open a file its own process writes
+            f = h5py.File(self.path, "r", libver="latest", swmr=True, rdcc_nbytes=0, locking=False)
         except OSError:
             return False  # locked by a writer still setting the file up: try again later
         except (RuntimeError, ValueError, KeyError) as exc:   # what h5py raises for a damaged file
