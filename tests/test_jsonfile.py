@@ -241,6 +241,32 @@ def test_subscribers_are_unknowable_and_closed_is_closed(tmp_path: Path, backend
         sub.recv(timeout=0)
 
 
+def test_one_publisher_sent_to_from_two_threads(tmp_path: Path, backend) -> None:
+    """Sends from two threads take turns: every send succeeds with its own seq. They used to
+    share the temp file (one thread's replace took the other's file away: FileNotFoundError)
+    and the counter (seqs given twice)."""
+    url = url_of(tmp_path / "s.json")
+    seqs: list[int] = []
+    errors: list[BaseException] = []
+    with dc.Publisher(url, backend=backend) as pub:
+        def send(tag: str) -> None:
+            try:
+                for i in range(200):
+                    seqs.append(pub.send({"tag": tag, "pad": tag * 100_000, "i": i}))
+            except BaseException as exc:
+                errors.append(exc)
+
+        senders = [threading.Thread(target=send, args=(tag,)) for tag in "ab"]
+        for t in senders:
+            t.start()
+        for t in senders:
+            t.join(60)
+    assert not errors and sorted(seqs) == list(range(400))
+    doc = json.loads((tmp_path / "s.json").read_bytes())
+    assert doc["seq"] == 399 and doc["data"]["pad"] == doc["data"]["tag"] * 100_000
+    assert os.listdir(tmp_path) == ["s.json"]
+
+
 def test_close_from_another_thread_while_recv_reads(tmp_path: Path, backend) -> None:
     """close() while another thread's recv reads a changing document: the recv raises
     dc.Closed, close() raises nothing, and no descriptor stays open. close() used to close

@@ -114,6 +114,8 @@ class JsonPublisher(pubsub.Publisher):
         self._dir_fd = os.open(directory, os.O_RDONLY) if durable else -1
         self._closed = False
         self._seq = self._next_seq()
+        # sends from several threads take turns: they share the temp file and the counter
+        self._lock = threading.Lock()
 
     def _next_seq(self) -> int:
         try:
@@ -150,27 +152,29 @@ class JsonPublisher(pubsub.Publisher):
 
     def send(self, data: Any, timeout: float | None = None) -> int:
         """Replaces the document with data; returns its seq. timeout is unused (never waits)."""
-        if self._closed:
-            raise Closed(f"publisher on {self.url} is closed")
-        seq = self._seq
-        doc = self._encode(data, seq, time.time_ns())
-        self._write(doc)
-        self._seq = seq + 1
-        return seq
+        with self._lock:
+            if self._closed:
+                raise Closed(f"publisher on {self.url} is closed")
+            seq = self._seq
+            doc = self._encode(data, seq, time.time_ns())
+            self._write(doc)
+            self._seq = seq + 1
+            return seq
 
     def send_many(self, items: Iterable[Any], timeout: float | None = None) -> int:
         """Publishes a batch in one write: every item takes a seq, but only the last
         becomes the document (a latest-value file keeps one value), so a subscriber
         counts the others as lost. Returns the last seq; -1 for an empty batch."""
-        if self._closed:
-            raise Closed(f"publisher on {self.url} is closed")
         items = list(items)
-        if not items:
-            return -1
-        seq = self._seq + len(items) - 1
-        self._write(self._encode(items[-1], seq, time.time_ns()))
-        self._seq = seq + 1
-        return seq
+        with self._lock:
+            if self._closed:
+                raise Closed(f"publisher on {self.url} is closed")
+            if not items:
+                return -1
+            seq = self._seq + len(items) - 1
+            self._write(self._encode(items[-1], seq, time.time_ns()))
+            self._seq = seq + 1
+            return seq
 
     def wait_for_subscribers(self, n: int = 1, timeout: float | None = None) -> int:
         """Raises dc.DataCommsError: a file cannot know who reads it (see docs/files.md)."""
@@ -183,15 +187,16 @@ class JsonPublisher(pubsub.Publisher):
 
     def close(self) -> None:
         """Stops publishing. The document stays: it is the value late readers get."""
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            _remove(self._tmp)
-        finally:
-            if self._dir_fd >= 0:
-                os.close(self._dir_fd)
-                self._dir_fd = -1
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                _remove(self._tmp)
+            finally:
+                if self._dir_fd >= 0:
+                    os.close(self._dir_fd)
+                    self._dir_fd = -1
 
 
 class JsonSubscriber(pubsub.Subscriber):
