@@ -109,6 +109,15 @@ def main(argv: list[str]) -> None:
                 seqs.append(msg.seq)
             print(json.dumps({"seqs_ok": seqs == list(range(seqs[0], seqs[0] + n)), "first": seqs[0],
                               "lost": sub.stats.lost}), flush=True)
+    elif role == "hdf5-replay-memory":
+        # replays a recording from its start: the MiB its first recv added to the peak resident size
+        import resource
+        with dc.Subscriber(url, backend=backend, from_start=True) as sub:
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            assert sub.recv(timeout=10).seq == 0
+            grew = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+            assert [sub.recv(timeout=10).seq for _ in range(3)] == [1, 2, 3]
+        print(f"grew {grew >> 10}", flush=True)
     elif role == "hdf5-recv-once":
         # one recv (timeout rest[0]) on a file that may be broken: prints the seq, or the error's type
         with dc.Subscriber(url, backend=backend) as sub:

@@ -215,6 +215,21 @@ def test_missing_file_waits_and_not_ours_errors(tmp_path: Path, backend) -> None
         assert list(f) == ["x"]
 
 
+@pytest.mark.parametrize("layout", ["array", "frames"])
+def test_replay_of_big_rows_reads_ahead_within_a_budget(tmp_path: Path, backend_name: str, layout: str) -> None:
+    """A subscriber replaying 2 MiB rows reads ahead a bounded number of bytes, not up to
+    1,024 rows: its first recv used to take the whole 200 MiB recording into memory (8 GiB
+    for a camera's 8 MiB frames)."""
+    url = url_of(tmp_path / "cam.h5")
+    frame = np.zeros(1 << 18)   # 2 MiB
+    with dc.Publisher(url, backend=backend_name, layout=layout) as pub:
+        for i in range(100):
+            frame[0] = i
+            pub.send(frame if layout == "array" else frame.tobytes())
+    out = finish(child("hdf5-replay-memory", url, backend_name)).split()
+    assert out[0] == "grew" and int(out[1]) < 64, out
+
+
 def test_damaged_or_misshapen_files_are_frame_errors(tmp_path: Path, backend) -> None:
     """A directory, HDF5 with a damaged superblock or object headers, and HDF5 with the
     datacomms attributes over the wrong objects are dc.FrameError for a subscriber and (but

@@ -459,6 +459,17 @@ class Reader(_LowLevel):
         self.lazy = layout.seq_last and layout.kind != "frames"
         self.chunk_rows = [ds.chunks[0] for ds in self.dsets]
         self.trusted = [0] * len(self.dsets)   # rows readable without a refresh, per dataset
+        # bytes a row takes in memory: known for fixed-size rows; for frames, measured by each
+        # read (None until the first), so that a read can be kept to a budget (rows_within)
+        fixed = [dt.itemsize * int(np.prod(rest, dtype=np.int64)) for dt, rest in zip(self.dtypes, self.rests)
+                 if dt.kind != "O"]
+        self.row_nbytes: int | None = sum(fixed) if layout.kind != "frames" else None
+
+    def rows_within(self, budget: int, most: int) -> int:
+        """How many rows (1 to most) one read may take to hold about budget bytes."""
+        if self.row_nbytes is None:
+            return 1
+        return max(1, min(most, budget // max(1, self.row_nbytes)))
 
     def _held(self, i: int, b: int) -> bool:
         """Refreshes dataset i; whether it holds row b-1 (and how far it may be trusted)."""
@@ -481,7 +492,10 @@ class Reader(_LowLevel):
         out = []
         for ds, dt, rest, mt in zip(self.dsets, self.dtypes, self.rests, self.mtypes):
             if mt is None:
-                out.append(ds[a:b])
+                frames = ds[a:b]
+                # the largest frame of this read stands for the next ones (16: seq and timestamp)
+                self.row_nbytes = max(fr.nbytes for fr in frames) + 16 if len(frames) else self.row_nbytes
+                out.append(frames)
             else:
                 arr = np.empty((b - a, *rest), dt)
                 ms, fs = spaces[rest]

@@ -56,6 +56,9 @@ DEFAULT_FLUSH_INTERVAL = 0.005
 TIMER_SHARE = 0.9
 # polls in a row that may fail to read rows a SWMR reader already sees (see Hdf5Subscriber._rows)
 MAX_READ_RETRIES = 200
+# bytes a follower reads ahead at most (up to ``batch`` rows): a replay of 8 MiB frames must not
+# take 1,024 of them into memory for its first recv
+READ_BUDGET = 1 << 24
 # longest sleep of a blocking recv/latest between looks when inotify watches the directory
 SYNC_SLICE = 0.1
 _LOCK_START = 1 << 62   # a byte range no HDF5 library touches
@@ -473,7 +476,7 @@ class Hdf5Subscriber(pubsub.Subscriber):
                 if self._f is not None:
                     self._reopen_if_replaced()
                 return None
-            rows = self._rows(start, min(avail, start + self.batch))
+            rows = self._rows(start, start + self._reader.rows_within(READ_BUDGET, min(avail - start, self.batch)))
             if rows is None:
                 return None
             self._cache.extend(rows)
