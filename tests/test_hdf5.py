@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -228,6 +229,36 @@ def test_replay_of_big_rows_reads_ahead_within_a_budget(tmp_path: Path, backend_
             pub.send(frame if layout == "array" else frame.tobytes())
     out = finish(child("hdf5-replay-memory", url, backend_name)).split()
     assert out[0] == "grew" and int(out[1]) < 64, out
+
+
+def test_a_damaged_frame_is_reported_once_and_passed_over(tmp_path: Path, backend) -> None:
+    """A frames row that does not decode is dc.FrameError once, when its turn comes; the rows
+    around it are delivered and its seq counts as lost. It used to fail every recv from the
+    read that held it on, its good neighbours included: the follower was stuck for good."""
+    path = tmp_path / "f.h5"
+    url = url_of(path)
+    with dc.Publisher(url, backend=backend, layout="frames") as pub:
+        for i in range(10):
+            pub.send(f"message {i}")
+    with h5py.File(path, "r+") as f:
+        f["data"][5] = np.frombuffer(b"not a datacomms frame, just bytes", np.uint8)
+        f["data"][9] = np.frombuffer(b"nor this", np.uint8)
+    got: list[object] = []
+    with dc.Subscriber(url, backend=backend, from_start=True) as sub:
+        while True:
+            try:
+                got.append(sub.recv(timeout=0.1).seq)
+            except dc.FrameError as exc:
+                got.append("bad " + re.search(r"frame of seq (\d+) does not decode", str(exc)).group(1))
+            except dc.Timeout:
+                break
+        assert (sub.stats.received, sub.stats.lost) == (8, 1)
+    assert got == [0, 1, 2, 3, 4, "bad 5", 6, 7, 8, "bad 9"]
+    with dc.Subscriber(url, backend=backend) as sub:
+        with pytest.raises(dc.FrameError, match="seq 9"):
+            sub.latest(timeout=1)
+        with pytest.raises(dc.Timeout):
+            sub.latest(timeout=0.05)
 
 
 def test_damaged_or_misshapen_files_are_frame_errors(tmp_path: Path, backend) -> None:

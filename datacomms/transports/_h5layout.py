@@ -518,8 +518,20 @@ def read_rows(reader: Reader, a: int, b: int, framing: Any) -> list[tuple[Any, i
     elif layout.kind == "array":
         data = list(datas[0])
     else:
-        data = [framing.decode(fr)[0] for fr in datas[0]]
+        data = []
+        for fr in datas[0]:
+            try:
+                data.append(framing.decode(fr)[0])
+            except FrameError as exc:   # a damaged row: reported when its turn comes, not for its neighbours
+                data.append(BadRow(exc))
     return list(zip(data, seqs.tolist(), ts.tolist()))
+
+
+class BadRow:
+    """Stands for a frame that does not decode, among the rows read with it."""
+
+    def __init__(self, error: FrameError) -> None:
+        self.error = error
 
 
 # The superblock (versions 2 and 3) of a file a SWMR writer had open carries

@@ -47,7 +47,7 @@ from ..errors import Closed, DataCommsError, FrameError
 from ..message import Message
 from . import _files
 from ._h5layout import (
-    SEQ_LAST, Layout, Reader, Stage, Writer, choose_kind, clear_open_flags, is_hdf5, not_ours, read_rows,
+    SEQ_LAST, BadRow, Layout, Reader, Stage, Writer, choose_kind, clear_open_flags, is_hdf5, not_ours, read_rows,
     stored_end,
 )
 
@@ -481,7 +481,14 @@ class Hdf5Subscriber(pubsub.Subscriber):
                 return None
             self._cache.extend(rows)
         self._next += 1
-        return (*self._cache.popleft(), 0)
+        data, seq, ts = self._cache.popleft()
+        if type(data) is BadRow:
+            raise self._bad(data, seq)
+        return data, seq, ts, 0
+
+    def _bad(self, row: BadRow, seq: int) -> FrameError:
+        # raised once: the row is passed over, and its seq counts as lost when the next one comes
+        return FrameError(f"{self.path}: the frame of seq {seq} does not decode ({row.error})")
 
     def _latest_row(self) -> tuple[Any, int, int, int] | None:
         avail = self._refresh()
@@ -499,6 +506,8 @@ class Hdf5Subscriber(pubsub.Subscriber):
         skipped = avail - 1 - self._next if avail > self._next else len(self._cache) - 1
         self._cache.clear()
         self._next = max(avail, self._next + 1)
+        if type(data) is BadRow:
+            raise self._bad(data, seq)
         return data, seq, ts, skipped
 
     def _deliver(self, got: tuple[Any, int, int, int]) -> Message:
