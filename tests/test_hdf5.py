@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -28,6 +29,34 @@ WORKERS = os.path.join(os.path.dirname(__file__), "file_workers.py")
 
 def url_of(path: Path) -> str:
     return f"hdf5://{path}"
+
+
+def run_bounded(path: Path, work: Any) -> list[Any]:
+    """Runs work() (which appends its outcomes to the list it is given) in a thread and
+    fails if it is still running after 10 s: blocked opening the FIFO at path, which is
+    then released by opening it for writing, so the thread ends with the test."""
+    out: list[Any] = []
+
+    def run() -> None:
+        try:
+            work(out)
+        except BaseException as exc:
+            out.append(exc)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(10)
+    hung = t.is_alive()
+    for _ in range(100):
+        if not t.is_alive():
+            break
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            pass
+        t.join(0.1)
+    assert not hung, "blocked opening a FIFO"
+    return out
 
 
 def child(*args: str) -> subprocess.Popen:
@@ -259,6 +288,24 @@ def test_a_damaged_frame_is_reported_once_and_passed_over(tmp_path: Path, backen
             sub.latest(timeout=1)
         with pytest.raises(dc.Timeout):
             sub.latest(timeout=0.05)
+
+
+def test_fifo_at_path_is_an_error_not_a_hang(tmp_path: Path, backend) -> None:
+    """A FIFO at PATH is dc.FrameError for a subscriber and a publisher; both used to wait
+    forever in open() for a writer to the FIFO, past any timeout."""
+    path = tmp_path / "log.h5"
+    os.mkfifo(path)
+    url = url_of(path)
+
+    def work(out: list[Any]) -> None:
+        with dc.Subscriber(url, backend=backend) as sub:
+            with pytest.raises(dc.FrameError, match="not a regular file"):
+                sub.recv(timeout=1)
+        with pytest.raises(dc.FrameError, match="not a regular file"):
+            dc.Publisher(url, backend=backend)
+        out.append("done")
+
+    assert run_bounded(path, work) == ["done"]
 
 
 def test_damaged_or_misshapen_files_are_frame_errors(tmp_path: Path, backend) -> None:

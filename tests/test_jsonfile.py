@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -27,6 +28,34 @@ slow = [pytest.mark.slow]
 
 def url_of(path: Path) -> str:
     return f"json://{path}"
+
+
+def run_bounded(path: Path, work: Any) -> list[Any]:
+    """Runs work() (which appends its outcomes to the list it is given) in a thread and
+    fails if it is still running after 10 s: blocked opening the FIFO at path, which is
+    then released by opening it for writing, so the thread ends with the test."""
+    out: list[Any] = []
+
+    def run() -> None:
+        try:
+            work(out)
+        except BaseException as exc:
+            out.append(exc)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(10)
+    hung = t.is_alive()
+    for _ in range(100):
+        if not t.is_alive():
+            break
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            pass
+        t.join(0.1)
+    assert not hung, "blocked opening a FIFO"
+    return out
 
 
 def test_relative_and_absolute_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend) -> None:
@@ -185,6 +214,24 @@ def test_file_replaced_by_a_directory_is_a_clear_error_once(tmp_path: Path, back
         path.rmdir()
         pub.send(2)
         assert sub.recv(timeout=1).data == 2
+
+
+def test_fifo_at_path_is_an_error_not_a_hang(tmp_path: Path, backend) -> None:
+    """A FIFO at PATH is dc.FrameError for a subscriber, and a publisher replaces it; both used
+    to wait forever in open() for a writer to the FIFO, past any timeout."""
+    path = tmp_path / "s.json"
+    os.mkfifo(path)
+    url = url_of(path)
+
+    def work(out: list[Any]) -> None:
+        with dc.Subscriber(url, backend=backend) as sub:
+            with pytest.raises(dc.FrameError, match="not a regular file"):
+                sub.recv(timeout=1)
+            with dc.Publisher(url, backend=backend) as pub:
+                out.append(pub.send("a document"))
+            out.append(sub.recv(timeout=1).data)
+
+    assert run_bounded(path, work) == [0, "a document"]
 
 
 def test_half_written_foreign_file_is_retried(tmp_path: Path, backend) -> None:

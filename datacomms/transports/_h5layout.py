@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from typing import Any
 
 import h5py
@@ -42,11 +43,11 @@ _FLOAT_INT_LIMIT = (1 << 1024) - (1 << 970)
 
 def is_hdf5(path: str) -> bool | None:
     """True/False from the file signature, None when too short to tell (being created)."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(8)
-    except IsADirectoryError:
-        raise not_ours(path, "a directory") from None
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):   # opening a FIFO would wait for a writer
+        raise not_ours(path, "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file")
+    with open(path, "rb") as f:
+        head = f.read(8)
     if len(head) < 8:
         return None
     return head == HDF5_SIGNATURE

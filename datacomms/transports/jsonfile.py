@@ -37,7 +37,8 @@ from ..errors import Closed, FrameError
 from ..message import Message
 from . import _files
 
-_OPEN_READ = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
+# nonblocking: opening a FIFO for reading would wait for a writer (a regular file ignores the flag)
+_OPEN_READ = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
 _OPEN_WRITE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
 
 
@@ -119,10 +120,17 @@ class JsonPublisher(pubsub.Publisher):
 
     def _next_seq(self) -> int:
         try:
-            with open(self.path, "rb") as f:
-                _, seq, _ = _unpack(self.backend.framing.loads_json(f.read()))
+            fd = os.open(self.path, _OPEN_READ)
+        except OSError:
+            return 0
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return 0
+            _, seq, _ = _unpack(self.backend.framing.loads_json(_read_all(fd, 0)))
         except (OSError, FrameError):
             return 0
+        finally:
+            os.close(fd)
         return 0 if seq is None else seq + 1
 
     def _encode(self, data: Any, seq: int, ts: int) -> bytes:
@@ -243,10 +251,11 @@ class JsonSubscriber(pubsub.Subscriber):
         key = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
         if key == self._key:
             return None
-        if stat.S_ISDIR(st.st_mode):
+        if not stat.S_ISREG(st.st_mode):
             self._key = key   # reported once, like a document that does not parse
             self.bad_versions += 1
-            raise FrameError(f"{self.path} is a directory, not a JSON document")
+            what = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+            raise FrameError(f"{self.path} is {what}, not a JSON document")
         try:
             fd = os.open(self.path, _OPEN_READ)
         except (FileNotFoundError, NotADirectoryError):
