@@ -22,9 +22,9 @@ the rows it counts (``_h5layout.Reader`` says when the other datasets need a
 refresh).
 
 HDF5's own file locks would stop a writer from reopening a recording that
-live readers hold, so the publisher opens without them (``locking=False``), and
-so do subscribers (HDF5 opens a file once per process, with one setting), and it
-keeps its own: it holds an open-file-description lock on the
+live readers hold, so the publisher opens without them (``locking=False``), as
+do subscribers (a process opens a file with one setting only). The publisher
+keeps a lock of its own instead: it holds an open-file-description lock on the
 file for its lifetime (independent of HDF5's flock locks), so a
 second publisher gets a clear error, and a publisher that gets the lock knows a
 previous writer is dead and may clear the open-for-write flags it left.
