@@ -354,10 +354,12 @@ def _settle(waiter: Waiter) -> None:
     with _guard:
         waiter._wake = None
         doomed = waiter._doomed
+        if not doomed:
+            # under the guard: a shutdown() from now on closes the descriptors itself, and
+            # must not close them while they are read (or let a new file take their number)
+            waiter.drain()
     if doomed:
         waiter.close()
-    else:
-        waiter.drain()
 
 
 def _noop() -> None:

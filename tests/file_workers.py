@@ -8,6 +8,7 @@ far the child got (e.g. what an hdf5 writer had flushed before it was killed).
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
@@ -50,6 +51,18 @@ def main(argv: list[str]) -> None:
             print("ready", flush=True)
             paced_send(pub, n, hz)
         print("done", flush=True)
+    elif role == "json-read-only":
+        # publishers whose directory cannot take their temp file (a read-only file system)
+        fds = len(os.listdir("/proc/self/fd"))
+        for durable in (False, True):
+            pub = dc.Publisher(url, backend=backend, durable=durable)
+            try:
+                pub.send(1)
+            except OSError as exc:
+                print(f"send errno {exc.errno}", flush=True)
+            pub.close()
+            print("closed", flush=True)
+        print(f"fds left {len(os.listdir('/proc/self/fd')) - fds}", flush=True)
     elif role == "hdf5-writer":
         n, hz, flush_interval = int(rest[0]), float(rest[1]), float(rest[2])
         with dc.Publisher(url, backend=backend, flush_interval=flush_interval) as pub:
@@ -96,6 +109,22 @@ def main(argv: list[str]) -> None:
                 seqs.append(msg.seq)
             print(json.dumps({"seqs_ok": seqs == list(range(seqs[0], seqs[0] + n)), "first": seqs[0],
                               "lost": sub.stats.lost}), flush=True)
+    elif role == "hdf5-replay-memory":
+        # replays a recording from its start: the MiB its first recv added to the peak resident size
+        import resource
+        with dc.Subscriber(url, backend=backend, from_start=True) as sub:
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            assert sub.recv(timeout=10).seq == 0
+            grew = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+            assert [sub.recv(timeout=10).seq for _ in range(3)] == [1, 2, 3]
+        print(f"grew {grew >> 10}", flush=True)
+    elif role == "hdf5-recv-once":
+        # one recv (timeout rest[0]) on a file that may be broken: prints the seq, or the error's type
+        with dc.Subscriber(url, backend=backend) as sub:
+            try:
+                print(f"seq {sub.recv(timeout=float(rest[0])).seq}", flush=True)
+            except dc.DataCommsError as exc:
+                print(type(exc).__name__, flush=True)
     else:
         raise SystemExit(f"unknown role {role}")
 

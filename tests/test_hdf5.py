@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -27,6 +29,34 @@ WORKERS = os.path.join(os.path.dirname(__file__), "file_workers.py")
 
 def url_of(path: Path) -> str:
     return f"hdf5://{path}"
+
+
+def run_bounded(path: Path, work: Any) -> list[Any]:
+    """Runs work() (which appends its outcomes to the list it is given) in a thread and
+    fails if it is still running after 10 s: blocked opening the FIFO at path, which is
+    then released by opening it for writing, so the thread ends with the test."""
+    out: list[Any] = []
+
+    def run() -> None:
+        try:
+            work(out)
+        except BaseException as exc:
+            out.append(exc)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(10)
+    hung = t.is_alive()
+    for _ in range(100):
+        if not t.is_alive():
+            break
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            pass
+        t.join(0.1)
+    assert not hung, "blocked opening a FIFO"
+    return out
 
 
 def child(*args: str) -> subprocess.Popen:
@@ -98,6 +128,31 @@ def test_array_layout_and_frames_layout(tmp_path: Path, backend) -> None:
         assert f.attrs["datacomms_kind"] == "frames" and f["data"].shape == (5,)
 
 
+def test_first_message_that_no_layout_of_its_kind_can_hold(tmp_path: Path, backend) -> None:
+    """Zero-size arrays are recorded as frames (an HDF5 chunk has no side of length 0), and a
+    first message that does not fit a layout chosen with layout= is dc.FrameError that leaves
+    no file. They used to raise h5py's or Python's own errors, and layout='columns' made a
+    float32 column of any value it could not type."""
+    url = url_of(tmp_path / "zero.h5")
+    with dc.Publisher(url, backend=backend) as pub:
+        assert pub.send(np.zeros((0, 3))) == 0
+        assert pub.send(np.ones(2)) == 1
+    got = replay(url, backend)
+    assert got[0].data.shape == (0, 3) and got[1].data.tolist() == [1.0, 1.0]
+    with h5py.File(tmp_path / "zero.h5", "r") as f:
+        assert f.attrs["datacomms_kind"] == "frames"
+    misfits = [("array", np.zeros(0)), ("array", np.zeros((2, 0))), ("array", {"a": 1.0}), ("array", b"x"),
+               ("array", np.array(["text"])), ("columns", {"a": "text"}), ("columns", {"a": 1 << 70}),
+               ("columns", {}), ("columns", {"a/b": 1.0}), ("columns", np.zeros(3))]
+    for i, (layout, first) in enumerate(misfits):
+        path = tmp_path / f"{i}.h5"
+        with dc.Publisher(url_of(path), backend=backend, layout=layout) as pub:
+            with pytest.raises(dc.FrameError, match=f"layout '{layout}'"):
+                pub.send(first)
+        assert not path.exists(), (layout, first)
+    assert sorted(os.listdir(tmp_path)) == ["zero.h5"]
+
+
 def test_bad_batch_records_nothing(tmp_path: Path, backend) -> None:
     with dc.Publisher(url_of(tmp_path / "log.h5"), backend=backend) as pub:
         pub.send({"a": 1.0, "b": 2.0})
@@ -129,6 +184,27 @@ def test_bad_batch_errors_name_the_fault(tmp_path: Path, backend) -> None:
         assert pub.send_many([{"a": np.float32(0.5), "b": np.int16(3)}, {"a": True, "b": 2 ** 63}]) == 2
     got = [m.data for m in replay(url_of(tmp_path / "log.h5"), backend)]
     assert got == [{"a": 1.0, "b": 2.0}, {"a": 0.5, "b": 3.0}, {"a": 1.0, "b": 2.0 ** 63}]
+
+
+def test_value_its_column_cannot_hold_is_refused_and_the_recording_goes_on(tmp_path: Path, backend) -> None:
+    """A number outside its column's dtype is refused when sent, using up no seq; it used to
+    be staged and then fail every flush (close included), losing everything sent after it."""
+    path = tmp_path / "log.h5"
+    with dc.Publisher(url_of(path), backend=backend, flush_interval=0.05) as pub:
+        assert pub.send({"n": np.int32(3), "u": np.uint8(1), "x": 1.0}) == 0
+        for bad in ({"n": 2 ** 31, "u": 1, "x": 1.0}, {"n": np.int64(-2 ** 40), "u": 1, "x": 1.0},
+                    {"n": 3, "u": 300, "x": 1.0}, {"n": 3, "u": -1, "x": 1.0}, {"n": 3, "u": 1, "x": 10 ** 400}):
+            with pytest.raises(dc.FrameError, match="cannot take"):
+                pub.send(bad)
+        with pytest.raises(dc.FrameError, match="outside its range"):
+            pub.send_many([{"n": 4, "u": 2, "x": 2.0}, {"n": 2 ** 40, "u": 2, "x": 2.0}])
+        assert pub.send({"n": -2 ** 31, "u": np.uint8(255), "x": 2 ** 70}) == 1
+        pub.flush()
+    with h5py.File(path, "r") as f:
+        assert f["seq"][:].tolist() == [0, 1]
+        assert f["data/n"][:].tolist() == [3, -2 ** 31]
+        assert f["data/u"][:].tolist() == [1, 255]
+        assert f["data/x"][:].tolist() == [1.0, 2.0 ** 70]
 
 
 def test_join_latest_and_skips(tmp_path: Path, backend) -> None:
@@ -167,6 +243,121 @@ def test_missing_file_waits_and_not_ours_errors(tmp_path: Path, backend) -> None
         dc.Publisher(url_of(tmp_path / "other.h5"), backend=backend)
     with h5py.File(tmp_path / "other.h5", "r") as f:  # and it was left untouched
         assert list(f) == ["x"]
+
+
+@pytest.mark.parametrize("layout", ["array", "frames"])
+def test_replay_of_big_rows_reads_ahead_within_a_budget(tmp_path: Path, backend_name: str, layout: str) -> None:
+    """A subscriber replaying 2 MiB rows reads ahead a bounded number of bytes, not up to
+    1,024 rows: its first recv used to take the whole 200 MiB recording into memory (8 GiB
+    for a camera's 8 MiB frames)."""
+    url = url_of(tmp_path / "cam.h5")
+    frame = np.zeros(1 << 18)   # 2 MiB
+    with dc.Publisher(url, backend=backend_name, layout=layout) as pub:
+        for i in range(100):
+            frame[0] = i
+            pub.send(frame if layout == "array" else frame.tobytes())
+    out = finish(child("hdf5-replay-memory", url, backend_name)).split()
+    assert out[0] == "grew" and int(out[1]) < 64, out
+
+
+def test_a_damaged_frame_is_reported_once_and_passed_over(tmp_path: Path, backend) -> None:
+    """A frames row that does not decode is dc.FrameError once, when its turn comes; the rows
+    around it are delivered and its seq counts as lost. It used to fail every recv from the
+    read that held it on, its good neighbours included: the follower was stuck for good."""
+    path = tmp_path / "f.h5"
+    url = url_of(path)
+    with dc.Publisher(url, backend=backend, layout="frames") as pub:
+        for i in range(10):
+            pub.send(f"message {i}")
+    with h5py.File(path, "r+") as f:
+        f["data"][5] = np.frombuffer(b"not a datacomms frame, just bytes", np.uint8)
+        f["data"][9] = np.frombuffer(b"nor this", np.uint8)
+    got: list[object] = []
+    with dc.Subscriber(url, backend=backend, from_start=True) as sub:
+        while True:
+            try:
+                got.append(sub.recv(timeout=0.1).seq)
+            except dc.FrameError as exc:
+                got.append("bad " + re.search(r"frame of seq (\d+) does not decode", str(exc)).group(1))
+            except dc.Timeout:
+                break
+        assert (sub.stats.received, sub.stats.lost) == (8, 1)
+    assert got == [0, 1, 2, 3, 4, "bad 5", 6, 7, 8, "bad 9"]
+    with dc.Subscriber(url, backend=backend) as sub:
+        with pytest.raises(dc.FrameError, match="seq 9"):
+            sub.latest(timeout=1)
+        with pytest.raises(dc.Timeout):
+            sub.latest(timeout=0.05)
+
+
+def test_fifo_at_path_is_an_error_not_a_hang(tmp_path: Path, backend) -> None:
+    """A FIFO at PATH is dc.FrameError for a subscriber and a publisher; both used to wait
+    forever in open() for a writer to the FIFO, past any timeout."""
+    path = tmp_path / "log.h5"
+    os.mkfifo(path)
+    url = url_of(path)
+
+    def work(out: list[Any]) -> None:
+        with dc.Subscriber(url, backend=backend) as sub:
+            with pytest.raises(dc.FrameError, match="not a regular file"):
+                sub.recv(timeout=1)
+        with pytest.raises(dc.FrameError, match="not a regular file"):
+            dc.Publisher(url, backend=backend)
+        out.append("done")
+
+    assert run_bounded(path, work) == ["done"]
+
+
+def test_damaged_or_misshapen_files_are_frame_errors(tmp_path: Path, backend) -> None:
+    """A directory, HDF5 with a damaged superblock or object headers, and HDF5 with the
+    datacomms attributes over the wrong objects are dc.FrameError for a subscriber and (but
+    for the superblock, which h5py refuses with OSError) a publisher. They used to raise
+    IsADirectoryError, RuntimeError, KeyError, ValueError, TypeError or AttributeError."""
+    good = tmp_path / "good.h5"
+    with dc.Publisher(url_of(good), backend=backend) as pub:
+        pub.send_many([joint_state(i) for i in range(100)])
+    (tmp_path / "dir.h5").mkdir()
+    (tmp_path / "superblock.h5").write_bytes(good.read_bytes()[:8] + b"\xff" * 40)
+    raw = bytearray(good.read_bytes())
+    raw[48:2048] = b"\xff" * 2000
+    (tmp_path / "headers.h5").write_bytes(raw)
+    with h5py.File(tmp_path / "version.h5", "w", libver="latest") as f:
+        f.attrs["datacomms_layout"] = "one"
+    with h5py.File(tmp_path / "nocolumns.h5", "w", libver="latest") as f:
+        f.attrs["datacomms_layout"] = 1
+        f.attrs["datacomms_kind"] = "columns"
+        for name in ("seq", "timestamp_ns"):
+            f.create_dataset(name, (0,), np.int64, maxshape=(None,), chunks=(16,))
+        f.create_group("data")
+    with h5py.File(tmp_path / "seqgroup.h5", "w", libver="latest") as f:
+        f.attrs["datacomms_layout"] = 1
+        f.attrs["datacomms_kind"] = "frames"
+        f.create_group("seq")
+        f["timestamp_ns"] = np.arange(3)
+        f["data"] = np.arange(3)
+    for name in ("dir", "superblock", "headers", "version", "nocolumns", "seqgroup"):
+        url = url_of(tmp_path / f"{name}.h5")
+        with dc.Subscriber(url, backend=backend) as sub:
+            with pytest.raises(dc.FrameError, match="not a datacomms HDF5 recording"):
+                sub.recv(timeout=1)
+        if name != "superblock":
+            with pytest.raises(dc.FrameError, match="not a datacomms HDF5 recording"):
+                dc.Publisher(url, backend=backend)
+
+
+def test_subscriber_in_the_publishers_process(tmp_path: Path, backend) -> None:
+    """A subscriber follows a recording its own process writes (docs/files.md, one process);
+    it used to wait forever: HDF5 refused to open the file with locks a second time without."""
+    url = url_of(tmp_path / "log.h5")
+    with dc.Publisher(url, backend=backend) as pub:
+        pub.send_many([joint_state(i) for i in range(3)])
+        pub.flush()
+        with dc.Subscriber(url, backend=backend, from_start=True) as sub:
+            assert [sub.recv(timeout=5).seq for _ in range(3)] == [0, 1, 2]
+            pub.send(joint_state(3))
+            pub.flush()
+            msg = sub.recv(timeout=5)
+            assert msg.seq == 3 and msg.data == joint_state(3)
 
 
 def test_one_writer_per_file_and_unknowable_subscribers(tmp_path: Path, backend) -> None:
@@ -234,6 +425,39 @@ def test_close_ends_a_blocked_recv(tmp_path: Path, backend) -> None:
         sub.close()
         t.join(30)
     assert not t.is_alive() and raised == [True]
+
+
+def test_close_from_another_thread_while_recv_follows_a_writer(tmp_path: Path, backend_name: str) -> None:
+    """close() while another thread's recv follows a live writer: the recv raises dc.Closed
+    and no descriptor stays open. The recv used to read an inotify descriptor close() had just
+    closed (EBADF), and to make a new watch after close() that nothing ever closed."""
+    url = url_of(tmp_path / "live.h5")
+    writer = child("hdf5-writer", url, backend_name, "1000000", "2000", "0.001")
+    try:
+        assert writer.stdout.readline().split() == ["ready"]
+        fds = len(os.listdir("/proc/self/fd"))
+        for i in range(200):
+            sub = dc.Subscriber(url, backend=backend_name)
+            ended: list[BaseException] = []
+
+            def follow() -> None:
+                try:
+                    while True:
+                        sub.recv(timeout=10)
+                except BaseException as exc:
+                    ended.append(exc)
+
+            reader = threading.Thread(target=follow)
+            reader.start()
+            time.sleep((i % 10) * 0.0005)
+            sub.close()
+            reader.join(20)
+            assert not reader.is_alive()
+            assert isinstance(ended[0], dc.Closed), ended
+        assert len(os.listdir("/proc/self/fd")) == fds
+    finally:
+        writer.kill()
+        finish(writer)
 
 
 def test_follower_reads_live_rows_across_chunks(tmp_path: Path, backend_name: str) -> None:
@@ -372,6 +596,25 @@ def test_sigkilled_writer_leaves_readable_file_and_append_continues(tmp_path: Pa
         assert pub.send(joint_state(len(msgs))) == len(msgs)
     with h5py.File(path, "r") as f:  # a clean close leaves a file any HDF5 tool opens
         np.testing.assert_array_equal(f["seq"][:], np.arange(len(msgs) + 1))
+
+
+@pytest.mark.parametrize("keep", [0.02, 0.5])
+def test_truncated_recording_is_a_frame_error(tmp_path: Path, backend_name: str, keep: float) -> None:
+    """A recording cut short (a partial copy) is dc.FrameError for a subscriber and a publisher.
+    SWMR reading skips HDF5's own size check: a follower returned rows of zeros read past
+    the end, or hung in HDF5's retries long past its timeout."""
+    full = tmp_path / "full.h5"
+    with dc.Publisher(url_of(full), backend=backend_name) as pub:
+        pub.send_many([joint_state(i) for i in range(5000)])
+    data = full.read_bytes()
+    cut = tmp_path / "cut.h5"
+    cut.write_bytes(data[:int(len(data) * keep)])
+    reader = child("hdf5-recv-once", url_of(cut), backend_name, "1")
+    assert finish(reader, timeout=60).split() == ["FrameError"]
+    with pytest.raises(dc.FrameError, match="truncated"):
+        dc.Publisher(url_of(cut), backend=backend_name)
+    reader = child("hdf5-recv-once", url_of(full), backend_name, "1")
+    assert finish(reader, timeout=60).split() == ["seq", "4999"]
 
 
 def test_recover_makes_a_killed_writers_file_plain_readable(tmp_path: Path, backend_name: str) -> None:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -25,6 +28,34 @@ slow = [pytest.mark.slow]
 
 def url_of(path: Path) -> str:
     return f"json://{path}"
+
+
+def run_bounded(path: Path, work: Any) -> list[Any]:
+    """Runs work() (which appends its outcomes to the list it is given) in a thread and
+    fails if it is still running after 10 s: blocked opening the FIFO at path, which is
+    then released by opening it for writing, so the thread ends with the test."""
+    out: list[Any] = []
+
+    def run() -> None:
+        try:
+            work(out)
+        except BaseException as exc:
+            out.append(exc)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(10)
+    hung = t.is_alive()
+    for _ in range(100):
+        if not t.is_alive():
+            break
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            pass
+        t.join(0.1)
+    assert not hung, "blocked opening a FIFO"
+    return out
 
 
 def test_relative_and_absolute_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend) -> None:
@@ -163,6 +194,46 @@ def test_not_json_is_a_clear_error_once(tmp_path: Path, backend) -> None:
         assert sub.recv(timeout=1).data == "fixed"
 
 
+def test_file_replaced_by_a_directory_is_a_clear_error_once(tmp_path: Path, backend) -> None:
+    """A directory where the document was is reported once as dc.FrameError, then waited out;
+    recv used to raise IsADirectoryError on every call."""
+    path = tmp_path / "s.json"
+    with dc.Publisher(url_of(path), backend=backend) as pub, dc.Subscriber(url_of(path), backend=backend) as sub:
+        pub.send(1)
+        assert sub.recv(timeout=1).data == 1
+        path.unlink()
+        path.mkdir()
+        with pytest.raises(dc.FrameError, match="is a directory"):
+            sub.recv(timeout=1)
+        with pytest.raises(dc.Timeout):
+            sub.latest(timeout=0.02)
+        assert sub.bad_versions == 1
+        with pytest.raises(IsADirectoryError):
+            pub.send(3)
+        assert os.listdir(tmp_path) == ["s.json"]   # and its temp file is gone at once
+        path.rmdir()
+        pub.send(2)
+        assert sub.recv(timeout=1).data == 2
+
+
+def test_fifo_at_path_is_an_error_not_a_hang(tmp_path: Path, backend) -> None:
+    """A FIFO at PATH is dc.FrameError for a subscriber, and a publisher replaces it; both used
+    to wait forever in open() for a writer to the FIFO, past any timeout."""
+    path = tmp_path / "s.json"
+    os.mkfifo(path)
+    url = url_of(path)
+
+    def work(out: list[Any]) -> None:
+        with dc.Subscriber(url, backend=backend) as sub:
+            with pytest.raises(dc.FrameError, match="not a regular file"):
+                sub.recv(timeout=1)
+            with dc.Publisher(url, backend=backend) as pub:
+                out.append(pub.send("a document"))
+            out.append(sub.recv(timeout=1).data)
+
+    assert run_bounded(path, work) == [0, "a document"]
+
+
 def test_half_written_foreign_file_is_retried(tmp_path: Path, backend) -> None:
     path = tmp_path / "s.json"
     path.write_text('{"a": [1, 2')  # a non-atomic writer caught mid-write
@@ -173,6 +244,25 @@ def test_half_written_foreign_file_is_retried(tmp_path: Path, backend) -> None:
         with open(path, "a") as f:
             f.write(", 3]}")
         assert sub.recv(timeout=1).data == {"a": [1, 2, 3]}
+
+
+def test_read_only_directory_send_fails_and_close_is_clean(tmp_path: Path, backend_name: str) -> None:
+    """A publisher in a read-only directory (a bind mount in a private mount namespace, made
+    for a child process): send raises the OSError, close() releases everything and raises
+    nothing. close() used to raise EROFS, which unlink() reports even for a missing name,
+    leaving a durable publisher's directory descriptor open."""
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-rm", "true"],
+                                                          stderr=subprocess.DEVNULL).returncode != 0:
+        pytest.skip("no private mount namespace here (unshare -rm) to make a read-only directory")
+    d = tmp_path / "ro"
+    d.mkdir()
+    doc = b'{"seq": 4, "timestamp_ns": 5, "data": 1}'
+    (d / "s.json").write_bytes(doc)
+    script = (f'mount --bind "{d}" "{d}" && mount -o remount,ro,bind "{d}" "{d}" && '
+              f'exec "{sys.executable}" "{WORKERS}" json-read-only "json://{d}/s.json" {backend_name}')
+    out = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.stdout.splitlines() == ["send errno 30", "closed", "send errno 30", "closed", "fds left 0"], out.stderr
+    assert sorted(os.listdir(d)) == ["s.json"] and (d / "s.json").read_bytes() == doc
 
 
 def test_durable(tmp_path: Path, backend) -> None:
@@ -196,6 +286,75 @@ def test_subscribers_are_unknowable_and_closed_is_closed(tmp_path: Path, backend
     sub.close()
     with pytest.raises(dc.Closed):
         sub.recv(timeout=0)
+
+
+def test_one_publisher_sent_to_from_two_threads(tmp_path: Path, backend) -> None:
+    """Sends from two threads take turns: every send succeeds with its own seq. They used to
+    share the temp file (one thread's replace took the other's file away: FileNotFoundError)
+    and the counter (seqs given twice)."""
+    url = url_of(tmp_path / "s.json")
+    seqs: list[int] = []
+    errors: list[BaseException] = []
+    with dc.Publisher(url, backend=backend) as pub:
+        def send(tag: str) -> None:
+            try:
+                for i in range(200):
+                    seqs.append(pub.send({"tag": tag, "pad": tag * 100_000, "i": i}))
+            except BaseException as exc:
+                errors.append(exc)
+
+        senders = [threading.Thread(target=send, args=(tag,)) for tag in "ab"]
+        for t in senders:
+            t.start()
+        for t in senders:
+            t.join(60)
+    assert not errors and sorted(seqs) == list(range(400))
+    doc = json.loads((tmp_path / "s.json").read_bytes())
+    assert doc["seq"] == 399 and doc["data"]["pad"] == doc["data"]["tag"] * 100_000
+    assert os.listdir(tmp_path) == ["s.json"]
+
+
+def test_close_from_another_thread_while_recv_reads(tmp_path: Path, backend) -> None:
+    """close() while another thread's recv reads a changing document: the recv raises
+    dc.Closed, close() raises nothing, and no descriptor stays open. close() used to close
+    the descriptor a read was replacing: EBADF from close(), or another file's descriptor
+    closed in its place."""
+    url = url_of(tmp_path / "s.json")
+    stop = threading.Event()
+
+    def feed() -> None:
+        with dc.Publisher(url, backend=backend) as pub:
+            i = 0
+            while not stop.is_set():
+                pub.send({"i": i})
+                i += 1
+
+    fds = len(os.listdir("/proc/self/fd"))
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    try:
+        for i in range(300):
+            sub = dc.Subscriber(url, backend=backend)
+            ended: list[BaseException] = []
+
+            def read() -> None:
+                try:
+                    while True:
+                        sub.recv(timeout=10)
+                except BaseException as exc:
+                    ended.append(exc)
+
+            reader = threading.Thread(target=read)
+            reader.start()
+            time.sleep((i % 10) * 0.0002)
+            sub.close()
+            reader.join(20)
+            assert not reader.is_alive()
+            assert isinstance(ended[0], dc.Closed), ended
+    finally:
+        stop.set()
+        feeder.join()
+    assert len(os.listdir("/proc/self/fd")) == fds
 
 
 def run_seed(tmp_path: Path, backend_name: str, n: int) -> None:

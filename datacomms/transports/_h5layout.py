@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from typing import Any
 
 import h5py
@@ -36,15 +37,34 @@ SEQ_LAST = "datacomms_seq_last"
 _VLEN_U8 = h5py.vlen_dtype(np.uint8)
 _CHUNK_BYTES = 1 << 20
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+# the smallest int that float() cannot take (it would round to 2**1024)
+_FLOAT_INT_LIMIT = (1 << 1024) - (1 << 970)
 
 
 def is_hdf5(path: str) -> bool | None:
     """True/False from the file signature, None when too short to tell (being created)."""
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):   # opening a FIFO would wait for a writer
+        raise not_ours(path, "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file")
     with open(path, "rb") as f:
         head = f.read(8)
     if len(head) < 8:
         return None
     return head == HDF5_SIGNATURE
+
+
+def stored_end(path: str) -> int | None:
+    """The end of file a version 2 or 3 superblock records (HDF5 checks a file's size
+    against it, except when reading in SWMR mode), or None for other superblocks."""
+    with open(path, "rb") as f:
+        sb = f.read(48)
+    if len(sb) < 12 or sb[:8] != HDF5_SIGNATURE or sb[8] not in (2, 3) or sb[9] not in (2, 4, 8):
+        return None
+    o = sb[9]
+    if len(sb) < 12 + 3 * o:
+        return None
+    # signature, version, sizes of offsets and lengths, flags; then base, extension and end addresses
+    return int.from_bytes(sb[12:12 + o], "little") + int.from_bytes(sb[12 + 2 * o:12 + 3 * o], "little")
 
 
 def not_ours(path: str, why: str) -> FrameError:
@@ -53,12 +73,29 @@ def not_ours(path: str, why: str) -> FrameError:
 
 def choose_kind(data: Any) -> str:
     """The layout the first message of a recording asks for."""
-    if isinstance(data, np.ndarray) and data.dtype.kind in "biufc":
+    if _fits_array(data) and data.dtype.kind in "biufc":
         return "array"
-    if type(data) is dict and data and all(_column_name_ok(k) and _column_dtype(v) is not None
-                                           for k, v in data.items()):
+    if _fits_columns(data):
         return "columns"
     return "frames"
+
+
+def _fits_array(data: Any) -> bool:
+    # HDF5 chunks have no zero-length side, so an array layout needs rows of at least one element
+    return isinstance(data, np.ndarray) and data.size > 0 and not data.dtype.hasobject
+
+
+def _fits_columns(data: Any) -> bool:
+    return type(data) is dict and bool(data) and all(_column_name_ok(k) and _column_dtype(v) is not None
+                                                     for k, v in data.items())
+
+
+def _what(data: Any) -> str:
+    if isinstance(data, np.ndarray):
+        return f"a {data.dtype} array of shape {data.shape}"
+    if type(data) is dict:
+        return f"a dict with keys {list(data)[:12]}"
+    return f"a {type(data).__name__}"
 
 
 def _column_name_ok(k: Any) -> bool:
@@ -82,29 +119,50 @@ def _chunk_rows(row_nbytes: int) -> int:
     return max(1, min(4096, _CHUNK_BYTES // max(1, row_nbytes)))
 
 
+def _rows_of(f: h5py.File, name: str, path: str, integers: bool = False, ndim: int = 0) -> h5py.Dataset:
+    """Dataset name of a recording: chunked, one row per message (and 1-D integers or
+    ndim dimensions when asked); FrameError otherwise."""
+    d = f.get(name)
+    if (not isinstance(d, h5py.Dataset) or d.chunks is None or d.ndim < 1 or (ndim and d.ndim != ndim)
+            or (integers and (d.ndim != 1 or d.dtype.kind not in "iu"))):
+        raise not_ours(path, f"/{name} is not a dataset of rows")
+    return d
+
+
 class Layout:
     """The datasets of one recording, bound to an open h5py file."""
 
     def __init__(self, f: h5py.File, path: str) -> None:
+        try:
+            self._bind(f, path)
+        except (KeyError, RuntimeError) as exc:   # what h5py raises for damaged metadata
+            raise not_ours(path, f"HDF5 cannot read it: {exc}") from None
+
+    def _bind(self, f: h5py.File, path: str) -> None:
         attrs = f.attrs
         if "datacomms_layout" not in attrs:
             raise not_ours(path, "no datacomms_layout attribute on its root group")
-        version = int(attrs["datacomms_layout"])
-        if version != LAYOUT_VERSION:
-            raise not_ours(path, f"layout version {version}; this build reads {LAYOUT_VERSION}")
+        version = attrs["datacomms_layout"]
+        if not isinstance(version, (int, np.integer)) or version != LAYOUT_VERSION:
+            raise not_ours(path, f"layout version {version!r}; this build reads {LAYOUT_VERSION}")
         kind = attrs.get("datacomms_kind")
         self.kind = kind.decode() if isinstance(kind, bytes) else str(kind)
         if self.kind not in KINDS or "seq" not in f or "timestamp_ns" not in f or "data" not in f:
             raise not_ours(path, f"kind {self.kind!r} or its datasets are missing")
-        self.seq: h5py.Dataset = f["seq"]
-        self.ts: h5py.Dataset = f["timestamp_ns"]
+        self.seq: h5py.Dataset = _rows_of(f, "seq", path, integers=True)
+        self.ts: h5py.Dataset = _rows_of(f, "timestamp_ns", path, integers=True)
         self.columns: list[str] = []
         if self.kind == "columns":
-            self.columns = json.loads(attrs["datacomms_columns"])
-            self.data: Any = {k: f["data"][k] for k in self.columns}
+            try:
+                self.columns = json.loads(attrs["datacomms_columns"])
+            except (KeyError, TypeError, ValueError):
+                raise not_ours(path, "its datacomms_columns attribute is missing or not JSON") from None
+            if type(self.columns) is not list or not all(_column_name_ok(k) for k in self.columns):
+                raise not_ours(path, "its datacomms_columns attribute is not a list of names")
+            self.data: Any = {k: _rows_of(f, f"data/{k}", path, ndim=1) for k in self.columns}
             self.datasets = list(self.data.values())
         else:
-            self.data = f["data"]
+            self.data = _rows_of(f, "data", path)
             self.datasets = [self.data]
         # written and flushed in this order, seq last: a follower that sees a seq row finds its data
         self.all = self.datasets + [self.ts, self.seq]
@@ -112,7 +170,13 @@ class Layout:
 
     @staticmethod
     def create(f: h5py.File, kind: str, first: Any) -> None:
-        """Creates the datasets for a recording whose first message is first."""
+        """Creates the datasets for a recording whose first message is first; FrameError
+        when first does not fit the layout."""
+        if kind == "array" and not _fits_array(first):
+            raise FrameError(f"layout 'array' records numpy arrays of at least one element; got {_what(first)}")
+        if kind == "columns" and not _fits_columns(first):
+            raise FrameError(f"layout 'columns' records dicts of numbers whose keys are names (no '/'); "
+                             f"got {_what(first)}")
         f.attrs["datacomms_layout"] = LAYOUT_VERSION
         f.attrs["datacomms_kind"] = kind
         f.attrs[SEQ_LAST] = 1
@@ -201,9 +265,9 @@ class Stage:
                 values = [data[k] for k in self.keys]
             except (KeyError, TypeError):
                 raise self._misfit(data) from None
-            for v, ok in zip(values, self.checks):
+            for k, v, dt, ok in zip(self.keys, values, self.dtypes, self.checks):
                 if not ok(v):
-                    raise self._misfit(data)
+                    raise FrameError(f"column {k!r} of this recording holds {dt}, which cannot take {v!r:.40}")
             for col, v in zip(self.cols, values):
                 col.append(v)
         elif self.kind == "array":
@@ -225,12 +289,7 @@ class Stage:
             want = f"a dict of numbers with keys {self.keys}"
         else:
             want = f"a {self.dtype} array of shape {self.shape}"
-        got = type(data).__name__
-        if isinstance(data, np.ndarray):
-            got = f"a {data.dtype} array of shape {data.shape}"
-        elif type(data) is dict:
-            got = f"a dict with keys {list(data)[:12]}"
-        return FrameError(f"this recording's layout is {self.kind!r} and takes {want}; got {got}. "
+        return FrameError(f"this recording's layout is {self.kind!r} and takes {want}; got {_what(data)}. "
                           f"Record mixed data with Publisher(url, layout='frames')")
 
     def _not_dicts(self) -> FrameError:
@@ -262,6 +321,8 @@ class Stage:
                     raise FrameError(f"send_many: an item lacks the key {k!r}") from None
                 if col.dtype.kind not in "biuf" or not np.can_cast(col.dtype, dt, "same_kind"):
                     raise FrameError(f"send_many: column {k!r} of {dt} got values of {col.dtype}")
+                if dt.kind in "iu" and col.size and not _in_range(col, dt):
+                    raise FrameError(f"send_many: column {k!r} of {dt} got values outside its range")
                 block.append(col.astype(dt, copy=False))
         elif self.kind == "array":
             for a in items:
@@ -301,11 +362,21 @@ class Stage:
         return block
 
 
+def _in_range(col: np.ndarray, dt: np.dtype) -> bool:
+    info = np.iinfo(dt)
+    return int(info.min) <= int(col.min()) and int(col.max()) <= int(info.max)
+
+
 def _checker(dt: np.dtype) -> Any:
+    # A value is checked against its column's dtype when it is staged: one that the
+    # flush could not convert would fail every later flush, with its seq used up.
     if dt.kind == "f":
-        return lambda v: type(v) is float or type(v) is int or isinstance(v, (np.floating, np.integer))
+        return lambda v: (type(v) is float or isinstance(v, (np.floating, np.integer))
+                          or (type(v) is int and -_FLOAT_INT_LIMIT < v < _FLOAT_INT_LIMIT))
     if dt.kind in "iu":
-        return lambda v: (type(v) is int and _INT64_MIN <= v <= _INT64_MAX) or isinstance(v, np.integer)
+        info = np.iinfo(dt)
+        lo, hi = int(info.min), int(info.max)
+        return lambda v: (type(v) is int or isinstance(v, np.integer)) and lo <= int(v) <= hi
     return lambda v: type(v) is bool or isinstance(v, np.bool_)
 
 
@@ -389,6 +460,17 @@ class Reader(_LowLevel):
         self.lazy = layout.seq_last and layout.kind != "frames"
         self.chunk_rows = [ds.chunks[0] for ds in self.dsets]
         self.trusted = [0] * len(self.dsets)   # rows readable without a refresh, per dataset
+        # bytes a row takes in memory: known for fixed-size rows; for frames, measured by each
+        # read (None until the first), so that a read can be kept to a budget (rows_within)
+        fixed = [dt.itemsize * int(np.prod(rest, dtype=np.int64)) for dt, rest in zip(self.dtypes, self.rests)
+                 if dt.kind != "O"]
+        self.row_nbytes: int | None = sum(fixed) if layout.kind != "frames" else None
+
+    def rows_within(self, budget: int, most: int) -> int:
+        """How many rows (1 to most) one read may take to hold about budget bytes."""
+        if self.row_nbytes is None:
+            return 1
+        return max(1, min(most, budget // max(1, self.row_nbytes)))
 
     def _held(self, i: int, b: int) -> bool:
         """Refreshes dataset i; whether it holds row b-1 (and how far it may be trusted)."""
@@ -411,7 +493,10 @@ class Reader(_LowLevel):
         out = []
         for ds, dt, rest, mt in zip(self.dsets, self.dtypes, self.rests, self.mtypes):
             if mt is None:
-                out.append(ds[a:b])
+                frames = ds[a:b]
+                # the largest frame of this read stands for the next ones (16: seq and timestamp)
+                self.row_nbytes = max(fr.nbytes for fr in frames) + 16 if len(frames) else self.row_nbytes
+                out.append(frames)
             else:
                 arr = np.empty((b - a, *rest), dt)
                 ms, fs = spaces[rest]
@@ -434,8 +519,20 @@ def read_rows(reader: Reader, a: int, b: int, framing: Any) -> list[tuple[Any, i
     elif layout.kind == "array":
         data = list(datas[0])
     else:
-        data = [framing.decode(fr)[0] for fr in datas[0]]
+        data = []
+        for fr in datas[0]:
+            try:
+                data.append(framing.decode(fr)[0])
+            except FrameError as exc:   # a damaged row: reported when its turn comes, not for its neighbours
+                data.append(BadRow(exc))
     return list(zip(data, seqs.tolist(), ts.tolist()))
+
+
+class BadRow:
+    """Stands for a frame that does not decode, among the rows read with it."""
+
+    def __init__(self, error: FrameError) -> None:
+        self.error = error
 
 
 # The superblock (versions 2 and 3) of a file a SWMR writer had open carries

@@ -22,8 +22,9 @@ the rows it counts (``_h5layout.Reader`` says when the other datasets need a
 refresh).
 
 HDF5's own file locks would stop a writer from reopening a recording that
-live readers hold, so the publisher opens without them (``locking=False``) and
-keeps its own: it holds an open-file-description lock on the
+live readers hold, so the publisher opens without them (``locking=False``), as
+do subscribers (a process opens a file with one setting only). The publisher
+keeps a lock of its own instead: it holds an open-file-description lock on the
 file for its lifetime (independent of HDF5's flock locks), so a
 second publisher gets a clear error, and a publisher that gets the lock knows a
 previous writer is dead and may clear the open-for-write flags it left.
@@ -46,7 +47,8 @@ from ..errors import Closed, DataCommsError, FrameError
 from ..message import Message
 from . import _files
 from ._h5layout import (
-    SEQ_LAST, Layout, Reader, Stage, Writer, choose_kind, clear_open_flags, is_hdf5, not_ours, read_rows,
+    SEQ_LAST, BadRow, Layout, Reader, Stage, Writer, choose_kind, clear_open_flags, is_hdf5, not_ours, read_rows,
+    stored_end,
 )
 
 DEFAULT_FLUSH_INTERVAL = 0.005
@@ -54,6 +56,9 @@ DEFAULT_FLUSH_INTERVAL = 0.005
 TIMER_SHARE = 0.9
 # polls in a row that may fail to read rows a SWMR reader already sees (see Hdf5Subscriber._rows)
 MAX_READ_RETRIES = 200
+# bytes a follower reads ahead at most (up to ``batch`` rows): a replay of 8 MiB frames must not
+# take 1,024 of them into memory for its first recv
+READ_BUDGET = 1 << 24
 # longest sleep of a blocking recv/latest between looks when inotify watches the directory
 SYNC_SLICE = 0.1
 _LOCK_START = 1 << 62   # a byte range no HDF5 library touches
@@ -66,6 +71,27 @@ def _lock_writer(fd: int, path: str) -> None:
         fcntl.fcntl(fd, fcntl.F_OFD_SETLK, arg)
     except OSError:
         raise DataCommsError(f"another publisher is writing {path}; an HDF5 recording has one writer") from None
+
+
+def _writer_alive(path: str) -> bool:
+    """Whether a publisher holds the writer's lock on path (see _lock_writer)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        arg = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, _LOCK_START, 1, 0)
+        got = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, arg)
+    finally:
+        os.close(fd)
+    return struct.unpack("hhqqi4x", got)[0] != fcntl.F_UNLCK
+
+
+def _cut_short(path: str, size: int) -> str | None:
+    """Why a file is shorter than its superblock says (a partial copy, a truncation), or None.
+    HDF5 reads such a file in SWMR mode all the same: zeros past its end, or a retry
+    loop that holds a read for minutes."""
+    end = stored_end(path)
+    if end is None or size >= end:
+        return None
+    return f"truncated: {size} bytes, where its superblock says {end}"
 
 
 class Hdf5Publisher(pubsub.Publisher):
@@ -112,6 +138,9 @@ class Hdf5Publisher(pubsub.Publisher):
         self._fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
         try:
             _lock_writer(self._fd, self.path)
+            why = _cut_short(self.path, os.fstat(self._fd).st_size)
+            if why is not None:
+                raise not_ours(self.path, why)
             clear_open_flags(self.path)
             f = h5py.File(self.path, "a", libver="latest", locking=False)
             try:
@@ -140,7 +169,12 @@ class Hdf5Publisher(pubsub.Publisher):
         tmp = f"{self.path}.{os.getpid()}.{id(self):x}.tmp"
         try:
             with h5py.File(tmp, "w", libver="latest") as f:
-                Layout.create(f, kind, first)
+                try:
+                    Layout.create(f, kind, first)
+                except FrameError:
+                    raise
+                except (TypeError, ValueError) as exc:  # a dtype HDF5 cannot store, say
+                    raise FrameError(f"cannot record {type(first).__name__} in layout {kind!r}: {exc}") from None
             fd = os.open(tmp, os.O_RDWR | os.O_CLOEXEC)
             try:
                 _lock_writer(fd, tmp)
@@ -320,21 +354,33 @@ class Hdf5Subscriber(pubsub.Subscriber):
         self._read_failures = 0
         self._look_mark: tuple[int, int] | None = None   # the sync waiter at the last look (see _quiet)
         self._look_t = 0.0
+        # Looks, waiter hand-outs and close() take turns: a close() from another thread must not
+        # close the file or a waiter under a look, nor a look open either after close().
+        self._lock = threading.Lock()
 
     def _open(self) -> bool:
         try:
             st = os.stat(self.path)
             ok = is_hdf5(self.path)
+            if ok is False:
+                raise not_ours(self.path, "not an HDF5 file")
+            if ok is None:
+                return False
+            why = _cut_short(self.path, st.st_size)
+            if why is not None:
+                if _writer_alive(self.path):
+                    return False  # a live writer's file grows to what its superblock says: look again
+                raise not_ours(self.path, why)
         except (FileNotFoundError, NotADirectoryError):
             return False
-        if ok is False:
-            raise not_ours(self.path, "not an HDF5 file")
-        if ok is None:
-            return False
         try:
-            f = h5py.File(self.path, "r", libver="latest", swmr=True, rdcc_nbytes=0)
+            # without HDF5's file locks, as the publisher: a process opens a file with one setting
+            # only, so a subscriber with them could never open a file its own process writes
+            f = h5py.File(self.path, "r", libver="latest", swmr=True, rdcc_nbytes=0, locking=False)
         except OSError:
             return False  # locked by a writer still setting the file up: try again later
+        except (RuntimeError, ValueError, KeyError) as exc:   # what h5py raises for a damaged file
+            raise not_ours(self.path, f"HDF5 cannot open it: {exc}") from None
         try:
             layout = Layout(f, self.path)
             n = layout.refresh_all()
@@ -415,6 +461,14 @@ class Hdf5Subscriber(pubsub.Subscriber):
         return rows
 
     def _poll_next(self) -> tuple[Any, int, int, int] | None:
+        with self._lock:
+            return self._next_row()
+
+    def _poll_latest(self) -> tuple[Any, int, int, int] | None:
+        with self._lock:
+            return self._latest_row()
+
+    def _next_row(self) -> tuple[Any, int, int, int] | None:
         if not self._cache:
             avail = self._refresh()
             start = self._next
@@ -422,14 +476,21 @@ class Hdf5Subscriber(pubsub.Subscriber):
                 if self._f is not None:
                     self._reopen_if_replaced()
                 return None
-            rows = self._rows(start, min(avail, start + self.batch))
+            rows = self._rows(start, start + self._reader.rows_within(READ_BUDGET, min(avail - start, self.batch)))
             if rows is None:
                 return None
             self._cache.extend(rows)
         self._next += 1
-        return (*self._cache.popleft(), 0)
+        data, seq, ts = self._cache.popleft()
+        if type(data) is BadRow:
+            raise self._bad(data, seq)
+        return data, seq, ts, 0
 
-    def _poll_latest(self) -> tuple[Any, int, int, int] | None:
+    def _bad(self, row: BadRow, seq: int) -> FrameError:
+        # raised once: the row is passed over, and its seq counts as lost when the next one comes
+        return FrameError(f"{self.path}: the frame of seq {seq} does not decode ({row.error})")
+
+    def _latest_row(self) -> tuple[Any, int, int, int] | None:
         avail = self._refresh()
         if avail > self._next + len(self._cache):
             rows = self._rows(avail - 1, avail)
@@ -445,6 +506,8 @@ class Hdf5Subscriber(pubsub.Subscriber):
         skipped = avail - 1 - self._next if avail > self._next else len(self._cache) - 1
         self._cache.clear()
         self._next = max(avail, self._next + 1)
+        if type(data) is BadRow:
+            raise self._bad(data, seq)
         return data, seq, ts, skipped
 
     def _deliver(self, got: tuple[Any, int, int, int]) -> Message:
@@ -464,17 +527,23 @@ class Hdf5Subscriber(pubsub.Subscriber):
         """What a blocking recv/latest sleeps on: inotify on the file's directory, so a
         flush wakes it at once; every SYNC_SLICE it looks anyway (a close() from another
         thread, a change inotify cannot see). Its own, so an asyncio wait never takes its events."""
-        w = self.__dict__.get("_sync_w")
-        if w is None:
-            w = self._sync_w = _aio.DirWaiter(os.path.dirname(os.path.abspath(self.path)), self.poll_interval,
-                                              safety=SYNC_SLICE)
-        return self._watch(w)
+        with self._lock:
+            if self._closed:
+                raise Closed(f"subscriber on {self.url} is closed")
+            w = self.__dict__.get("_sync_w")
+            if w is None:
+                w = self._sync_w = _aio.DirWaiter(os.path.dirname(os.path.abspath(self.path)),
+                                                  self.poll_interval, safety=SYNC_SLICE)
+            return self._watch(w)
 
     def _aio_waiter(self) -> _aio.Waiter:
-        w = self.__dict__.get("_aio_w")
-        if w is None:
-            w = self._aio_w = _aio.DirWaiter(os.path.dirname(os.path.abspath(self.path)), self.poll_interval)
-        return self._watch(w)
+        with self._lock:
+            if self._closed:
+                raise Closed(f"subscriber on {self.url} is closed")
+            w = self.__dict__.get("_aio_w")
+            if w is None:
+                w = self._aio_w = _aio.DirWaiter(os.path.dirname(os.path.abspath(self.path)), self.poll_interval)
+            return self._watch(w)
 
     def _watch(self, w: _aio.DirWaiter) -> _aio.DirWaiter:
         # A datacomms writer touches the file once a flush is complete (Hdf5Publisher._flush):
@@ -483,16 +552,17 @@ class Hdf5Subscriber(pubsub.Subscriber):
         return w
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        for name in ("_aio_w", "_sync_w"):
-            w = self.__dict__.pop(name, None)
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            waiters = [self.__dict__.pop(name, None) for name in ("_aio_w", "_sync_w")]
+            if self._f is not None:
+                self._f.close()
+                self._f = None
+        for w in waiters:
             if w is not None:
                 w.shutdown()
-        if self._f is not None:
-            self._f.close()
-            self._f = None
 
 
 def recover(path: str) -> bool:

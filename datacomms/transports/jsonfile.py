@@ -24,6 +24,8 @@ that stays unparseable is reported once per version as dc.FrameError.
 from __future__ import annotations
 
 import os
+import stat
+import threading
 import time
 from typing import Any, Iterable
 
@@ -35,7 +37,8 @@ from ..errors import Closed, FrameError
 from ..message import Message
 from . import _files
 
-_OPEN_READ = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
+# nonblocking: opening a FIFO for reading would wait for a writer (a regular file ignores the flag)
+_OPEN_READ = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
 _OPEN_WRITE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
 
 
@@ -77,6 +80,16 @@ def _read_all(fd: int, size_hint: int) -> bytes:
         want = 1 << 20
 
 
+def _remove(path: str) -> None:
+    # Only ever a temp file this publisher may have made. unlink() reports a read-only file
+    # system (EROFS) even for a name that is not there, and a publisher that cannot make its
+    # temp file has none to remove: nothing to raise about.
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
 class JsonPublisher(pubsub.Publisher):
     """Publishes the latest value as PATH, one atomic replace per send.
 
@@ -102,13 +115,22 @@ class JsonPublisher(pubsub.Publisher):
         self._dir_fd = os.open(directory, os.O_RDONLY) if durable else -1
         self._closed = False
         self._seq = self._next_seq()
+        # sends from several threads take turns: they share the temp file and the counter
+        self._lock = threading.Lock()
 
     def _next_seq(self) -> int:
         try:
-            with open(self.path, "rb") as f:
-                _, seq, _ = _unpack(self.backend.framing.loads_json(f.read()))
+            fd = os.open(self.path, _OPEN_READ)
+        except OSError:
+            return 0
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return 0
+            _, seq, _ = _unpack(self.backend.framing.loads_json(_read_all(fd, 0)))
         except (OSError, FrameError):
             return 0
+        finally:
+            os.close(fd)
         return 0 if seq is None else seq + 1
 
     def _encode(self, data: Any, seq: int, ts: int) -> bytes:
@@ -121,40 +143,46 @@ class JsonPublisher(pubsub.Publisher):
     def _write(self, doc: bytes) -> None:
         fd = os.open(self._tmp, _OPEN_WRITE, 0o666)
         try:
-            view = memoryview(doc)
-            while view:
-                view = view[os.write(fd, view):]
-            if self.durable:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(self._tmp, self.path)
+            try:
+                view = memoryview(doc)
+                while view:
+                    view = view[os.write(fd, view):]
+                if self.durable:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(self._tmp, self.path)
+        except BaseException:
+            _remove(self._tmp)   # a full disk, PATH a directory: no half-written temp file stays
+            raise
         if self.durable:
             os.fsync(self._dir_fd)
 
     def send(self, data: Any, timeout: float | None = None) -> int:
         """Replaces the document with data; returns its seq. timeout is unused (never waits)."""
-        if self._closed:
-            raise Closed(f"publisher on {self.url} is closed")
-        seq = self._seq
-        doc = self._encode(data, seq, time.time_ns())
-        self._write(doc)
-        self._seq = seq + 1
-        return seq
+        with self._lock:
+            if self._closed:
+                raise Closed(f"publisher on {self.url} is closed")
+            seq = self._seq
+            doc = self._encode(data, seq, time.time_ns())
+            self._write(doc)
+            self._seq = seq + 1
+            return seq
 
     def send_many(self, items: Iterable[Any], timeout: float | None = None) -> int:
         """Publishes a batch in one write: every item takes a seq, but only the last
         becomes the document (a latest-value file keeps one value), so a subscriber
         counts the others as lost. Returns the last seq; -1 for an empty batch."""
-        if self._closed:
-            raise Closed(f"publisher on {self.url} is closed")
         items = list(items)
-        if not items:
-            return -1
-        seq = self._seq + len(items) - 1
-        self._write(self._encode(items[-1], seq, time.time_ns()))
-        self._seq = seq + 1
-        return seq
+        with self._lock:
+            if self._closed:
+                raise Closed(f"publisher on {self.url} is closed")
+            if not items:
+                return -1
+            seq = self._seq + len(items) - 1
+            self._write(self._encode(items[-1], seq, time.time_ns()))
+            self._seq = seq + 1
+            return seq
 
     def wait_for_subscribers(self, n: int = 1, timeout: float | None = None) -> int:
         """Raises dc.DataCommsError: a file cannot know who reads it (see docs/files.md)."""
@@ -167,16 +195,16 @@ class JsonPublisher(pubsub.Publisher):
 
     def close(self) -> None:
         """Stops publishing. The document stays: it is the value late readers get."""
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            os.unlink(self._tmp)
-        except FileNotFoundError:
-            pass
-        if self._dir_fd >= 0:
-            os.close(self._dir_fd)
-            self._dir_fd = -1
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                _remove(self._tmp)
+            finally:
+                if self._dir_fd >= 0:
+                    os.close(self._dir_fd)
+                    self._dir_fd = -1
 
 
 class JsonSubscriber(pubsub.Subscriber):
@@ -204,11 +232,18 @@ class JsonSubscriber(pubsub.Subscriber):
         self._held_fd = -1
         self._last_id: tuple[int, int] | None = None
         self._closed = False
+        # A look and close() from another thread take turns: close() must not close the
+        # held descriptor while a look replaces it, nor a look hold one after close().
+        self._lock = threading.Lock()
 
     def _look(self) -> tuple[Any, int | None, int] | None:
         """Reads the document if it changed since the last read: (data, seq, ts) or None."""
-        if self._closed:
-            raise Closed(f"subscriber on {self.url} is closed")
+        with self._lock:
+            if self._closed:
+                raise Closed(f"subscriber on {self.url} is closed")
+            return self._look_locked()
+
+    def _look_locked(self) -> tuple[Any, int | None, int] | None:
         try:
             st = os.stat(self.path)
         except (FileNotFoundError, NotADirectoryError):
@@ -216,6 +251,11 @@ class JsonSubscriber(pubsub.Subscriber):
         key = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
         if key == self._key:
             return None
+        if not stat.S_ISREG(st.st_mode):
+            self._key = key   # reported once, like a document that does not parse
+            self.bad_versions += 1
+            what = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+            raise FrameError(f"{self.path} is {what}, not a JSON document")
         try:
             fd = os.open(self.path, _OPEN_READ)
         except (FileNotFoundError, NotADirectoryError):
@@ -279,18 +319,22 @@ class JsonSubscriber(pubsub.Subscriber):
         return self._take(timeout, as_skipped=True)
 
     def _aio_waiter(self) -> _aio.Waiter:
-        w = self.__dict__.get("_aio_w")
-        if w is None:
-            w = self._aio_w = _aio.DirWaiter(os.path.dirname(os.path.abspath(self.path)), self.poll_interval)
-        return w
+        with self._lock:
+            if self._closed:
+                raise Closed(f"subscriber on {self.url} is closed")
+            w = self.__dict__.get("_aio_w")
+            if w is None:
+                w = self._aio_w = _aio.DirWaiter(os.path.dirname(os.path.abspath(self.path)), self.poll_interval)
+            return w
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        w = self.__dict__.pop("_aio_w", None)
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            w = self.__dict__.pop("_aio_w", None)
+            if self._held_fd >= 0:
+                os.close(self._held_fd)
+                self._held_fd = -1
         if w is not None:
             w.shutdown()
-        if self._held_fd >= 0:
-            os.close(self._held_fd)
-            self._held_fd = -1
