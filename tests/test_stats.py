@@ -41,6 +41,17 @@ def test_sources_are_kept_apart(backend):
     assert (s.lost, s.restarts, s.received) == (2, 0, 6)
 
 
+def test_a_forgotten_source_starts_afresh(backend):
+    s = backend.stats.Stats()
+    for seq, src in [(0, "a"), (5, "b"), (1, "a")]:
+        s.record(seq, 0, 1, source=src)
+    s.forget("b")
+    s.forget("never seen")
+    s.record(0, 0, 1, source="b")   # neither a restart nor, from 5 on, a loss
+    s.record(2, 0, 1, source="a")
+    assert (s.received, s.lost, s.restarts) == (5, 0, 0)
+
+
 def test_unnumbered_messages_count_without_loss(backend):
     s = backend.stats.Stats()
     s.record(None, None, 5)

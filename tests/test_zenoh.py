@@ -557,6 +557,33 @@ def test_a_subscriber_that_leaves_while_the_publisher_counts_is_not_counted_for_
             pub.wait_for_subscribers(1, timeout=0.2)
 
 
+def test_a_wildcard_subscriber_over_publishers_that_come_and_go_keeps_a_bounded_state(
+        backend, monkeypatch) -> None:
+    """Publishers under one wildcard that come and go (a process restarting every second,
+    for hours): the subscriber kept the last seq of every publisher it ever heard, and
+    every one gone and not replaced, for ever. A replaced one is now forgotten once its
+    messages are read, and at most GONE_KEPT gone ones are remembered."""
+    monkeypatch.setattr(zenohbus, "GONE_KEPT", 3)
+    port, root = free_port(), key()
+    with dc.Subscriber(f"zenoh://{root}/**?listen=tcp/127.0.0.1:{port}", backend=backend) as sub:
+        for i in range(12):
+            k = f"{root}/same" if i % 2 else f"{root}/k{i}"   # replaced each time, or never
+            with dc.Publisher(f"zenoh://{k}?connect=tcp/127.0.0.1:{port}", backend=backend) as pub:
+                pub.wait_for_subscribers(1, timeout=10)
+                for j in range(3):
+                    pub.send(j)
+            assert [sub.recv(timeout=10).seq for _ in range(3)] == [0, 1, 2]
+            deadline = time.monotonic() + 10   # its token goes with it
+            while (k, pub.id.hex()) not in sub._gone and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert (k, pub.id.hex()) in sub._gone
+        with pytest.raises(dc.Timeout):
+            sub.recv(timeout=0)
+        assert (sub.stats.received, sub.stats.lost, sub.stats.restarts) == (36, 0, 5)
+        assert len(sub._gone) == 3   # k8, k10 and the last on "same"
+        assert len(sub._queue.seen) == 3
+
+
 def test_latest_skips_and_big_arrays(backend) -> None:
     port, k = free_port(), key()
     with dc.Subscriber(local(k, port), backend=backend) as sub, \

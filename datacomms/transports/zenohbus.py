@@ -50,6 +50,7 @@ DEFAULT_QUEUE_SIZE = 1024
 DEFAULT_QUEUE_BYTES = 256 << 20
 _RECHECK = 0.1  # seconds between token queries while waiting for subscribers
 SCRATCH_MIN = 1 << 20  # frames at least this big are assembled in the publisher's own buffer
+GONE_KEPT = 1024  # publishers gone and not replaced a subscriber remembers (the oldest go first)
 
 
 def encoding_of(pub_id: bytes) -> str:
@@ -387,7 +388,9 @@ class ZenohSubscriber(pubsub.Subscriber):
                                  self._max_frame)
         self.recv = self._queue.recv  # type: ignore[method-assign]
         self._lock = self._queue.lock
-        self._gone: list[tuple[str, str]] = []  # (key, id) of each publisher gone and not yet replaced
+        # (key, id hex) of each publisher gone and not yet replaced, oldest first (a dict
+        # for its order), at most GONE_KEPT
+        self._gone: dict[tuple[str, str], None] = {}
         self._session, self._share = zenohsession.acquire(opts)
         self._pid = os.getpid()
         try:
@@ -420,7 +423,9 @@ class ZenohSubscriber(pubsub.Subscriber):
         # A zenoh callback thread: a publisher's token appeared or went. A new publisher's
         # token that appears after one on the same key went is that publisher restarted;
         # the same publisher's token coming back is its link coming back (a router
-        # restarted, say), not a restart.
+        # restarted, say), not a restart. A publisher replaced, or gone longer than
+        # GONE_KEPT others, is forgotten (the queue's retire): the same id coming back
+        # after that would count as a new publisher.
         try:
             _, pub_id, key_hex = str(sample.key_expr).rsplit("/", 2)
             key = bytes.fromhex(key_hex).decode()
@@ -428,17 +433,22 @@ class ZenohSubscriber(pubsub.Subscriber):
                 return
         except (ValueError, self._zerror):
             return  # not a token of ours
+        gone = self._gone
         with self._lock:
             if sample.kind != self._put_kind:
-                self._gone.append((key, pub_id))
-            elif (key, pub_id) in self._gone:
-                self._gone.remove((key, pub_id))
+                gone[(key, pub_id)] = None
+                if len(gone) > GONE_KEPT:
+                    oldest = next(iter(gone))
+                    del gone[oldest]
+                    self._queue.retire(_ENCODING + oldest[1])
+            elif (key, pub_id) in gone:
+                del gone[(key, pub_id)]
             else:
-                for gone in self._gone:
-                    if gone[0] == key:
-                        self._gone.remove(gone)
-                        self.stats.restarts += 1
-                        break
+                replaced = next((g for g in gone if g[0] == key), None)
+                if replaced is not None:
+                    del gone[replaced]
+                    self._queue.retire(_ENCODING + replaced[1])
+                    self.stats.restarts += 1
 
     def recv(self, timeout: float | None = None) -> Message:
         """The next message in arrival order (each publisher's in its seq order)."""

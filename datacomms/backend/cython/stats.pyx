@@ -122,6 +122,10 @@ cdef class Stats:
         if timestamp_ns is not None:
             self._latency(<int64_t>timestamp_ns, now)
 
+    def forget(self, source):
+        """Drop what is kept about a source that is gone for good (see the twin)."""
+        self._sources.pop(source, None)
+
     def add_lost(self, n):
         """Count messages known lost that no seq gap will show (a transport's own accounting).
         The count saturates at what a long long holds: only a corrupt or hostile seq gets

@@ -98,6 +98,11 @@ class Stats:
             if lat > self._max_latency_ns:
                 self._max_latency_ns = lat
 
+    def forget(self, source: Hashable) -> None:
+        """Drop what is kept about a source that is gone for good (a departed
+        publisher): a seq from it after this counts as a first one."""
+        self._last_seq.pop(source, None)
+
     def add_lost(self, n: int) -> None:
         """Count messages known lost that no seq gap will show (a transport's own accounting)."""
         self.lost += n
