@@ -825,6 +825,60 @@ def test_threads_still_running_when_the_main_thread_ends_keep_their_zenoh(backen
     assert done.stdout.split("\n") == ["main ends", "got 100 99", ""], done.stdout
 
 
+def test_a_send_after_the_exit_hook_closed_the_session_is_closed_saying_why(backend) -> None:
+    # A daemon thread still sending once the exit hook had closed the sessions got
+    # zenoh's raw ZError("session closed"). It gets dc.Closed saying why. (atexit
+    # handlers run after the exit hook and before daemon threads are stopped.)
+    port, k = free_port(), key()
+    script = (
+        "import atexit, queue, threading, datacomms as dc\n"
+        f"pub = dc.Publisher('zenoh://{k}?listen=tcp/127.0.0.1:{port}', backend='{backend.name}')\n"
+        "sent, ended = threading.Event(), queue.Queue()\n"
+        "def loop():\n"
+        "    try:\n"
+        "        while True:\n"
+        "            pub.send(b'x')\n"
+        "            sent.set()\n"
+        "    except BaseException as exc:\n"
+        "        ended.put(f'{type(exc).__module__}.{type(exc).__name__}: {exc}')\n"
+        "atexit.register(lambda: print(ended.get(timeout=30), flush=True))\n"
+        "threading.Thread(target=loop, daemon=True).start()\n"
+        "assert sent.wait(30)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith(f"datacomms.errors.Closed: publisher on zenoh://{k}"), done.stdout
+    assert "interpreter is exiting" in done.stdout, done.stdout
+
+
+def test_a_daemon_thread_sending_while_the_interpreter_exits_does_not_abort_it(backend) -> None:
+    # A daemon thread inside a put when the interpreter finalized came back out of
+    # zenoh into a finalizing interpreter and was ended inside Rust code: the process
+    # aborted ("FATAL: exception not rethrown", SIGABRT) about two runs in three.
+    # Puts now end before the sessions close, and none starts after.
+    port, k = free_port(), key()
+    script = (
+        "import threading, datacomms as dc\n"
+        f"pub = dc.Publisher('zenoh://{k}?listen=tcp/127.0.0.1:{port}', backend='{backend.name}')\n"
+        "sent = threading.Event()\n"
+        "def loop():\n"
+        "    while True:\n"
+        "        try:\n"
+        "            pub.send(b'x' * 64)\n"
+        "            sent.set()\n"
+        "        except Exception:\n"
+        "            pass   # dc.Closed once exiting: keep at it, through finalization\n"
+        "for _ in range(2):\n"
+        "    threading.Thread(target=loop, daemon=True).start()\n"
+        "assert sent.wait(30)\n"
+        "print('main returns', flush=True)\n"
+    )
+    for _ in range(3):
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0 and done.stdout == "main returns\n", (done.returncode, done.stderr[-2000:])
+        assert "panic" not in done.stderr and "FATAL" not in done.stderr, done.stderr[-2000:]
+
+
 def test_a_forked_child_exits_and_zenoh_in_it_is_a_clear_error(backend) -> None:
     # zenoh's runtime threads do not survive fork: a child forked after its parent
     # used zenoh:// must still exit (it hung at exit, closing the sessions it

@@ -380,6 +380,32 @@ def test_sender_counts_only_what_was_put_and_refuses_once_closed(backend):
     assert tx.seq == 1
 
 
+def test_sender_counts_the_sends_inside_put_and_says_why_it_is_closed(backend):
+    # zenohsession's exit hook sets closed (and why), then waits for busy to reach 0
+    # before it closes the session: no put may be under way then, nor start after
+    seen = []
+    tx = backend.zenohq.Sender("zenoh://robots/a", None, None, 1 << 20)
+
+    def put(frame: bytes) -> None:
+        seen.append(tx.busy)
+        tx.closed = True   # closed while this put is under way: it still completes
+
+    tx.put = put
+    assert tx.send(b"x") == 0 and seen == [1] and tx.busy == 0
+
+    def failing_put(frame: bytes) -> None:
+        raise RuntimeError("zenoh said no")
+
+    tx.closed, tx.put = False, failing_put
+    with pytest.raises(RuntimeError):
+        tx.send(b"x")
+    assert tx.busy == 0
+    tx.why, tx.closed = ": the interpreter is exiting", True
+    with pytest.raises(dc.Closed, match="zenoh://robots/a is closed: the interpreter is exiting"):
+        tx.send(b"x")
+    assert tx.busy == 0 and tx.seq == 1
+
+
 # --- ChannelQueue: the reader takes samples out of zenoh's FIFO channel (fifo=True) -------------
 
 class ChannelClosed(Exception):

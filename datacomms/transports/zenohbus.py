@@ -137,6 +137,7 @@ class ZenohPublisher(pubsub.Publisher):
             # seq, time, frame and put per message, compiled in the cython backend
             self._sender = self.backend.zenohq.Sender(url, self._put, self._put_large, SCRATCH_MIN)
             self.send = self._sender.send  # type: ignore[method-assign]
+            zenohsession.track(self._sender)
             self._live = self._session.liveliness().declare_subscriber(
                 f"{_TOKEN_ROOT}/**", self._on_token, history=True)
             self._token = self._session.liveliness().declare_token(

@@ -18,6 +18,8 @@ import json
 import os
 import sys
 import threading
+import time
+import weakref
 from types import ModuleType
 from typing import Any, NamedTuple, Sequence
 
@@ -139,6 +141,12 @@ _sessions: dict[tuple[Any, ...], list[Any]] = {}  # key -> [session, users]
 _changed = threading.Condition(_lock)  # the main thread ended, or the last session closed
 _exiting = False   # the main thread ended
 _closer: threading.Thread | None = None  # runs _close_at_exit while sessions are open
+# The senders of zenoh:// publishers (backend zenohq.Sender), which the exit hook
+# stops before it closes their sessions (zenohbus registers each with track()).
+_senders: weakref.WeakSet[Any] = weakref.WeakSet()
+EXIT_PUT_WAIT = 5.0  # seconds the exit hook waits for puts under way, before and after the close
+_EXIT_WHY = (": the interpreter is exiting, and datacomms closed its zenoh session once the main "
+             "thread and every other non-daemon thread had ended")
 # The process that started zenoh's runtime (its first session), if any. zenoh's
 # runtime threads do not survive fork: in a child forked after that, a session
 # opens but never carries anything, and closing one hangs.
@@ -154,6 +162,7 @@ def _forked() -> None:
     _changed = threading.Condition(_lock)
     _closer = None
     _sessions.clear()
+    _senders.clear()
 
 
 os.register_at_fork(after_in_child=_forked)
@@ -195,11 +204,35 @@ def _close_at_exit() -> None:
     with _lock:
         entries = list(_sessions.values())
         _sessions.clear()
+        senders = [s for s in _senders if not s.closed]
+    # Daemon threads may still send. A put is never under way while its session
+    # closes, nor once the interpreter finalizes: a daemon thread that comes back
+    # out of zenoh then is ended inside Rust code, which aborts the process. So
+    # every sender refuses (dc.Closed, saying why) before it touches zenoh, the
+    # puts under way end first, and any a close cut short is back in Python after.
+    for sender in senders:
+        sender.why = _EXIT_WHY
+        sender.closed = True
+    _wait_idle(senders)
     for session, _ in entries:
         try:
             session.close()
         except Exception:  # noqa: BLE001  (exiting: nothing left to tell)
             pass
+    _wait_idle(senders)
+
+
+def _wait_idle(senders: list[Any]) -> None:
+    """Until no sender is inside a put, or EXIT_PUT_WAIT seconds (a block-mode put
+    to a stopped subscriber may wait as long as zenoh lets it)."""
+    deadline = time.monotonic() + EXIT_PUT_WAIT
+    while any(s.busy for s in senders) and time.monotonic() < deadline:
+        time.sleep(0.001)
+
+
+def track(sender: Any) -> None:
+    """Registers a publisher's sender, for the exit hook to stop before its session closes."""
+    _senders.add(sender)
 
 
 def _main_thread_ended() -> None:

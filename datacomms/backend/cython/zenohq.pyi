@@ -12,6 +12,9 @@ class Sender:
     large_min: int
     seq: int
     closed: bool
+    why: str
+    @property
+    def busy(self) -> int: ...
     def __init__(self, name: str, put: Any, large: Any, large_min: int) -> None: ...
     def send(self, data: Any, timeout: float | None = None) -> int: ...
 

@@ -22,11 +22,13 @@ cdef object _monotonic = time.monotonic
 
 
 cdef class Sender:
-    cdef public str name
+    cdef public str name, why
     cdef public object put, large
     cdef public Py_ssize_t large_min
     cdef public uint64_t seq
     cdef public bint closed
+    cdef readonly int busy   # sends inside put (the GIL is held from the count to the check)
+    cdef object __weakref__
 
     def __init__(self, str name, put, large, Py_ssize_t large_min):
         self.name = name
@@ -35,19 +37,27 @@ cdef class Sender:
         self.large_min = large_min
         self.seq = 0
         self.closed = False
+        self.why = ""
+        self.busy = 0
 
     def send(self, data, timeout=None):
         cdef uint64_t seq = self.seq
         cdef tuple frame
         cdef list parts
         if self.closed:
-            raise Closed(f"publisher on {self.name} is closed")
+            raise Closed(f"publisher on {self.name} is closed{self.why}")
         frame = encode(data, seq, time_ns())
         parts = frame[0]
-        if <Py_ssize_t>frame[1] >= self.large_min:
-            self.large(parts, frame[1])
-        else:
-            self.put(parts[0] if len(parts) == 1 else b"".join(parts))
+        self.busy += 1
+        try:
+            if self.closed:
+                raise Closed(f"publisher on {self.name} is closed{self.why}")
+            if <Py_ssize_t>frame[1] >= self.large_min:
+                self.large(parts, frame[1])
+            else:
+                self.put(parts[0] if len(parts) == 1 else b"".join(parts))
+        finally:
+            self.busy -= 1
         self.seq = seq + 1
         return seq
 

@@ -47,7 +47,10 @@ class Sender:
     """A publisher's send: frames data with the next seq and the time now and puts
     it with ``put``; a frame of ``large_min`` bytes or more goes to ``large(parts,
     nbytes)`` instead, which assembles and puts it. ``seq`` is the next seq;
-    ``closed`` makes send raise Closed naming ``name``."""
+    ``closed`` makes send raise Closed naming ``name``, followed by ``why``.
+    ``busy`` counts the sends inside put: once ``closed`` is set, no send
+    starts a put, so the caller can wait for ``busy`` to reach 0 before it
+    closes the session (zenohsession does at exit)."""
 
     def __init__(self, name: str, put: Any, large: Any, large_min: int) -> None:
         self.name = name
@@ -56,17 +59,32 @@ class Sender:
         self.large_min = large_min
         self.seq = 0
         self.closed = False
+        self.why = ""
+        # one entry per send inside put: list.append and pop are each one step
+        # under the GIL, where busy += 1 from two threads could lose a count
+        self._inside: list[None] = []
+
+    @property
+    def busy(self) -> int:
+        return len(self._inside)
 
     def send(self, data: Any, timeout: float | None = None) -> int:
         """Publishes data as one frame; returns its seq (timeout: unused, zenoh decides)."""
         if self.closed:
-            raise Closed(f"publisher on {self.name} is closed")
+            raise Closed(f"publisher on {self.name} is closed{self.why}")
         seq = self.seq
         parts, n = encode(data, seq, time.time_ns())
-        if n >= self.large_min:
-            self.large(parts, n)
-        else:
-            self.put(parts[0] if len(parts) == 1 else b"".join(parts))
+        inside = self._inside
+        inside.append(None)   # counted in before closed is looked at again
+        try:
+            if self.closed:
+                raise Closed(f"publisher on {self.name} is closed{self.why}")
+            if n >= self.large_min:
+                self.large(parts, n)
+            else:
+                self.put(parts[0] if len(parts) == 1 else b"".join(parts))
+        finally:
+            inside.pop()
         self.seq = seq + 1
         return seq
 
