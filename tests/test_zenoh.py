@@ -879,6 +879,36 @@ def test_a_daemon_thread_sending_while_the_interpreter_exits_does_not_abort_it(b
         assert "panic" not in done.stderr and "FATAL" not in done.stderr, done.stderr[-2000:]
 
 
+@pytest.mark.parametrize("fifo", [False, True])
+def test_a_process_whose_subscriber_holds_back_a_blocking_publisher_still_exits(backend, fifo) -> None:
+    # A subscriber nobody reads any more, its queue (or channel) full, and a block-mode
+    # publisher sending to it: zenoh's thread waits for room in the subscriber, and
+    # closing the session at exit waited for that thread for ever. The exit hook
+    # now closes the subscribers first, which lets go of it.
+    port, k = free_port(), key()
+    script = (
+        "import threading, time, datacomms as dc\n"
+        f"sub = dc.Subscriber('zenoh://{k}?listen=tcp/127.0.0.1:{port}', backend='{backend.name}',\n"
+        f"                    queue_size=1, fifo={fifo})\n"
+        f"pub = dc.Publisher('zenoh://{k}?connect=tcp/127.0.0.1:{port}', backend='{backend.name}',\n"
+        "                   on_full='block')\n"
+        "pub.wait_for_subscribers(1, timeout=30)\n"
+        "last = [time.monotonic()]\n"
+        "def send():\n"
+        "    while True:\n"
+        "        pub.send(b'x' * 1000)\n"
+        "        last[0] = time.monotonic()\n"
+        "threading.Thread(target=send, daemon=True).start()\n"
+        "deadline = time.monotonic() + 30   # until the sends are held back (the test holds either way)\n"
+        "while time.monotonic() - last[0] < 1 and time.monotonic() < deadline:\n"
+        "    time.sleep(0.05)\n"
+        "print('main returns', flush=True)\n"
+    )
+    # a liveness bound: before, such a process never exited
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout == "main returns\n", (done.returncode, done.stderr[-2000:])
+
+
 def test_a_forked_child_exits_and_zenoh_in_it_is_a_clear_error(backend) -> None:
     # zenoh's runtime threads do not survive fork: a child forked after its parent
     # used zenoh:// must still exit (it hung at exit, closing the sessions it

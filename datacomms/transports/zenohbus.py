@@ -137,7 +137,7 @@ class ZenohPublisher(pubsub.Publisher):
             # seq, time, frame and put per message, compiled in the cython backend
             self._sender = self.backend.zenohq.Sender(url, self._put, self._put_large, SCRATCH_MIN)
             self.send = self._sender.send  # type: ignore[method-assign]
-            zenohsession.track(self._sender)
+            zenohsession.track_sender(self._sender)
             self._live = self._session.liveliness().declare_subscriber(
                 f"{_TOKEN_ROOT}/**", self._on_token, history=True)
             self._token = self._session.liveliness().declare_token(
@@ -416,6 +416,7 @@ class ZenohSubscriber(pubsub.Subscriber):
             self._put_kind, self._zerror, self._ke = zenoh.SampleKind.PUT, zenoh.ZError, ke
             self._pubs = self._session.liveliness().declare_subscriber(
                 f"{_PUB_ROOT}/**", self._on_publisher, history=True)
+            zenohsession.track_subscriber(self)
         except BaseException:
             zenohsession.release(self._share)
             raise

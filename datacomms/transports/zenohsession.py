@@ -141,9 +141,11 @@ _sessions: dict[tuple[Any, ...], list[Any]] = {}  # key -> [session, users]
 _changed = threading.Condition(_lock)  # the main thread ended, or the last session closed
 _exiting = False   # the main thread ended
 _closer: threading.Thread | None = None  # runs _close_at_exit while sessions are open
-# The senders of zenoh:// publishers (backend zenohq.Sender), which the exit hook
-# stops before it closes their sessions (zenohbus registers each with track()).
+# The senders of zenoh:// publishers (backend zenohq.Sender) and the zenoh://
+# subscribers, which the exit hook stops before it closes their sessions
+# (zenohbus registers each with track_sender and track_subscriber).
 _senders: weakref.WeakSet[Any] = weakref.WeakSet()
+_subscribers: weakref.WeakSet[Any] = weakref.WeakSet()
 EXIT_PUT_WAIT = 5.0  # seconds the exit hook waits for puts under way, before and after the close
 _EXIT_WHY = (": the interpreter is exiting, and datacomms closed its zenoh session once the main "
              "thread and every other non-daemon thread had ended")
@@ -163,6 +165,7 @@ def _forked() -> None:
     _closer = None
     _sessions.clear()
     _senders.clear()
+    _subscribers.clear()
 
 
 os.register_at_fork(after_in_child=_forked)
@@ -205,6 +208,7 @@ def _close_at_exit() -> None:
         entries = list(_sessions.values())
         _sessions.clear()
         senders = [s for s in _senders if not s.closed]
+        subscribers = list(_subscribers)
     # Daemon threads may still send. A put is never under way while its session
     # closes, nor once the interpreter finalizes: a daemon thread that comes back
     # out of zenoh then is ended inside Rust code, which aborts the process. So
@@ -213,6 +217,14 @@ def _close_at_exit() -> None:
     for sender in senders:
         sender.why = _EXIT_WHY
         sender.closed = True
+    # A subscriber's zenoh thread may wait for room in its full queue or channel (a
+    # block-mode publisher, nobody reading any more), and closing its session then
+    # waited for it for ever: closing the subscriber lets go of it.
+    for sub in subscribers:
+        try:
+            sub.close()
+        except Exception:  # noqa: BLE001  (exiting: nothing left to tell)
+            pass
     _wait_idle(senders)
     for session, _ in entries:
         try:
@@ -230,9 +242,14 @@ def _wait_idle(senders: list[Any]) -> None:
         time.sleep(0.001)
 
 
-def track(sender: Any) -> None:
+def track_sender(sender: Any) -> None:
     """Registers a publisher's sender, for the exit hook to stop before its session closes."""
     _senders.add(sender)
+
+
+def track_subscriber(sub: Any) -> None:
+    """Registers a subscriber, for the exit hook to close before its session."""
+    _subscribers.add(sub)
 
 
 def _main_thread_ended() -> None:
