@@ -240,7 +240,7 @@ class ZenohPublisher(pubsub.Publisher):
                 if len(self._subs) >= n:
                     return len(self._subs)
                 if self._sender.closed:
-                    raise Closed(f"publisher on {self.url} is closed")
+                    raise Closed(f"publisher on {self.url} is closed{self._sender.why}")
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     raise Timeout(f"{len(self._subs)} of {n} subscribers on {self.url} after {timeout} s")
@@ -251,6 +251,8 @@ class ZenohPublisher(pubsub.Publisher):
         what it sent before (into its queue; not necessarily read yet); False when one
         has not said so within timeout. A put returns once zenoh has queued it, and
         what zenoh still holds when the session closes is lost."""
+        if os.getpid() != self._pid:  # zenoh is the parent's: the query would wait for ever
+            raise Closed(f"publisher on {self.url} is closed{self._sender.why}")
         with self._cond:
             want = {token.rsplit("/", 2)[1] for token in self._subs}
         if not want:

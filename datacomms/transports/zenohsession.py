@@ -147,6 +147,8 @@ _closer: threading.Thread | None = None  # runs _close_at_exit while sessions ar
 _senders: weakref.WeakSet[Any] = weakref.WeakSet()
 _subscribers: weakref.WeakSet[Any] = weakref.WeakSet()
 EXIT_PUT_WAIT = 5.0  # seconds the exit hook waits for puts under way, before and after the close
+_FORK_WHY = (": it was opened before this process was forked, and zenoh's threads do not survive "
+             "fork: start such workers with multiprocessing's 'spawn' or 'forkserver' method")
 _EXIT_WHY = (": the interpreter is exiting, and datacomms closed its zenoh session once the main "
              "thread and every other non-daemon thread had ended")
 # The process that started zenoh's runtime (its first session), if any. zenoh's
@@ -158,12 +160,17 @@ _runtime_pid: int | None = None
 def _forked() -> None:
     """In a child just forked: the sessions are the parent's and stay its own (the
     exit hook must not close them, which hangs), and the lock may have been held
-    by a parent thread that does not exist here."""
+    by a parent thread that does not exist here. A publisher inherited refuses to
+    send: its puts went nowhere, silently."""
     global _lock, _changed, _closer
     _lock = threading.Lock()
     _changed = threading.Condition(_lock)
     _closer = None
     _sessions.clear()
+    for sender in list(_senders):
+        if not sender.closed:
+            sender.why = _FORK_WHY
+            sender.closed = True
     _senders.clear()
     _subscribers.clear()
 
