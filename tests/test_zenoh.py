@@ -879,6 +879,37 @@ def test_a_daemon_thread_sending_while_the_interpreter_exits_does_not_abort_it(b
         assert "panic" not in done.stderr and "FATAL" not in done.stderr, done.stderr[-2000:]
 
 
+@pytest.mark.parametrize("call", ["pub.subscribers", "pub.wait_for_subscribers(5, timeout=0.2)"])
+def test_a_daemon_thread_counting_subscribers_while_the_interpreter_exits_does_not_abort_it(
+        backend, call) -> None:
+    # The subscriber count queries zenoh, and a daemon thread inside that query when
+    # the interpreter finalized aborted the process ("FATAL: exception not rethrown"),
+    # every run. No query starts once the exit hook runs, and those under way end first.
+    port, k = free_port(), key()
+    script = (
+        "import threading, datacomms as dc\n"
+        f"sub = dc.Subscriber('zenoh://{k}?listen=tcp/127.0.0.1:{port}', backend='{backend.name}')\n"
+        f"pub = dc.Publisher('zenoh://{k}?connect=tcp/127.0.0.1:{port}', backend='{backend.name}')\n"
+        "pub.wait_for_subscribers(1, timeout=30)\n"
+        "went = threading.Event()\n"
+        "def loop():\n"
+        "    while True:\n"
+        "        try:\n"
+        f"            {call}\n"
+        "        except Exception:\n"
+        "            pass   # dc.Timeout, or dc.Closed once exiting: keep at it\n"
+        "        went.set()\n"
+        "for _ in range(2):\n"
+        "    threading.Thread(target=loop, daemon=True).start()\n"
+        "assert went.wait(30)\n"
+        "print('main returns', flush=True)\n"
+    )
+    for _ in range(2):
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0 and done.stdout == "main returns\n", (done.returncode, done.stderr[-2000:])
+        assert "panic" not in done.stderr and "FATAL" not in done.stderr, done.stderr[-2000:]
+
+
 @pytest.mark.parametrize("fifo", [False, True])
 def test_a_process_whose_subscriber_holds_back_a_blocking_publisher_still_exits(backend, fifo) -> None:
     # A subscriber nobody reads any more, its queue (or channel) full, and a block-mode

@@ -108,6 +108,8 @@ class ZenohPublisher(pubsub.Publisher):
         self._cond = threading.Condition()
         self._subs: set[str] = set()
         self._querying = 0  # token queries under way
+        self._asking = 0  # flush queries under way
+        self._halted = False  # by zenohsession, at exit or in a forked child: no query starts
         self._left: set[str] = set()  # tokens gone while a query was under way
         self._put_kind = zenoh.SampleKind.PUT
         self._query_timeout = 1.0
@@ -137,7 +139,7 @@ class ZenohPublisher(pubsub.Publisher):
             # seq, time, frame and put per message, compiled in the cython backend
             self._sender = self.backend.zenohq.Sender(url, self._put, self._put_large, SCRATCH_MIN)
             self.send = self._sender.send  # type: ignore[method-assign]
-            zenohsession.track_sender(self._sender)
+            zenohsession.track_publisher(self)
             self._live = self._session.liveliness().declare_subscriber(
                 f"{_TOKEN_ROOT}/**", self._on_token, history=True)
             self._token = self._session.liveliness().declare_token(
@@ -209,6 +211,8 @@ class ZenohPublisher(pubsub.Publisher):
         # it must not come back from them, or a subscriber that left counts for ever.
         found = set()
         with self._cond:
+            if self._halted:
+                return
             self._querying += 1
         try:
             for reply in self._session.liveliness().get(f"{_TOKEN_ROOT}/**", timeout=self._query_timeout):
@@ -261,6 +265,11 @@ class ZenohPublisher(pubsub.Publisher):
         done = threading.Event()
 
         def ask() -> None:
+            with self._cond:
+                if self._halted:
+                    done.set()
+                    return
+                self._asking += 1
             try:
                 replies = self._session.get(f"{_FLUSH_ROOT}/**", timeout=_FOREVER if timeout is None
                                             else max(timeout, 0.0), **self._flush_opts)
@@ -271,6 +280,8 @@ class ZenohPublisher(pubsub.Publisher):
             except Exception:  # a closed session or a network error: nobody confirmed
                 pass
             finally:
+                with self._cond:
+                    self._asking -= 1
                 done.set()
 
         if timeout is None:
@@ -285,6 +296,24 @@ class ZenohPublisher(pubsub.Publisher):
             if not done.wait(max(timeout, 0.0)):
                 return False
         return want <= got
+
+    def _halt(self, why: str, locked: bool = True) -> None:
+        # zenohsession's, at exit or in a forked child (not locked: a thread of the
+        # parent may have held the lock): send, flush and the subscriber count no
+        # longer call into zenoh, and a send says why
+        if not self._sender.closed:
+            self._sender.why = why
+            self._sender.closed = True
+        if locked:
+            with self._cond:
+                self._halted = True   # under the lock a query counts itself in by
+                self._cond.notify_all()
+        else:
+            self._halted = True
+
+    def _busy(self) -> bool:
+        """Whether a put or a query of this publisher is under way."""
+        return bool(self._sender.busy or self._querying or self._asking)
 
     def close(self) -> None:
         """Waits up to ``linger`` seconds for the subscribers to have what was sent, then

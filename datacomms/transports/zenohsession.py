@@ -141,12 +141,13 @@ _sessions: dict[tuple[Any, ...], list[Any]] = {}  # key -> [session, users]
 _changed = threading.Condition(_lock)  # the main thread ended, or the last session closed
 _exiting = False   # the main thread ended
 _closer: threading.Thread | None = None  # runs _close_at_exit while sessions are open
-# The senders of zenoh:// publishers (backend zenohq.Sender) and the zenoh://
-# subscribers, which the exit hook stops before it closes their sessions
-# (zenohbus registers each with track_sender and track_subscriber).
-_senders: weakref.WeakSet[Any] = weakref.WeakSet()
+# The zenoh:// publishers and subscribers, which the exit hook stops before it
+# closes their sessions (zenohbus registers each with track_publisher and
+# track_subscriber). A publisher has _halt(why, locked) (no send, flush or
+# subscriber count calls into zenoh from then on) and _busy() (one is under way).
+_publishers: weakref.WeakSet[Any] = weakref.WeakSet()
 _subscribers: weakref.WeakSet[Any] = weakref.WeakSet()
-EXIT_PUT_WAIT = 5.0  # seconds the exit hook waits for puts under way, before and after the close
+EXIT_PUT_WAIT = 5.0  # seconds the exit hook waits for calls under way, before and after the close
 _FORK_WHY = (": it was opened before this process was forked, and zenoh's threads do not survive "
              "fork: start such workers with multiprocessing's 'spawn' or 'forkserver' method")
 _EXIT_WHY = (": the interpreter is exiting, and datacomms closed its zenoh session once the main "
@@ -167,11 +168,9 @@ def _forked() -> None:
     _changed = threading.Condition(_lock)
     _closer = None
     _sessions.clear()
-    for sender in list(_senders):
-        if not sender.closed:
-            sender.why = _FORK_WHY
-            sender.closed = True
-    _senders.clear()
+    for pub in list(_publishers):
+        pub._halt(_FORK_WHY, locked=False)
+    _publishers.clear()
     _subscribers.clear()
 
 
@@ -214,16 +213,16 @@ def _close_at_exit() -> None:
     with _lock:
         entries = list(_sessions.values())
         _sessions.clear()
-        senders = [s for s in _senders if not s.closed]
+        publishers = list(_publishers)
         subscribers = list(_subscribers)
-    # Daemon threads may still send. A put is never under way while its session
-    # closes, nor once the interpreter finalizes: a daemon thread that comes back
-    # out of zenoh then is ended inside Rust code, which aborts the process. So
-    # every sender refuses (dc.Closed, saying why) before it touches zenoh, the
-    # puts under way end first, and any a close cut short is back in Python after.
-    for sender in senders:
-        sender.why = _EXIT_WHY
-        sender.closed = True
+    # Daemon threads may still send, or count subscribers. No call into zenoh is
+    # under way while its session closes, nor once the interpreter finalizes: a
+    # daemon thread that comes back out of zenoh then is ended inside Rust code,
+    # which aborts the process. So every publisher refuses (a send raises
+    # dc.Closed, saying why) before it touches zenoh, the calls under way end
+    # first, and any a close cut short is back in Python after.
+    for pub in publishers:
+        pub._halt(_EXIT_WHY)
     # A subscriber's zenoh thread may wait for room in its full queue or channel (a
     # block-mode publisher, nobody reading any more), and closing its session then
     # waited for it for ever: closing the subscriber lets go of it.
@@ -232,26 +231,26 @@ def _close_at_exit() -> None:
             sub.close()
         except Exception:  # noqa: BLE001  (exiting: nothing left to tell)
             pass
-    _wait_idle(senders)
+    _wait_idle(publishers)
     for session, _ in entries:
         try:
             session.close()
         except Exception:  # noqa: BLE001  (exiting: nothing left to tell)
             pass
-    _wait_idle(senders)
+    _wait_idle(publishers)
 
 
-def _wait_idle(senders: list[Any]) -> None:
-    """Until no sender is inside a put, or EXIT_PUT_WAIT seconds (a block-mode put
-    to a stopped subscriber may wait as long as zenoh lets it)."""
+def _wait_idle(publishers: list[Any]) -> None:
+    """Until no publisher has a call into zenoh under way, or EXIT_PUT_WAIT seconds
+    (a block-mode put to a stopped subscriber may wait as long as zenoh lets it)."""
     deadline = time.monotonic() + EXIT_PUT_WAIT
-    while any(s.busy for s in senders) and time.monotonic() < deadline:
+    while any(p._busy() for p in publishers) and time.monotonic() < deadline:
         time.sleep(0.001)
 
 
-def track_sender(sender: Any) -> None:
-    """Registers a publisher's sender, for the exit hook to stop before its session closes."""
-    _senders.add(sender)
+def track_publisher(pub: Any) -> None:
+    """Registers a publisher, for the exit hook to stop before its session closes."""
+    _publishers.add(pub)
 
 
 def track_subscriber(sub: Any) -> None:
