@@ -25,6 +25,7 @@ import os
 import threading
 import time
 import uuid
+import weakref
 from collections import Counter
 from typing import Any
 
@@ -57,6 +58,19 @@ def encoding_of(pub_id: bytes) -> str:
     """The zenoh encoding a publisher with this id declares: octet-stream (a datacomms
     frame) whose schema names the publisher, which is how subscribers tell publishers apart."""
     return _ENCODING + pub_id.hex()
+
+
+def _weakly(method: Any) -> Any:
+    """A zenoh callback that calls method while its object lives. zenoh now and then
+    keeps a liveliness subscriber's callback long after it is undeclared (past its
+    session's close), and with a bound method, the closed Publisher or Subscriber."""
+    ref = weakref.WeakMethod(method)
+
+    def call(sample: Any) -> None:
+        bound = ref()
+        if bound is not None:
+            bound(sample)
+    return call
 
 
 def _stats(be: Any) -> Any:
@@ -141,7 +155,7 @@ class ZenohPublisher(pubsub.Publisher):
             self.send = self._sender.send  # type: ignore[method-assign]
             zenohsession.track_publisher(self)
             self._live = self._session.liveliness().declare_subscriber(
-                f"{_TOKEN_ROOT}/**", self._on_token, history=True)
+                f"{_TOKEN_ROOT}/**", _weakly(self._on_token), history=True)
             self._token = self._session.liveliness().declare_token(
                 f"{_PUB_ROOT}/{self.id.hex()}/{opts.key.encode().hex()}")
         except BaseException:
@@ -446,7 +460,7 @@ class ZenohSubscriber(pubsub.Subscriber):
                 flush_key, lambda query: query.reply(flush_key, b""))  # after every sample before it
             self._put_kind, self._zerror, self._ke = zenoh.SampleKind.PUT, zenoh.ZError, ke
             self._pubs = self._session.liveliness().declare_subscriber(
-                f"{_PUB_ROOT}/**", self._on_publisher, history=True)
+                f"{_PUB_ROOT}/**", _weakly(self._on_publisher), history=True)
             zenohsession.track_subscriber(self)
         except BaseException:
             zenohsession.release(self._share)
