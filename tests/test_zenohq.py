@@ -282,6 +282,57 @@ def test_skips_latest_passed_over_count_with_the_next_message_of_that_publisher(
     assert q.seen == {bb: 0, aa: 3}
 
 
+def test_a_retired_publisher_is_forgotten_once_its_queued_messages_are_read(backend):
+    """A publisher gone for good (zenohbus retires one replaced, or gone longer than
+    GONE_KEPT others) leaves nothing behind, so a wildcard subscriber over publishers
+    that come and go does not grow; what it had queued is accounted first."""
+    q = make(backend, size=100)
+    aa, bb = ENCODING + "aa", ENCODING + "bb"
+    for seq in (0, 1, 3):   # aa lost its seq 2
+        q.on_sample(Sample(frame(backend, b"a", seq), pub="aa"))
+    assert q.recv(10).seq == 0
+    with q.lock:
+        q.retire(aa)
+    q.on_sample(Sample(frame(backend, b"b", 0), pub="bb", key="robots/b"))
+    assert [q.recv(10).seq for _ in range(2)] == [1, 3]
+    assert (q.stats.lost, q.seen) == (1, {aa: 3})
+    assert q.recv(10).source == "robots/b"
+    assert q.seen == {bb: 0}
+    # aa's seqs are forgotten by the stats too: its id again is a new stream,
+    # neither a duplicate nor a restart
+    q.on_sample(Sample(frame(backend, b"a", 0), pub="aa"))
+    assert q.recv(10).seq == 0
+    assert (q.stats.received, q.stats.lost, q.stats.restarts, q.duplicates) == (5, 1, 0, 0)
+
+
+def test_skips_of_a_retired_publisher_count_and_an_idle_reader_forgets_too(backend):
+    q = make(backend, size=100)
+    aa = ENCODING + "aa"
+    q.on_sample(Sample(frame(backend, b"a", 0), pub="aa"))
+    q.recv(10)
+    q.pending_skip[aa] = 2   # latest() passed over two of aa's, then aa went
+    with q.lock:
+        q.retire(aa)
+    with pytest.raises(dc.Timeout):
+        q.recv(0)   # nothing queued: the reader forgets on its way in all the same
+    assert (q.seen, q.pending_skip, q.stats.skipped, q.stats.lost) == ({}, {}, 2, 0)
+
+
+def test_what_a_reader_that_reads_nothing_keeps_of_retired_publishers_is_bounded(backend):
+    q = make(backend, size=100)
+    aa = ENCODING + "aa"
+    q.on_sample(Sample(frame(backend, b"a", 0), pub="aa"))
+    q.recv(10)
+    with q.lock:
+        q.retire(aa)
+        for i in range(3 * KEYS_KEPT):   # publishers it never read come and go
+            q.retire(ENCODING + f"{i:06x}")
+        assert len(q._retiring) <= KEYS_KEPT + 1
+    with pytest.raises(dc.Timeout):
+        q.recv(0)
+    assert q.seen == {} and len(q._retiring) == 0
+
+
 def test_recv_waits_for_a_frame_and_close_ends_it_with_closed(backend):
     q = make(backend)
     threading.Timer(0.1, q.on_sample, args=(Sample(frame(backend, b"late", 0)),)).start()
@@ -327,6 +378,32 @@ def test_sender_counts_only_what_was_put_and_refuses_once_closed(backend):
     with pytest.raises(dc.Closed, match="zenoh://robots/a is closed"):
         tx.send(b"x")
     assert tx.seq == 1
+
+
+def test_sender_counts_the_sends_inside_put_and_says_why_it_is_closed(backend):
+    # zenohsession's exit hook sets closed (and why), then waits for busy to reach 0
+    # before it closes the session: no put may be under way then, nor start after
+    seen = []
+    tx = backend.zenohq.Sender("zenoh://robots/a", None, None, 1 << 20)
+
+    def put(frame: bytes) -> None:
+        seen.append(tx.busy)
+        tx.closed = True   # closed while this put is under way: it still completes
+
+    tx.put = put
+    assert tx.send(b"x") == 0 and seen == [1] and tx.busy == 0
+
+    def failing_put(frame: bytes) -> None:
+        raise RuntimeError("zenoh said no")
+
+    tx.closed, tx.put = False, failing_put
+    with pytest.raises(RuntimeError):
+        tx.send(b"x")
+    assert tx.busy == 0
+    tx.why, tx.closed = ": the interpreter is exiting", True
+    with pytest.raises(dc.Closed, match="zenoh://robots/a is closed: the interpreter is exiting"):
+        tx.send(b"x")
+    assert tx.busy == 0 and tx.seq == 1
 
 
 # --- ChannelQueue: the reader takes samples out of zenoh's FIFO channel (fifo=True) -------------
@@ -567,3 +644,32 @@ def test_channel_drain_empties_it_until_zenoh_lets_go(backend, make_channel):
     ch2.put(Sample(b"x"))
     q2.drain(0.05)
     assert ch2.samples == []
+
+
+def test_channel_a_retired_publisher_is_forgotten_once_its_samples_are_out(backend, make_channel):
+    q, ch = make_channel(backend, size=4)
+    aa, bb = ENCODING + "aa", ENCODING + "bb"
+    for seq in (0, 1, 3):
+        ch.put(Sample(frame(backend, b"a", seq), pub="aa"))
+    assert q.recv(None).seq == 0
+    with q.lock:
+        q.retire(aa)
+    ch.put(Sample(frame(backend, b"b", 0), pub="bb", key="robots/b"))
+    assert [q.recv(None).seq for _ in range(3)] == [1, 3, 0]
+    assert aa in q.seen   # the channel was never found empty, nor 2 x 4 samples taken since
+    with pytest.raises(dc.Timeout):
+        q.recv(0)   # found empty: everything before the retirement is out
+    assert (q.seen, q.stats.lost) == ({bb: 0}, 1)
+    # a channel never found empty: forgotten once twice its size were taken since
+    # (plus the one the fetching thread, started by the wait above, may hold)
+    cc = ENCODING + "cc"
+    ch.put(Sample(frame(backend, b"b", 1), pub="bb", key="robots/b"))
+    with q.lock:
+        q.retire(bb)
+    for seq in range(12):
+        ch.put(Sample(frame(backend, b"c", seq), pub="cc", key="robots/c"))
+    got = [q.recv(10) for _ in range(8)]
+    assert [(m.source, m.seq) for m in got] == [("robots/b", 1)] + [("robots/c", i) for i in range(7)]
+    assert bb in q.seen
+    assert [q.recv(10).seq for _ in range(2)] == [7, 8]
+    assert q.seen == {cc: 8}

@@ -25,6 +25,7 @@ import os
 import threading
 import time
 import uuid
+import weakref
 from collections import Counter
 from typing import Any
 
@@ -50,12 +51,26 @@ DEFAULT_QUEUE_SIZE = 1024
 DEFAULT_QUEUE_BYTES = 256 << 20
 _RECHECK = 0.1  # seconds between token queries while waiting for subscribers
 SCRATCH_MIN = 1 << 20  # frames at least this big are assembled in the publisher's own buffer
+GONE_KEPT = 1024  # publishers gone and not replaced a subscriber remembers (the oldest go first)
 
 
 def encoding_of(pub_id: bytes) -> str:
     """The zenoh encoding a publisher with this id declares: octet-stream (a datacomms
     frame) whose schema names the publisher, which is how subscribers tell publishers apart."""
     return _ENCODING + pub_id.hex()
+
+
+def _weakly(method: Any) -> Any:
+    """A zenoh callback that calls method while its object lives. zenoh now and then
+    keeps a liveliness subscriber's callback long after it is undeclared (past its
+    session's close), and with a bound method, the closed Publisher or Subscriber."""
+    ref = weakref.WeakMethod(method)
+
+    def call(sample: Any) -> None:
+        bound = ref()
+        if bound is not None:
+            bound(sample)
+    return call
 
 
 def _stats(be: Any) -> Any:
@@ -107,6 +122,8 @@ class ZenohPublisher(pubsub.Publisher):
         self._cond = threading.Condition()
         self._subs: set[str] = set()
         self._querying = 0  # token queries under way
+        self._asking = 0  # flush queries under way
+        self._halted = False  # by zenohsession, at exit or in a forked child: no query starts
         self._left: set[str] = set()  # tokens gone while a query was under way
         self._put_kind = zenoh.SampleKind.PUT
         self._query_timeout = 1.0
@@ -136,8 +153,9 @@ class ZenohPublisher(pubsub.Publisher):
             # seq, time, frame and put per message, compiled in the cython backend
             self._sender = self.backend.zenohq.Sender(url, self._put, self._put_large, SCRATCH_MIN)
             self.send = self._sender.send  # type: ignore[method-assign]
+            zenohsession.track_publisher(self)
             self._live = self._session.liveliness().declare_subscriber(
-                f"{_TOKEN_ROOT}/**", self._on_token, history=True)
+                f"{_TOKEN_ROOT}/**", _weakly(self._on_token), history=True)
             self._token = self._session.liveliness().declare_token(
                 f"{_PUB_ROOT}/{self.id.hex()}/{opts.key.encode().hex()}")
         except BaseException:
@@ -207,6 +225,8 @@ class ZenohPublisher(pubsub.Publisher):
         # it must not come back from them, or a subscriber that left counts for ever.
         found = set()
         with self._cond:
+            if self._halted:
+                return
             self._querying += 1
         try:
             for reply in self._session.liveliness().get(f"{_TOKEN_ROOT}/**", timeout=self._query_timeout):
@@ -238,7 +258,7 @@ class ZenohPublisher(pubsub.Publisher):
                 if len(self._subs) >= n:
                     return len(self._subs)
                 if self._sender.closed:
-                    raise Closed(f"publisher on {self.url} is closed")
+                    raise Closed(f"publisher on {self.url} is closed{self._sender.why}")
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     raise Timeout(f"{len(self._subs)} of {n} subscribers on {self.url} after {timeout} s")
@@ -249,6 +269,8 @@ class ZenohPublisher(pubsub.Publisher):
         what it sent before (into its queue; not necessarily read yet); False when one
         has not said so within timeout. A put returns once zenoh has queued it, and
         what zenoh still holds when the session closes is lost."""
+        if os.getpid() != self._pid:  # zenoh is the parent's: the query would wait for ever
+            raise Closed(f"publisher on {self.url} is closed{self._sender.why}")
         with self._cond:
             want = {token.rsplit("/", 2)[1] for token in self._subs}
         if not want:
@@ -257,6 +279,11 @@ class ZenohPublisher(pubsub.Publisher):
         done = threading.Event()
 
         def ask() -> None:
+            with self._cond:
+                if self._halted:
+                    done.set()
+                    return
+                self._asking += 1
             try:
                 replies = self._session.get(f"{_FLUSH_ROOT}/**", timeout=_FOREVER if timeout is None
                                             else max(timeout, 0.0), **self._flush_opts)
@@ -267,6 +294,8 @@ class ZenohPublisher(pubsub.Publisher):
             except Exception:  # a closed session or a network error: nobody confirmed
                 pass
             finally:
+                with self._cond:
+                    self._asking -= 1
                 done.set()
 
         if timeout is None:
@@ -281,6 +310,24 @@ class ZenohPublisher(pubsub.Publisher):
             if not done.wait(max(timeout, 0.0)):
                 return False
         return want <= got
+
+    def _halt(self, why: str, locked: bool = True) -> None:
+        # zenohsession's, at exit or in a forked child (not locked: a thread of the
+        # parent may have held the lock): send, flush and the subscriber count no
+        # longer call into zenoh, and a send says why
+        if not self._sender.closed:
+            self._sender.why = why
+            self._sender.closed = True
+        if locked:
+            with self._cond:
+                self._halted = True   # under the lock a query counts itself in by
+                self._cond.notify_all()
+        else:
+            self._halted = True
+
+    def _busy(self) -> bool:
+        """Whether a put or a query of this publisher is under way."""
+        return bool(self._sender.busy or self._querying or self._asking)
 
     def close(self) -> None:
         """Waits up to ``linger`` seconds for the subscribers to have what was sent, then
@@ -387,7 +434,9 @@ class ZenohSubscriber(pubsub.Subscriber):
                                  self._max_frame)
         self.recv = self._queue.recv  # type: ignore[method-assign]
         self._lock = self._queue.lock
-        self._gone: list[tuple[str, str]] = []  # (key, id) of each publisher gone and not yet replaced
+        # (key, id hex) of each publisher gone and not yet replaced, oldest first (a dict
+        # for its order), at most GONE_KEPT
+        self._gone: dict[tuple[str, str], None] = {}
         self._session, self._share = zenohsession.acquire(opts)
         self._pid = os.getpid()
         try:
@@ -411,7 +460,8 @@ class ZenohSubscriber(pubsub.Subscriber):
                 flush_key, lambda query: query.reply(flush_key, b""))  # after every sample before it
             self._put_kind, self._zerror, self._ke = zenoh.SampleKind.PUT, zenoh.ZError, ke
             self._pubs = self._session.liveliness().declare_subscriber(
-                f"{_PUB_ROOT}/**", self._on_publisher, history=True)
+                f"{_PUB_ROOT}/**", _weakly(self._on_publisher), history=True)
+            zenohsession.track_subscriber(self)
         except BaseException:
             zenohsession.release(self._share)
             raise
@@ -420,7 +470,9 @@ class ZenohSubscriber(pubsub.Subscriber):
         # A zenoh callback thread: a publisher's token appeared or went. A new publisher's
         # token that appears after one on the same key went is that publisher restarted;
         # the same publisher's token coming back is its link coming back (a router
-        # restarted, say), not a restart.
+        # restarted, say), not a restart. A publisher replaced, or gone longer than
+        # GONE_KEPT others, is forgotten (the queue's retire): the same id coming back
+        # after that would count as a new publisher.
         try:
             _, pub_id, key_hex = str(sample.key_expr).rsplit("/", 2)
             key = bytes.fromhex(key_hex).decode()
@@ -428,17 +480,22 @@ class ZenohSubscriber(pubsub.Subscriber):
                 return
         except (ValueError, self._zerror):
             return  # not a token of ours
+        gone = self._gone
         with self._lock:
             if sample.kind != self._put_kind:
-                self._gone.append((key, pub_id))
-            elif (key, pub_id) in self._gone:
-                self._gone.remove((key, pub_id))
+                gone[(key, pub_id)] = None
+                if len(gone) > GONE_KEPT:
+                    oldest = next(iter(gone))
+                    del gone[oldest]
+                    self._queue.retire(_ENCODING + oldest[1])
+            elif (key, pub_id) in gone:
+                del gone[(key, pub_id)]
             else:
-                for gone in self._gone:
-                    if gone[0] == key:
-                        self._gone.remove(gone)
-                        self.stats.restarts += 1
-                        break
+                replaced = next((g for g in gone if g[0] == key), None)
+                if replaced is not None:
+                    del gone[replaced]
+                    self._queue.retire(_ENCODING + replaced[1])
+                    self.stats.restarts += 1
 
     def recv(self, timeout: float | None = None) -> Message:
         """The next message in arrival order (each publisher's in its seq order)."""

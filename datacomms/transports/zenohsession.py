@@ -18,6 +18,8 @@ import json
 import os
 import sys
 import threading
+import time
+import weakref
 from types import ModuleType
 from typing import Any, NamedTuple, Sequence
 
@@ -139,6 +141,17 @@ _sessions: dict[tuple[Any, ...], list[Any]] = {}  # key -> [session, users]
 _changed = threading.Condition(_lock)  # the main thread ended, or the last session closed
 _exiting = False   # the main thread ended
 _closer: threading.Thread | None = None  # runs _close_at_exit while sessions are open
+# The zenoh:// publishers and subscribers, which the exit hook stops before it
+# closes their sessions (zenohbus registers each with track_publisher and
+# track_subscriber). A publisher has _halt(why, locked) (no send, flush or
+# subscriber count calls into zenoh from then on) and _busy() (one is under way).
+_publishers: weakref.WeakSet[Any] = weakref.WeakSet()
+_subscribers: weakref.WeakSet[Any] = weakref.WeakSet()
+EXIT_PUT_WAIT = 5.0  # seconds the exit hook waits for calls under way, before and after the close
+_FORK_WHY = (": it was opened before this process was forked, and zenoh's threads do not survive "
+             "fork: start such workers with multiprocessing's 'spawn' or 'forkserver' method")
+_EXIT_WHY = (": the interpreter is exiting, and datacomms closed its zenoh session once the main "
+             "thread and every other non-daemon thread had ended")
 # The process that started zenoh's runtime (its first session), if any. zenoh's
 # runtime threads do not survive fork: in a child forked after that, a session
 # opens but never carries anything, and closing one hangs.
@@ -148,12 +161,17 @@ _runtime_pid: int | None = None
 def _forked() -> None:
     """In a child just forked: the sessions are the parent's and stay its own (the
     exit hook must not close them, which hangs), and the lock may have been held
-    by a parent thread that does not exist here."""
+    by a parent thread that does not exist here. A publisher inherited refuses to
+    send: its puts went nowhere, silently."""
     global _lock, _changed, _closer
     _lock = threading.Lock()
     _changed = threading.Condition(_lock)
     _closer = None
     _sessions.clear()
+    for pub in list(_publishers):
+        pub._halt(_FORK_WHY, locked=False)
+    _publishers.clear()
+    _subscribers.clear()
 
 
 os.register_at_fork(after_in_child=_forked)
@@ -195,11 +213,49 @@ def _close_at_exit() -> None:
     with _lock:
         entries = list(_sessions.values())
         _sessions.clear()
+        publishers = list(_publishers)
+        subscribers = list(_subscribers)
+    # Daemon threads may still send, or count subscribers. No call into zenoh is
+    # under way while its session closes, nor once the interpreter finalizes: a
+    # daemon thread that comes back out of zenoh then is ended inside Rust code,
+    # which aborts the process. So every publisher refuses (a send raises
+    # dc.Closed, saying why) before it touches zenoh, the calls under way end
+    # first, and any a close cut short is back in Python after.
+    for pub in publishers:
+        pub._halt(_EXIT_WHY)
+    # A subscriber's zenoh thread may wait for room in its full queue or channel (a
+    # block-mode publisher, nobody reading any more), and closing its session then
+    # waited for it for ever: closing the subscriber lets go of it.
+    for sub in subscribers:
+        try:
+            sub.close()
+        except Exception:  # noqa: BLE001  (exiting: nothing left to tell)
+            pass
+    _wait_idle(publishers)
     for session, _ in entries:
         try:
             session.close()
         except Exception:  # noqa: BLE001  (exiting: nothing left to tell)
             pass
+    _wait_idle(publishers)
+
+
+def _wait_idle(publishers: list[Any]) -> None:
+    """Until no publisher has a call into zenoh under way, or EXIT_PUT_WAIT seconds
+    (a block-mode put to a stopped subscriber may wait as long as zenoh lets it)."""
+    deadline = time.monotonic() + EXIT_PUT_WAIT
+    while any(p._busy() for p in publishers) and time.monotonic() < deadline:
+        time.sleep(0.001)
+
+
+def track_publisher(pub: Any) -> None:
+    """Registers a publisher, for the exit hook to stop before its session closes."""
+    _publishers.add(pub)
+
+
+def track_subscriber(sub: Any) -> None:
+    """Registers a subscriber, for the exit hook to close before its session."""
+    _subscribers.add(sub)
 
 
 def _main_thread_ended() -> None:

@@ -22,11 +22,13 @@ cdef object _monotonic = time.monotonic
 
 
 cdef class Sender:
-    cdef public str name
+    cdef public str name, why
     cdef public object put, large
     cdef public Py_ssize_t large_min
     cdef public uint64_t seq
     cdef public bint closed
+    cdef readonly int busy   # sends inside put (the GIL is held from the count to the check)
+    cdef object __weakref__
 
     def __init__(self, str name, put, large, Py_ssize_t large_min):
         self.name = name
@@ -35,19 +37,27 @@ cdef class Sender:
         self.large_min = large_min
         self.seq = 0
         self.closed = False
+        self.why = ""
+        self.busy = 0
 
     def send(self, data, timeout=None):
         cdef uint64_t seq = self.seq
         cdef tuple frame
         cdef list parts
         if self.closed:
-            raise Closed(f"publisher on {self.name} is closed")
+            raise Closed(f"publisher on {self.name} is closed{self.why}")
         frame = encode(data, seq, time_ns())
         parts = frame[0]
-        if <Py_ssize_t>frame[1] >= self.large_min:
-            self.large(parts, frame[1])
-        else:
-            self.put(parts[0] if len(parts) == 1 else b"".join(parts))
+        self.busy += 1
+        try:
+            if self.closed:
+                raise Closed(f"publisher on {self.name} is closed{self.why}")
+            if <Py_ssize_t>frame[1] >= self.large_min:
+                self.large(parts, frame[1])
+            else:
+                self.put(parts[0] if len(parts) == 1 else b"".join(parts))
+        finally:
+            self.busy -= 1
         self.seq = seq + 1
         return seq
 
@@ -67,6 +77,9 @@ cdef class SampleQueue:
     cdef bint _aio_sleeping
     cdef tuple _last
     cdef dict _key_of
+    cdef long long _taken
+    cdef Py_ssize_t _prune_at
+    cdef readonly object _retiring
 
     def __init__(self, str name, Py_ssize_t size, Py_ssize_t nbytes, block, stats, uint64_t max_frame_size):
         self.name = name
@@ -93,6 +106,9 @@ cdef class SampleQueue:
         # the last sample's encoding, its source and key, as one tuple: callbacks
         # of two links may run at once (the Python twin says more)
         self._last = (None, None, None)
+        self._taken = 0
+        self._retiring = deque()   # (mark, source), oldest first (the twin says more)
+        self._prune_at = KEYS_KEPT
 
     cdef tuple _item(self, sample):
         cdef object encoding = sample.encoding, source, key
@@ -130,6 +146,7 @@ cdef class SampleQueue:
                     continue
                 old = self._popleft()
                 self._bytes -= len(old[0])
+                self._taken += 1
                 self.overflows += 1
             if self.closed:
                 return
@@ -144,7 +161,11 @@ cdef class SampleQueue:
             self._release()
 
     cdef int _wait(self, deadline, timeout) except -1:
-        while not len(self._items):
+        while True:
+            if len(self._retiring):
+                self._forget_retired()
+            if len(self._items):
+                return 0
             if self.closed:
                 raise _closed(self.name)
             self._nap(deadline, timeout)
@@ -163,6 +184,33 @@ cdef class SampleQueue:
             self._readers_waiting -= 1
         return 0
 
+    def retire(self, source):
+        self._retiring.append((self._taken + len(self._items), source))
+        if len(self._retiring) > self._prune_at:
+            self._prune_retiring()
+
+    cdef _prune_retiring(self):
+        cdef long long taken = self._taken
+        cdef dict seen = self.seen, skips = self.pending_skip
+        self._retiring = deque([r for r in self._retiring
+                                if <long long>r[0] > taken or r[1] in seen or r[1] in skips])
+        self._prune_at = max(<Py_ssize_t>KEYS_KEPT, 2 * len(self._retiring))
+
+    cdef int _forget_retired(self) except -1:
+        cdef object retiring = self._retiring
+        while len(retiring) and <long long>retiring[0][0] <= self._taken:
+            self._forget(retiring.popleft()[1])
+        return 0
+
+    cdef int _forget(self, source) except -1:
+        cdef long long skipped = self.pending_skip.pop(source, 0)
+        self.seen.pop(source, None)
+        if skipped:
+            self.stats.skipped += skipped
+        self.stats.forget(source)
+        self._key_of.pop(source, None)
+        return 0
+
     def get(self, deadline, timeout):
         return self._get(deadline, timeout)
 
@@ -170,9 +218,10 @@ cdef class SampleQueue:
         cdef tuple item
         self._acquire()
         try:
-            if not len(self._items):
+            if not len(self._items) or len(self._retiring):
                 self._wait(deadline, timeout)
             item = self._popleft()
+            self._taken += 1
             self._bytes -= len(item[0])
             if self._samples_waiting:
                 self._room.notify_all()
@@ -211,6 +260,7 @@ cdef class SampleQueue:
         try:
             self._wait(deadline, timeout)
             items = list(self._items)
+            self._taken += len(items)
             self._items.clear()
             self._bytes = 0
             if self._samples_waiting:
@@ -267,19 +317,45 @@ cdef class ChannelQueue(SampleQueue):
         except self._error:
             raise _closed(self.name) from None
 
+    def retire(self, source):
+        self._retiring.append((self._taken + len(self._pending) + 2 * self.size, source))
+        if len(self._retiring) > self._prune_at:
+            self._prune_retiring()
+
+    cdef int _forget_channel_retired(self) except -1:
+        cdef object sample
+        with self.lock:
+            if len(self._retiring) and not self._fetching and not len(self._pending):
+                sample = self._take()
+                if sample is None:
+                    while len(self._retiring):
+                        self._forget(self._retiring.popleft()[1])
+                    return 0
+                self._pending.append(sample)
+            self._forget_retired()
+        return 0
+
     def get(self, deadline, timeout):
         return self._get(deadline, timeout)
 
     cdef tuple _get(self, deadline, timeout):
-        cdef object sample = None
+        cdef object sample
         if self.closed:
             raise _closed(self.name)
+        if len(self._retiring):
+            self._forget_channel_retired()
+        sample = self._next(deadline, timeout)
+        self._taken += 1
+        return self._item(sample)
+
+    cdef object _next(self, deadline, timeout):
+        cdef object sample = None
         if not self._fetching:
             if len(self._pending):
-                return self._item(self._pending.popleft())
+                return self._pending.popleft()
             sample = self._take()
             if sample is not None:
-                return self._item(sample)
+                return sample
         self._acquire()
         try:
             while True:
@@ -300,7 +376,7 @@ cdef class ChannelQueue(SampleQueue):
                 sample = self.handler.recv()
             except self._error:
                 raise _closed(self.name) from None
-        return self._item(sample)
+        return sample
 
     cdef _fetch(self):
         self._fetching = True
@@ -344,6 +420,7 @@ cdef class ChannelQueue(SampleQueue):
             if sample is None:
                 break
             items.append(self._item(sample))
+        self._taken += len(items) - 1
         return items
 
     def arm(self):

@@ -47,7 +47,10 @@ class Sender:
     """A publisher's send: frames data with the next seq and the time now and puts
     it with ``put``; a frame of ``large_min`` bytes or more goes to ``large(parts,
     nbytes)`` instead, which assembles and puts it. ``seq`` is the next seq;
-    ``closed`` makes send raise Closed naming ``name``."""
+    ``closed`` makes send raise Closed naming ``name``, followed by ``why``.
+    ``busy`` counts the sends inside put: once ``closed`` is set, no send
+    starts a put, so the caller can wait for ``busy`` to reach 0 before it
+    closes the session (zenohsession does at exit)."""
 
     def __init__(self, name: str, put: Any, large: Any, large_min: int) -> None:
         self.name = name
@@ -56,17 +59,32 @@ class Sender:
         self.large_min = large_min
         self.seq = 0
         self.closed = False
+        self.why = ""
+        # one entry per send inside put: list.append and pop are each one step
+        # under the GIL, where busy += 1 from two threads could lose a count
+        self._inside: list[None] = []
+
+    @property
+    def busy(self) -> int:
+        return len(self._inside)
 
     def send(self, data: Any, timeout: float | None = None) -> int:
         """Publishes data as one frame; returns its seq (timeout: unused, zenoh decides)."""
         if self.closed:
-            raise Closed(f"publisher on {self.name} is closed")
+            raise Closed(f"publisher on {self.name} is closed{self.why}")
         seq = self.seq
         parts, n = encode(data, seq, time.time_ns())
-        if n >= self.large_min:
-            self.large(parts, n)
-        else:
-            self.put(parts[0] if len(parts) == 1 else b"".join(parts))
+        inside = self._inside
+        inside.append(None)   # counted in before closed is looked at again
+        try:
+            if self.closed:
+                raise Closed(f"publisher on {self.name} is closed{self.why}")
+            if n >= self.large_min:
+                self.large(parts, n)
+            else:
+                self.put(parts[0] if len(parts) == 1 else b"".join(parts))
+        finally:
+            inside.pop()
         self.seq = seq + 1
         return seq
 
@@ -85,7 +103,12 @@ class SampleQueue:
     ``max_frame_size``); ``seen`` holds each source's last seq handed out,
     ``pending_skip`` the messages per source ``latest()`` passed over (counted
     as skipped with that source's next message); ``bad_frames`` and
-    ``duplicates`` count the frames refused."""
+    ``duplicates`` count the frames refused.
+
+    ``retire`` (a zenoh thread, holding ``lock``) names a publisher gone for
+    good; the reader forgets what it keeps of it (``seen``, ``pending_skip``,
+    its seqs in ``stats``, its key) once it has taken out every item queued
+    before, so nothing kept grows with publishers that come and go."""
 
     def __init__(self, name: str, size: int, nbytes: int, block: Any, stats: Any,
                  max_frame_size: int) -> None:
@@ -117,6 +140,11 @@ class SampleQueue:
         # once): one comparison instead of two strings per sample.
         self._last_encoding: tuple[Any, Any, Any] = (None, None, None)
         self._key_of: dict[str, str] = {}   # publisher source id -> its key
+        self._taken = 0   # items ever taken out of _items (read, or pushed out)
+        # (mark, source) of each source retired and not yet forgotten, oldest first:
+        # forgotten once _taken reaches mark, the items queued up to its retirement
+        self._retiring: deque[tuple[int, Any]] = deque()
+        self._prune_at = KEYS_KEPT
 
     def _item(self, sample: Any) -> tuple[bytes, Any, str]:
         """A sample as an item: its frame copied out of zenoh, its source and key."""
@@ -156,6 +184,7 @@ class SampleQueue:
                         self._samples_waiting -= 1
                     continue
                 self._bytes -= len(items.popleft()[0])
+                self._taken += 1
                 self.overflows += 1
             if self.closed:
                 return
@@ -168,8 +197,14 @@ class SampleQueue:
                 self.waiter.poke()
 
     def _wait(self, deadline: float | None, timeout: float | None) -> None:
-        # holding self.lock: until an item is queued; Closed or Timeout otherwise
-        while not self._items:
+        # holding self.lock: until an item is queued; Closed or Timeout otherwise.
+        # The reader's way in, before it takes anything: the sources retired whose
+        # items are all out go here (every item taken before has been accepted).
+        while True:
+            if self._retiring:
+                self._forget_retired()
+            if self._items:
+                return
             if self.closed:
                 raise _closed(self.name)
             self._nap(deadline, timeout)
@@ -185,13 +220,45 @@ class SampleQueue:
         finally:
             self._readers_waiting -= 1
 
+    def retire(self, source: Any) -> None:
+        """Holding ``lock``: source (a publisher) is gone for good. What the reader
+        keeps of it goes once the items queued until now are taken out, so its last
+        messages are still accounted as the ones before."""
+        self._retiring.append((self._taken + len(self._items), source))
+        if len(self._retiring) > self._prune_at:
+            self._prune_retiring()
+
+    def _prune_retiring(self) -> None:
+        # holding self.lock: a reader that took nothing while many publishers went.
+        # It keeps nothing of those it never read (nor will: their items are out), so
+        # what is left is bounded by what it keeps and what is queued. The reader's
+        # dicts are only looked into here.
+        taken, seen, skips = self._taken, self.seen, self.pending_skip
+        self._retiring = deque(r for r in self._retiring if r[0] > taken or r[1] in seen or r[1] in skips)
+        self._prune_at = max(KEYS_KEPT, 2 * len(self._retiring))
+
+    def _forget_retired(self) -> None:
+        # holding self.lock, the reader (see _wait)
+        retiring, taken = self._retiring, self._taken
+        while retiring and retiring[0][0] <= taken:
+            self._forget(retiring.popleft()[1])
+
+    def _forget(self, source: Any) -> None:
+        self.seen.pop(source, None)
+        skipped = self.pending_skip.pop(source, 0)
+        if skipped:  # passed over by latest(); no next message of theirs will count them
+            self.stats.skipped += skipped
+        self.stats.forget(source)
+        self._key_of.pop(source, None)
+
     def get(self, deadline: float | None, timeout: float | None) -> tuple[bytes, Any, str]:
         """The oldest item, waiting until deadline (time.monotonic(); None: no limit)
         for one; timeout is what the Timeout's message names."""
         with self.lock:
-            if not self._items:
+            if not self._items or self._retiring:
                 self._wait(deadline, timeout)
             item = self._items.popleft()
+            self._taken += 1
             self._bytes -= len(item[0])
             if self._samples_waiting:
                 self._room.notify_all()
@@ -226,6 +293,7 @@ class SampleQueue:
         with self.lock:
             self._wait(deadline, timeout)
             items = list(self._items)
+            self._taken += len(items)
             self._items.clear()
             self._bytes = 0
             if self._samples_waiting:
@@ -293,18 +361,46 @@ class ChannelQueue(SampleQueue):
         except self._error:
             raise _closed(self.name) from None
 
+    def retire(self, source: Any) -> None:
+        # zenoh's channel cannot be looked into: its samples from before now are out
+        # once as many were taken as it holds (each zenoh thread waiting for room holds
+        # one more: twice its size is ample), or as soon as it is found empty
+        self._retiring.append((self._taken + len(self._pending) + 2 * self.size, source))
+        if len(self._retiring) > self._prune_at:
+            self._prune_retiring()
+
+    def _forget_channel_retired(self) -> None:
+        # the reader, before it takes a sample (not holding the lock)
+        with self.lock:
+            if self._retiring and not self._fetching and not self._pending:
+                sample = self._take()
+                if sample is None:  # empty: what came before each retirement is out
+                    while self._retiring:
+                        self._forget(self._retiring.popleft()[1])
+                    return
+                self._pending.append(sample)
+            self._forget_retired()
+
     def get(self, deadline: float | None, timeout: float | None) -> tuple[bytes, Any, str]:
         if self.closed:
             raise _closed(self.name)
+        if self._retiring:
+            self._forget_channel_retired()
+        sample = self._next(deadline, timeout)
+        self._taken += 1
+        return self._item(sample)
+
+    def _next(self, deadline: float | None, timeout: float | None) -> Any:
+        # the next sample, waiting as get says
         if not self._fetching:
             if self._pending:
                 try:
-                    return self._item(self._pending.popleft())
+                    return self._pending.popleft()
                 except IndexError:  # another reader took it meanwhile
                     pass
             sample = self._take()
             if sample is not None:
-                return self._item(sample)
+                return sample
         sample = None
         with self.lock:
             while True:
@@ -323,7 +419,7 @@ class ChannelQueue(SampleQueue):
                 sample = self.handler.recv()
             except self._error:
                 raise _closed(self.name) from None
-        return self._item(sample)
+        return sample
 
     def _fetch(self) -> None:
         # holding self.lock: the fetching thread takes the next sample
@@ -368,6 +464,7 @@ class ChannelQueue(SampleQueue):
             if sample is None:
                 break
             items.append(self._item(sample))
+        self._taken += len(items) - 1
         return items
 
     def arm(self) -> bool:
