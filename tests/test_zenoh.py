@@ -989,30 +989,35 @@ def test_a_forked_child_exits_and_zenoh_in_it_is_a_clear_error(backend) -> None:
     assert lines[3:] == ["exit 0", "parent got 7"], done.stdout
 
 
-def test_a_publisher_inherited_across_fork_refuses_to_send_and_the_child_exits(backend) -> None:
+@pytest.mark.parametrize("fifo", [False, True], ids=["queue", "fifo"])
+def test_ends_inherited_across_fork_refuse_and_the_child_exits(backend, fifo) -> None:
     # In a forked child, a send on the publisher its parent had opened returned a seq
     # and went nowhere (zenoh's threads do not survive fork), and a flush there left a
-    # thread waiting in zenoh for ever, so the child never exited. Both are dc.Closed
-    # saying why, and the parent's publisher carries on.
+    # thread waiting in zenoh for ever, so the child never exited. The subscriber's
+    # recv there timed out for ever (with fifo=True, recv() hung), and the publisher
+    # still counted the parent's subscriber. Each is dc.Closed saying why (the count
+    # is 0, as for any closed publisher), and the parent's ends carry on.
     port, k = free_port(), key()
     script = (
         "import datacomms as dc, multiprocessing as mp, warnings\n"
         "warnings.simplefilter('ignore', DeprecationWarning)  # fork with threads, Python 3.12+\n"
         f"url = 'zenoh://{k}?listen=tcp/127.0.0.1:{port}'\n"
         f"pub = dc.Publisher(url, backend='{backend.name}', history=0)\n"
-        f"sub = dc.Subscriber(url, backend='{backend.name}', history=False)\n"
+        f"sub = dc.Subscriber(url, backend='{backend.name}', history=False, fifo={fifo})\n"
         "pub.wait_for_subscribers(1, timeout=30)\n"
+        "calls = (lambda: pub.send(b'lost'), lambda: pub.flush(1), lambda: sub.recv(timeout=1),\n"
+        "         lambda: sub.recv(), lambda: sub.latest(timeout=1), lambda: pub.subscribers)\n"
         "def child(conn):\n"
-        "    for call in (lambda: pub.send(b'lost'), lambda: pub.flush(1)):\n"
+        "    for call in calls:\n"
         "        try:\n"
         "            conn.send(f'returned {call()!r}')\n"
-        "        except dc.Closed as exc:\n"
-        "            conn.send(str(exc))\n"
+        "        except dc.DataCommsError as exc:\n"
+        "            conn.send(f'{type(exc).__name__}: {exc}')\n"
         "ctx = mp.get_context('fork')\n"
         "here, there = ctx.Pipe()\n"
         "proc = ctx.Process(target=child, args=(there,))\n"
         "proc.start()\n"
-        "for _ in range(2):\n"
+        "for _ in calls:\n"
         "    print(here.recv() if here.poll(30) else 'no answer', flush=True)\n"
         "proc.join(30)\n"
         "print('exit', proc.exitcode, flush=True)\n"
@@ -1023,13 +1028,13 @@ def test_a_publisher_inherited_across_fork_refuses_to_send_and_the_child_exits(b
         "pub.close()\n"
         "sub.close()\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=240)
     lines = done.stdout.splitlines()
     assert done.returncode == 0, done.stderr[-2000:]
-    assert len(lines) == 5, done.stdout
-    for line in lines[:2]:
-        assert line.startswith(f"publisher on zenoh://{k}") and "fork" in line and "spawn" in line, line
-    assert lines[2:] == ["exit 0", "sent 0", "parent got b'here'"], done.stdout
+    assert len(lines) == 9, done.stdout
+    for line, end in zip(lines[:5], ["publisher"] * 2 + ["subscriber"] * 3):
+        assert line.startswith(f"Closed: {end} on zenoh://{k}") and "fork" in line and "spawn" in line, line
+    assert lines[5:] == ["returned 0", "exit 0", "sent 0", "parent got b'here'"], done.stdout
 
 
 def test_closed_ends_go_when_dropped_without_the_garbage_collector(backend) -> None:

@@ -245,6 +245,8 @@ class ZenohPublisher(pubsub.Publisher):
     @property
     def subscribers(self) -> int:
         """How many datacomms subscribers whose key expression covers this key are attached."""
+        if self._sender.closed:
+            return 0   # as elsewhere; and a forked child's copy knows nothing it could count
         self._query_tokens()
         with self._cond:
             return len(self._subs)
@@ -555,6 +557,13 @@ class ZenohSubscriber(pubsub.Subscriber):
             if self._queue.waiter is None:
                 self._queue.waiter = _ZenohWaiter(self._queue)
             return self._queue.waiter
+
+    def _halt(self, why: str) -> None:
+        """zenohsession's, in a forked child: this copy is closed, and says why
+        (its zenoh is the parent's: nothing would ever arrive). Not through
+        close(): a thread of the parent may have held the queue's lock."""
+        self._queue.why = why
+        self._queue.closed = True
 
     def close(self) -> None:
         if self._queue.closed:

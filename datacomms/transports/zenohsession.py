@@ -162,7 +162,8 @@ def _forked() -> None:
     """In a child just forked: the sessions are the parent's and stay its own (the
     exit hook must not close them, which hangs), and the lock may have been held
     by a parent thread that does not exist here. A publisher inherited refuses to
-    send: its puts went nowhere, silently."""
+    send (its puts went nowhere, silently), and a subscriber to receive (it
+    waited for ever)."""
     global _lock, _changed, _closer
     _lock = threading.Lock()
     _changed = threading.Condition(_lock)
@@ -170,6 +171,8 @@ def _forked() -> None:
     _sessions.clear()
     for pub in list(_publishers):
         pub._halt(_FORK_WHY, locked=False)
+    for sub in list(_subscribers):
+        sub._halt(_FORK_WHY)
     _publishers.clear()
     _subscribers.clear()
 

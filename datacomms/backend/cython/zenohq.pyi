@@ -30,6 +30,7 @@ class SampleQueue:
     bad_frames: int
     duplicates: int
     closed: bool
+    why: str
     stats: Any
     max_frame_size: int
     seen: dict[Any, int]

@@ -63,7 +63,7 @@ cdef class Sender:
 
 
 cdef class SampleQueue:
-    cdef public str name
+    cdef public str name, why
     cdef public Py_ssize_t size, nbytes
     cdef public object block, waiter, lock
     cdef public long long overflows, bad_frames, duplicates
@@ -94,6 +94,7 @@ cdef class SampleQueue:
         self.duplicates = 0
         self.overflows = 0
         self.closed = False
+        self.why = ""   # said after "is closed" (a forked child's copy says so)
         self.waiter = None
         self.lock = threading.Lock()
         self._acquire, self._release = self.lock.acquire, self.lock.release
@@ -167,7 +168,7 @@ cdef class SampleQueue:
             if len(self._items):
                 return 0
             if self.closed:
-                raise _closed(self.name)
+                raise _closed(self.name, self.why)
             self._nap(deadline, timeout)
         return 0
 
@@ -315,7 +316,7 @@ cdef class ChannelQueue(SampleQueue):
         try:
             return self.handler.try_recv()
         except self._error:
-            raise _closed(self.name) from None
+            raise _closed(self.name, self.why) from None
 
     def retire(self, source):
         self._retiring.append((self._taken + len(self._pending) + 2 * self.size, source))
@@ -341,7 +342,7 @@ cdef class ChannelQueue(SampleQueue):
     cdef tuple _get(self, deadline, timeout):
         cdef object sample
         if self.closed:
-            raise _closed(self.name)
+            raise _closed(self.name, self.why)
         if len(self._retiring):
             self._forget_channel_retired()
         sample = self._next(deadline, timeout)
@@ -363,7 +364,7 @@ cdef class ChannelQueue(SampleQueue):
                     sample = self._pending.popleft()
                     break
                 if self.closed:
-                    raise _closed(self.name)
+                    raise _closed(self.name, self.why)
                 if not self._fetching:
                     if deadline is None:
                         break
@@ -375,7 +376,7 @@ cdef class ChannelQueue(SampleQueue):
             try:
                 sample = self.handler.recv()
             except self._error:
-                raise _closed(self.name) from None
+                raise _closed(self.name, self.why) from None
         return sample
 
     cdef _fetch(self):

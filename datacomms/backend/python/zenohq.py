@@ -35,8 +35,8 @@ ENCODING = "application/octet-stream;datacomms/pub/"  # + the publisher id in he
 KEYS_KEPT = 4096  # publishers whose key a queue remembers (then it starts afresh)
 
 
-def _closed(name: str) -> Closed:
-    return Closed(f"subscriber on {name} is closed")
+def _closed(name: str, why: str = "") -> Closed:
+    return Closed(f"subscriber on {name} is closed{why}")
 
 
 def _timed_out(name: str, timeout: float | None) -> Timeout:
@@ -124,6 +124,7 @@ class SampleQueue:
         self.duplicates = 0   # samples seen before (history replay overlapping live data)
         self.overflows = 0
         self.closed = False
+        self.why = ""   # said after "is closed" (a forked child's copy says so)
         self.waiter: Any = None
         self.lock = threading.Lock()
         # One lock, two conditions: readers wait for data, blocking samples for room.
@@ -206,7 +207,7 @@ class SampleQueue:
             if self._items:
                 return
             if self.closed:
-                raise _closed(self.name)
+                raise _closed(self.name, self.why)
             self._nap(deadline, timeout)
 
     def _nap(self, deadline: float | None, timeout: float | None) -> None:
@@ -359,7 +360,7 @@ class ChannelQueue(SampleQueue):
         try:
             return self.handler.try_recv()
         except self._error:
-            raise _closed(self.name) from None
+            raise _closed(self.name, self.why) from None
 
     def retire(self, source: Any) -> None:
         # zenoh's channel cannot be looked into: its samples from before now are out
@@ -383,7 +384,7 @@ class ChannelQueue(SampleQueue):
 
     def get(self, deadline: float | None, timeout: float | None) -> tuple[bytes, Any, str]:
         if self.closed:
-            raise _closed(self.name)
+            raise _closed(self.name, self.why)
         if self._retiring:
             self._forget_channel_retired()
         sample = self._next(deadline, timeout)
@@ -408,7 +409,7 @@ class ChannelQueue(SampleQueue):
                     sample = self._pending.popleft()
                     break
                 if self.closed:
-                    raise _closed(self.name)
+                    raise _closed(self.name, self.why)
                 if not self._fetching:
                     if deadline is None:
                         break
@@ -418,7 +419,7 @@ class ChannelQueue(SampleQueue):
             try:
                 sample = self.handler.recv()
             except self._error:
-                raise _closed(self.name) from None
+                raise _closed(self.name, self.why) from None
         return sample
 
     def _fetch(self) -> None:
