@@ -207,6 +207,34 @@ def test_value_its_column_cannot_hold_is_refused_and_the_recording_goes_on(tmp_p
         assert f["data/x"][:].tolist() == [1.0, 2.0 ** 70]
 
 
+def test_float32_column_stores_what_it_cannot_hold_as_inf_without_a_warning(tmp_path: Path, backend) -> None:
+    """A float32 column turns a number beyond its range into an infinity (docs/files.md). The
+    cast used to raise numpy's RuntimeWarning in the flush: with warnings as errors (as in this
+    test run) that failed the send, and every later flush, the timer's included."""
+    path = tmp_path / "log.h5"
+    with dc.Publisher(url_of(path), backend=backend, flush_interval=0) as pub:
+        assert pub.send({"x": np.float32(1.0), "n": 1}) == 0
+        assert pub.send({"x": 1e300, "n": 2}) == 1
+        assert pub.send({"x": -10 ** 300, "n": 3}) == 2
+        assert pub.send_many([{"x": np.float64(1e39), "n": 4}, {"x": 2.0, "n": 5}]) == 4
+    with dc.Publisher(url_of(tmp_path / "f.h5"), backend=backend, flush_interval=0.05) as pub:
+        assert pub.send({"x": np.float32(1.0), "y": np.float32(1.0)}) == 0
+        assert pub.send_many([{"x": 1e300, "y": 1.0}]) == 1   # all-float columns: cast by the Writer
+        assert pub.send({"x": -1e300, "y": 3.0}) == 2         # left to the timer
+        deadline = time.monotonic() + 10
+        while pub._due is not None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert pub._timer.is_alive()
+        assert pub.send({"x": 4.0, "y": 4.0}) == 3
+    with h5py.File(path, "r") as f:
+        assert f["data/x"].dtype == np.float32
+        assert f["data/x"][:].tolist() == [1.0, np.inf, -np.inf, np.inf, 2.0]
+        assert f["data/n"][:].tolist() == [1, 2, 3, 4, 5]
+    with h5py.File(tmp_path / "f.h5", "r") as f:
+        assert f["data/x"][:].tolist() == [1.0, np.inf, -np.inf, 4.0]
+        assert f["data/y"][:].tolist() == [1.0, 1.0, 3.0, 4.0]
+
+
 def test_join_latest_and_skips(tmp_path: Path, backend) -> None:
     url = url_of(tmp_path / "log.h5")
     with dc.Publisher(url, backend=backend) as pub:
