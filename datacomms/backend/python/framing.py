@@ -85,8 +85,9 @@ def unpack_header(buf: Any, offset: int = 0, max_frame_size: int = DEFAULT_MAX_F
     return kind, flags, seq, ts, meta_len, nbufs, payload_len, frame_len
 
 
-# An integer of 19 digits or more may not fit in 64 bits; an exponent of 3 digits may overflow.
-_LONG_NUMBER = re.compile(r"\d{19}|[eE][-+]?\d{3}")
+# Where an integer may not fit in 64 bits (20 digits, or 19 after a minus; a time.time_ns() has
+# 19 and no minus) and a float may overflow (an exponent of 3 digits): only then is a text checked.
+_LONG_NUMBER = re.compile(r"\d{20}|-\d{19}|[eE][-+]?\d{3}")
 
 
 def dumps_json(obj: Any) -> bytes:
