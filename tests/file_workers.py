@@ -7,9 +7,12 @@ far the child got (e.g. what an hdf5 writer had flushed before it was killed).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import subprocess
 import sys
+import threading
 import time
 
 import datacomms as dc
@@ -125,8 +128,96 @@ def main(argv: list[str]) -> None:
                 print(f"seq {sub.recv(timeout=float(rest[0])).seq}", flush=True)
             except dc.DataCommsError as exc:
                 print(type(exc).__name__, flush=True)
+    elif role == "hdf5-full-disk":
+        hdf5_full_disk(url, backend)
+    elif role == "hdf5-append-replay":
+        # appends one message, then replays the recording: are the rows seq-named bytes?
+        with dc.Publisher(url, backend=backend) as pub:
+            seq = pub.send(b"appended")
+        with dc.Subscriber(url, backend=backend, from_start=True) as sub:
+            seqs = []
+            while True:
+                try:
+                    m = sub.recv(timeout=0.5)
+                except dc.Timeout:
+                    break
+                assert bytes(m.data) == (b"appended" if m.seq == seq else seq_bytes(m.seq)), m.seq
+                seqs.append(m.seq)
+        print(f"appended {seq}, replayed {len(seqs)} in order {seqs == list(range(len(seqs)))}", flush=True)
     else:
         raise SystemExit(f"unknown role {role}")
+
+
+def seq_bytes(i: int) -> bytes:
+    return i.to_bytes(8, "little") * 2000
+
+
+def fds_on(path: str) -> int:
+    """How many descriptors of this process are open on path."""
+    n = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            n += os.readlink(f"/proc/self/fd/{fd}").startswith(path)
+        except OSError:
+            pass
+    return n
+
+
+def fill(path: str) -> None:
+    """Writes path until the file system is full."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        while True:
+            os.write(fd, bytes(4096))
+    except OSError as exc:
+        assert exc.errno == errno.ENOSPC, exc
+    finally:
+        os.close(fd)
+
+
+def hdf5_full_disk(url: str, backend: str) -> None:
+    """Records onto a small file system (a tmpfs of the test's) until it is full."""
+    path = url[len("hdf5://"):]
+    d = os.path.dirname(path)
+    filler = os.path.join(d, "filler")
+    # 1. the sends fill the disk, each flushed
+    with open(filler, "wb") as f:
+        f.write(bytes(256 << 10))
+    pub = dc.Publisher(url, backend=backend, flush_interval=0)
+    n = 0
+    try:
+        while n < 10000:
+            assert pub.send(seq_bytes(n)) == n
+            n += 1
+    except dc.DataCommsError as exc:
+        print(f"send {n > 10}: {exc}", flush=True)
+    try:
+        pub.send(b"later")
+    except dc.DataCommsError as exc:
+        print(f"later send: {exc}", flush=True)
+    pub.close()  # raises nothing: the error was raised
+    print(f"closed, fds on the file {fds_on(path)}, threads {threading.active_count()}", flush=True)
+    os.unlink(filler)
+    print(subprocess.run([sys.executable, __file__, "hdf5-append-replay", url, backend], capture_output=True,
+                         text=True, timeout=60).stdout.strip(), flush=True)
+    # 2. the timer's flush meets the full disk; close raises it
+    os.unlink(path)
+    pub = dc.Publisher(url, backend=backend, flush_interval=5.0)  # the disk fills well within it
+    pub.send(seq_bytes(0))  # the first send flushes at once, and makes the file
+    fill(filler)
+    pub.send(seq_bytes(1))  # left to the timer, 4.5 s on
+    deadline = time.monotonic() + 30
+    while fds_on(path) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    print(f"timer let go: fds on the file {fds_on(path)}", flush=True)
+    try:
+        pub.close()
+    except dc.DataCommsError as exc:
+        print(f"close: {exc}", flush=True)
+    print(f"closed, threads {threading.active_count()}", flush=True)
+    os.unlink(filler)
+    print(subprocess.run([sys.executable, __file__, "hdf5-append-replay", url, backend], capture_output=True,
+                         text=True, timeout=60).stdout.strip(), flush=True)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,10 @@ decoding, and a clear FrameError for every kind of bad input."""
 
 from __future__ import annotations
 
+import decimal
+import enum
 import struct
+import uuid
 
 import numpy as np
 import pytest
@@ -133,6 +136,75 @@ def test_nan_becomes_null_on_both_backends(backend):
 def test_unencodable_values_are_frame_errors(backend, bad):
     with pytest.raises(dc.FrameError):
         backend.framing.encode(bad, 0, 0)
+
+
+class _Float(float):
+    pass
+
+
+class _Colour(enum.Enum):
+    RED = (1, 2)
+
+
+# (value, what every decoder returns) for values JSON has no type of its own for
+# (docs/frame-format.md): the two backends used to differ on most of them
+ODD_JSON = [
+    (2 ** 64 - 1, 2 ** 64 - 1), (-2 ** 63, -2 ** 63), ({"n": 10 ** 18}, {"n": 10 ** 18}),
+    (np.bool_(True), True), (np.int8(-3), -3), (np.uint64(2 ** 64 - 1), 2 ** 64 - 1),
+    (np.float16(0.1), 0.1), (np.float32(0.1), 0.1), ({"x": np.float32(3.4e38)}, {"x": 3.4e38}),
+    (np.float64(0.1), 0.1), (np.float32("nan"), None), ([np.float64("-inf")], [None]),
+    (_Float(1.5), 1.5), ({"x": _Float("nan")}, {"x": None}), (float("nan"), None),
+    ((1, (2, "3")), [1, [2, "3"]]),
+    ({1: "a", 2.5: "b", False: "c", None: "d"}, {"1": "a", "2.5": "b", "false": "c", "null": "d"}),
+    ({np.int64(7): 1, np.float64(0.5): 2, np.float32(0.25): 3, np.bool_(False): 4},
+     {"7": 1, "0.5": 2, "0.25": 3, "false": 4}),
+    ({float("nan"): 1}, {"null": 1}), ({2 ** 64 - 1: 0}, {str(2 ** 64 - 1): 0}),
+    (uuid.UUID(int=5), "00000000-0000-0000-0000-000000000005"), (_Colour.RED, [1, 2]),
+]
+NO_JSON = [2 ** 64, -2 ** 63 - 1, {"a": [2 ** 70]}, {2 ** 64: 1}, np.datetime64("2020-01-01"),
+           np.datetime64("2020-01-01T00:00:00.123456789"), np.datetime64("NaT"), np.timedelta64(5, "s"),
+           np.longdouble(1.5), np.complex128(1j), decimal.Decimal("1.5"), {1, 2}, frozenset(), {(1,): 2},
+           {b"k": 1}, {"a": {"b": np.datetime64(0, "s")}}, "\ud800"]
+
+
+@pytest.mark.parametrize("value,expected", ODD_JSON, ids=lambda v: type(v).__name__)
+def test_values_json_has_no_type_for_encode_alike_on_both_backends(backend, value, expected):
+    """Both backends write the same JSON for numpy scalars, tuples, float subclasses, NaN and
+    non-string keys, and every decoder reads it back the same."""
+    frame = frame_of(backend, value)
+    for decoder in map(dc.backend.get, AVAILABLE):
+        got = decoder.framing.decode(frame)[0]
+        assert got == expected and type(got) is type(expected)
+    for other in map(dc.backend.get, AVAILABLE):
+        assert other.framing.loads_json(other.framing.dumps_json(value)) == expected
+
+
+@pytest.mark.parametrize("bad", NO_JSON, ids=lambda v: type(v).__name__)
+def test_values_the_format_cannot_carry_are_frame_errors_on_both_backends(backend, bad):
+    """Integers beyond 64 bits (docs/frame-format.md), numpy datetimes, Decimal, sets, keys
+    that are not scalars: dc.FrameError on both backends. The python backend used to send big
+    integers, the cython one datetime64 scalars as strings (nanoseconds cut off)."""
+    with pytest.raises(dc.FrameError, match="JSON"):
+        backend.framing.encode(bad, 0, 0)
+    with pytest.raises(dc.FrameError, match="JSON"):
+        backend.framing.encode({"x": bad, "img": np.zeros(2)}, 0, 0)   # kind 3: JSON with buffers
+
+
+@pytest.mark.parametrize("text,expected", [
+    (b"18446744073709551615", 2 ** 64 - 1), (b"-9223372036854775808", -2 ** 63),
+    (b"18446744073709551616", 2.0 ** 64), (b"[-9223372036854775809]", [-2.0 ** 63]), (b"1e-400", 0.0),
+    (b'"123456789012345678901234567890"', "123456789012345678901234567890"),
+])
+def test_numbers_beyond_64_bits_decode_alike_on_both_backends(backend, text, expected):
+    """What another encoder may write: an integer beyond 64 bits reads as a float on both."""
+    got = backend.framing.loads_json(text)
+    assert got == expected and type(got) is type(expected)
+
+
+@pytest.mark.parametrize("text", [b"NaN", b"[Infinity]", b"-Infinity", b"1e400", b"[1" + b"0" * 400 + b".0]"])
+def test_json_without_a_finite_number_is_a_frame_error_on_both_backends(backend, text):
+    with pytest.raises(dc.FrameError):
+        backend.framing.loads_json(text)
 
 
 def _patch(frame: bytes, offset: int, fmt: str, value: int) -> bytes:

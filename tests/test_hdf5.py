@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -205,6 +206,64 @@ def test_value_its_column_cannot_hold_is_refused_and_the_recording_goes_on(tmp_p
         assert f["data/n"][:].tolist() == [3, -2 ** 31]
         assert f["data/u"][:].tolist() == [1, 255]
         assert f["data/x"][:].tolist() == [1.0, 2.0 ** 70]
+
+
+def test_float32_column_stores_what_it_cannot_hold_as_inf_without_a_warning(tmp_path: Path, backend) -> None:
+    """A float32 column turns a number beyond its range into an infinity (docs/files.md). The
+    cast used to raise numpy's RuntimeWarning in the flush: with warnings as errors (as in this
+    test run) that failed the send, and every later flush, the timer's included."""
+    path = tmp_path / "log.h5"
+    with dc.Publisher(url_of(path), backend=backend, flush_interval=0) as pub:
+        assert pub.send({"x": np.float32(1.0), "n": 1}) == 0
+        assert pub.send({"x": 1e300, "n": 2}) == 1
+        assert pub.send({"x": -10 ** 300, "n": 3}) == 2
+        assert pub.send_many([{"x": np.float64(1e39), "n": 4}, {"x": 2.0, "n": 5}]) == 4
+    with dc.Publisher(url_of(tmp_path / "f.h5"), backend=backend, flush_interval=0.05) as pub:
+        assert pub.send({"x": np.float32(1.0), "y": np.float32(1.0)}) == 0
+        assert pub.send_many([{"x": 1e300, "y": 1.0}]) == 1   # all-float columns: cast by the Writer
+        assert pub.send({"x": -1e300, "y": 3.0}) == 2         # left to the timer
+        deadline = time.monotonic() + 10
+        while pub._due is not None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert pub._timer.is_alive()
+        assert pub.send({"x": 4.0, "y": 4.0}) == 3
+    with h5py.File(path, "r") as f:
+        assert f["data/x"].dtype == np.float32
+        assert f["data/x"][:].tolist() == [1.0, np.inf, -np.inf, np.inf, 2.0]
+        assert f["data/n"][:].tolist() == [1, 2, 3, 4, 5]
+    with h5py.File(tmp_path / "f.h5", "r") as f:
+        assert f["data/x"][:].tolist() == [1.0, np.inf, -np.inf, 4.0]
+        assert f["data/y"][:].tolist() == [1.0, 1.0, 3.0, 4.0]
+
+
+def test_full_disk_is_a_clear_error_and_the_file_is_let_go(tmp_path: Path, backend_name: str) -> None:
+    """A recording that fills its file system (a 1 MiB tmpfs in a private mount namespace): the
+    send that meets the full disk raises dc.DataCommsError saying so, and so do later sends; the
+    publisher lets go of the file and its lock at once, so another process appends once there is
+    room again, after the rows flushed before (a frames recording may lose its last rows, see
+    docs/files.md). When the timer's flush meets it, the timer ends and close() raises it. The
+    send used to raise HDF5's RuntimeError, the timer died silently, and close() raised and kept
+    both descriptors, so other publishers were refused until the process exited."""
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-rm", "true"],
+                                                          stderr=subprocess.DEVNULL).returncode != 0:
+        pytest.skip("no private mount namespace here (unshare -rm) to mount a small tmpfs")
+    d = tmp_path / "small"
+    d.mkdir()
+    path = d / "r.h5"
+    script = (f'mount -t tmpfs -o size=1m tmpfs "{d}" && '
+              f'exec "{sys.executable}" "{WORKERS}" hdf5-full-disk "{url_of(path)}" {backend_name}')
+    out = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, timeout=120)
+    lines = out.stdout.splitlines()
+    assert out.returncode == 0 and len(lines) == 8, (out.stdout, out.stderr)
+    full = f"cannot write {path}: no space left on device. This publisher is closed"
+    assert lines[0].startswith(f"send True: {full}"), lines[0]
+    assert lines[1].startswith(f"later send: {full}"), lines[1]
+    assert lines[2] == "closed, fds on the file 0, threads 1"
+    m = re.fullmatch(r"appended (\d+), replayed (\d+) in order True", lines[3])
+    assert m and int(m[1]) > 10 and int(m[2]) == int(m[1]) + 1, lines[3]
+    assert lines[4] == "timer let go: fds on the file 0"
+    assert lines[5].startswith(f"close: {full}"), lines[5]
+    assert lines[6:] == ["closed, threads 1", "appended 1, replayed 2 in order True"]
 
 
 def test_join_latest_and_skips(tmp_path: Path, backend) -> None:

@@ -8,6 +8,9 @@ The frame format is specified in docs/frame-format.md.
 
 from __future__ import annotations
 
+import enum
+import math
+import uuid
 from typing import Any
 
 import numpy as np
@@ -139,6 +142,93 @@ def view_array(buf: Any, offset: int, nbytes: int, dt: np.dtype, shape: tuple[in
         return arr if len(shape) == 1 else arr.reshape(shape)
     except (ValueError, TypeError, MemoryError) as exc:  # a last line of defence: checks above should catch all
         raise FrameError(f"cannot view {nbytes} bytes as {dt} {shape}: {exc}") from None
+
+
+# -- JSON values ----------------------------------------------------------------------------------
+# What both backends write for values JSON has no type of its own for (docs/frame-format.md):
+# the python backend's json module and the cython one's orjson each accept a different set of
+# them, so whatever one of them does not take on its fast path goes through plain_json, the
+# one rule.
+
+_INT_MIN, _INT_MAX = -(1 << 63), (1 << 64) - 1   # orjson's range, an int64 or a uint64
+
+
+def json_value(o: Any) -> Any:
+    """The JSON-typed value a non-JSON scalar is written as, or TypeError (a json/orjson ``default``)."""
+    if isinstance(o, np.generic):
+        if isinstance(o, (np.datetime64, np.timedelta64)):  # a timedelta64 is a numpy integer too
+            raise TypeError(f"numpy {type(o).__name__} has no JSON form (send str(x) or x.astype('int64'))")
+        if isinstance(o, np.bool_):
+            return bool(o)
+        if isinstance(o, np.integer):
+            return int(o)
+        if isinstance(o, (np.float16, np.float32)):
+            return float(str(o))  # the shortest digits that give it back in its own precision
+        if isinstance(o, np.float64):
+            return float(o)
+        raise TypeError(f"numpy {type(o).__name__} has no JSON form")
+    if isinstance(o, float):
+        return float(o)
+    if isinstance(o, tuple):
+        return list(o)
+    if isinstance(o, uuid.UUID):  # orjson writes these natively: the python backend does the same
+        return str(o)
+    if isinstance(o, enum.Enum):
+        return o.value
+    raise TypeError(f"{type(o).__name__} is not JSON serializable")
+
+
+def _json_int(o: int) -> int:
+    if not _INT_MIN <= o <= _INT_MAX:
+        raise FrameError(f"cannot encode an integer beyond 64 bits as JSON: {str(o)[:40]}")
+    return o
+
+
+def _json_key(k: Any) -> str:
+    t = type(k)
+    if t is str:
+        return k
+    if isinstance(k, str):
+        return str.__str__(k)
+    if k is None:
+        return "null"
+    if isinstance(k, bool):
+        return "true" if k else "false"
+    if isinstance(k, int):
+        return str(_json_int(int(k)))
+    if isinstance(k, float):
+        return float.__repr__(k) if math.isfinite(k) else "null"
+    try:
+        v = json_value(k)
+    except TypeError as exc:
+        raise FrameError(f"cannot encode a dict key of type {type(k).__name__} as JSON: {exc}") from None
+    if type(v) not in (str, int, float, bool) and v is not None:
+        raise FrameError(f"cannot encode a dict key of type {type(k).__name__} as JSON")
+    return _json_key(v)
+
+
+def plain_json(o: Any) -> Any:
+    """o as plain JSON types (str keys, lists, no NaN: None in its place), or FrameError;
+    the reference of what both backends write."""
+    t = type(o)
+    if t is str or t is bool or o is None:
+        return o
+    if t is float or isinstance(o, float):
+        v = float(o)
+        return v if math.isfinite(v) else None
+    if isinstance(o, int) and not isinstance(o, bool):
+        return _json_int(int(o))
+    if isinstance(o, str):
+        return str.__str__(o)
+    if isinstance(o, dict):
+        return {_json_key(k): plain_json(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [plain_json(v) for v in o]
+    try:
+        v = json_value(o)
+    except TypeError as exc:
+        raise FrameError(f"cannot encode {type(o).__name__} as JSON: {exc}") from None
+    return plain_json(v)
 
 
 def has_buffers(obj: Any) -> bool:

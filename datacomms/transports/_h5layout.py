@@ -323,7 +323,8 @@ class Stage:
                     raise FrameError(f"send_many: column {k!r} of {dt} got values of {col.dtype}")
                 if dt.kind in "iu" and col.size and not _in_range(col, dt):
                     raise FrameError(f"send_many: column {k!r} of {dt} got values outside its range")
-                block.append(col.astype(dt, copy=False))
+                with np.errstate(over="ignore"):  # an infinity, see Stage.take
+                    block.append(col.astype(dt, copy=False))
         elif self.kind == "array":
             for a in items:
                 if type(a) is not np.ndarray or a.shape != self.shape or a.dtype != self.dtype:
@@ -342,7 +343,10 @@ class Stage:
         """The staged rows as one array per dataset (Layout.all order); empties the stage."""
         n = len(self.seqs)
         if self.kind == "columns":
-            block = [np.asarray(col, dt) for col, dt in zip(self.cols, self.dtypes)]
+            # A float32 column stores what it cannot hold as an infinity (docs/files.md), without
+            # numpy's RuntimeWarning: under -W error that would fail this and every later flush.
+            with np.errstate(over="ignore"):
+                block = [np.asarray(col, dt) for col, dt in zip(self.cols, self.dtypes)]
             self.cols = [[] for _ in self.keys]
         elif self.kind == "array":
             if self.block is None:
@@ -435,7 +439,8 @@ class Writer(_LowLevel):
             did = ds.id
             did.set_extent((new, *rest))
             if arr.dtype != dt:
-                arr = arr.astype(dt)
+                with np.errstate(over="ignore"):  # an infinity, see Stage.take
+                    arr = arr.astype(dt)
             ms, fs = spaces[rest]
             did.write(ms, fs, np.ascontiguousarray(arr), mtype=mt)
         return new

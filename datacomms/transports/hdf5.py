@@ -28,12 +28,18 @@ keeps a lock of its own instead: it holds an open-file-description lock on the
 file for its lifetime (independent of HDF5's flock locks), so a
 second publisher gets a clear error, and a publisher that gets the lock knows a
 previous writer is dead and may clear the open-for-write flags it left.
+
+A write that fails (a full disk) is a DataCommsError from that call and every later
+one; the publisher lets go of the file and its lock at once, writing nothing more
+(``_abandon``), so another publisher may append to what was flushed.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
+import re
 import struct
 import threading
 import time
@@ -62,6 +68,8 @@ READ_BUDGET = 1 << 24
 # longest sleep of a blocking recv/latest between looks when inotify watches the directory
 SYNC_SLICE = 0.1
 _LOCK_START = 1 << 62   # a byte range no HDF5 library touches
+# rows at the end of a frames recording a new writer reads back at most (see _readable_rows)
+TAIL_CHECK = 4096
 
 
 def _lock_writer(fd: int, path: str) -> None:
@@ -82,6 +90,40 @@ def _writer_alive(path: str) -> bool:
     finally:
         os.close(fd)
     return struct.unpack("hhqqi4x", got)[0] != fcntl.F_UNLCK
+
+
+def _write_failed(path: str, exc: BaseException) -> DataCommsError:
+    """The error of a write or flush that failed (h5py says the errno only in its message)."""
+    code = getattr(exc, "errno", None)
+    if code is None:
+        m = re.search(r"errno = (\d+)", str(exc))
+        code = int(m.group(1)) if m else None
+    why = "no space left on device" if code == errno.ENOSPC else (os.strerror(code).lower() if code else str(exc))
+    return DataCommsError(f"cannot write {path}: {why}. This publisher is closed; the recording keeps what "
+                          f"was flushed before (docs/files.md says what the last rows of frames may lose), "
+                          f"and a new publisher may append to it once the cause is gone")
+
+
+def _same_file(fd: int, other: int) -> bool:
+    try:
+        a, b = os.fstat(fd), os.fstat(other)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def _readable_rows(layout: Layout, n: int) -> int:
+    """n less the last rows whose frames cannot be read back: a flush that failed half way (a
+    full disk) can ruin the rows flushed just before it, when HDF5 had grown the block of
+    variable-length data they share in place and wrote only the start of it (its new size)."""
+    k = n
+    while k > 0 and n - k < TAIL_CHECK:
+        try:
+            layout.data[k - 1]
+            return k
+        except OSError:
+            k -= 1
+    return k
 
 
 def _cut_short(path: str, size: int) -> str | None:
@@ -119,6 +161,9 @@ class Hdf5Publisher(pubsub.Publisher):
         self._stage: Stage | None = None
         self._writer: Writer | None = None
         self._fd = -1
+        self._h5fd = -1                       # HDF5's own descriptor of the file (see _abandon)
+        self._failed: DataCommsError | None = None   # a write failed: every later call raises this
+        self._unreported = False              # the timer met the failure: the next call raises it
         self._seq = 0
         self._rows = 0                        # rows written to the datasets
         self._due: float | None = None        # when the oldest unflushed message must be flushed
@@ -148,6 +193,8 @@ class Hdf5Publisher(pubsub.Publisher):
                 if self.layout not in ("auto", layout.kind):
                     raise DataCommsError(f"{self.path} records layout {layout.kind!r}, not {self.layout!r}")
                 self._rows = layout.lengths()
+                if layout.kind == "frames":
+                    self._rows = _readable_rows(layout, self._rows)
                 # rows beyond the shortest dataset were cut off mid-flush by a crash: drop them
                 for ds in layout.all:
                     if ds.shape[0] != self._rows:
@@ -202,6 +249,7 @@ class Hdf5Publisher(pubsub.Publisher):
 
     def _attach(self, f: h5py.File, layout: Layout) -> None:
         self._f, self._layout = f, layout
+        self._h5fd = f.id.get_vfd_handle()
         self._stage = Stage(layout, self.backend)
         self._writer = Writer(layout)
         if self.flush_interval > 0:
@@ -211,18 +259,63 @@ class Hdf5Publisher(pubsub.Publisher):
 
     # -- writing -----------------------------------------------------------------------------------
 
-    def _write(self) -> None:
-        if self._stage:
-            self._rows = self._writer.write(self._rows, self._stage.take())
+    def _write(self, block: list[Any] | None = None) -> None:
+        try:
+            if self._stage:
+                self._rows = self._writer.write(self._rows, self._stage.take())
+            if block is not None:
+                self._rows = self._writer.write(self._rows, block)
+        except (OSError, RuntimeError) as exc:
+            raise self._fail(exc) from exc
 
     def _flush(self) -> None:
         self._last_flush = time.monotonic()
         self._write()
-        self._writer.flush(self._f)
-        # The flush is complete: touch the file, the one event (IN_ATTRIB) followers of a
-        # seq-last recording wake on, rather than on each of the flush's writes.
-        os.utime(self._fd)
+        try:
+            self._writer.flush(self._f)
+            # The flush is complete: touch the file, the one event (IN_ATTRIB) followers of a
+            # seq-last recording wake on, rather than on each of the flush's writes.
+            os.utime(self._fd)
+        except (OSError, RuntimeError) as exc:
+            raise self._fail(exc) from exc
         self._due = None
+
+    def _fail(self, exc: BaseException) -> DataCommsError:
+        """A write failed (a full disk, say): HDF5's state of the file is no longer one to
+        write out, so the publisher lets go of the file without writing more to it."""
+        self._failed = _write_failed(self.path, exc)
+        self._abandon()
+        self._tick.notify()
+        return self._failed
+
+    def _abandon(self) -> None:
+        """Closes the file without writing to it: HDF5's descriptor is first pointed at
+        /dev/null, so that neither this close nor HDF5 at exit writes the half of a failed
+        flush (a seq whose row never reached the disk) into the recording. Then the writer's
+        lock is released: another publisher may append to what was flushed."""
+        f, self._f = self._f, None
+        if f is not None:
+            if self._h5fd >= 0 and _same_file(self._h5fd, self._fd):  # not a number HDF5 gave back
+                null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+                try:
+                    os.dup2(null, self._h5fd, inheritable=False)
+                finally:
+                    os.close(null)
+            self._h5fd = -1
+            try:
+                f.close()
+            except (OSError, RuntimeError):
+                pass  # what it could not write went to /dev/null; its descriptor is /dev/null's
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def _check(self) -> None:
+        if self._closed:
+            raise Closed(f"publisher on {self.url} is closed")
+        if self._failed is not None:
+            self._unreported = False
+            raise DataCommsError(str(self._failed)) from self._failed.__cause__
 
     def _after_add(self) -> None:
         if self.flush_interval <= 0:
@@ -248,8 +341,7 @@ class Hdf5Publisher(pubsub.Publisher):
     def send(self, data: Any, timeout: float | None = None) -> int:
         """Appends data; returns its seq. Never waits on readers (timeout is unused)."""
         with self._lock:
-            if self._closed:
-                raise Closed(f"publisher on {self.url} is closed")
+            self._check()
             if self._f is None:
                 self._create(data)
             seq = self._seq
@@ -266,27 +358,27 @@ class Hdf5Publisher(pubsub.Publisher):
         if not items:
             return -1
         with self._lock:
-            if self._closed:
-                raise Closed(f"publisher on {self.url} is closed")
+            self._check()
             if self._f is None:
                 self._create(items[0])
             seq0 = self._seq
             block = self._stage.batch(items, seq0, time.time_ns())
-            self._write()
-            self._rows = self._writer.write(self._rows, block)
             self._seq = seq0 + len(items)
+            self._write(block)
             self._after_add()
             return self._seq - 1
 
     def flush(self) -> None:
         """Makes everything sent so far visible to followers now."""
         with self._lock:
+            if self._failed is not None:
+                self._check()
             if self._f is not None and not self._closed:
                 self._flush()
 
     def _run_timer(self) -> None:
         with self._lock:
-            while not self._closed:
+            while not self._closed and self._failed is None:
                 due = self._due
                 if due is None:
                     self._tick.wait()
@@ -295,7 +387,11 @@ class Hdf5Publisher(pubsub.Publisher):
                 if delay > 0:
                     self._tick.wait(delay)
                 else:
-                    self._flush()
+                    try:
+                        self._flush()
+                    except DataCommsError:
+                        self._unreported = True  # the next send, flush or close raises it
+                        return
 
     def wait_for_subscribers(self, n: int = 1, timeout: float | None = None) -> int:
         """Raises dc.DataCommsError: a file cannot know who reads it (see docs/files.md)."""
@@ -307,23 +403,32 @@ class Hdf5Publisher(pubsub.Publisher):
         raise _files.readers_unknowable("hdf5")
 
     def close(self) -> None:
-        """Flushes what is pending and closes the file (clearing its open-for-write flags)."""
+        """Flushes what is pending and closes the file (clearing its open-for-write flags).
+        The file and its lock are released whatever happens; a write that failed and was not
+        raised yet (the timer's, or this last flush's) is raised after."""
+        err: DataCommsError | None = None
         with self._lock:
             if self._closed:
                 return
             self._closed = True
+            self._tick.notify()
+            if self._failed is not None and self._unreported:
+                err = DataCommsError(str(self._failed))
             try:
                 if self._f is not None:
                     self._flush()
-            finally:
-                self._tick.notify()
-                if self._f is not None:
                     self._f.close()
-                if self._fd >= 0:
-                    os.close(self._fd)
-                    self._fd = -1
+                    self._f = None
+            except DataCommsError as exc:   # _flush failed: the file is abandoned
+                err = exc
+            except (OSError, RuntimeError) as exc:   # the close itself
+                err = self._fail(exc)
+            finally:
+                self._abandon()   # whatever an error above left open
         if self._timer is not None:
             self._timer.join()
+        if err is not None:
+            raise err
 
 
 class Hdf5Subscriber(pubsub.Subscriber):

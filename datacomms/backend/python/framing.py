@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import struct
 from typing import Any
 
@@ -84,41 +85,54 @@ def unpack_header(buf: Any, offset: int = 0, max_frame_size: int = DEFAULT_MAX_F
     return kind, flags, seq, ts, meta_len, nbufs, payload_len, frame_len
 
 
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    raise TypeError(f"{type(o).__name__} is not JSON serializable")
-
-
-def _finite(o: Any) -> Any:
-    # orjson writes NaN and infinities as null; the reference does the same.
-    t = type(o)
-    if t is float or isinstance(o, np.floating):
-        return o if math.isfinite(o) else None
-    if t is dict:
-        return {k: _finite(v) for k, v in o.items()}
-    if t is list or t is tuple:
-        return [_finite(v) for v in o]
-    return o
+# Where an integer may not fit in 64 bits (20 digits, or 19 after a minus; a time.time_ns() has
+# 19 and no minus) and a float may overflow (an exponent of 3 digits): only then is a text checked.
+_LONG_NUMBER = re.compile(r"\d{20}|-\d{19}|[eE][-+]?\d{3}")
 
 
 def dumps_json(obj: Any) -> bytes:
+    # json writes plain JSON types and their subclasses itself, and more than 64-bit integers,
+    # which a look at the text finds; the rest goes through plain_json, as on the cython backend.
     try:
         try:
-            s = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False,
-                           default=_json_default)
-        except ValueError:
-            s = json.dumps(_finite(obj), separators=(",", ":"), ensure_ascii=False, allow_nan=False,
-                           default=_json_default)
+            s = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+            if _LONG_NUMBER.search(s) is not None:
+                _meta.plain_json(obj)  # raises for an integer beyond 64 bits
+        except FrameError:
+            raise
+        except (TypeError, ValueError):
+            s = json.dumps(_meta.plain_json(obj), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
         return s.encode("utf-8")
+    except FrameError:
+        raise
     except (TypeError, ValueError, OverflowError, RecursionError) as exc:
         raise FrameError(f"cannot encode {type(obj).__name__} as JSON: {exc}") from None
+
+
+def _int_or_float(s: str) -> Any:
+    # as orjson reads: an integer beyond the 64-bit range becomes a float
+    v = int(s)
+    return v if -(1 << 63) <= v < (1 << 64) else float(s)
+
+
+def _finite_float(s: str) -> float:
+    v = float(s)
+    if not math.isfinite(v):
+        raise ValueError(f"number {s:.40} is out of range")
+    return v
+
+
+def _no_constant(s: str) -> Any:
+    raise ValueError(f"{s} is not JSON")
 
 
 def loads_json(b: Any) -> Any:
     try:
         # decode explicitly: json.loads(bytes) would guess UTF-16/32 from NUL bytes, where orjson refuses
-        return json.loads(bytes(b).decode("utf-8"))
+        s = bytes(b).decode("utf-8")
+        if _LONG_NUMBER.search(s) is None:
+            return json.loads(s, parse_constant=_no_constant)
+        return json.loads(s, parse_constant=_no_constant, parse_int=_int_or_float, parse_float=_finite_float)
     except (ValueError, RecursionError) as exc:
         raise FrameError(f"bad JSON in frame: {exc}") from None
 
