@@ -156,14 +156,22 @@ _INT_MIN, _INT_MAX = -(1 << 63), (1 << 64) - 1   # orjson's range, an int64 or a
 def json_value(o: Any) -> Any:
     """The JSON-typed value a non-JSON scalar is written as, or TypeError (a json/orjson ``default``)."""
     if isinstance(o, np.generic):
-        if isinstance(o, (np.datetime64, np.timedelta64)):  # a timedelta64 is a numpy integer too
-            raise TypeError(f"numpy {type(o).__name__} has no JSON form (send str(x) or x.astype('int64'))")
+        # as orjson's OPT_SERIALIZE_NUMPY writes them, which the cython backend uses
+        if isinstance(o, np.datetime64):
+            if np.isnat(o):
+                raise TypeError("numpy datetime64 NaT has no JSON form")
+            # an RFC 3339 string to the microsecond (finer digits are cut off), no zero fraction
+            text = str(np.datetime_as_string(o.astype("datetime64[us]")))
+            return text[:-7] if text.endswith(".000000") else text
+        if isinstance(o, np.timedelta64):  # a timedelta64 is a numpy integer too
+            raise TypeError("numpy timedelta64 has no JSON form (send x.astype('int64'))")
         if isinstance(o, np.bool_):
             return bool(o)
         if isinstance(o, np.integer):
             return int(o)
         if isinstance(o, (np.float16, np.float32)):
-            return float(str(o))  # the shortest digits that give it back in its own precision
+            # the shortest digits that give the value back as a float32
+            return float(str(np.float32(o)))
         if isinstance(o, np.float64):
             return float(o)
         raise TypeError(f"numpy {type(o).__name__} has no JSON form")
