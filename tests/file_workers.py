@@ -14,8 +14,37 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Any
 
 import datacomms as dc
+
+
+def run_bounded(path: str | os.PathLike, work: Any) -> list[Any]:
+    """Runs work() (which appends its outcomes to the list it is given) in a thread and
+    fails if it is still running after 10 s: blocked opening the FIFO at path, which is
+    then released by opening it for writing, so the thread ends with the test."""
+    out: list[Any] = []
+
+    def run() -> None:
+        try:
+            work(out)
+        except BaseException as exc:
+            out.append(exc)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(10)
+    hung = t.is_alive()
+    for _ in range(100):
+        if not t.is_alive():
+            break
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            pass
+        t.join(0.1)
+    assert not hung, "blocked opening a FIFO"
+    return out
 
 
 def joint_state(i: int) -> dict:

@@ -23,41 +23,13 @@ from datacomms import _aio
 from datacomms.transports import hdf5
 
 sys.path.insert(0, os.path.dirname(__file__))
-from file_workers import joint_state  # noqa: E402
+from file_workers import joint_state, run_bounded  # noqa: E402
 
 WORKERS = os.path.join(os.path.dirname(__file__), "file_workers.py")
 
 
 def url_of(path: Path) -> str:
     return f"hdf5://{path}"
-
-
-def run_bounded(path: Path, work: Any) -> list[Any]:
-    """Runs work() (which appends its outcomes to the list it is given) in a thread and
-    fails if it is still running after 10 s: blocked opening the FIFO at path, which is
-    then released by opening it for writing, so the thread ends with the test."""
-    out: list[Any] = []
-
-    def run() -> None:
-        try:
-            work(out)
-        except BaseException as exc:
-            out.append(exc)
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    t.join(10)
-    hung = t.is_alive()
-    for _ in range(100):
-        if not t.is_alive():
-            break
-        try:
-            os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
-        except OSError:
-            pass
-        t.join(0.1)
-    assert not hung, "blocked opening a FIFO"
-    return out
 
 
 def child(*args: str) -> subprocess.Popen:

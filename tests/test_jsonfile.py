@@ -19,7 +19,7 @@ import datacomms as dc
 from datacomms.transports import jsonfile
 
 sys.path.insert(0, os.path.dirname(__file__))
-from file_workers import check_joint_state, joint_state  # noqa: E402
+from file_workers import check_joint_state, joint_state, run_bounded  # noqa: E402
 
 WORKERS = os.path.join(os.path.dirname(__file__), "file_workers.py")
 # The 10,000-message runs take over a minute per backend: `pytest -m slow` runs them.
@@ -28,34 +28,6 @@ slow = [pytest.mark.slow]
 
 def url_of(path: Path) -> str:
     return f"json://{path}"
-
-
-def run_bounded(path: Path, work: Any) -> list[Any]:
-    """Runs work() (which appends its outcomes to the list it is given) in a thread and
-    fails if it is still running after 10 s: blocked opening the FIFO at path, which is
-    then released by opening it for writing, so the thread ends with the test."""
-    out: list[Any] = []
-
-    def run() -> None:
-        try:
-            work(out)
-        except BaseException as exc:
-            out.append(exc)
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    t.join(10)
-    hung = t.is_alive()
-    for _ in range(100):
-        if not t.is_alive():
-            break
-        try:
-            os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
-        except OSError:
-            pass
-        t.join(0.1)
-    assert not hung, "blocked opening a FIFO"
-    return out
 
 
 def test_relative_and_absolute_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend) -> None:
