@@ -47,6 +47,29 @@ def run_bounded(path: str | os.PathLike, work: Any) -> list[Any]:
     return out
 
 
+def close_while_reading(url: str, backend: Any, rounds: int, pause: float) -> None:
+    """rounds times: a Subscriber of url whose recv waits on another thread is closed
+    from this one, after 0 to 9 pauses; that recv must end with dc.Closed."""
+    for i in range(rounds):
+        sub = dc.Subscriber(url, backend=backend)
+        ended: list[BaseException] = []
+
+        def read() -> None:
+            try:
+                while True:
+                    sub.recv(timeout=10)
+            except BaseException as exc:
+                ended.append(exc)
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        time.sleep((i % 10) * pause)
+        sub.close()
+        reader.join(20)
+        assert not reader.is_alive()
+        assert isinstance(ended[0], dc.Closed), ended
+
+
 def joint_state(i: int) -> dict:
     """A 9-joint state whose every value is derived from i, so a torn or mixed
     document (values from two versions) is detectable by the reader."""

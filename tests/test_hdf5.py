@@ -23,7 +23,7 @@ from datacomms import _aio
 from datacomms.transports import hdf5
 
 sys.path.insert(0, os.path.dirname(__file__))
-from file_workers import joint_state, run_bounded  # noqa: E402
+from file_workers import close_while_reading, joint_state, run_bounded  # noqa: E402
 
 WORKERS = os.path.join(os.path.dirname(__file__), "file_workers.py")
 
@@ -467,24 +467,7 @@ def test_close_from_another_thread_while_recv_follows_a_writer(tmp_path: Path, b
     try:
         assert writer.stdout.readline().split() == ["ready"]
         fds = len(os.listdir("/proc/self/fd"))
-        for i in range(200):
-            sub = dc.Subscriber(url, backend=backend_name)
-            ended: list[BaseException] = []
-
-            def follow() -> None:
-                try:
-                    while True:
-                        sub.recv(timeout=10)
-                except BaseException as exc:
-                    ended.append(exc)
-
-            reader = threading.Thread(target=follow)
-            reader.start()
-            time.sleep((i % 10) * 0.0005)
-            sub.close()
-            reader.join(20)
-            assert not reader.is_alive()
-            assert isinstance(ended[0], dc.Closed), ended
+        close_while_reading(url, backend_name, 200, 0.0005)
         assert len(os.listdir("/proc/self/fd")) == fds
     finally:
         writer.kill()

@@ -19,7 +19,7 @@ import datacomms as dc
 from datacomms.transports import jsonfile
 
 sys.path.insert(0, os.path.dirname(__file__))
-from file_workers import check_joint_state, joint_state, run_bounded  # noqa: E402
+from file_workers import check_joint_state, close_while_reading, joint_state, run_bounded  # noqa: E402
 
 WORKERS = os.path.join(os.path.dirname(__file__), "file_workers.py")
 # The 10,000-message runs take over a minute per backend: `pytest -m slow` runs them.
@@ -305,24 +305,7 @@ def test_close_from_another_thread_while_recv_reads(tmp_path: Path, backend) -> 
     feeder = threading.Thread(target=feed)
     feeder.start()
     try:
-        for i in range(300):
-            sub = dc.Subscriber(url, backend=backend)
-            ended: list[BaseException] = []
-
-            def read() -> None:
-                try:
-                    while True:
-                        sub.recv(timeout=10)
-                except BaseException as exc:
-                    ended.append(exc)
-
-            reader = threading.Thread(target=read)
-            reader.start()
-            time.sleep((i % 10) * 0.0002)
-            sub.close()
-            reader.join(20)
-            assert not reader.is_alive()
-            assert isinstance(ended[0], dc.Closed), ended
+        close_while_reading(url, backend, 300, 0.0002)
     finally:
         stop.set()
         feeder.join()
