@@ -608,6 +608,28 @@ def test_latest_counts_another_publishers_messages_it_passed_over_at_once(backen
         assert s.lost == 0 and s.received + s.skipped == 20, (s.received, s.skipped)
 
 
+def test_latest_with_several_publishers_is_the_newest_sent(backend):
+    """latest() on a listening subscriber returns the message its publishers sent
+    last (by their timestamps), not the last one of the connection it happened to
+    read last: b's burst went out before a's, and a's connection is read first."""
+    f = backend.framing
+    with _sub(backend, LOCAL, bind=True) as sub, _fake_publisher(f, sub.address[1], "a") as a, \
+            _fake_publisher(f, sub.address[1], "b") as b:
+        for pub in (a, b):
+            pub.sendall(f.encode_bytes(b"first", 0, time.time_ns()))
+            assert bytes(sub.recv(timeout=5).data) == b"first"
+        sent = 0
+        for pub, tag in ((b, b"b"), (a, b"a")):
+            burst = b"".join(f.encode_bytes(tag + bytes([i]), i, time.time_ns()) for i in range(1, 10))
+            pub.sendall(burst)
+            sent += len(burst)
+        deadline = time.monotonic() + 10   # both bursts wait in the subscriber's sockets: one latest() sees both
+        while sum(_unread(c.fd) for c in sub._conns) < sent and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert bytes(sub.latest(timeout=5).data) == b"a" + bytes([9])
+        assert sub.stats.skipped == 17 and sub.stats.lost == 0
+
+
 def test_star_host_listens_on_all_interfaces(backend):
     with _pub(backend, "tcp://*:0") as pub:
         assert pub.address[0] == "0.0.0.0"

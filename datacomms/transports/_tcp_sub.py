@@ -318,9 +318,15 @@ class TcpSubscriber(Subscriber):
                         got = c.take(c.on_control, self.stats, False)
                         if got is None:
                             break
-                        if best is not None:
+                        if best is None:
+                            best = (c, got)
+                        elif best[0] is c or got.timestamp_ns >= best[1].timestamp_ns:
+                            # newest: a connection's later message, or another publisher's sent
+                            # later (by the publishers' clocks), not merely read later
                             passed[best[0].epoch] = passed.get(best[0].epoch, 0) + 1
-                        best = (c, got)
+                            best = (c, got)
+                        else:
+                            passed[c.epoch] = passed.get(c.epoch, 0) + 1
                         if not newest:
                             break
                 except (FrameError, Closed) as exc:
