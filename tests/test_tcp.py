@@ -630,6 +630,39 @@ def test_latest_with_several_publishers_is_the_newest_sent(backend):
         assert sub.stats.skipped == 17 and sub.stats.lost == 0
 
 
+def test_the_fast_path_comes_back_after_latest_passed_over_a_publisher_that_left(backend):
+    """Once latest() had passed over messages of a publisher that then left, the
+    remaining single connection never went back to the direct recv (the one call
+    into the reader): any skips still owed, even to a departed publisher, kept it
+    on the general path. Only skips owed to that connection's own epoch do now."""
+    f = backend.framing
+    with _sub(backend, LOCAL, bind=True) as sub, _fake_publisher(f, sub.address[1], "a") as a:
+        b = _fake_publisher(f, sub.address[1], "b")
+        for pub in (a, b):
+            pub.sendall(f.encode_bytes(b"first", 0, time.time_ns()))
+            assert bytes(sub.recv(timeout=5).data) == b"first"
+        burst = b"".join(f.encode_bytes(b"b", i, time.time_ns()) for i in range(1, 4))
+        b.sendall(burst)
+        last = f.encode_bytes(b"a", 1, time.time_ns())
+        a.sendall(last)
+        deadline = time.monotonic() + 10   # both wait in the subscriber's sockets: one latest() sees both
+        while sum(_unread(c.fd) for c in sub._conns) < len(burst) + len(last) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert bytes(sub.latest(timeout=5).data) == b"a" and sub.stats.skipped == 3
+        b.close()
+        a.sendall(f.encode_bytes(b"a", 2, time.time_ns()))
+        assert bytes(sub.recv(timeout=5).data) == b"a"
+        deadline = time.monotonic() + 10
+        while sub.connected > 1 and time.monotonic() < deadline:
+            with pytest.raises(dc.Timeout):
+                sub.recv(timeout=0.05)   # reads b's end
+        assert sub.connected == 1
+        a.sendall(f.encode_bytes(b"a", 3, time.time_ns()))
+        assert bytes(sub.recv(timeout=5).data) == b"a"
+        assert sub._one is not None and sub._one.epoch == "a", "the one connection is read directly again"
+        assert sub.stats.lost == 0 and sub.stats.skipped == 3
+
+
 def test_star_host_listens_on_all_interfaces(backend):
     with _pub(backend, "tcp://*:0") as pub:
         assert pub.address[0] == "0.0.0.0"

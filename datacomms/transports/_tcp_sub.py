@@ -189,8 +189,11 @@ class TcpSubscriber(Subscriber):
 
     def _conns_changed(self) -> None:
         """Keeps _one, and recv bound to its DirectRecv while it is the one
-        connection (messages skipped by latest() still to account: not direct)."""
-        one = self._conns[0] if len(self._conns) == 1 and not self._closed and not self._skip_pending else None
+        connection (not while messages of its epoch that latest() skipped are
+        still to account; another epoch's wait for that epoch's next connection)."""
+        one = self._conns[0] if len(self._conns) == 1 and not self._closed else None
+        if one is not None and one.epoch in self._skip_pending:
+            one = None
         old = self._one
         if old is not None and old is not one:
             # a recv kept from while old was the one (r = sub.recv) took its reader
