@@ -3,6 +3,8 @@ decoding, and a clear FrameError for every kind of bad input."""
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import decimal
 import enum
 import struct
@@ -146,6 +148,12 @@ class _Colour(enum.Enum):
     RED = (1, 2)
 
 
+@dataclasses.dataclass
+class _Joint:
+    position: float
+    limits: list
+
+
 # (value, what every decoder returns) for values JSON has no type of its own for
 # (docs/frame-format.md): the two backends used to differ on most of them
 ODD_JSON = [
@@ -163,10 +171,17 @@ ODD_JSON = [
      {"7": 1, "0.5": 2, "0.25": 3, "false": 4}),
     ({float("nan"): 1}, {"null": 1}), ({2 ** 64 - 1: 0}, {str(2 ** 64 - 1): 0}),
     (uuid.UUID(int=5), "00000000-0000-0000-0000-000000000005"), (_Colour.RED, [1, 2]),
+    (datetime.datetime(2021, 1, 2, 3, 4, 5), "2021-01-02T03:04:05"),
+    (datetime.datetime(2021, 1, 2, 3, 4, 5, 120, tzinfo=datetime.timezone.utc), "2021-01-02T03:04:05.000120+00:00"),
+    (datetime.datetime(2021, 1, 2, 3, 4, 5, tzinfo=datetime.timezone(-datetime.timedelta(hours=3, seconds=15))),
+     "2021-01-02T03:04:05-03:00"),
+    ({datetime.date(2021, 1, 2): datetime.time(3, 4, 5, 7)}, {"2021-01-02": "03:04:05.000007"}),
+    (_Joint(1.5, [np.float32(0.1), (2, 3)]), {"position": 1.5, "limits": [0.1, [2, 3]]}),
 ]
 NO_JSON = [2 ** 64, -2 ** 63 - 1, {"a": [2 ** 70]}, {2 ** 64: 1}, np.datetime64("NaT"), np.timedelta64(5, "s"),
            np.longdouble(1.5), np.complex128(1j), decimal.Decimal("1.5"), {1, 2}, frozenset(), {(1,): 2},
-           {b"k": 1}, {"a": {"b": np.timedelta64(0, "s")}}, "\ud800"]
+           {b"k": 1}, {"a": {"b": np.timedelta64(0, "s")}}, "\ud800",
+           datetime.time(3, 4, tzinfo=datetime.timezone.utc), _Joint]
 
 
 @pytest.mark.parametrize("value,expected", ODD_JSON, ids=lambda v: type(v).__name__)

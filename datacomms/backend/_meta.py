@@ -8,6 +8,8 @@ The frame format is specified in docs/frame-format.md.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import enum
 import math
 import uuid
@@ -181,9 +183,26 @@ def json_value(o: Any) -> Any:
         return list(o)
     if isinstance(o, uuid.UUID):  # orjson writes these natively: the python backend does the same
         return str(o)
+    if isinstance(o, (datetime.date, datetime.time)):  # a datetime is a date too
+        return _iso(o)
+    if dataclasses.is_dataclass(o) and not isinstance(o, type):
+        return {f.name: getattr(o, f.name) for f in dataclasses.fields(o)}
     if isinstance(o, enum.Enum):
         return o.value
     raise TypeError(f"{type(o).__name__} is not JSON serializable")
+
+
+def _iso(o: datetime.date | datetime.time) -> str:
+    """An RFC 3339 text of o as orjson writes it: its isoformat, but a UTC offset to the
+    minute (seconds of it are cut off), and no time of day with a zone."""
+    if isinstance(o, datetime.time) and o.tzinfo is not None:
+        raise TypeError("a datetime.time with a tzinfo has no JSON form")
+    off = o.utcoffset() if isinstance(o, datetime.datetime) else None
+    if off is None or not (off.seconds % 60 or off.microseconds):
+        return o.isoformat()
+    total = int(off.total_seconds())
+    sign, total = ("+" if total >= 0 else "-"), abs(total)
+    return f"{o.replace(tzinfo=None).isoformat()}{sign}{total // 3600:02d}:{total % 3600 // 60:02d}"
 
 
 def _json_int(o: int) -> int:
