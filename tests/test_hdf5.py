@@ -391,6 +391,42 @@ def test_subscriber_in_the_publishers_process(tmp_path: Path, backend) -> None:
             assert msg.seq == 3 and msg.data == joint_state(3)
 
 
+def test_a_read_retried_on_a_file_not_ready_to_reopen_goes_on_where_it_was(tmp_path: Path, backend,
+                                                                           monkeypatch) -> None:
+    """A SWMR read that HDF5 cannot do yet closes the file and opens it again. When that
+    open had to wait (a live writer's file shorter than its superblock says, mid-flush),
+    the open at the next poll took the file for a new one and read it again from row 0:
+    a follower of the soak test saw seq 720155 followed by seq 0."""
+    url = url_of(tmp_path / "log.h5")
+    with dc.Publisher(url, backend=backend) as pub:
+        pub.send_many([joint_state(i) for i in range(10)])
+        pub.flush()
+        with dc.Subscriber(url, backend=backend, from_start=True) as sub:
+            assert [sub.recv(timeout=5).seq for _ in range(4)] == [0, 1, 2, 3]
+            pub.send_many([joint_state(i) for i in range(10, 20)])
+            pub.flush()
+            real_read, real_is_hdf5 = hdf5.read_rows, hdf5.is_hdf5
+            trouble = {"read": 1, "open": 1}
+
+            def read_rows(*args: Any) -> Any:
+                if trouble["read"]:
+                    trouble["read"] -= 1
+                    raise OSError("len not positive after adjustment for EOA")
+                return real_read(*args)
+
+            def is_hdf5(path: Any) -> Any:
+                if trouble["open"]:
+                    trouble["open"] -= 1
+                    return None   # not ready: the open waits for the next poll
+                return real_is_hdf5(path)
+
+            monkeypatch.setattr(hdf5, "read_rows", read_rows)
+            monkeypatch.setattr(hdf5, "is_hdf5", is_hdf5)
+            got = [sub.recv(timeout=5).seq for _ in range(16)]
+            assert got == list(range(4, 20)) and trouble == {"read": 0, "open": 0}
+            assert sub.stats.lost == 0
+
+
 def test_one_writer_per_file_and_unknowable_subscribers(tmp_path: Path, backend) -> None:
     url = url_of(tmp_path / "log.h5")
     with dc.Publisher(url, backend=backend) as pub:

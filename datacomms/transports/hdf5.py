@@ -492,10 +492,13 @@ class Hdf5Subscriber(pubsub.Subscriber):
         except BaseException:
             f.close()
             raise
+        same = st.st_ino == self._ino
         self._f, self._layout, self._reader, self._ino = f, layout, Reader(layout), st.st_ino
         self._avail = n
-        self._next = 0 if self._from_start else max(n - 1, 0)
-        self._from_start = True  # a file that is replaced later is read from its start
+        if not same:
+            # the same file opened again (after a read it could not do yet) goes on where it was
+            self._next = 0 if self._from_start else max(n - 1, 0)
+            self._from_start = True  # a file that is replaced later is read from its start
         self._cache.clear()
         return True
 
@@ -555,11 +558,9 @@ class Hdf5Subscriber(pubsub.Subscriber):
             self._read_failures += 1
             if self._read_failures > MAX_READ_RETRIES:
                 raise DataCommsError(f"cannot read {self.path}: {exc}") from exc
-            nxt = self._next
             self._f.close()
             self._f = None
-            if self._open():
-                self._next = nxt
+            self._open()   # or at the next poll; either way from self._next
             return None
         if rows is not None:
             self._read_failures = 0
