@@ -579,6 +579,24 @@ def test_a_listening_subscriber_forgets_publishers_gone_long_ago(backend, monkey
         assert "steady" in sub._last_seen
 
 
+def _bursts_waiting(sub, f, bursts, say_first=None) -> None:
+    """Each fake publisher (say_first: in that order, else that of bursts) sends
+    "first", which sub reads; then each of bursts, in order, sends seqs 1 to 9,
+    its tag and the seq as data. Returns once they all wait in sub's sockets,
+    where one latest() sees them all."""
+    for pub in say_first or [p for p, _ in bursts]:
+        pub.sendall(f.encode_bytes(b"first", 0, time.time_ns()))
+        assert bytes(sub.recv(timeout=5).data) == b"first"
+    sent = 0
+    for pub, tag in bursts:
+        burst = b"".join(f.encode_bytes(tag + bytes([i]), i, time.time_ns()) for i in range(1, 10))
+        pub.sendall(burst)
+        sent += len(burst)
+    deadline = time.monotonic() + 10
+    while sum(_unread(c.fd) for c in sub._conns) < sent and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def test_latest_counts_another_publishers_messages_it_passed_over_at_once(backend):
     """latest() on a listening subscriber passed over another publisher's messages
     and counted them in stats.skipped only with that publisher's next message: one
@@ -587,17 +605,7 @@ def test_latest_counts_another_publishers_messages_it_passed_over_at_once(backen
     f = backend.framing
     with _sub(backend, LOCAL, bind=True) as sub, _fake_publisher(f, sub.address[1], "a") as a, \
             _fake_publisher(f, sub.address[1], "b") as b:
-        for pub in (a, b):
-            pub.sendall(f.encode_bytes(b"first", 0, time.time_ns()))
-            assert bytes(sub.recv(timeout=5).data) == b"first"
-        sent = 0
-        for pub, tag in ((a, b"a"), (b, b"b")):
-            burst = b"".join(f.encode_bytes(tag, i, time.time_ns()) for i in range(1, 10))
-            pub.sendall(burst)
-            sent += len(burst)
-        deadline = time.monotonic() + 10   # both bursts wait in the subscriber's sockets: one latest() sees both
-        while sum(_unread(c.fd) for c in sub._conns) < sent and time.monotonic() < deadline:
-            time.sleep(0.01)
+        _bursts_waiting(sub, f, [(a, b"a"), (b, b"b")])
         s = sub.stats
         deadline = time.monotonic() + 10
         while s.received + s.skipped < 20 and time.monotonic() < deadline:
@@ -615,17 +623,7 @@ def test_latest_with_several_publishers_is_the_newest_sent(backend):
     f = backend.framing
     with _sub(backend, LOCAL, bind=True) as sub, _fake_publisher(f, sub.address[1], "a") as a, \
             _fake_publisher(f, sub.address[1], "b") as b:
-        for pub in (a, b):
-            pub.sendall(f.encode_bytes(b"first", 0, time.time_ns()))
-            assert bytes(sub.recv(timeout=5).data) == b"first"
-        sent = 0
-        for pub, tag in ((b, b"b"), (a, b"a")):
-            burst = b"".join(f.encode_bytes(tag + bytes([i]), i, time.time_ns()) for i in range(1, 10))
-            pub.sendall(burst)
-            sent += len(burst)
-        deadline = time.monotonic() + 10   # both bursts wait in the subscriber's sockets: one latest() sees both
-        while sum(_unread(c.fd) for c in sub._conns) < sent and time.monotonic() < deadline:
-            time.sleep(0.01)
+        _bursts_waiting(sub, f, [(b, b"b"), (a, b"a")], say_first=(a, b))
         assert bytes(sub.latest(timeout=5).data) == b"a" + bytes([9])
         assert sub.stats.skipped == 17 and sub.stats.lost == 0
 
