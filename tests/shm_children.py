@@ -213,7 +213,9 @@ def kill(pid: int) -> None:
 def open_as(url: str, backend: str, uid: int, out: Any) -> None:
     """Becomes user uid, then tries a Publisher and a Subscriber of url; puts what each raised."""
     import importlib
-    importlib.import_module("datacomms.transports.shm")   # before the user may lose access to it
+    # everything it imports, before the user may lose access to where it is installed
+    importlib.import_module("datacomms.transports.shm")
+    dc.backend.get(backend)
     os.setgroups([])
     os.setgid(uid)
     os.setuid(uid)
