@@ -160,6 +160,31 @@ def test_an_idle_subscriber_reconnects_to_a_restarted_publisher(backend):
                 sub.recv(timeout=0.2)
 
 
+def test_a_replaced_publishers_backlog_comes_before_the_next_ones_messages(backend):
+    """An idle subscriber holds more of the old publisher's messages than one read
+    takes when the new publisher's first message arrives: every old one still comes
+    first. Once the old connection's buffered messages ran out, the new one's
+    message (read in the same wait) came before what the old socket still held."""
+    p1 = _pub(backend, on_full="block")
+    url = p1.url
+    # 72 KiB sent: more than the first read takes (64 KiB, the handshake's buffer),
+    # and within what the subscriber's socket holds unread, so the FIN gets there
+    with _sub(backend, url, backoff_max=0.1, recv_buffer=8192) as sub:
+        p1.wait_for_subscribers(1, timeout=5)
+        n = 18
+        for i in range(n):
+            p1.send(i.to_bytes(4, "little") * 1024)
+        p1.close()
+        with _pub(backend, url, on_full="block") as p2:
+            p2.wait_for_subscribers(1, timeout=10)
+            p2.send(b"new")
+            time.sleep(0.2)   # the new message is there before the first recv
+            got = [sub.recv(timeout=5) for _ in range(n + 1)]
+    assert [m.seq for m in got] == [*range(n), 0]
+    assert [bytes(m.data[:4]) for m in got[:n]] == [i.to_bytes(4, "little") for i in range(n)]
+    assert bytes(got[n].data) == b"new"
+
+
 def test_an_idle_subscriber_reconnects_after_its_publisher_is_killed(backend):
     """The same across processes, the first publisher SIGKILLed: a
     subscriber that was never inside recv is there for the next one."""

@@ -320,6 +320,10 @@ class TcpSubscriber(Subscriber):
                     while True:
                         got = c.take(c.on_control, self.stats, False)
                         if got is None:
+                            # a replaced publisher's connection: all it still holds is in
+                            # its socket, and comes before the next one's messages
+                            if c.hung_up and not newest and self._read(c) > 0:
+                                continue
                             break
                         if best is None:
                             best = (c, got)
