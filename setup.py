@@ -43,7 +43,7 @@ def extensions():
                    extra_link_args=ldflags, define_macros=macros)]
     return cythonize(exts, language_level=3, compiler_directives={
         "boundscheck": True, "wraparound": False, "cdivision": True, "embedsignature": True,
-    }, force=debug or bool(sanitize))
+    }, force=debug or bool(sanitize), nthreads=os.cpu_count() or 1)
 
 
 BANNER = """
@@ -56,7 +56,15 @@ Set DATACOMMS_REQUIRE_EXTENSIONS=1 to make this an error.
 
 
 class optional_build_ext(build_ext):
-    """Falls back to pure Python when compiling fails, unless extensions are required."""
+    """Falls back to pure Python when compiling fails, unless extensions are required.
+
+    Modules compile side by side, one per core, unless ``--parallel`` says otherwise.
+    """
+
+    def finalize_options(self):
+        super().finalize_options()
+        if not self.parallel:
+            self.parallel = os.cpu_count() or 1
 
     def run(self):
         try:
