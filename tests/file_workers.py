@@ -254,10 +254,10 @@ def hdf5_full_disk(url: str, backend: str) -> None:
                          text=True, timeout=60).stdout.strip(), flush=True)
     # 2. the timer's flush meets the full disk; close raises it
     os.unlink(path)
-    pub = dc.Publisher(url, backend=backend, flush_interval=5.0)  # the disk fills well within it
+    pub = dc.Publisher(url, backend=backend, flush_interval=1.0)  # the disk fills well within it
     pub.send(seq_bytes(0))  # the first send flushes at once, and makes the file
     fill(filler)
-    pub.send(seq_bytes(1))  # left to the timer, 4.5 s on
+    pub.send(seq_bytes(1))  # left to the timer
     deadline = time.monotonic() + 30
     while fds_on(path) and time.monotonic() < deadline:
         time.sleep(0.01)

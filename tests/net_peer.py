@@ -5,8 +5,9 @@
 
 A publisher prints "READY <url>" once listening (the test reads the port from
 it), then "SENT <n>" when done, and stays alive until stdin closes so the
-test decides when it goes away. A subscriber prints one JSON line with what
-it received.
+test decides when it goes away; a stdin closed earlier ends its stream there.
+A subscriber prints one JSON line with what it received, and exits at once
+when its stdin closes.
 """
 
 from __future__ import annotations
@@ -14,10 +15,22 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+import threading
 import time
 
 import datacomms as dc
+
+
+_stdin_closed = threading.Event()
+
+
+def _watch_stdin(role: str) -> None:
+    sys.stdin.read()   # until the test closes our stdin
+    if role == "sub":
+        os._exit(0)
+    _stdin_closed.set()
 
 
 def _payload(i: int, size: int) -> bytes:
@@ -36,7 +49,7 @@ def run_pub(a: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     i = 0
     subs = -1
-    while a.count < 0 or i < a.count:
+    while (a.count < 0 or i < a.count) and not _stdin_closed.is_set():
         if a.watch and pub.subscribers != subs:
             subs = pub.subscribers
             print("SUBSCRIBERS", subs, flush=True)
@@ -47,10 +60,10 @@ def run_pub(a: argparse.Namespace) -> None:
             delay = t0 + i * period - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
-    if hasattr(pub, "flush"):
+    if hasattr(pub, "flush") and not _stdin_closed.is_set():
         pub.flush(30)
     print("SENT", i, flush=True)
-    sys.stdin.read()   # until the test closes our stdin (or kills us)
+    _stdin_closed.wait()   # until the test closes our stdin (or kills us)
     pub.close()
 
 
@@ -138,6 +151,7 @@ def main() -> None:
     p.add_argument("--peer-timeout", type=float, default=None)
     p.add_argument("--watch", action="store_true", help="publisher prints SUBSCRIBERS <n> when the count changes")
     a = p.parse_args()
+    threading.Thread(target=_watch_stdin, args=(a.role,), daemon=True).start()
     (run_pub if a.role == "pub" else run_sub)(a)
 
 

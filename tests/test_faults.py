@@ -216,7 +216,7 @@ def test_publisher_sigkilled_and_restarted_subscriber_carries_on(backend, scheme
         first.kill(signal.SIGKILL)
         first.proc.wait()
         lost_before = sub.stats.lost
-        n = 2000
+        n = 1000
         second = Peer("pub", url, "--backend", backend.name, "--count", str(n), "--rate", "1000", "--kind", "dict",
                       "--tag", "second")
         second.ready()

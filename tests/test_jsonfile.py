@@ -363,7 +363,7 @@ def run_seed(tmp_path: Path, backend_name: str, n: int) -> None:
 
 
 def test_seed_scenario(tmp_path: Path, backend_name: str) -> None:
-    run_seed(tmp_path, backend_name, 3000)
+    run_seed(tmp_path, backend_name, 1500)
 
 
 @pytest.mark.parametrize("n", [pytest.param(10_000, marks=slow)])

@@ -764,7 +764,7 @@ def test_veth_link_down_and_up_detected_reconnected_loss_exact(backend, two_host
     is up, and counts exactly the messages it never got (drop mode publisher)."""
     a, b = two_hosts
     dev = "dcva" + a[len(NS_A):]
-    count, rate = 8000, 1000
+    count, rate = 5000, 1000
     pub = Peer("pub", "tcp://10.213.7.1:0", "--backend", backend.name, "--count", str(count), "--rate", str(rate),
                "--wait", "1", "--on-full", "drop", prefix=["ip", "netns", "exec", a])
     sub = None
@@ -774,7 +774,7 @@ def test_veth_link_down_and_up_detected_reconnected_loss_exact(backend, two_host
                    "--dead-after", "1.0", "--backoff-max", "0.2", "--timeout", "30",
                    prefix=["ip", "netns", "exec", b])
         sub.ready()
-        time.sleep(2.0)               # streaming
+        time.sleep(1.0)               # streaming
         _ip("-n", a, "link", "set", dev, "down")
         time.sleep(2.0)
         _ip("-n", a, "link", "set", dev, "up")
@@ -827,7 +827,7 @@ def test_a_paused_subscriber_is_not_cut_off(backend, caplog):
         pub.wait_for_subscribers(1, timeout=5)
         sent = 0
         block = b"x" * 65536
-        end = time.monotonic() + 3.0    # the window shuts within a fraction of that
+        end = time.monotonic() + 2.0    # the window shuts within a fraction of that
         while time.monotonic() < end:
             pub.send(block)
             sent += 1

@@ -382,7 +382,7 @@ def test_what_a_subscriber_keeps_per_sender_is_bounded(backend):
                 with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
                     s.sendto(hb, sub.address)
                     s.sendto(f.encode_bytes(b"x", 0, 1), sub.address)
-            drain(sub, 0.2)
+            drain(sub, 0.05)
             assert len(sub._last) <= _MAX_SOURCES and len(sub._epoch) <= _MAX_SOURCES
         assert len(sub._last) == _MAX_SOURCES    # it did see more senders than it keeps
         with dc.Publisher(sub.url, backend=backend) as pub:   # and still follows a real one

@@ -370,10 +370,11 @@ def test_flush_returns_after_its_timeout_while_a_send_waits_for_a_stopped_subscr
     children.append(sub)
     pub = dc.Publisher(f"zenoh://{k}?config={cfg}", backend=backend, on_full="block", linger=0.5)
     ended: list = []
+    stop = threading.Event()
 
     def send() -> None:
         try:
-            while True:
+            while not stop.is_set():
                 pub.send(np.zeros(1 << 20, np.uint8))
         except BaseException as exc:  # noqa: BLE001
             ended.append(exc)
@@ -390,6 +391,7 @@ def test_flush_returns_after_its_timeout_while_a_send_waits_for_a_stopped_subscr
         assert not flusher.is_alive(), "flush(0.5) still waiting after 10 s"
         assert result == [False]
     finally:
+        stop.set()
         sub.proc.kill()  # ends the link, and so the waiting send
         if sender.ident:
             sender.join(30)
@@ -444,7 +446,7 @@ def test_a_restarted_router_is_not_a_restarted_publisher(backend, children) -> N
         return proc
 
     router = start_router()
-    n, k = 5000, key()
+    n, k = 2000, key()   # 4 s of sending; the clients are back about 1 s after the kill
     url = f"zenoh://{k}?mode=client&connect={endpoint}"
     try:
         with dc.Subscriber(url, backend=backend, history=False) as sub:
