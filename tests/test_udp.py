@@ -479,6 +479,39 @@ def test_a_new_sender_on_an_earlier_ones_address_is_delivered_at_once(backend, h
         assert sub.stats.restarts == 1 and sub.stats.lost == 0
 
 
+@pytest.mark.parametrize("told_by", ["data", "heartbeat"])
+def test_a_restarted_senders_messages_before_its_first_arrival_are_lost(backend, told_by):
+    """A restart's first datagram to arrive is seq 2: its seq 0 and 1 were sent and
+    lost, and count so (as on tcp://). They were not counted: the new sender's
+    stream was counted from its first arrival, like a late joiner's."""
+    f = backend.framing
+    with dc.Subscriber("udp://127.0.0.1:0", backend=backend) as sub:
+        with _sender() as old:
+            port = old.getsockname()[1]
+            old.sendto(_hb(f, "first", 0), sub.address)
+            for i in range(5):
+                old.sendto(f.encode_bytes(b"old", i, time.time_ns()), sub.address)
+            assert [m.seq for m in drain(sub, 0.3)] == list(range(5))
+        with _sender(port) as new:
+            if told_by == "heartbeat":
+                new.sendto(_hb(f, "second", 2), sub.address)
+            for i in (2, 3):
+                new.sendto(f.encode_bytes(b"new", i, time.time_ns()), sub.address)
+            assert [(m.seq, bytes(m.data)) for m in drain(sub, 0.3)] == [(2, b"new"), (3, b"new")]
+        assert sub.stats.restarts == 1 and sub.stats.lost == 2
+
+
+def test_a_late_joiner_counts_nothing_lost_before_its_first_message(backend):
+    """What a sender sent before a subscriber first heard from it is not loss."""
+    f = backend.framing
+    with dc.Subscriber("udp://127.0.0.1:0", backend=backend) as sub, _sender() as s:
+        s.sendto(_hb(f, "e", 7), sub.address)
+        s.sendto(f.encode_bytes(b"x", 7, time.time_ns()), sub.address)
+        s.sendto(f.encode_bytes(b"x", 8, time.time_ns()), sub.address)
+        assert [m.seq for m in drain(sub, 0.3)] == [7, 8]
+        assert sub.stats.lost == 0 and sub.stats.restarts == 0
+
+
 def test_late_and_duplicated_datagrams_are_still_dropped(backend):
     """Telling a restart by its newer timestamp leaves late datagrams (older than
     what was seen, or than the heartbeat that counted them lost) dropped."""

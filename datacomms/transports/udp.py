@@ -298,7 +298,7 @@ class UdpSubscriber(Subscriber):
                         continue
                     self._restart(addr)
                     self._epoch.pop(addr, None)   # its heartbeat's new epoch is not a second restart
-                    last = None
+                    last = -1   # the new sender's seqs before this one were sent, and lost
             if last is not None and seq > last + 1:
                 self.stats.add_lost(seq - last - 1)
             elif last is None:
@@ -320,6 +320,9 @@ class UdpSubscriber(Subscriber):
                 _make_room(self._epoch)
             elif known != epoch:
                 self._restart(addr)
+                # the new sender's stream starts at seq 0: next_seq below counts what was lost of it
+                _make_room(self._last)
+                self._last[addr] = (-1, ts)
             self._epoch[addr] = epoch
         known = self._last.get(addr)
         if known is not None:
