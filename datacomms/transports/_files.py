@@ -10,7 +10,7 @@ from typing import Any, Callable, TypeVar
 
 from .. import _aio
 from .. import backend as _backend
-from ..errors import DataCommsError, Timeout
+from ..errors import Closed, DataCommsError, Timeout
 from ..url import parse
 
 T = TypeVar("T")
@@ -78,6 +78,17 @@ def wait_for(poll: Callable[[], T | None], timeout: float | None, interval: floa
         result = poll()
         if result is not None:
             return result
+
+
+def dir_waiter(sub: Any) -> Any:
+    """The asyncio waiter of a file subscriber, made once (call with sub._lock
+    held): the file's directory, watched for changes. Closed once sub is."""
+    if sub._closed:
+        raise Closed(f"subscriber on {sub.url} is closed")
+    w = sub.__dict__.get("_aio_w")
+    if w is None:
+        w = sub._aio_w = _aio.DirWaiter(os.path.dirname(os.path.abspath(sub.path)), sub.poll_interval)
+    return w
 
 
 def readers_unknowable(scheme: str) -> DataCommsError:

@@ -644,12 +644,7 @@ class Hdf5Subscriber(pubsub.Subscriber):
 
     def _aio_waiter(self) -> _aio.Waiter:
         with self._lock:
-            if self._closed:
-                raise Closed(f"subscriber on {self.url} is closed")
-            w = self.__dict__.get("_aio_w")
-            if w is None:
-                w = self._aio_w = _aio.DirWaiter(os.path.dirname(os.path.abspath(self.path)), self.poll_interval)
-            return self._watch(w)
+            return self._watch(_files.dir_waiter(self))
 
     def _watch(self, w: _aio.DirWaiter) -> _aio.DirWaiter:
         # A datacomms writer touches the file once a flush is complete (Hdf5Publisher._flush):

@@ -320,12 +320,7 @@ class JsonSubscriber(pubsub.Subscriber):
 
     def _aio_waiter(self) -> _aio.Waiter:
         with self._lock:
-            if self._closed:
-                raise Closed(f"subscriber on {self.url} is closed")
-            w = self.__dict__.get("_aio_w")
-            if w is None:
-                w = self._aio_w = _aio.DirWaiter(os.path.dirname(os.path.abspath(self.path)), self.poll_interval)
-            return w
+            return _files.dir_waiter(self)
 
     def close(self) -> None:
         with self._lock:
