@@ -497,6 +497,32 @@ def test_late_joiner_latest_and_early_subscriber(backend, shm_name):
     assert isinstance(early.stats, dc.Stats)
 
 
+def test_an_early_subscriber_is_counted_before_its_first_recv(backend_name, shm_name):
+    """A subscriber made before its publisher attaches as soon as the publisher is
+    there: the publisher process's wait_for_subscribers counts it although it never
+    called recv. It attached on its first recv only, so that wait timed out."""
+    url = f"shm://{shm_name}"
+    with dc.Subscriber(url, backend=backend_name) as early:
+        p = _start(kids.publish_sequence, url, backend_name, 3, "block", 1 << 16)
+        _join(p)   # its wait_for_subscribers(1) returned, and it sent 3 and closed
+        assert [early.recv(timeout=5).data for _ in range(3)] == [kids.seq_payload(i) for i in range(3)]
+        with pytest.raises(dc.Closed):
+            early.recv(timeout=5)
+
+
+def test_closing_an_early_subscriber_leaves_the_publisher_alone(backend, shm_name):
+    """An early subscriber closed before its publisher came is never attached
+    afterwards (it would hold a slot nobody reads)."""
+    url = f"shm://{shm_name}"
+    early = dc.Subscriber(url, backend=backend)
+    early.close()
+    with dc.Publisher(url, backend=backend) as pub:
+        time.sleep(0.05)   # ten attach polls
+        assert pub.subscribers == 0 and not early.attached
+        with pytest.raises(dc.Closed):
+            early.recv(timeout=0)
+
+
 def test_early_subscriber_starts_at_the_oldest_record_of_a_wrapped_ring(backend, shm_name):
     """A subscriber made before its publisher started at the first message still in the
     ring only while the ring had not wrapped; once it had, it joined at TAIL: it skipped

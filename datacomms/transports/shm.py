@@ -28,6 +28,7 @@ from __future__ import annotations
 import mmap
 import os
 import stat
+import threading
 import time
 import uuid
 import weakref
@@ -267,11 +268,51 @@ def _reclaim(path: str) -> tuple[int, bool] | None:
 _ENDS: "weakref.WeakSet[ShmPublisher | ShmSubscriber]" = weakref.WeakSet()
 
 
+# Subscribers made before their publisher, and the one thread that attaches them as
+# soon as it appears (so that its subscribers/wait_for_subscribers count them before
+# their first recv); the thread ends when none is left.
+_EARLY: "weakref.WeakSet[ShmSubscriber]" = weakref.WeakSet()
+_early_lock = threading.Lock()
+_early_thread: threading.Thread | None = None
+
+
+def _attach_early(sub: "ShmSubscriber") -> None:
+    global _early_thread
+    with _early_lock:
+        _EARLY.add(sub)
+        if _early_thread is None:
+            _early_thread = threading.Thread(target=_early_loop, name="datacomms-shm-attach", daemon=True)
+            _early_thread.start()
+
+
+def _early_loop() -> None:
+    global _early_thread
+    while True:
+        with _early_lock:
+            subs = list(_EARLY)
+            if not subs:
+                _early_thread = None
+                return
+        for sub in subs:
+            try:
+                done = sub._attach(from_oldest=True) or sub._closed
+            except Exception:   # noqa: BLE001 - its own recv meets the error again, and raises it
+                done = True
+            if done:
+                with _early_lock:
+                    _EARLY.discard(sub)
+        del subs, sub   # a subscriber dropped meanwhile is not kept alive by this thread
+        time.sleep(_ATTACH_POLL_S)
+
+
 def _after_fork_in_child() -> None:
     """A forked child's copies of the parent's Publishers and Subscribers are closed for the
     child, without touching the segment: its copies of the lock descriptors are closed, so the
     parent's death still shows as a released lock, and its exit neither marks the parent's ring
     closed, nor unlinks it, nor frees the parent's subscriber slots."""
+    global _early_lock, _early_thread
+    _EARLY.clear()
+    _early_lock, _early_thread = threading.Lock(), None   # the parent's thread is not here
     ends = list(_ENDS)
     _ENDS.clear()
     for end in ends:
@@ -428,10 +469,13 @@ class ShmSubscriber(Subscriber):
         self._reader: Any = None
         self._closed = False
         self._aio_w: _aio.Waiter | None = None
+        self._lock = threading.Lock()   # attaching (the caller's or the early thread's) and close()
         _ENDS.add(self)
-        self._attach()
+        if not self._attach():
+            _attach_early(self)
 
     def _forked(self) -> None:
+        self._lock = threading.Lock()   # the parent's early thread may have held it at the fork
         self._closed = True
         self._why_closed = f"this subscriber belongs to process {os.getppid()}; a forked child makes its own"
         self._aio_w = None
@@ -444,6 +488,10 @@ class ShmSubscriber(Subscriber):
             self.__dict__.pop(name, None)
 
     def _attach(self, from_oldest: bool = False) -> bool:
+        with self._lock:
+            return self._reader is not None or (not self._closed and self._attach_locked(from_oldest))
+
+    def _attach_locked(self, from_oldest: bool) -> bool:
         seg = _Segment.open(path_of(self.name), live_only=True)
         if seg is None:
             return False
@@ -471,6 +519,8 @@ class ShmSubscriber(Subscriber):
             raise Closed(self._why_closed)
         start = time.monotonic()
         while not self._attach(from_oldest=True):
+            if self._closed:
+                raise Closed(self._why_closed)
             waited = time.monotonic() - start
             if timeout is not None and waited >= timeout:
                 raise Timeout(f"no publisher on {self.url}")
@@ -515,11 +565,12 @@ class ShmSubscriber(Subscriber):
         return w
 
     def close(self) -> None:
-        self._closed = True
-        w, self._aio_w = self._aio_w, None
+        with self._lock:
+            self._closed = True
+            w, self._aio_w = self._aio_w, None
+            seg, self._seg = self._seg, None
         if w is not None:
             w.shutdown()
-        seg, self._seg = self._seg, None
         if seg is None:
             return
         self._reader.close()
