@@ -815,6 +815,34 @@ def test_a_subscriber_host_gone_is_dropped_after_peer_timeout(backend, two_hosts
             sub.close()
 
 
+def test_a_paused_subscriber_whose_host_goes_is_dropped_after_peer_timeout(backend, two_hosts):
+    """Host B's subscriber stops reading (SIGSTOP), its window shuts, then B's
+    link goes down: the kernel's probes of the shut window go unanswered, and the
+    publisher drops it about peer_timeout after its host's last answer. It waited
+    for peer_timeout plus two minutes (the longest gap between those probes)."""
+    a, b = two_hosts
+    dev = "dcvb" + b[len(NS_B):]
+    pub = Peer("pub", "tcp://10.213.7.1:0", "--backend", backend.name, "--rate", "1000", "--size", "65536",
+               "--on-full", "drop", "--peer-timeout", "2", "--watch", prefix=["ip", "netns", "exec", a])
+    sub = None
+    try:
+        url = pub.ready()
+        assert pub.line() == "SUBSCRIBERS 0"
+        sub = Peer("sub", url, "--backend", backend.name, "--count", "10000000", prefix=["ip", "netns", "exec", b])
+        sub.ready()
+        assert pub.line() == "SUBSCRIBERS 1"
+        sub.kill(signal.SIGSTOP)
+        time.sleep(3)   # 64 MB/s: its socket's buffer is full in a fraction of that, and the window shut
+        assert pub.said() is None, "a paused subscriber is not dropped"
+        _ip("-n", b, "link", "set", dev, "down")
+        assert pub.line(timeout=30) == "SUBSCRIBERS 0", "dropped well before peer_timeout + 2 min"
+    finally:
+        pub.close()
+        if sub is not None:
+            sub.kill(signal.SIGKILL)
+            sub.close()
+
+
 def test_a_paused_subscriber_is_not_cut_off(backend, caplog):
     """A subscriber that stops reading while the publisher streams on is slow,
     not gone: its window shuts, and its host still answers the kernel's

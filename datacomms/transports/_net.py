@@ -128,9 +128,10 @@ def tune_tcp(sock: socket.socket, heartbeat: float) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, opt), val)
 
 
-# Linux's struct tcp_info: tcpi_unacked, tcpi_last_ack_recv (ms), tcpi_notsent_bytes
+# Linux's struct tcp_info: tcpi_probes (window probes sent since the peer last
+# answered), tcpi_unacked, tcpi_last_ack_recv (ms), tcpi_notsent_bytes
 _TCP_INFO_LEN = 148
-_UNACKED, _LAST_ACK_RECV, _NOTSENT = 24, 56, 144
+_PROBES, _UNACKED, _LAST_ACK_RECV, _NOTSENT = 3, 24, 56, 144
 # Linux spaces its probes of a shut window up to TCP_RTO_MAX apart
 ZERO_WINDOW_PROBE_GAP = 120.0
 
@@ -141,7 +142,9 @@ def peer_silence(sock: Any, timeout: float) -> float | None:
     acknowledged within timeout. Data held back by a shut window (the peer
     reads nothing) only needs the peer's answers to the kernel's window
     probes, which may be ZERO_WINDOW_PROBE_GAP apart: a reader that paused
-    is alive. None where TCP_INFO is not Linux's or sock is gone."""
+    is alive. Its host is gone once two probes in a row went unanswered
+    (one lost answer is not enough), or after ZERO_WINDOW_PROBE_GAP more.
+    None where TCP_INFO is not Linux's or sock is gone."""
     try:
         info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_LEN)
     except (AttributeError, OSError):
@@ -154,8 +157,8 @@ def peer_silence(sock: Any, timeout: float) -> float | None:
     silent = silent_ms / 1000
     if unacked:
         return silent if silent > timeout else None
-    if notsent:
-        return silent if silent > timeout + ZERO_WINDOW_PROBE_GAP else None
+    if notsent and silent > timeout:
+        return silent if info[_PROBES] >= 2 or silent > timeout + ZERO_WINDOW_PROBE_GAP else None
     return None
 
 
