@@ -102,3 +102,24 @@ def test_a_wild_loss_count_saturates_instead_of_raising(backend):
     assert s.lost >= 2 ** 63 - 1
     s.add_lost(10 ** 30)
     assert s.lost >= 2 ** 63 - 1
+
+
+def test_lost_through_counts_now_and_moves_the_next_gap(backend):
+    """A transport that learns messages were sent and will never come (a tcp
+    heartbeat's next seq) counts them at once; the next message's gap starts
+    after them, so nothing is counted twice. -1 marks "before seq 0"."""
+    s = backend.stats.Stats()
+    s.lost_through("a", -1, 0)
+    s.record(5, 1, 2, 2, "a")          # 0..4 never recorded, 2 of them passed over
+    assert (s.lost, s.skipped, s.restarts) == (3, 2, 0)
+    s.lost_through("a", 9, 4)          # 6..9 were dropped for us
+    assert s.lost == 7
+    s.record(10, 1, 2, 0, "a")
+    s.lost_through("a", 8, 0)          # behind what is recorded: moves nothing back
+    s.record(11, 1, 2, 0, "a")
+    assert (s.lost, s.restarts, s.received) == (7, 0, 3)
+    s.lost_through("b", -1, 0)
+    s.record(3, None, 2, 0, "b")       # the general path (no timestamp) knows the mark too
+    s.lost_through("c", 4, 5)          # nothing of c recorded: 0..4 lost
+    s.record(6, 1, 2, 0, "c")
+    assert (s.lost, s.restarts) == (7 + 3 + 5 + 1, 0)

@@ -95,6 +95,8 @@ class TcpSubscriber(Subscriber):
         self._last_seen: dict[str, int] = {}
         self._epochs: dict[str, None] = {}   # the epochs that sent a start frame, oldest first
         self._skip_pending: dict[str, int] = {}
+        # (connection, seq) of heartbeats read while latest() took messages it records after
+        self._newest: list[tuple[_In, int]] | None = None
         self._error: Exception | None = None
         self._gone: str | None = None
         self._gate = self._be.streamreader.Gate()   # closed, and how many threads are inside recv
@@ -237,11 +239,38 @@ class TcpSubscriber(Subscriber):
                     self.stats.restarts += 1
                 self._epochs[c.epoch] = None
             c.reader.expect = nxt
-        elif kind == "bye":
-            raise Closed("publisher closed")
+        elif kind in ("hb", "bye"):
+            nxt = msg.get("next_seq")
+            if type(nxt) is int and 0 < nxt < 1 << 63:
+                self._sent_through(c, nxt - 1)
+            if kind == "bye":
+                raise Closed("publisher closed")
         elif kind == "error":
             raise FrameError(f"peer reported an error: {msg.get('reason')}")
-        # "hb" and anything unknown (a newer peer) only prove the peer is alive
+        # anything unknown (a newer peer) only proves the peer is alive
+
+    def _sent_through(self, c: _In, seq: int) -> None:
+        """c's publisher had numbered every seq up to seq before the heartbeat (or
+        bye) that says so, and queued for c ahead of it all it did not drop for c:
+        what of them never came is lost (drop mode dropped it for this subscriber,
+        or a block-mode send timed out on it), counted now, not at the next message.
+        While latest() still has to record what it took, this waits for that."""
+        if self._newest is not None:
+            self._newest.append((c, seq))
+            return
+        taken = self._last_seen.get(c.epoch)   # delivered, or passed over by latest()
+        if taken is None:
+            if c.reader.expect is None:
+                return
+            taken = c.reader.expect - 1   # none yet: from where this connection started
+        if seq <= taken:
+            return
+        self.stats.lost_through(c.epoch, seq, seq - taken)
+        self._last_seen[c.epoch] = seq
+        c.reader.expect = None
+        # what latest() passed over is counted skipped already, and is no gap now
+        if self._skip_pending.pop(c.epoch, None) is not None:
+            self._conns_changed()
 
     def _forget_old_epochs(self) -> None:
         """Bounds what is kept per publisher epoch: a listening subscriber whose
@@ -313,49 +342,15 @@ class TcpSubscriber(Subscriber):
             if newest:
                 for c in list(self._conns):
                     self._read(c)
-            best: tuple[_In, Message] | None = None
-            passed: dict[str, int] = {}
-            for c in list(self._conns):
-                try:
-                    while True:
-                        got = c.take(c.on_control, self.stats, False)
-                        if got is None:
-                            # a replaced publisher's connection: all it still holds is in
-                            # its socket, and comes before the next one's messages
-                            if c.hung_up and not newest and self._read(c) > 0:
-                                continue
-                            break
-                        if best is None:
-                            best = (c, got)
-                        elif best[0] is c or got.timestamp_ns >= best[1].timestamp_ns:
-                            # newest: a connection's later message, or another publisher's sent
-                            # later (by the publishers' clocks), not merely read later
-                            passed[best[0].epoch] = passed.get(best[0].epoch, 0) + 1
-                            best = (c, got)
-                        else:
-                            passed[c.epoch] = passed.get(c.epoch, 0) + 1
-                        if not newest:
-                            break
-                except (FrameError, Closed) as exc:
-                    self._lose(c, str(exc), 20 if isinstance(exc, Closed) else 30)
-                if best is not None and not newest:
-                    break
-            if best is not None:
-                c, msg = best
-                for ep, k in passed.items():
-                    if ep != c.epoch:
-                        # another publisher's messages passed over count as skipped now (it
-                        # may never send again); its next message, if any, must not count
-                        # them lost, which is what _skip_pending remembers
-                        self._skip_pending[ep] = self._skip_pending.get(ep, 0) + k
-                        self.stats.skipped += k
-                pending = self._skip_pending.pop(c.epoch, 0)
-                self.stats.skipped -= pending   # counted when passed over; record() adds them again
-                self.stats.record(msg.seq, msg.timestamp_ns, time.time_ns(), passed.get(c.epoch, 0) + pending,
-                                  c.epoch)
-                if newest:
-                    self._conns_changed()   # _skip_pending may have changed
-                return msg
+                self._newest = []
+            try:
+                got = self._take(newest)
+            finally:
+                tails, self._newest = self._newest, None
+            for c, seq in tails or ():
+                self._sent_through(c, seq)
+            if got is not None:
+                return got
             if self._gone is not None:
                 continue
             if self._error is not None and not self._conns:
@@ -391,6 +386,54 @@ class TcpSubscriber(Subscriber):
             if self._spin_ns and self._conns and self._spin():
                 continue
             self._wait(wait)
+
+    def _take(self, newest: bool) -> Message | None:
+        """The next message buffered on the connections (newest: the newest of
+        all, the others counted skipped), recorded in stats; None when none is."""
+        best: tuple[_In, Message] | None = None
+        passed: dict[str, int] = {}
+        for c in list(self._conns):
+            try:
+                while True:
+                    got = c.take(c.on_control, self.stats, False)
+                    if got is None:
+                        # a replaced publisher's connection: all it still holds is in
+                        # its socket, and comes before the next one's messages
+                        if c.hung_up and not newest and self._read(c) > 0:
+                            continue
+                        break
+                    if best is None:
+                        best = (c, got)
+                    elif best[0] is c or got.timestamp_ns >= best[1].timestamp_ns:
+                        # newest: a connection's later message, or another publisher's sent
+                        # later (by the publishers' clocks), not merely read later
+                        passed[best[0].epoch] = passed.get(best[0].epoch, 0) + 1
+                        best = (c, got)
+                    else:
+                        passed[c.epoch] = passed.get(c.epoch, 0) + 1
+                    if not newest:
+                        break
+            except (FrameError, Closed) as exc:
+                self._lose(c, str(exc), 20 if isinstance(exc, Closed) else 30)
+            if best is not None and not newest:
+                break
+        if best is not None:
+            c, msg = best
+            for ep, k in passed.items():
+                if ep != c.epoch:
+                    # another publisher's messages passed over count as skipped now (it
+                    # may never send again); its next message, if any, must not count
+                    # them lost, which is what _skip_pending remembers
+                    self._skip_pending[ep] = self._skip_pending.get(ep, 0) + k
+                    self.stats.skipped += k
+            pending = self._skip_pending.pop(c.epoch, 0)
+            self.stats.skipped -= pending   # counted when passed over; record() adds them again
+            self.stats.record(msg.seq, msg.timestamp_ns, time.time_ns(), passed.get(c.epoch, 0) + pending,
+                              c.epoch)
+            if newest:
+                self._conns_changed()   # _skip_pending may have changed
+            return msg
+        return None
 
     def _wait(self, seconds: float) -> None:
         """Waits (GIL released) until a connection is readable, a new one is ready, or seconds pass."""

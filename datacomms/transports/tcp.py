@@ -143,7 +143,8 @@ class TcpPublisher(Publisher):
             self._hb_seq, self._last_send = seq, now
         elif self._conns and now - self._last_send >= self._heartbeat:
             self._last_send = now
-            self._loop.send(control(self._framing, {"dc": "hb"}), -1, 0)
+            # with the next seq: a subscriber counts what was dropped for it at once
+            self._loop.send(control(self._framing, {"dc": "hb", "next_seq": seq}), -1, 0)
 
     def _check_peers(self) -> None:
         """Aborts the connection of a subscriber whose host stopped acknowledging
@@ -214,7 +215,7 @@ class TcpPublisher(Publisher):
             self._aio_w.shutdown()
         self._links.close()
         try:
-            self._loop.send(control(self._framing, {"dc": "bye"}), -1, 0)
+            self._loop.send(control(self._framing, {"dc": "bye", "next_seq": self._loop.next_seq}), -1, 0)
         except Closed:
             pass
         self._loop.flush(-1, self._linger)

@@ -35,6 +35,11 @@ cdef inline double _bucket_mid(int i) noexcept nogil:
     return <double>((<uint64_t>(2 * m + 1)) << (b - 5))
 
 
+# a source's last seq when what comes next starts at seq 0 (lost_through(source, -1, n)):
+# the seqs kept per source are unsigned in record_source
+cdef object _BEFORE_FIRST = object()
+
+
 cdef class Stats:
     """What one subscriber has received, lost, skipped, and how fast and late it came."""
 
@@ -87,7 +92,10 @@ cdef class Stats:
         self._arrived(now_ns)
         last = PyDict_GetItem(self._sources, source)
         if last != NULL:
-            self._after(<uint64_t>(<object>last), seq, skipped)
+            if <object>last is _BEFORE_FIRST:
+                self.lost += <long long>seq - skipped
+            else:
+                self._after(<uint64_t>(<object>last), seq, skipped)
         self._sources[source] = seq_obj
         self.skipped += skipped
         self._latency(timestamp_ns, now_ns)
@@ -108,6 +116,8 @@ cdef class Stats:
                 last = self._last_seq if self._have_seq else None
             else:
                 last = self._sources.get(source)
+                if last is _BEFORE_FIRST:
+                    last = -1
             if last is not None:
                 if seq > last:
                     self.lost += seq - last - 1 - skipped
@@ -126,6 +136,22 @@ cdef class Stats:
         """Drops the last seq kept for source (a publisher gone for good): its next
         message, if one ever comes, starts afresh as a new source's."""
         self._sources.pop(source, None)
+
+    def lost_through(self, source, seq, n):
+        """n messages of source, the last of them seq, were sent and will never
+        come (a transport's own accounting): counted lost, and the next message's
+        gap starts after seq (-1: before seq 0)."""
+        self.add_lost(n)
+        if source is None:
+            if seq >= 0 and (not self._have_seq or seq > self._last_seq):
+                self._have_seq = True
+                self._last_seq = seq
+            return
+        last = self._sources.get(source)
+        if last is _BEFORE_FIRST:
+            last = -1
+        if last is None or seq > last:
+            self._sources[source] = _BEFORE_FIRST if seq < 0 else seq
 
     def add_lost(self, n):
         """Count messages known lost that no seq gap will show (a transport's own accounting).

@@ -346,8 +346,9 @@ cdef class FrameReader:
             if last != NULL and h.seq <= <uint64_t>(<object>last):
                 continue   # already delivered on an earlier connection of this epoch
             if self.expect is not None:
-                if last == NULL and h.seq > <uint64_t>self.expect:
-                    stats.add_lost(h.seq - <uint64_t>self.expect)
+                if last == NULL:   # this epoch's first message (see the twin)
+                    stats.lost_through(self.epoch, <long long>h.seq - 1,
+                                       h.seq - <uint64_t>self.expect if h.seq > <uint64_t>self.expect else 0)
                 self.expect = None
             seq = h.seq   # one int object for the message, seen and stats
             self.seen[self.epoch] = seq

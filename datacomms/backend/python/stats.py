@@ -103,6 +103,15 @@ class Stats:
         message, if one ever comes, starts afresh as a new source's."""
         self._last_seq.pop(source, None)
 
+    def lost_through(self, source: Hashable, seq: int, n: int) -> None:
+        """n messages of source, the last of them seq, were sent and will never
+        come (a transport's own accounting): counted lost, and the next message's
+        gap starts after seq (-1: before seq 0)."""
+        self.add_lost(n)
+        last = self._last_seq.get(source)
+        if last is None or seq > last:
+            self._last_seq[source] = seq
+
     def add_lost(self, n: int) -> None:
         """Count messages known lost that no seq gap will show (a transport's own accounting)."""
         self.lost += n

@@ -227,8 +227,11 @@ class FrameReader:
             if last is not None and seq <= last:
                 continue   # already delivered on an earlier connection of this epoch
             if self.expect is not None:
-                if last is None and seq > self.expect:
-                    stats.add_lost(seq - self.expect)
+                if last is None:
+                    # this epoch's first message: what the publisher sent from this
+                    # connection's start on and never came is lost, and the gap to the
+                    # message recorded next (by latest(), maybe not this one) starts here
+                    stats.lost_through(self.epoch, seq - 1, max(0, seq - self.expect))
                 self.expect = None
             self.seen[self.epoch] = seq  # type: ignore[index]
             if record:
