@@ -106,20 +106,24 @@ def test_a_wild_loss_count_saturates_instead_of_raising(backend):
 
 def test_lost_through_counts_now_and_moves_the_next_gap(backend):
     """A transport that learns messages were sent and will never come (a tcp
-    heartbeat's next seq) counts them at once; the next message's gap starts
-    after them, so nothing is counted twice. -1 marks "before seq 0"."""
+    heartbeat's next seq) counts them at once, but for those passed over
+    (skipped); the next message's gap starts after them, so nothing is counted
+    twice. Nothing recorded yet: counted from first; -1 marks "at seq 0"."""
     s = backend.stats.Stats()
-    s.lost_through("a", -1, 0)
+    s.lost_through("a", -1, 0, 0)
     s.record(5, 1, 2, 2, "a")          # 0..4 never recorded, 2 of them passed over
     assert (s.lost, s.skipped, s.restarts) == (3, 2, 0)
-    s.lost_through("a", 9, 4)          # 6..9 were dropped for us
-    assert s.lost == 7
+    s.lost_through("a", 9, 1)          # 6..9 never came but one passed over
+    assert s.lost == 6
     s.record(10, 1, 2, 0, "a")
-    s.lost_through("a", 8, 0)          # behind what is recorded: moves nothing back
+    s.lost_through("a", 8)             # behind what is recorded: moves nothing back
     s.record(11, 1, 2, 0, "a")
-    assert (s.lost, s.restarts, s.received) == (7, 0, 3)
-    s.lost_through("b", -1, 0)
+    assert (s.lost, s.restarts, s.received) == (6, 0, 3)
+    s.lost_through("b", -1, 0, 0)
     s.record(3, None, 2, 0, "b")       # the general path (no timestamp) knows the mark too
-    s.lost_through("c", 4, 5)          # nothing of c recorded: 0..4 lost
+    assert s.lost == 6 + 3
+    s.lost_through("c", 4, 0, 2)       # nothing of c recorded: 2..4 lost
+    s.lost_through("d", 4)             # nothing recorded and no start: nothing known
     s.record(6, 1, 2, 0, "c")
-    assert (s.lost, s.restarts) == (7 + 3 + 5 + 1, 0)
+    s.record(7, 1, 2, 0, "d")
+    assert (s.lost, s.restarts) == (6 + 3 + 3 + 1, 0)

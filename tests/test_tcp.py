@@ -608,15 +608,20 @@ def test_a_listening_subscriber_forgets_publishers_gone_long_ago(backend, monkey
 
 def _bursts_waiting(sub, f, bursts, say_first=None) -> None:
     """Each fake publisher (say_first: in that order, else that of bursts) sends
-    "first", which sub reads; then each of bursts, in order, sends seqs 1 to 9,
-    its tag and the seq as data. Returns once they all wait in sub's sockets,
-    where one latest() sees them all."""
-    for pub in say_first or [p for p, _ in bursts]:
+    "first", which sub reads; then each of bursts (pub, tag[, seqs[, next_seq]]),
+    in order, sends seqs (1 to 9), its tag and the seq as data, and given
+    next_seq, a heartbeat that says so. Returns once they all wait in sub's
+    sockets, where one latest() sees them all."""
+    from datacomms.transports._net import control
+    for pub in say_first or [b[0] for b in bursts]:
         pub.sendall(f.encode_bytes(b"first", 0, time.time_ns()))
         assert bytes(sub.recv(timeout=5).data) == b"first"
     sent = 0
-    for pub, tag in bursts:
-        burst = b"".join(f.encode_bytes(tag + bytes([i]), i, time.time_ns()) for i in range(1, 10))
+    for pub, tag, *more in bursts:
+        seqs = more[0] if more else range(1, 10)
+        burst = b"".join(f.encode_bytes(tag + bytes([i]), i, time.time_ns()) for i in seqs)
+        if len(more) > 1:
+            burst += b"".join(bytes(p) for p in control(f, {"dc": "hb", "next_seq": more[1]}))
         pub.sendall(burst)
         sent += len(burst)
     deadline = time.monotonic() + 10
@@ -641,6 +646,26 @@ def test_latest_counts_another_publishers_messages_it_passed_over_at_once(backen
             except dc.Timeout:
                 pass
         assert s.lost == 0 and s.received + s.skipped == 20, (s.received, s.skipped)
+
+
+def test_heartbeats_count_what_latest_passed_over_and_what_never_came_apart(backend):
+    """A heartbeat's next seq counts what a publisher sent and the subscriber never
+    got; what latest() passed over of it is skipped, not lost, and the gaps
+    between those are lost: received + skipped + lost is what was sent. a sends
+    seqs 1, 2, 5 (3 and 4 dropped); b sends 1 and 3, then a heartbeat saying it
+    numbered up to 5 (2, 4 and 5 dropped); latest() returns a's 5."""
+    f = backend.framing
+    with _sub(backend, LOCAL, bind=True) as sub, _fake_publisher(f, sub.address[1], "a") as a, \
+            _fake_publisher(f, sub.address[1], "b") as b:
+        _bursts_waiting(sub, f, [(b, b"b", [1, 3], 6), (a, b"a", [1, 2, 5])])
+        assert bytes(sub.latest(timeout=5).data) == b"a" + bytes([5])
+        s = sub.stats
+        assert (s.received, s.skipped, s.lost) == (3, 4, 5)
+        with pytest.raises(dc.Timeout):
+            sub.latest(timeout=0.2)
+        b.sendall(f.encode_bytes(b"b6", 6, time.time_ns()))
+        assert bytes(sub.recv(timeout=5).data) == b"b6"
+        assert (s.received, s.skipped, s.lost) == (4, 4, 5), "nothing counted twice"
 
 
 def test_latest_with_several_publishers_is_the_newest_sent(backend):

@@ -259,17 +259,15 @@ class TcpSubscriber(Subscriber):
             self._newest.append((c, seq))
             return
         taken = self._last_seen.get(c.epoch)   # delivered, or passed over by latest()
-        if taken is None:
-            if c.reader.expect is None:
-                return
-            taken = c.reader.expect - 1   # none yet: from where this connection started
-        if seq <= taken:
+        if taken is None and c.reader.expect is None or taken is not None and seq <= taken:
             return
-        self.stats.lost_through(c.epoch, seq, seq - taken)
+        # another publisher's messages latest() passed over are counted skipped already
+        pending = self._skip_pending.pop(c.epoch, 0)
+        # nothing taken yet: counted from where this connection started
+        self.stats.lost_through(c.epoch, seq, pending, c.reader.expect)
         self._last_seen[c.epoch] = seq
         c.reader.expect = None
-        # what latest() passed over is counted skipped already, and is no gap now
-        if self._skip_pending.pop(c.epoch, None) is not None:
+        if pending:
             self._conns_changed()
 
     def _forget_old_epochs(self) -> None:

@@ -137,20 +137,30 @@ cdef class Stats:
         message, if one ever comes, starts afresh as a new source's."""
         self._sources.pop(source, None)
 
-    def lost_through(self, source, seq, n):
-        """n messages of source, the last of them seq, were sent and will never
-        come (a transport's own accounting): counted lost, and the next message's
-        gap starts after seq (-1: before seq 0)."""
-        self.add_lost(n)
+    def lost_through(self, source, seq, skipped=0, first=None):
+        """Counts source's seqs after the last one recorded (none recorded: from
+        first on), up to seq, as lost, but for the skipped of them passed over
+        (see the twin). The next message's gap starts after seq (-1: at seq 0)."""
         if source is None:
-            if seq >= 0 and (not self._have_seq or seq > self._last_seq):
+            known = self._last_seq if self._have_seq else None
+        else:
+            known = self._sources.get(source)
+            if known is _BEFORE_FIRST:
+                known = -1
+        last = known if known is not None else (None if first is None else first - 1)
+        if last is None:
+            return
+        if seq > last:
+            self.add_lost(seq - last - skipped)
+        elif known is None:
+            seq = last
+        else:
+            return
+        if source is None:
+            if seq >= 0:
                 self._have_seq = True
                 self._last_seq = seq
-            return
-        last = self._sources.get(source)
-        if last is _BEFORE_FIRST:
-            last = -1
-        if last is None or seq > last:
+        else:
             self._sources[source] = _BEFORE_FIRST if seq < 0 else seq
 
     def add_lost(self, n):

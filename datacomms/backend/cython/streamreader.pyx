@@ -347,8 +347,7 @@ cdef class FrameReader:
                 continue   # already delivered on an earlier connection of this epoch
             if self.expect is not None:
                 if last == NULL:   # this epoch's first message (see the twin)
-                    stats.lost_through(self.epoch, <long long>h.seq - 1,
-                                       h.seq - <uint64_t>self.expect if h.seq > <uint64_t>self.expect else 0)
+                    stats.lost_through(self.epoch, <long long>h.seq - 1, 0, min(h.seq, <uint64_t>self.expect))
                 self.expect = None
             seq = h.seq   # one int object for the message, seen and stats
             self.seen[self.epoch] = seq

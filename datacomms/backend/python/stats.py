@@ -103,14 +103,20 @@ class Stats:
         message, if one ever comes, starts afresh as a new source's."""
         self._last_seq.pop(source, None)
 
-    def lost_through(self, source: Hashable, seq: int, n: int) -> None:
-        """n messages of source, the last of them seq, were sent and will never
-        come (a transport's own accounting): counted lost, and the next message's
-        gap starts after seq (-1: before seq 0)."""
-        self.add_lost(n)
-        last = self._last_seq.get(source)
-        if last is None or seq > last:
+    def lost_through(self, source: Hashable, seq: int, skipped: int = 0, first: int | None = None) -> None:
+        """Counts source's seqs after the last one recorded (none recorded: from
+        first on), up to seq, as lost, but for the skipped of them passed over:
+        a transport learned they were sent and will never come. The next
+        message's gap starts after seq (-1: at seq 0)."""
+        known = self._last_seq.get(source)
+        last = known if known is not None else (None if first is None else first - 1)
+        if last is None:
+            return
+        if seq > last:
+            self.add_lost(seq - last - skipped)
             self._last_seq[source] = seq
+        elif known is None:
+            self._last_seq[source] = last
 
     def add_lost(self, n: int) -> None:
         """Count messages known lost that no seq gap will show (a transport's own accounting)."""

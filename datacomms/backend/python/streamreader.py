@@ -231,7 +231,7 @@ class FrameReader:
                     # this epoch's first message: what the publisher sent from this
                     # connection's start on and never came is lost, and the gap to the
                     # message recorded next (by latest(), maybe not this one) starts here
-                    stats.lost_through(self.epoch, seq - 1, max(0, seq - self.expect))
+                    stats.lost_through(self.epoch, seq - 1, 0, min(seq, self.expect))
                 self.expect = None
             self.seen[self.epoch] = seq  # type: ignore[index]
             if record:
