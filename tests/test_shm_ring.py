@@ -175,6 +175,53 @@ def test_loan_commit_abort(backend, shm_name):
             rec.commit()
 
 
+def test_an_aborted_loan_leaves_what_it_wrote_over_marked_overwritten(backend, shm_name):
+    """Drop mode: a loan filled over old records and aborted, then a smaller send in its
+    place. The records the fill wrote over stay overwritten (INTENT never goes back): a held
+    view of one is not still_valid(), and a reader that had not got to it skips it as lost
+    rather than receiving it torn."""
+    cap = 1 << 14
+    pub = dc.Publisher(f"shm://{shm_name}", backend=backend, capacity=cap)
+    holder = dc.Subscriber(f"shm://{shm_name}", backend=backend)
+    behind = dc.Subscriber(f"shm://{shm_name}", backend=backend)
+    with pub, holder, behind:
+        pub.send(b"x" * 128)                        # [0, 192)
+        pub.send(np.arange(256, dtype=np.int32))    # [192, 1344): 64 header, 64 meta, 1024 data
+        for _ in range(12):
+            pub.send(b"y" * 1152)                   # 1216 bytes each
+        pub.send(b"z" * 384)                        # 448: the ring is full to its end
+        assert pub._writer.tail == cap
+        holder.recv(timeout=1)
+        held = holder.recv(copy=False, timeout=1)
+        assert held.seq == 1 and holder.still_valid()
+        assert behind.recv(timeout=1).seq == 0      # its cursor is on seq 1 now
+        loan = pub.loan(2048, "u1")                 # over [0, 2176) of the ring
+        loan.array[600:] = 0xFF                     # seq 1's data, not its header
+        loan.abort()
+        assert pub.send(b"") == 15                  # 64 bytes in the loan's place
+        assert not np.array_equal(held.data, np.arange(256))
+        assert not holder.still_valid(), "a view the aborted loan wrote over passed for intact"
+        m = behind.recv(timeout=1)
+        assert m.seq > 1, "a record the aborted loan wrote over was received"
+        assert behind.stats.lost == m.seq - 1
+        del held, m
+
+
+@pytest.mark.parametrize("on_full", ["drop", "block"])
+def test_records_after_an_aborted_loan_past_the_ring_end_are_all_received(backend, shm_name, on_full):
+    """A loan that needed a pad (it went to the ring's start) aborted while the reader was
+    caught up: the smaller records sent after it are received, none lost."""
+    pub, sub = _pair(backend, shm_name, capacity=1 << 14, on_full=on_full)
+    with pub, sub:
+        for i in range(31):
+            pub.send(b"w" * 448)                    # 512 bytes each: 512 left before the end
+            assert sub.recv(timeout=1).seq == i
+        pub.loan(16000, "u1").abort()               # a pad of 512, then 16128 bytes
+        assert [pub.send(b"a"), pub.send(b"b")] == [31, 32]
+        assert [sub.recv(timeout=1).data for _ in range(2)] == [b"a", b"b"]
+        assert sub.stats.lost == 0
+
+
 def _scribble(name: str, offset: int, data: bytes) -> None:
     fd = os.open(path_of(name), os.O_RDWR)
     try:

@@ -221,6 +221,9 @@ class Writer(_Guarded):
         self.tail = m.u64[S.OFF_TAIL // 8]
         self._head = m.u64[S.OFF_HEAD // 8]
         self._min_cursor = self.tail
+        self._intent = m.u64[S.OFF_INTENT // 8]   # the highest INTENT stored: it never goes back
+        if not 0 <= self._intent - self.tail <= m.cap:
+            self._intent = self.tail   # not one this ring's writer could store
         self._lock = m.u64[S.OFF_LATEST_LOCK // 8] & 0xFFFFFFFFFFFFFFFC
         self._res = (0, 0, 0)
         self.loaned: Loan | None = None
@@ -252,7 +255,8 @@ class Writer(_Guarded):
         m = self._m
         t = self.tail
         off = t & m.mask
-        pad = m.cap - off if frame_len > m.cap - off else 0
+        # after an unpublished reservation with a pad, past the pad too (see dc_writer_reserve)
+        pad = m.cap - off if frame_len > m.cap - off or (off and self._intent - t > m.cap) else 0
         s = t + pad
         e = s + frame_len
         if m.block and e - self._min_cursor > m.cap and not self._room(t, e):
@@ -269,8 +273,12 @@ class Writer(_Guarded):
                 break
             h += length
         self._head = h
+        # A reservation never published (an aborted loan, a send that failed while filling) may
+        # have written up to its end: INTENT stays there, or a smaller record at the same place
+        # would make the old records it clobbered look intact again.
+        self._intent = max(self._intent, e)
         m.u64[S.OFF_HEAD // 8] = h
-        m.u64[S.OFF_INTENT // 8] = e  # TSO: visible before any byte of the record below
+        m.u64[S.OFF_INTENT // 8] = self._intent  # TSO: visible before any byte of the record below
         if pad:
             m.ring[off:off + 64] = _PAD_MAGIC + bytes(36) + _U64.pack(pad) + bytes(16)
         self._res = (s, frame_len, e)
