@@ -175,6 +175,20 @@ def test_loan_commit_abort(backend, shm_name):
             rec.commit()
 
 
+@pytest.mark.parametrize("shape", [(2 ** 64 - 191,), (2 ** 64 - 1,), (2 ** 32, 2 ** 32), (3, 2 ** 62)])
+def test_a_loan_too_large_for_any_ring_is_refused_before_it_writes(backend, shm_name, shape):
+    """Shapes whose byte size wraps round 64 bits (or numpy's int64 product): a FrameError,
+    not a small frame that takes a seq and writes outside its reservation."""
+    pub, sub = _pair(backend, shm_name, capacity=1 << 14)
+    with pub, sub:
+        pub.send(b"\x01" * 64)
+        with pytest.raises(dc.FrameError, match="does not fit"):
+            pub.loan(shape, "u1")
+        assert pub.send(b"next") == 1
+        assert sub.recv(timeout=1).data == b"\x01" * 64, "the record before the loan was written on"
+        assert sub.recv(timeout=1).data == b"next"
+
+
 def test_an_aborted_loan_leaves_what_it_wrote_over_marked_overwritten(backend, shm_name):
     """Drop mode: a loan filled over old records and aborted, then a smaller send in its
     place. The records the fill wrote over stay overwritten (INTENT never goes back): a held

@@ -239,8 +239,14 @@ cdef class Writer:
                 _LOAN_SPECS[(dtype, shape)] = spec
             except TypeError:
                 pass
-        dt, shp, nbytes, meta = spec
+        dt, shp, size, meta = spec
         mlen = len(meta)
+        # checked as Python ints first: dc_frame_len on a size near 2**64 wraps round to a
+        # small frame, and the array and the zeroing of its padding would miss the reservation
+        if size > self.w.cap:
+            raise FrameError(f"an array of {size} bytes does not fit a ring of {self.w.cap} bytes; "
+                             "give the Publisher a larger capacity")
+        nbytes = size
         frame_len = dc_frame_len(<uint32_t>mlen, nbytes)
         self.reserve(frame_len, timeout)
         p = dc_writer_ptr(&self.w)

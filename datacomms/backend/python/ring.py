@@ -22,6 +22,7 @@ signal interrupts the wait with EINTR so Ctrl-C works).
 from __future__ import annotations
 
 import ctypes
+import math
 import platform
 import socket
 import struct
@@ -369,9 +370,9 @@ class Writer(_Guarded):
         shp = (int(shape),) if isinstance(shape, int) else tuple(int(s) for s in shape)
         if any(s < 0 for s in shp):
             raise FrameError(f"bad shape {shape!r}")
-        count = int(np.prod(shp, dtype=np.int64)) if shp else 1
-        nbytes = count * dt.itemsize
         meta = framing.dumps_json({"dtype": _meta.dtype_to_json(dt), "shape": list(shp)})
+        count = math.prod(shp)   # exact: np.prod in int64 wraps round for huge shapes
+        nbytes = count * dt.itemsize
         mpad = -len(meta) % 64
         frame_len = 64 + len(meta) + mpad + nbytes + (-nbytes % 64)
         self._reserve(frame_len, timeout)
