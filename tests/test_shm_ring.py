@@ -175,6 +175,22 @@ def test_loan_commit_abort(backend, shm_name):
             rec.commit()
 
 
+@pytest.mark.parametrize("shape, dtype", [((2, 2), "(2,)i4"), ((3,), "V0"), ((3,), "S0"), ((), "V0")])
+def test_a_loan_has_the_shape_and_dtype_an_array_of_them_gets(backend, shm_name, shape, dtype):
+    """A subarray dtype adds its shape, "S0" is S1, "V0" has no bytes: the loan's array is
+    np.empty(shape, dtype)'s shape and dtype, and so is what the subscriber receives."""
+    want = np.empty(shape, dtype)
+    if want.dtype.itemsize:
+        want[...] = np.ones((), want.dtype)
+    pub, sub = _pair(backend, shm_name, capacity=1 << 14)
+    with pub, sub:
+        with pub.loan(shape, dtype) as loan:
+            assert (loan.array.shape, loan.array.dtype) == (want.shape, want.dtype)
+            loan.array[...] = want
+        got = sub.recv(timeout=1).data
+        assert (got.shape, got.dtype) == (want.shape, want.dtype) and np.array_equal(got, want)
+
+
 @pytest.mark.parametrize("shape", [(2 ** 64 - 191,), (2 ** 64 - 1,), (2 ** 32, 2 ** 32), (3, 2 ** 62)])
 def test_a_loan_too_large_for_any_ring_is_refused_before_it_writes(backend, shm_name, shape):
     """Shapes whose byte size wraps round 64 bits (or numpy's int64 product): a FrameError,

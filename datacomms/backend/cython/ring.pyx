@@ -57,8 +57,12 @@ cdef object _U8 = np.dtype(np.uint8)
 
 
 cdef tuple _loan_spec(shape, dtype):
-    dt = np.dtype(dtype)
+    # the dtype an array of it gets: "S0" is S1, and a subarray dtype such as "(2,)i4"
+    # adds its shape to the array's, as np.empty(shape, dtype) and so send() have them
+    probe = np.empty(0, dtype)
+    dt = probe.dtype
     shp = (int(shape),) if isinstance(shape, int) else tuple(int(s) for s in shape)
+    shp += probe.shape[1:]
     count = 1
     for s in shp:
         if s < 0:
@@ -266,10 +270,15 @@ cdef class Writer:
         # a slice of one array over the ring: a fifth of the cost of np.frombuffer per loan
         if self._base is None:
             self._base = np.frombuffer(self._mv, dtype=np.uint8)
-        arr = self._base[offset:offset + <Py_ssize_t>nbytes]
-        if dt is not _U8:
-            arr = arr.view(dt)
-        self.loaned = Loan(self, arr if len(shp) == 1 else arr.reshape(shp))
+        if dt.itemsize == 0:
+            arr = np.empty(shp, dt)   # "V0": no bytes to view (and a view cannot have that dtype)
+        else:
+            arr = self._base[offset:offset + <Py_ssize_t>nbytes]
+            if dt is not _U8:
+                arr = arr.view(dt)
+            if len(shp) != 1:
+                arr = arr.reshape(shp)
+        self.loaned = Loan(self, arr)
         return self.loaned
 
     def async_prepare(self, uint64_t wake_id):

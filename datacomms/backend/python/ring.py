@@ -366,10 +366,14 @@ class Writer(_Guarded):
     def _loan(self, shape: Any, dtype: Any, timeout: float | None) -> "Loan":
         if self.loaned is not None:
             raise DataCommsError("a loan is already open")
-        dt = np.dtype(dtype)
+        # the dtype an array of it gets: "S0" is S1, and a subarray dtype such as "(2,)i4"
+        # adds its shape to the array's, as np.empty(shape, dtype) and so send() have them
+        probe = np.empty(0, dtype)
+        dt = probe.dtype
         shp = (int(shape),) if isinstance(shape, int) else tuple(int(s) for s in shape)
         if any(s < 0 for s in shp):
             raise FrameError(f"bad shape {shape!r}")
+        shp += probe.shape[1:]
         meta = framing.dumps_json({"dtype": _meta.dtype_to_json(dt), "shape": list(shp)})
         count = math.prod(shp)   # exact: np.prod in int64 wraps round for huge shapes
         nbytes = count * dt.itemsize
@@ -382,7 +386,10 @@ class Writer(_Guarded):
         ring[off:off + 64 + len(meta) + mpad] = head + meta + bytes(mpad)
         start = off + 64 + len(meta) + mpad
         ring[start + nbytes:off + frame_len] = bytes(off + frame_len - start - nbytes)
-        arr = np.frombuffer(ring, dtype=dt, count=count, offset=start).reshape(shp)
+        if dt.itemsize == 0:
+            arr = np.empty(shp, dt)   # "V0": no bytes to view (np.frombuffer refuses the dtype)
+        else:
+            arr = np.frombuffer(ring, dtype=dt, count=count, offset=start).reshape(shp)
         self.loaned = Loan(self, arr)
         return self.loaned
 
