@@ -175,6 +175,30 @@ def test_loan_commit_abort(backend, shm_name):
             rec.commit()
 
 
+@pytest.mark.parametrize("copy", [True, False])
+def test_latest_while_a_loan_is_written_over_the_newest_record_waits_for_it(backend, shm_name, copy):
+    """The newest record is being written over by the next one (here a loan not yet committed;
+    a large send does the same while it copies): latest() waits for the next one rather than
+    calling the ring corrupted, and after an abort finds nothing new."""
+    pub, sub = _pair(backend, shm_name, capacity=1 << 14)
+    with pub, sub:
+        pub.send(np.zeros(8000, np.uint8))          # [0, 8128)
+        loan = pub.loan(9000, "u1")                 # a pad, then [16384, 25536): over the first
+        with pytest.raises(dc.Timeout):
+            sub.latest(timeout=0.05, copy=copy)
+        loan.array[:] = 7
+        assert loan.commit() == 1
+        m = sub.latest(timeout=1, copy=copy)
+        assert m.seq == 1 and np.all(m.data == 7) and sub.stats.skipped == 1
+        del m
+        pub.send(np.zeros(8000, np.uint8))          # seq 2, at the ring's start
+        pub.loan(9000, "u1").abort()                # over seq 2, never published
+        with pytest.raises(dc.Timeout):
+            sub.latest(timeout=0.05, copy=copy)
+        pub.send(b"after")
+        assert sub.latest(timeout=1, copy=copy).data == b"after"
+
+
 @pytest.mark.parametrize("shape, dtype", [((2, 2), "(2,)i4"), ((3,), "V0"), ((3,), "S0"), ((), "V0")])
 def test_a_loan_has_the_shape_and_dtype_an_array_of_them_gets(backend, shm_name, shape, dtype):
     """A subarray dtype adds its shape, "S0" is S1, "V0" has no bytes: the loan's array is
