@@ -229,6 +229,17 @@ def test_a_loan_too_large_for_any_ring_is_refused_before_it_writes(backend, shm_
         assert sub.recv(timeout=1).data == b"next"
 
 
+def test_a_loan_open_when_its_publisher_closes_is_closed(backend, shm_name):
+    pub, sub = _pair(backend, shm_name, capacity=1 << 14)
+    with sub:
+        loan = pub.loan(4, "u1")
+        pub.close()
+        with pytest.raises(dc.Closed):
+            loan.commit()
+        with pytest.raises(dc.Closed):
+            sub.recv(timeout=1)
+
+
 def test_an_aborted_loan_leaves_what_it_wrote_over_marked_overwritten(backend, shm_name):
     """Drop mode: a loan filled over old records and aborted, then a smaller send in its
     place. The records the fill wrote over stay overwritten (INTENT never goes back): a held

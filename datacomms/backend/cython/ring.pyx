@@ -291,6 +291,8 @@ cdef class Writer:
     def _commit_loan(self, loan):
         cdef int64_t now = dc_realtime_ns()
         cdef uint8_t *p = dc_writer_ptr(&self.w)
+        if not self.has_view or self.closing:
+            raise Closed("this publisher is closed")
         if loan is not self.loaned:
             raise DataCommsError("this loan is no longer open")
         self.loaned = None
@@ -301,6 +303,17 @@ cdef class Writer:
     def _abort_loan(self, loan):
         if loan is self.loaned:
             self.loaned = None
+
+    def _forked(self):
+        """In a child forked from the owner: closed here without a word to the ring, which the
+        parent still uses (a loan open at the fork, or a send bound before it, raises Closed)."""
+        if self.has_view and not self.closing:
+            self.loaned = None
+            self.closing = True
+            self.w.wake_fd = -1
+            self._wake_sock.close()   # the child's copy of the descriptor
+            if self.busy == 0:
+                self._let_go()
 
     def close(self):
         """Marks the ring closed, wakes every sleeper and lets go of the buffer; a send of

@@ -285,6 +285,11 @@ cdef class Reader:
             return False
         return bool(dc_reader_valid(&self.r, self.hold_pos))
 
+    def _forked(self):
+        """In a child forked from the owner: closed here without a word to the slot, which the
+        parent still uses (a recv bound before the fork raises Closed)."""
+        self.close()
+
     def close(self):
         """Lets go of the buffer; a recv/latest of another thread waiting meanwhile raises
         Closed at the end of its wait slice and lets go of it then (never a use after unmap)."""

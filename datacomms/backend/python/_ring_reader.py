@@ -296,6 +296,11 @@ class Reader(_Guarded):
             return False
         return self._valid(self._hold)
 
+    def _forked(self) -> None:
+        """In a child forked from the owner: closed here without a word to the slot, which the
+        parent still uses (a recv bound before the fork raises Closed)."""
+        self.close()
+
     def close(self) -> None:
         """Lets go of the mapping; a recv/latest of another thread waiting meanwhile raises
         Closed at the end of its wait slice and lets go of it then."""

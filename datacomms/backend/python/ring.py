@@ -404,6 +404,8 @@ class Writer(_Guarded):
         _full_fence()
 
     def _commit_loan(self, loan: "Loan") -> int:
+        if self._m is None or self._closing:
+            raise Closed("this publisher is closed")
         if loan is not self.loaned:
             raise DataCommsError("this loan is no longer open")
         self.loaned = None
@@ -415,6 +417,17 @@ class Writer(_Guarded):
     def _abort_loan(self, loan: "Loan") -> None:
         if loan is self.loaned:
             self.loaned = None
+
+    def _forked(self) -> None:
+        """In a child forked from the owner: closed here without a word to the ring, which the
+        parent still uses (a loan open at the fork, or a send bound before it, raises Closed)."""
+        if self._m is None or self._closing:
+            return
+        self.loaned = None
+        self._closing = True
+        self._wake_sock.close()   # the child's copy of the descriptor
+        if not self._busy:
+            self._let_go()
 
     def close(self) -> None:
         """Marks the ring closed, wakes every sleeper and lets go of the buffer; a send of
