@@ -215,6 +215,19 @@ def test_a_loan_has_the_shape_and_dtype_an_array_of_them_gets(backend, shm_name,
         assert (got.shape, got.dtype) == (want.shape, want.dtype) and np.array_equal(got, want)
 
 
+def test_a_loan_takes_numpy_integers_and_refuses_floats_in_its_shape(backend, shm_name):
+    pub, sub = _pair(backend, shm_name, capacity=1 << 14)
+    with pub, sub:
+        for shape in (np.int64(3), (np.uint8(2), 3), np.array([2, 3])):
+            with pub.loan(shape, "u1") as loan:
+                assert loan.array.shape == np.empty(shape).shape
+        for shape in (2.5, (2.7,), (2, 1.0)):
+            with pytest.raises(TypeError):
+                pub.loan(shape, "u1")
+        assert pub.send(b"next") == 3
+        assert [sub.recv(timeout=1).seq for _ in range(4)] == [0, 1, 2, 3]
+
+
 @pytest.mark.parametrize("shape", [(2 ** 64 - 191,), (2 ** 64 - 1,), (2 ** 32, 2 ** 32), (3, 2 ** 62)])
 def test_a_loan_too_large_for_any_ring_is_refused_before_it_writes(backend, shm_name, shape):
     """Shapes whose byte size wraps round 64 bits (or numpy's int64 product): a FrameError,

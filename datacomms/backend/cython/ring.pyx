@@ -15,6 +15,7 @@ from cpython.exc cimport PyErr_CheckSignals
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t
 from libc.string cimport memcpy, memset
 
+import operator
 import socket
 
 import numpy as np
@@ -61,7 +62,11 @@ cdef tuple _loan_spec(shape, dtype):
     # adds its shape to the array's, as np.empty(shape, dtype) and so send() have them
     probe = np.empty(0, dtype)
     dt = probe.dtype
-    shp = (int(shape),) if isinstance(shape, int) else tuple(int(s) for s in shape)
+    # integers as np.empty takes them: numpy's too, and never a float cut down to one
+    try:
+        shp = (operator.index(shape),)
+    except TypeError:
+        shp = tuple(operator.index(s) for s in shape)
     shp += probe.shape[1:]
     count = 1
     for s in shp:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ctypes
 import math
+import operator
 import platform
 import socket
 import struct
@@ -370,7 +371,11 @@ class Writer(_Guarded):
         # adds its shape to the array's, as np.empty(shape, dtype) and so send() have them
         probe = np.empty(0, dtype)
         dt = probe.dtype
-        shp = (int(shape),) if isinstance(shape, int) else tuple(int(s) for s in shape)
+        # integers as np.empty takes them: numpy's too, and never a float cut down to one
+        try:
+            shp = (operator.index(shape),)
+        except TypeError:
+            shp = tuple(operator.index(s) for s in shape)
         if any(s < 0 for s in shp):
             raise FrameError(f"bad shape {shape!r}")
         shp += probe.shape[1:]
