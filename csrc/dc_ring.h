@@ -15,8 +15,9 @@
  *
  * Publishing a record [s, e):
  *   1. HEAD moves past every old record that [s, e) will overwrite, and
- *      INTENT = e, both before any byte of the record is written (release
- *      fence: a reader that sees a new byte sees the new INTENT).
+ *      INTENT = e (it stays higher after a reservation never published),
+ *      both before any byte of the record is written (release fence: a
+ *      reader that sees a new byte sees the new INTENT).
  *   2. the frame is written in place;
  *   3. TAIL = e (release: a reader that sees TAIL sees the whole record);
  *   4. the latest-value descriptor (pos, len, seq) is updated under a seqlock;
@@ -276,6 +277,7 @@ typedef struct {
     uint64_t res_pos;     /* the reservation being filled: [res_pos, res_end) */
     uint64_t res_len;
     uint64_t res_end;
+    uint64_t intent;      /* the highest INTENT stored: it never goes back (see dc_writer_reserve) */
     uint64_t latest_lock; /* the seqlock count of the latest-value descriptor, even */
     int wake_fd;          /* an unbound unix datagram socket for dc_wake_async, or -1 */
 } dc_writer;
@@ -290,6 +292,8 @@ static inline void dc_writer_init(dc_writer *w, uint8_t *base) {
     w->tail = atomic_load_explicit(DC_AU64(base, DC_RING_OFF_TAIL), memory_order_relaxed);
     w->head = atomic_load_explicit(DC_AU64(base, DC_RING_OFF_HEAD), memory_order_relaxed);
     w->min_cursor = w->tail;
+    w->intent = atomic_load_explicit(DC_AU64(base, DC_RING_OFF_INTENT), memory_order_relaxed);
+    if (w->intent - w->tail > w->cap) w->intent = w->tail;   /* not one this ring's writer could store */
     w->res_pos = w->res_len = w->res_end = 0;
     w->latest_lock = atomic_load_explicit(DC_AU64(base, DC_RING_OFF_LATEST_LOCK), memory_order_relaxed) & ~(uint64_t)1;
     w->wake_fd = -1;
@@ -320,7 +324,10 @@ static inline int dc_writer_room(dc_writer *w, uint64_t t, uint64_t e) {
  * next record: DC_OK with res_pos set, or DC_RING_FULL in block mode. */
 static inline int dc_writer_reserve(dc_writer *w, uint64_t frame_len) {
     uint64_t t = w->tail, off = t & w->mask, pad = 0;
-    if (frame_len > w->cap - off) pad = w->cap - off;
+    /* After a reservation here that was never published, INTENT stays at its end (below);
+     * when that one had a pad, this record goes past the pad too, so that INTENT - pos
+     * stays within the capacity for every record written from now on. */
+    if (frame_len > w->cap - off || (off && w->intent - t > w->cap)) pad = w->cap - off;
     uint64_t s = t + pad, e = s + frame_len;
     if (w->block && e - w->min_cursor > w->cap && !dc_writer_room(w, t, e)) return DC_RING_FULL;
     uint64_t h = w->head;
@@ -332,8 +339,12 @@ static inline int dc_writer_reserve(dc_writer *w, uint64_t frame_len) {
         h += len;
     }
     w->head = h;
+    /* A reservation that was never published (an aborted loan, a send that failed while
+     * filling) may have written up to its end: INTENT stays there, or a smaller record at
+     * the same place would make the old records it clobbered look intact again. */
+    if (e > w->intent) w->intent = e;
     atomic_store_explicit(DC_AU64(w->base, DC_RING_OFF_HEAD), h, memory_order_relaxed);
-    atomic_store_explicit(DC_AU64(w->base, DC_RING_OFF_INTENT), e, memory_order_relaxed);
+    atomic_store_explicit(DC_AU64(w->base, DC_RING_OFF_INTENT), w->intent, memory_order_relaxed);
     /* HEAD and INTENT are visible before any byte of the new record */
     atomic_thread_fence(memory_order_release);
     if (pad) dc_write_pad(w->ring + off, pad);

@@ -206,6 +206,40 @@ def fork_child_closes(url: str, backend: str, out: Any) -> None:
     pub.close()
 
 
+def fork_with_a_loan_open(url: str, backend: str, out: Any) -> None:
+    """Forks with a loan open and the Publisher's send and the Subscriber's recv bound; the
+    child tries the three and exits with 10 + how many raised Closed. Reports that and what
+    the parent then publishes and receives."""
+    pub = dc.Publisher(url, backend=backend, capacity=1 << 16)
+    sub = dc.Subscriber(url, backend=backend)
+    send, recv = pub.send, sub.recv
+    loan = pub.loan(4, "u1")
+    pid = os.fork()
+    if pid == 0:
+        closed = 0
+        for call in (loan.commit, lambda: send(b"child"), lambda: recv(timeout=0)):
+            try:
+                call()
+            except dc.Closed:
+                closed += 1
+            except BaseException:
+                pass
+        os._exit(10 + closed)
+    child = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    loan.array[:] = 1
+    seqs = [loan.commit(), send(b"parent")]
+    got = []
+    for _ in range(3):
+        try:
+            m = recv(timeout=0.2)
+        except dc.Timeout:
+            break
+        got.append((m.seq, bytes(m.data)))
+    out.put((child, seqs, got))
+    sub.close()
+    pub.close()
+
+
 def kill(pid: int) -> None:
     os.kill(pid, signal.SIGKILL)
 

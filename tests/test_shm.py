@@ -252,6 +252,19 @@ def test_a_forked_child_leaves_the_parents_segment_alone(backend_name, shm_name)
     assert exists and got == [b"after", b"again"] and subscribers == 1
 
 
+def test_a_loan_or_bound_call_kept_across_fork_is_closed_in_the_child(backend_name, shm_name):
+    """A loan open at the fork, and send/recv bound before it, raise Closed in the child like
+    the Publisher's and Subscriber's own calls: the child never publishes into the parent's
+    ring, nor moves the parent's cursor."""
+    url = f"shm://{shm_name}"
+    q = CTX.Queue()
+    p = _start(kids.fork_with_a_loan_open, url, backend_name, q)
+    child, seqs, got = q.get(timeout=60)
+    _join(p)
+    assert child == 13, "the child could still commit, send or receive"
+    assert seqs == [0, 1] and got == [(0, b"\x01" * 4), (1, b"parent")]
+
+
 def test_waiting_for_the_next_publisher_does_not_map_a_stale_segment(backend_name, shm_name, monkeypatch):
     """A subscriber waiting for a publisher over a dead one's segment mapped it (with all its
     pages faulted in) at every 5 ms poll, only to find nobody held the lock: most of a core

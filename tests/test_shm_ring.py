@@ -175,6 +175,131 @@ def test_loan_commit_abort(backend, shm_name):
             rec.commit()
 
 
+@pytest.mark.parametrize("copy", [True, False])
+def test_latest_while_a_loan_is_written_over_the_newest_record_waits_for_it(backend, shm_name, copy):
+    """The newest record is being written over by the next one (here a loan not yet committed;
+    a large send does the same while it copies): latest() waits for the next one rather than
+    calling the ring corrupted, and after an abort finds nothing new."""
+    pub, sub = _pair(backend, shm_name, capacity=1 << 14)
+    with pub, sub:
+        pub.send(np.zeros(8000, np.uint8))          # [0, 8128)
+        loan = pub.loan(9000, "u1")                 # a pad, then [16384, 25536): over the first
+        with pytest.raises(dc.Timeout):
+            sub.latest(timeout=0.05, copy=copy)
+        loan.array[:] = 7
+        assert loan.commit() == 1
+        m = sub.latest(timeout=1, copy=copy)
+        assert m.seq == 1 and np.all(m.data == 7) and sub.stats.skipped == 1
+        del m
+        pub.send(np.zeros(8000, np.uint8))          # seq 2, at the ring's start
+        pub.loan(9000, "u1").abort()                # over seq 2, never published
+        with pytest.raises(dc.Timeout):
+            sub.latest(timeout=0.05, copy=copy)
+        pub.send(b"after")
+        assert sub.latest(timeout=1, copy=copy).data == b"after"
+
+
+@pytest.mark.parametrize("shape, dtype", [((2, 2), "(2,)i4"), ((3,), "V0"), ((3,), "S0"), ((), "V0")])
+def test_a_loan_has_the_shape_and_dtype_an_array_of_them_gets(backend, shm_name, shape, dtype):
+    """A subarray dtype adds its shape, "S0" is S1, "V0" has no bytes: the loan's array is
+    np.empty(shape, dtype)'s shape and dtype, and so is what the subscriber receives."""
+    want = np.empty(shape, dtype)
+    if want.dtype.itemsize:
+        want[...] = np.ones((), want.dtype)
+    pub, sub = _pair(backend, shm_name, capacity=1 << 14)
+    with pub, sub:
+        with pub.loan(shape, dtype) as loan:
+            assert (loan.array.shape, loan.array.dtype) == (want.shape, want.dtype)
+            loan.array[...] = want
+        got = sub.recv(timeout=1).data
+        assert (got.shape, got.dtype) == (want.shape, want.dtype) and np.array_equal(got, want)
+
+
+def test_a_loan_takes_numpy_integers_and_refuses_floats_in_its_shape(backend, shm_name):
+    pub, sub = _pair(backend, shm_name, capacity=1 << 14)
+    with pub, sub:
+        for shape in (np.int64(3), (np.uint8(2), 3), np.array([2, 3])):
+            with pub.loan(shape, "u1") as loan:
+                assert loan.array.shape == np.empty(shape).shape
+        for shape in (2.5, (2.7,), (2, 1.0)):
+            with pytest.raises(TypeError):
+                pub.loan(shape, "u1")
+        assert pub.send(b"next") == 3
+        assert [sub.recv(timeout=1).seq for _ in range(4)] == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("shape", [(2 ** 64 - 191,), (2 ** 64 - 1,), (2 ** 32, 2 ** 32), (3, 2 ** 62)])
+def test_a_loan_too_large_for_any_ring_is_refused_before_it_writes(backend, shm_name, shape):
+    """Shapes whose byte size wraps round 64 bits (or numpy's int64 product): a FrameError,
+    not a small frame that takes a seq and writes outside its reservation."""
+    pub, sub = _pair(backend, shm_name, capacity=1 << 14)
+    with pub, sub:
+        pub.send(b"\x01" * 64)
+        with pytest.raises(dc.FrameError, match="does not fit"):
+            pub.loan(shape, "u1")
+        assert pub.send(b"next") == 1
+        assert sub.recv(timeout=1).data == b"\x01" * 64, "the record before the loan was written on"
+        assert sub.recv(timeout=1).data == b"next"
+
+
+def test_a_loan_open_when_its_publisher_closes_is_closed(backend, shm_name):
+    pub, sub = _pair(backend, shm_name, capacity=1 << 14)
+    with sub:
+        loan = pub.loan(4, "u1")
+        pub.close()
+        with pytest.raises(dc.Closed):
+            loan.commit()
+        with pytest.raises(dc.Closed):
+            sub.recv(timeout=1)
+
+
+def test_an_aborted_loan_leaves_what_it_wrote_over_marked_overwritten(backend, shm_name):
+    """Drop mode: a loan filled over old records and aborted, then a smaller send in its
+    place. The records the fill wrote over stay overwritten (INTENT never goes back): a held
+    view of one is not still_valid(), and a reader that had not got to it skips it as lost
+    rather than receiving it torn."""
+    cap = 1 << 14
+    pub = dc.Publisher(f"shm://{shm_name}", backend=backend, capacity=cap)
+    holder = dc.Subscriber(f"shm://{shm_name}", backend=backend)
+    behind = dc.Subscriber(f"shm://{shm_name}", backend=backend)
+    with pub, holder, behind:
+        pub.send(b"x" * 128)                        # [0, 192)
+        pub.send(np.arange(256, dtype=np.int32))    # [192, 1344): 64 header, 64 meta, 1024 data
+        for _ in range(12):
+            pub.send(b"y" * 1152)                   # 1216 bytes each
+        pub.send(b"z" * 384)                        # 448: the ring is full to its end
+        assert pub._writer.tail == cap
+        holder.recv(timeout=1)
+        held = holder.recv(copy=False, timeout=1)
+        assert held.seq == 1 and holder.still_valid()
+        assert behind.recv(timeout=1).seq == 0      # its cursor is on seq 1 now
+        loan = pub.loan(2048, "u1")                 # over [0, 2176) of the ring
+        loan.array[600:] = 0xFF                     # seq 1's data, not its header
+        loan.abort()
+        assert pub.send(b"") == 15                  # 64 bytes in the loan's place
+        assert not np.array_equal(held.data, np.arange(256))
+        assert not holder.still_valid(), "a view the aborted loan wrote over passed for intact"
+        m = behind.recv(timeout=1)
+        assert m.seq > 1, "a record the aborted loan wrote over was received"
+        assert behind.stats.lost == m.seq - 1
+        del held, m
+
+
+@pytest.mark.parametrize("on_full", ["drop", "block"])
+def test_records_after_an_aborted_loan_past_the_ring_end_are_all_received(backend, shm_name, on_full):
+    """A loan that needed a pad (it went to the ring's start) aborted while the reader was
+    caught up: the smaller records sent after it are received, none lost."""
+    pub, sub = _pair(backend, shm_name, capacity=1 << 14, on_full=on_full)
+    with pub, sub:
+        for i in range(31):
+            pub.send(b"w" * 448)                    # 512 bytes each: 512 left before the end
+            assert sub.recv(timeout=1).seq == i
+        pub.loan(16000, "u1").abort()               # a pad of 512, then 16128 bytes
+        assert [pub.send(b"a"), pub.send(b"b")] == [31, 32]
+        assert [sub.recv(timeout=1).data for _ in range(2)] == [b"a", b"b"]
+        assert sub.stats.lost == 0
+
+
 def _scribble(name: str, offset: int, data: bytes) -> None:
     fd = os.open(path_of(name), os.O_RDWR)
     try:

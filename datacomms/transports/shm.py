@@ -370,6 +370,8 @@ class ShmPublisher(Publisher):
                             "a forked child makes its own")
         os.close(seg.fd)   # the parent alone holds the publisher lock now
         self._aio_w = None
+        if self._writer is not None:
+            self._writer._forked()   # a loan open at the fork, or a send bound before it, is closed too
         self._writer = None
         for name in ("send", "loan"):
             self.__dict__.pop(name, None)
@@ -483,6 +485,8 @@ class ShmSubscriber(Subscriber):
         if seg is None:
             return
         os.close(seg.fd)   # the parent alone holds the slot's lock now
+        if self._reader is not None:
+            self._reader._forked()   # a recv bound before the fork is closed too
         self._reader = None
         for name in ("recv", "latest", "release", "still_valid"):
             self.__dict__.pop(name, None)

@@ -134,6 +134,7 @@ cdef extern from "dc_ring.h" nogil:
         uint64_t res_pos
         uint64_t res_len
         uint64_t res_end
+        uint64_t intent
         int wake_fd
 
     ctypedef struct dc_reader:

@@ -15,6 +15,7 @@ from cpython.exc cimport PyErr_CheckSignals
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t
 from libc.string cimport memcpy, memset
 
+import operator
 import socket
 
 import numpy as np
@@ -57,8 +58,16 @@ cdef object _U8 = np.dtype(np.uint8)
 
 
 cdef tuple _loan_spec(shape, dtype):
-    dt = np.dtype(dtype)
-    shp = (int(shape),) if isinstance(shape, int) else tuple(int(s) for s in shape)
+    # the dtype an array of it gets: "S0" is S1, and a subarray dtype such as "(2,)i4"
+    # adds its shape to the array's, as np.empty(shape, dtype) and so send() have them
+    probe = np.empty(0, dtype)
+    dt = probe.dtype
+    # integers as np.empty takes them: numpy's too, and never a float cut down to one
+    try:
+        shp = (operator.index(shape),)
+    except TypeError:
+        shp = tuple(operator.index(s) for s in shape)
+    shp += probe.shape[1:]
     count = 1
     for s in shp:
         if s < 0:
@@ -239,8 +248,14 @@ cdef class Writer:
                 _LOAN_SPECS[(dtype, shape)] = spec
             except TypeError:
                 pass
-        dt, shp, nbytes, meta = spec
+        dt, shp, size, meta = spec
         mlen = len(meta)
+        # checked as Python ints first: dc_frame_len on a size near 2**64 wraps round to a
+        # small frame, and the array and the zeroing of its padding would miss the reservation
+        if size > self.w.cap:
+            raise FrameError(f"an array of {size} bytes does not fit a ring of {self.w.cap} bytes; "
+                             "give the Publisher a larger capacity")
+        nbytes = size
         frame_len = dc_frame_len(<uint32_t>mlen, nbytes)
         self.reserve(frame_len, timeout)
         p = dc_writer_ptr(&self.w)
@@ -260,10 +275,15 @@ cdef class Writer:
         # a slice of one array over the ring: a fifth of the cost of np.frombuffer per loan
         if self._base is None:
             self._base = np.frombuffer(self._mv, dtype=np.uint8)
-        arr = self._base[offset:offset + <Py_ssize_t>nbytes]
-        if dt is not _U8:
-            arr = arr.view(dt)
-        self.loaned = Loan(self, arr if len(shp) == 1 else arr.reshape(shp))
+        if dt.itemsize == 0:
+            arr = np.empty(shp, dt)   # "V0": no bytes to view (and a view cannot have that dtype)
+        else:
+            arr = self._base[offset:offset + <Py_ssize_t>nbytes]
+            if dt is not _U8:
+                arr = arr.view(dt)
+            if len(shp) != 1:
+                arr = arr.reshape(shp)
+        self.loaned = Loan(self, arr)
         return self.loaned
 
     def async_prepare(self, uint64_t wake_id):
@@ -276,6 +296,8 @@ cdef class Writer:
     def _commit_loan(self, loan):
         cdef int64_t now = dc_realtime_ns()
         cdef uint8_t *p = dc_writer_ptr(&self.w)
+        if not self.has_view or self.closing:
+            raise Closed("this publisher is closed")
         if loan is not self.loaned:
             raise DataCommsError("this loan is no longer open")
         self.loaned = None
@@ -286,6 +308,17 @@ cdef class Writer:
     def _abort_loan(self, loan):
         if loan is self.loaned:
             self.loaned = None
+
+    def _forked(self):
+        """In a child forked from the owner: closed here without a word to the ring, which the
+        parent still uses (a loan open at the fork, or a send bound before it, raises Closed)."""
+        if self.has_view and not self.closing:
+            self.loaned = None
+            self.closing = True
+            self.w.wake_fd = -1
+            self._wake_sock.close()   # the child's copy of the descriptor
+            if self.busy == 0:
+                self._let_go()
 
     def close(self):
         """Marks the ring closed, wakes every sleeper and lets go of the buffer; a send of

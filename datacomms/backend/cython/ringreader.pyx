@@ -212,7 +212,7 @@ cdef class Reader:
                 self._corrupt(rc)
 
     cdef object _latest(self, object timeout, bint copy):
-        cdef uint64_t pos, length, seq
+        cdef uint64_t pos, length, seq, tail
         cdef dc_header h
         cdef int rc
         cdef long long skipped
@@ -240,11 +240,23 @@ cdef class Reader:
                     msg = self.take(pos, &h, copy, skipped)
                     if msg is not None:
                         return msg
-                    if misses > 1000:
-                        self._corrupt(DC_RING_LAPPED)
-                elif rc != DC_RING_LAPPED or misses > 1000:
-                    self._corrupt(rc)  # a descriptor that never names an intact record
-                misses += 1
+                elif rc != DC_RING_LAPPED:
+                    self._corrupt(rc)
+                # Overwritten: by the record being written now (its descriptor comes next),
+                # or by one that was never published (an aborted loan). Past it, wait for
+                # the next one; only a descriptor that stays wrong while TAIL says there is
+                # more is taken for scribbled on.
+                tail = dc_ring_tail(self.r.base)
+                if self.r.cursor < pos + length <= tail:
+                    dc_reader_advance(&self.r, pos + length)
+                if tail == self.r.cursor:
+                    if deadline == -2:
+                        deadline = _deadline(timeout)
+                    self.wait(deadline)
+                elif misses > 1000:
+                    self._corrupt(DC_RING_LAPPED)  # a descriptor that never names an intact record
+                else:
+                    misses += 1
                 continue
             if closed:
                 # nothing newer will come (waiting would return at once, for ever,
@@ -272,6 +284,11 @@ cdef class Reader:
         if not self.holding or not self.has_view or self.closing:
             return False
         return bool(dc_reader_valid(&self.r, self.hold_pos))
+
+    def _forked(self):
+        """In a child forked from the owner: closed here without a word to the slot, which the
+        parent still uses (a recv bound before the fork raises Closed)."""
+        self.close()
 
     def close(self):
         """Lets go of the buffer; a recv/latest of another thread waiting meanwhile raises

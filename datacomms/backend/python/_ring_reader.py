@@ -237,21 +237,32 @@ class Reader(_Guarded):
                     if h[7] != length:
                         raise FrameError("latest record length disagrees with its header")
                 except FrameError as exc:
-                    if self._valid(pos) or misses > 1000:
-                        self._corrupt(str(exc))  # a descriptor that never names an intact record
-                    misses += 1
-                    continue
-                last = self._last_seq
-                if last is not None:
-                    skipped = h[2] - last - 1 if h[2] > last + 1 else 0
+                    if self._valid(pos):
+                        self._corrupt(str(exc))
                 else:
-                    skipped = h[2] - self._join_seq if h[2] > self._join_seq else 0
-                msg = self._take(pos, h, copy, skipped)
-                if msg is not None:
-                    return msg
-                if misses > 1000:
+                    last = self._last_seq
+                    if last is not None:
+                        skipped = h[2] - last - 1 if h[2] > last + 1 else 0
+                    else:
+                        skipped = h[2] - self._join_seq if h[2] > self._join_seq else 0
+                    msg = self._take(pos, h, copy, skipped)
+                    if msg is not None:
+                        return msg
+                # Overwritten: by the record being written now (its descriptor comes next),
+                # or by one that was never published (an aborted loan). Past it, wait for
+                # the next one; only a descriptor that stays wrong while TAIL says there is
+                # more is taken for scribbled on.
+                tail = m.u64[S.OFF_TAIL // 8]
+                if self.cursor < pos + length <= tail:
+                    self._advance(pos + length)
+                if tail == self.cursor:
+                    if deadline is None:
+                        deadline = _deadline(timeout)
+                    self._wait(deadline)
+                elif misses > 1000:
                     self._corrupt("the latest-value descriptor names an overwritten record")
-                misses += 1
+                else:
+                    misses += 1
                 continue
             if closed:
                 # nothing newer will come (waiting would return at once, for ever,
@@ -284,6 +295,11 @@ class Reader(_Guarded):
         if self._hold is None or self._m is None or self._closing:
             return False
         return self._valid(self._hold)
+
+    def _forked(self) -> None:
+        """In a child forked from the owner: closed here without a word to the slot, which the
+        parent still uses (a recv bound before the fork raises Closed)."""
+        self.close()
 
     def close(self) -> None:
         """Lets go of the mapping; a recv/latest of another thread waiting meanwhile raises

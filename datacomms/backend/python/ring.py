@@ -22,6 +22,8 @@ signal interrupts the wait with EINTR so Ctrl-C works).
 from __future__ import annotations
 
 import ctypes
+import math
+import operator
 import platform
 import socket
 import struct
@@ -221,6 +223,9 @@ class Writer(_Guarded):
         self.tail = m.u64[S.OFF_TAIL // 8]
         self._head = m.u64[S.OFF_HEAD // 8]
         self._min_cursor = self.tail
+        self._intent = m.u64[S.OFF_INTENT // 8]   # the highest INTENT stored: it never goes back
+        if not 0 <= self._intent - self.tail <= m.cap:
+            self._intent = self.tail   # not one this ring's writer could store
         self._lock = m.u64[S.OFF_LATEST_LOCK // 8] & 0xFFFFFFFFFFFFFFFC
         self._res = (0, 0, 0)
         self.loaned: Loan | None = None
@@ -252,7 +257,8 @@ class Writer(_Guarded):
         m = self._m
         t = self.tail
         off = t & m.mask
-        pad = m.cap - off if frame_len > m.cap - off else 0
+        # after an unpublished reservation with a pad, past the pad too (see dc_writer_reserve)
+        pad = m.cap - off if frame_len > m.cap - off or (off and self._intent - t > m.cap) else 0
         s = t + pad
         e = s + frame_len
         if m.block and e - self._min_cursor > m.cap and not self._room(t, e):
@@ -269,8 +275,12 @@ class Writer(_Guarded):
                 break
             h += length
         self._head = h
+        # A reservation never published (an aborted loan, a send that failed while filling) may
+        # have written up to its end: INTENT stays there, or a smaller record at the same place
+        # would make the old records it clobbered look intact again.
+        self._intent = max(self._intent, e)
         m.u64[S.OFF_HEAD // 8] = h
-        m.u64[S.OFF_INTENT // 8] = e  # TSO: visible before any byte of the record below
+        m.u64[S.OFF_INTENT // 8] = self._intent  # TSO: visible before any byte of the record below
         if pad:
             m.ring[off:off + 64] = _PAD_MAGIC + bytes(36) + _U64.pack(pad) + bytes(16)
         self._res = (s, frame_len, e)
@@ -357,13 +367,21 @@ class Writer(_Guarded):
     def _loan(self, shape: Any, dtype: Any, timeout: float | None) -> "Loan":
         if self.loaned is not None:
             raise DataCommsError("a loan is already open")
-        dt = np.dtype(dtype)
-        shp = (int(shape),) if isinstance(shape, int) else tuple(int(s) for s in shape)
+        # the dtype an array of it gets: "S0" is S1, and a subarray dtype such as "(2,)i4"
+        # adds its shape to the array's, as np.empty(shape, dtype) and so send() have them
+        probe = np.empty(0, dtype)
+        dt = probe.dtype
+        # integers as np.empty takes them: numpy's too, and never a float cut down to one
+        try:
+            shp = (operator.index(shape),)
+        except TypeError:
+            shp = tuple(operator.index(s) for s in shape)
         if any(s < 0 for s in shp):
             raise FrameError(f"bad shape {shape!r}")
-        count = int(np.prod(shp, dtype=np.int64)) if shp else 1
-        nbytes = count * dt.itemsize
+        shp += probe.shape[1:]
         meta = framing.dumps_json({"dtype": _meta.dtype_to_json(dt), "shape": list(shp)})
+        count = math.prod(shp)   # exact: np.prod in int64 wraps round for huge shapes
+        nbytes = count * dt.itemsize
         mpad = -len(meta) % 64
         frame_len = 64 + len(meta) + mpad + nbytes + (-nbytes % 64)
         self._reserve(frame_len, timeout)
@@ -373,7 +391,10 @@ class Writer(_Guarded):
         ring[off:off + 64 + len(meta) + mpad] = head + meta + bytes(mpad)
         start = off + 64 + len(meta) + mpad
         ring[start + nbytes:off + frame_len] = bytes(off + frame_len - start - nbytes)
-        arr = np.frombuffer(ring, dtype=dt, count=count, offset=start).reshape(shp)
+        if dt.itemsize == 0:
+            arr = np.empty(shp, dt)   # "V0": no bytes to view (np.frombuffer refuses the dtype)
+        else:
+            arr = np.frombuffer(ring, dtype=dt, count=count, offset=start).reshape(shp)
         self.loaned = Loan(self, arr)
         return self.loaned
 
@@ -388,6 +409,8 @@ class Writer(_Guarded):
         _full_fence()
 
     def _commit_loan(self, loan: "Loan") -> int:
+        if self._m is None or self._closing:
+            raise Closed("this publisher is closed")
         if loan is not self.loaned:
             raise DataCommsError("this loan is no longer open")
         self.loaned = None
@@ -399,6 +422,17 @@ class Writer(_Guarded):
     def _abort_loan(self, loan: "Loan") -> None:
         if loan is self.loaned:
             self.loaned = None
+
+    def _forked(self) -> None:
+        """In a child forked from the owner: closed here without a word to the ring, which the
+        parent still uses (a loan open at the fork, or a send bound before it, raises Closed)."""
+        if self._m is None or self._closing:
+            return
+        self.loaned = None
+        self._closing = True
+        self._wake_sock.close()   # the child's copy of the descriptor
+        if not self._busy:
+            self._let_go()
 
     def close(self) -> None:
         """Marks the ring closed, wakes every sleeper and lets go of the buffer; a send of
