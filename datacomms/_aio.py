@@ -42,7 +42,7 @@ class Waiter:
     transports that must notice a dead peer without any byte arriving use it."""
 
     slice: float | None = None
-    _wake: Callable[[], None] | None = None   # set while a coroutine sleeps on this waiter
+    _wake: Callable[[], bool] | None = None   # set while a coroutine sleeps on this waiter
     _doomed = False
 
     def shutdown(self) -> None:
@@ -52,10 +52,8 @@ class Waiter:
         with _guard:
             wake = self._wake
             self._doomed = True   # a sleep about to begin returns at once
-        if wake is None:
-            self.close()
-        else:
-            wake()
+        if wake is None or not wake():
+            self.close()   # nobody sleeps, or the sleeper's loop is closed: it never runs again
 
     def fds(self) -> tuple[int, ...]:
         """Descriptors whose readability means: look again."""
@@ -322,11 +320,12 @@ async def _sleep(waiter: Waiter, seconds: float | None) -> None:
         if not fut.done():
             fut.set_result(None)
 
-    def wake_threadsafe() -> None:
+    def wake_threadsafe() -> bool:
         try:
             loop.call_soon_threadsafe(wake)
         except RuntimeError:
-            pass   # the loop is closed: nobody sleeps any more
+            return False   # the loop is closed: nobody sleeps any more
+        return True
 
     with _guard:
         if waiter._doomed:
@@ -344,9 +343,13 @@ async def _sleep(waiter: Waiter, seconds: float | None) -> None:
             if handle is not None:
                 handle.cancel()
     finally:
-        for fd in added:
-            loop.remove_reader(fd)
-        _settle(waiter)
+        # with the loop closed while this slept, the coroutine is being thrown away now (its
+        # task was collected): the waiter may already serve another loop's sleeper, so touch
+        # nothing (its owner's close() then closes the waiter itself: see shutdown)
+        if not loop.is_closed():
+            for fd in added:
+                loop.remove_reader(fd)
+            _settle(waiter)
 
 
 def _settle(waiter: Waiter) -> None:
@@ -362,8 +365,8 @@ def _settle(waiter: Waiter) -> None:
         waiter.close()
 
 
-def _noop() -> None:
-    pass
+def _noop() -> bool:
+    return True
 
 
 def block(waiter: Waiter, seconds: float) -> None:
@@ -404,11 +407,13 @@ def _look(take: Callable[[float], Message]) -> Message | None:
 async def receive(sub: Any, take: Callable[[float], Message], timeout: float | None) -> Message:
     """``take(0)`` until it gives a message, sleeping on the subscriber's waiter in between.
     The caller has just looked once and found nothing (and timeout is not 0)."""
-    if getattr(sub, "_aio_busy", False):
+    busy = getattr(sub, "_aio_busy", None)
+    # a coroutine left waiting in a loop that was closed will never run again (nor its finally)
+    if busy is not None and not busy.is_closed():
         raise DataCommsError(f"another coroutine is already waiting on this subscriber of {sub.url}; "
                              "use one subscriber per waiting task")
     deadline = None if timeout is None else time.monotonic() + timeout
-    sub._aio_busy = True
+    loop = sub._aio_busy = asyncio.get_running_loop()   # the loop of the coroutine that waits
     try:
         while True:
             waiter = sub._aio_waiter()
@@ -420,7 +425,8 @@ async def receive(sub: Any, take: Callable[[float], Message], timeout: float | N
             if deadline is not None and time.monotonic() >= deadline:
                 raise Timeout(f"no message within {timeout} s on {sub.url}")
     finally:
-        sub._aio_busy = False
+        if sub._aio_busy is loop:   # not when another loop waits by now (this one was closed)
+            sub._aio_busy = None
 
 
 async def send(pub: Any, data: Any, timeout: float | None) -> int:

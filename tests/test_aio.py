@@ -6,6 +6,7 @@ timeouts, no thread per subscriber, the shm wake handshake itself, and uvloop.""
 from __future__ import annotations
 
 import asyncio
+import gc
 import multiprocessing as mp
 import os
 import random
@@ -457,6 +458,70 @@ def test_one_waiting_coroutine_per_subscriber(backend, shm_name) -> None:
             first.cancel()
 
     run(main())
+
+
+def _wait_in_a_loop_then_close_it(sub: Any, loop: str) -> Any:
+    """Leaves a coroutine waiting in sub.arecv() in an event loop that is closed; returns its task."""
+    if loop == "uvloop" and uvloop is None:
+        pytest.skip("uvloop is not installed (pip install '.[test]')")
+    ended = uvloop.new_event_loop() if loop == "uvloop" else asyncio.new_event_loop()
+    task = ended.create_task(sub.arecv())
+    ended.run_until_complete(asyncio.sleep(0.02))
+    assert not task.done()
+    ended.close()
+    return task
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+@pytest.mark.parametrize("transport", ["shm", "tcp", "udp", "json"])
+def test_a_wait_left_in_a_closed_loop_does_not_hold_the_subscriber(transport, loop, backend, tmp_path,
+                                                                     shm_name) -> None:
+    """An event loop closed while a coroutine still waits in arecv (its finally never runs):
+    a loop in another thread may wait on the subscriber then, and when the abandoned
+    coroutine is collected meanwhile, the new wait is undisturbed: a second waiter is still
+    refused and close() still ends the wait."""
+    pub, sub = _idle_pair(transport, backend, tmp_path, shm_name)
+    abandoned = [_wait_in_a_loop_then_close_it(sub, loop)]
+    out: list[Any] = []
+
+    def other_thread() -> None:
+        async def main() -> None:
+            await pub.asend({"k": 1})
+            out.append((await sub.arecv(timeout=10)).data)
+            waiting = asyncio.ensure_future(sub.arecv())
+            await asyncio.sleep(0.02)
+            abandoned.clear()
+            gc.collect()   # the abandoned coroutine is thrown away now
+            with pytest.raises(dc.DataCommsError, match="already waiting"):
+                await sub.arecv(timeout=1)
+            sub.close()
+            with pytest.raises(dc.Closed):
+                await asyncio.wait_for(waiting, 10)   # a bound against a hang, not a timing check
+            out.append("closed")
+        try:
+            run(main(), loop)
+        except BaseException as e:   # pytest.raises' failures too
+            out.append(e)
+
+    t = threading.Thread(target=other_thread)
+    t.start()
+    t.join(30)
+    sub.close()
+    pub.close()
+    assert out == [{"k": 1}, "closed"]
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+@pytest.mark.parametrize("transport", ["shm", "json"])
+def test_closing_a_subscriber_whose_wait_was_left_in_a_closed_loop_releases_its_fds(
+        transport, loop, backend, tmp_path, shm_name) -> None:
+    fds_before = _open_fds()
+    pub, sub = _idle_pair(transport, backend, tmp_path, shm_name)
+    task = _wait_in_a_loop_then_close_it(sub, loop)
+    sub.close()
+    pub.close()
+    assert _open_fds() <= fds_before
+    del task
 
 
 def test_files_without_inotify_fall_back_to_a_timer(backend, tmp_path, monkeypatch) -> None:
