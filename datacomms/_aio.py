@@ -331,6 +331,7 @@ async def _sleep(waiter: Waiter, seconds: float | None) -> None:
         if waiter._doomed:
             return
         waiter._wake = wake_threadsafe
+    pid = os.getpid()
     added = []
     try:
         for fd in waiter.fds():
@@ -343,10 +344,12 @@ async def _sleep(waiter: Waiter, seconds: float | None) -> None:
             if handle is not None:
                 handle.cancel()
     finally:
-        # with the loop closed while this slept, the coroutine is being thrown away now (its
+        # With the loop closed while this slept, the coroutine is being thrown away now (its
         # task was collected): the waiter may already serve another loop's sleeper, so touch
-        # nothing (its owner's close() then closes the waiter itself: see shutdown)
-        if not loop.is_closed():
+        # nothing (its owner's close() then closes the waiter itself: see shutdown). In a child
+        # forked meanwhile, the loop's epoll instance and the waiter's descriptors are still
+        # the parent's: unregistering or draining them here would take the parent's wake-ups.
+        if not loop.is_closed() and os.getpid() == pid:
             for fd in added:
                 loop.remove_reader(fd)
             _settle(waiter)
