@@ -71,13 +71,17 @@ class Waiter:
 
 
 class SocketWaiter(Waiter):
-    """Wakes when the subscriber's own socket is readable (udp: the datagrams themselves)."""
+    """Wakes when the subscriber's own socket is readable (udp: the datagrams themselves).
+    Its close() closes that socket: the owner's close() leaves it to shutdown()."""
 
     def __init__(self, sock: Any) -> None:
         self.sock = sock
 
     def fds(self) -> tuple[int, ...]:
         return (self.sock.fileno(),)
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 class TimerWaiter(Waiter):

@@ -437,6 +437,41 @@ def test_close_from_another_task_ends_the_wait(transport, loop, backend, tmp_pat
             pub.close()
 
 
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+@pytest.mark.parametrize("transport", ["tcp", "udp"])
+def test_closing_a_subscriber_while_awaited_leaves_other_waits_alone(transport, loop, backend, tmp_path,
+                                                                       shm_name) -> None:
+    """close() while a coroutine waits on the subscriber's own sockets: the loop still watches
+    them until that coroutine has woken, so they stay open until then. (They were closed at
+    once: a subscriber made next took their numbers, and the ending wait unregistered them
+    from the loop, so a wait on the new one never woke.)"""
+    pub, sub = _idle_pair(transport, backend, tmp_path, shm_name)
+    others: list[Any] = []
+
+    async def main() -> list[Any]:
+        waiting = asyncio.ensure_future(sub.arecv())
+        await asyncio.sleep(0.02)
+        sub.close()
+        for _ in range(4):   # they take the lowest free descriptor numbers
+            s = dc.Subscriber("udp://127.0.0.1:0", backend=backend)
+            others.append((s, dc.Publisher(s.url, backend=backend)))
+        waits = [asyncio.ensure_future(s.arecv()) for s, _ in others]
+        with pytest.raises(dc.Closed):
+            await asyncio.wait_for(waiting, 10)   # a bound against a hang, not a timing check
+        await asyncio.sleep(0.02)   # every other wait sleeps in the loop now
+        for i, (_, p) in enumerate(others):
+            p.send(i)
+        return [(await asyncio.wait_for(w, 10)).data for w in waits]
+
+    try:
+        assert run(main(), loop) == [0, 1, 2, 3]
+    finally:
+        for s, p in others:
+            s.close()
+            p.close()
+        pub.close()
+
+
 def test_a_sleep_after_shutdown_returns_at_once() -> None:
     """close() that lands between a look and the sleep after it: the sleep does not begin
     (its descriptors are gone), so the next look raises dc.Closed instead of hanging."""
