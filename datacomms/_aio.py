@@ -404,6 +404,16 @@ async def _nap(waiter: Waiter, deadline: float | None, timed_out: str) -> None:
     await _sleep(waiter, left)
 
 
+def _deadline(timeout: float | None) -> float | None:
+    """time.monotonic()'s when timeout (seconds from now; None: never) is up. NaN is refused:
+    the loop's timer for it would disorder every other timer of that loop."""
+    if timeout is None:
+        return None
+    if math.isnan(timeout):
+        raise ValueError("timeout must be a number of seconds or None, not NaN")
+    return time.monotonic() + max(timeout, 0.0)
+
+
 def _look(take: Callable[[float], Message]) -> Message | None:
     try:
         return take(0)
@@ -419,7 +429,7 @@ async def receive(sub: Any, take: Callable[[float], Message], timeout: float | N
     if busy is not None and not busy.is_closed():
         raise DataCommsError(f"another coroutine is already waiting on this subscriber of {sub.url}; "
                              "use one subscriber per waiting task")
-    deadline = None if timeout is None else time.monotonic() + timeout
+    deadline = _deadline(timeout)
     loop = sub._aio_busy = asyncio.get_running_loop()   # the loop of the coroutine that waits
     try:
         while True:
@@ -448,7 +458,7 @@ async def send(pub: Any, data: Any, timeout: float | None) -> int:
     if waiter is None:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, functools.partial(pub.send, data, timeout))
-    deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
+    deadline = _deadline(timeout)
     # one sleeper per descriptor: concurrent asends on one publisher take turns
     lock = pub.__dict__.get("_aio_send_lock")
     if lock is None or lock[0] is not asyncio.get_running_loop():

@@ -364,6 +364,24 @@ def test_timeouts(transport, backend, tmp_path, shm_name) -> None:
         assert out == (0, 0, {"after": "timeouts"})
 
 
+def test_a_nan_timeout_is_refused(backend, shm_name) -> None:
+    """timeout=NaN (a deadline computed from a NaN) is a ValueError, as shm's recv says: the
+    wait used to become a timer at NaN, which disordered the loop's other timers (a 0.1 s
+    sleep of another task ended with the longest one beside it)."""
+    async def main() -> None:
+        with dc.Subscriber("udp://127.0.0.1:0", backend=backend) as sub, \
+                dc.Publisher(f"shm://{shm_name}", backend=backend, on_full="block") as pub, \
+                dc.Subscriber(f"shm://{shm_name}", backend=backend):
+            for wait in (sub.arecv, sub.alatest):
+                with pytest.raises(ValueError, match="NaN"):
+                    await asyncio.wait_for(wait(timeout=float("nan")), 10)   # a bound against a hang
+            _fill(pub, b"x" * 1000)
+            with pytest.raises(ValueError, match="NaN"):
+                await asyncio.wait_for(pub.asend(b"x" * 1000, timeout=float("nan")), 10)
+
+    run(main())
+
+
 # ------------------------------------------------------------------ async for, closing, late publisher
 
 
