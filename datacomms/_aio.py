@@ -42,7 +42,7 @@ class Waiter:
     transports that must notice a dead peer without any byte arriving use it."""
 
     slice: float | None = None
-    _wake: Callable[[], None] | None = None   # set while a coroutine sleeps on this waiter
+    _wake: Callable[[], bool] | None = None   # set while a coroutine sleeps on this waiter
     _doomed = False
 
     def shutdown(self) -> None:
@@ -52,10 +52,8 @@ class Waiter:
         with _guard:
             wake = self._wake
             self._doomed = True   # a sleep about to begin returns at once
-        if wake is None:
-            self.close()
-        else:
-            wake()
+        if wake is None or not wake():
+            self.close()   # nobody sleeps, or the sleeper's loop is closed: it never runs again
 
     def fds(self) -> tuple[int, ...]:
         """Descriptors whose readability means: look again."""
@@ -73,13 +71,17 @@ class Waiter:
 
 
 class SocketWaiter(Waiter):
-    """Wakes when the subscriber's own socket is readable (udp: the datagrams themselves)."""
+    """Wakes when the subscriber's own socket is readable (udp: the datagrams themselves).
+    Its close() closes that socket: the owner's close() leaves it to shutdown()."""
 
     def __init__(self, sock: Any) -> None:
         self.sock = sock
 
     def fds(self) -> tuple[int, ...]:
         return (self.sock.fileno(),)
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 class TimerWaiter(Waiter):
@@ -322,16 +324,18 @@ async def _sleep(waiter: Waiter, seconds: float | None) -> None:
         if not fut.done():
             fut.set_result(None)
 
-    def wake_threadsafe() -> None:
+    def wake_threadsafe() -> bool:
         try:
             loop.call_soon_threadsafe(wake)
         except RuntimeError:
-            pass   # the loop is closed: nobody sleeps any more
+            return False   # the loop is closed: nobody sleeps any more
+        return True
 
     with _guard:
         if waiter._doomed:
             return
         waiter._wake = wake_threadsafe
+    pid = os.getpid()
     added = []
     try:
         for fd in waiter.fds():
@@ -344,9 +348,15 @@ async def _sleep(waiter: Waiter, seconds: float | None) -> None:
             if handle is not None:
                 handle.cancel()
     finally:
-        for fd in added:
-            loop.remove_reader(fd)
-        _settle(waiter)
+        # With the loop closed while this slept, the coroutine is being thrown away now (its
+        # task was collected): the waiter may already serve another loop's sleeper, so touch
+        # nothing (its owner's close() then closes the waiter itself: see shutdown). In a child
+        # forked meanwhile, the loop's epoll instance and the waiter's descriptors are still
+        # the parent's: unregistering or draining them here would take the parent's wake-ups.
+        if not loop.is_closed() and os.getpid() == pid:
+            for fd in added:
+                loop.remove_reader(fd)
+            _settle(waiter)
 
 
 def _settle(waiter: Waiter) -> None:
@@ -362,8 +372,8 @@ def _settle(waiter: Waiter) -> None:
         waiter.close()
 
 
-def _noop() -> None:
-    pass
+def _noop() -> bool:
+    return True
 
 
 def block(waiter: Waiter, seconds: float) -> None:
@@ -394,6 +404,16 @@ async def _nap(waiter: Waiter, deadline: float | None, timed_out: str) -> None:
     await _sleep(waiter, left)
 
 
+def _deadline(timeout: float | None) -> float | None:
+    """time.monotonic()'s when timeout (seconds from now; None: never) is up. NaN is refused:
+    the loop's timer for it would disorder every other timer of that loop."""
+    if timeout is None:
+        return None
+    if math.isnan(timeout):
+        raise ValueError("timeout must be a number of seconds or None, not NaN")
+    return time.monotonic() + max(timeout, 0.0)
+
+
 def _look(take: Callable[[float], Message]) -> Message | None:
     try:
         return take(0)
@@ -404,11 +424,13 @@ def _look(take: Callable[[float], Message]) -> Message | None:
 async def receive(sub: Any, take: Callable[[float], Message], timeout: float | None) -> Message:
     """``take(0)`` until it gives a message, sleeping on the subscriber's waiter in between.
     The caller has just looked once and found nothing (and timeout is not 0)."""
-    if getattr(sub, "_aio_busy", False):
+    busy = getattr(sub, "_aio_busy", None)
+    # a coroutine left waiting in a loop that was closed will never run again (nor its finally)
+    if busy is not None and not busy.is_closed():
         raise DataCommsError(f"another coroutine is already waiting on this subscriber of {sub.url}; "
                              "use one subscriber per waiting task")
-    deadline = None if timeout is None else time.monotonic() + timeout
-    sub._aio_busy = True
+    deadline = _deadline(timeout)
+    loop = sub._aio_busy = asyncio.get_running_loop()   # the loop of the coroutine that waits
     try:
         while True:
             waiter = sub._aio_waiter()
@@ -420,7 +442,8 @@ async def receive(sub: Any, take: Callable[[float], Message], timeout: float | N
             if deadline is not None and time.monotonic() >= deadline:
                 raise Timeout(f"no message within {timeout} s on {sub.url}")
     finally:
-        sub._aio_busy = False
+        if sub._aio_busy is loop:   # not when another loop waits by now (this one was closed)
+            sub._aio_busy = None
 
 
 async def send(pub: Any, data: Any, timeout: float | None) -> int:
@@ -435,7 +458,7 @@ async def send(pub: Any, data: Any, timeout: float | None) -> int:
     if waiter is None:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, functools.partial(pub.send, data, timeout))
-    deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
+    deadline = _deadline(timeout)
     # one sleeper per descriptor: concurrent asends on one publisher take turns
     lock = pub.__dict__.get("_aio_send_lock")
     if lock is None or lock[0] is not asyncio.get_running_loop():

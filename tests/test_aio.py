@@ -6,6 +6,7 @@ timeouts, no thread per subscriber, the shm wake handshake itself, and uvloop.""
 from __future__ import annotations
 
 import asyncio
+import gc
 import multiprocessing as mp
 import os
 import random
@@ -363,6 +364,24 @@ def test_timeouts(transport, backend, tmp_path, shm_name) -> None:
         assert out == (0, 0, {"after": "timeouts"})
 
 
+def test_a_nan_timeout_is_refused(backend, shm_name) -> None:
+    """timeout=NaN (a deadline computed from a NaN) is a ValueError, as shm's recv says: the
+    wait used to become a timer at NaN, which disordered the loop's other timers (a 0.1 s
+    sleep of another task ended with the longest one beside it)."""
+    async def main() -> None:
+        with dc.Subscriber("udp://127.0.0.1:0", backend=backend) as sub, \
+                dc.Publisher(f"shm://{shm_name}", backend=backend, on_full="block") as pub, \
+                dc.Subscriber(f"shm://{shm_name}", backend=backend):
+            for wait in (sub.arecv, sub.alatest):
+                with pytest.raises(ValueError, match="NaN"):
+                    await asyncio.wait_for(wait(timeout=float("nan")), 10)   # a bound against a hang
+            _fill(pub, b"x" * 1000)
+            with pytest.raises(ValueError, match="NaN"):
+                await asyncio.wait_for(pub.asend(b"x" * 1000, timeout=float("nan")), 10)
+
+    run(main())
+
+
 # ------------------------------------------------------------------ async for, closing, late publisher
 
 
@@ -436,6 +455,41 @@ def test_close_from_another_task_ends_the_wait(transport, loop, backend, tmp_pat
             pub.close()
 
 
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+@pytest.mark.parametrize("transport", ["tcp", "udp"])
+def test_closing_a_subscriber_while_awaited_leaves_other_waits_alone(transport, loop, backend, tmp_path,
+                                                                       shm_name) -> None:
+    """close() while a coroutine waits on the subscriber's own sockets: the loop still watches
+    them until that coroutine has woken, so they stay open until then. (They were closed at
+    once: a subscriber made next took their numbers, and the ending wait unregistered them
+    from the loop, so a wait on the new one never woke.)"""
+    pub, sub = _idle_pair(transport, backend, tmp_path, shm_name)
+    others: list[Any] = []
+
+    async def main() -> list[Any]:
+        waiting = asyncio.ensure_future(sub.arecv())
+        await asyncio.sleep(0.02)
+        sub.close()
+        for _ in range(4):   # they take the lowest free descriptor numbers
+            s = dc.Subscriber("udp://127.0.0.1:0", backend=backend)
+            others.append((s, dc.Publisher(s.url, backend=backend)))
+        waits = [asyncio.ensure_future(s.arecv()) for s, _ in others]
+        with pytest.raises(dc.Closed):
+            await asyncio.wait_for(waiting, 10)   # a bound against a hang, not a timing check
+        await asyncio.sleep(0.02)   # every other wait sleeps in the loop now
+        for i, (_, p) in enumerate(others):
+            p.send(i)
+        return [(await asyncio.wait_for(w, 10)).data for w in waits]
+
+    try:
+        assert run(main(), loop) == [0, 1, 2, 3]
+    finally:
+        for s, p in others:
+            s.close()
+            p.close()
+        pub.close()
+
+
 def test_a_sleep_after_shutdown_returns_at_once() -> None:
     """close() that lands between a look and the sleep after it: the sleep does not begin
     (its descriptors are gone), so the next look raises dc.Closed instead of hanging."""
@@ -457,6 +511,103 @@ def test_one_waiting_coroutine_per_subscriber(backend, shm_name) -> None:
             first.cancel()
 
     run(main())
+
+
+def _wait_in_a_loop_then_close_it(sub: Any, loop: str) -> Any:
+    """Leaves a coroutine waiting in sub.arecv() in an event loop that is closed; returns its task."""
+    if loop == "uvloop" and uvloop is None:
+        pytest.skip("uvloop is not installed (pip install '.[test]')")
+    ended = uvloop.new_event_loop() if loop == "uvloop" else asyncio.new_event_loop()
+    task = ended.create_task(sub.arecv())
+    ended.run_until_complete(asyncio.sleep(0.02))
+    assert not task.done()
+    ended.close()
+    return task
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+@pytest.mark.parametrize("transport", ["shm", "tcp", "udp", "json"])
+def test_a_wait_left_in_a_closed_loop_does_not_hold_the_subscriber(transport, loop, backend, tmp_path,
+                                                                     shm_name) -> None:
+    """An event loop closed while a coroutine still waits in arecv (its finally never runs):
+    a loop in another thread may wait on the subscriber then, and when the abandoned
+    coroutine is collected meanwhile, the new wait is undisturbed: a second waiter is still
+    refused and close() still ends the wait."""
+    pub, sub = _idle_pair(transport, backend, tmp_path, shm_name)
+    abandoned = [_wait_in_a_loop_then_close_it(sub, loop)]
+    out: list[Any] = []
+
+    def other_thread() -> None:
+        async def main() -> None:
+            await pub.asend({"k": 1})
+            out.append((await sub.arecv(timeout=10)).data)
+            waiting = asyncio.ensure_future(sub.arecv())
+            await asyncio.sleep(0.02)
+            abandoned.clear()
+            gc.collect()   # the abandoned coroutine is thrown away now
+            with pytest.raises(dc.DataCommsError, match="already waiting"):
+                await sub.arecv(timeout=1)
+            sub.close()
+            with pytest.raises(dc.Closed):
+                await asyncio.wait_for(waiting, 10)   # a bound against a hang, not a timing check
+            out.append("closed")
+        try:
+            run(main(), loop)
+        except BaseException as e:   # pytest.raises' failures too
+            out.append(e)
+
+    t = threading.Thread(target=other_thread)
+    t.start()
+    t.join(30)
+    sub.close()
+    pub.close()
+    assert out == [{"k": 1}, "closed"]
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+@pytest.mark.parametrize("transport", ["shm", "json"])
+def test_closing_a_subscriber_whose_wait_was_left_in_a_closed_loop_releases_its_fds(
+        transport, loop, backend, tmp_path, shm_name) -> None:
+    fds_before = _open_fds()
+    pub, sub = _idle_pair(transport, backend, tmp_path, shm_name)
+    task = _wait_in_a_loop_then_close_it(sub, loop)
+    sub.close()
+    pub.close()
+    assert _open_fds() <= fds_before
+    del task
+
+
+def test_a_child_forked_during_a_wait_leaves_the_parents_wait_alone(backend) -> None:
+    """A child forked (os.fork in a coroutine) while the parent's arecv sleeps ends its copy of
+    that wait when it leaves asyncio.run; the parent's wait must still be woken by its
+    descriptor (the epoll instance is shared across fork). udp has no time slice to hide a
+    lost wake-up behind. (Under uvloop, libuv's own close in the child drops it: docs/aio.md.)"""
+    script = (
+        "import asyncio, os, warnings\n"
+        "import datacomms as dc\n"
+        "warnings.simplefilter('ignore', DeprecationWarning)  # fork with threads, Python 3.12+\n"
+        f"sub = dc.Subscriber('udp://127.0.0.1:0', backend='{backend.name}')\n"
+        f"pub = dc.Publisher(sub.url, backend='{backend.name}')\n"
+        "async def main():\n"
+        "    waiting = asyncio.ensure_future(sub.arecv())\n"
+        "    await asyncio.sleep(0.02)\n"
+        "    pid = os.fork()\n"
+        "    if pid == 0:\n"
+        "        return 'child'   # asyncio.run cancels the child's copy of the wait\n"
+        "    os.waitpid(pid, 0)\n"
+        "    pub.send(b'x')\n"
+        "    try:\n"
+        "        return bytes((await asyncio.wait_for(waiting, 10)).data)\n"
+        "    except asyncio.TimeoutError:\n"
+        "        return 'not woken'\n"
+        "out = asyncio.run(main())\n"
+        "if out == 'child':\n"
+        "    os._exit(0)\n"
+        "print(out, flush=True)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["b'x'"]
 
 
 def test_files_without_inotify_fall_back_to_a_timer(backend, tmp_path, monkeypatch) -> None:

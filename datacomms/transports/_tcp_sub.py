@@ -64,6 +64,14 @@ class _TcpWaiter(_aio.Waiter):
         # a TLS socket can hold decrypted bytes its descriptor does not show
         return not self.sub._ready and not any(c.tls and c.sock.pending() for c in self.sub._conns)
 
+    closed = False
+
+    def close(self) -> None:
+        # after the subscriber's close(), once no event loop watches its descriptors any more
+        # (at once when no coroutine sleeps, else when the sleeper has let go of them)
+        self.closed = True
+        self.sub._release_if_free()
+
 
 class TcpSubscriber(Subscriber):
     """Subscriber over TCP. Connects (or listens with ``bind=True``), reconnects
@@ -462,12 +470,12 @@ class TcpSubscriber(Subscriber):
     def _enter(self) -> None:
         if not self._gate.enter():
             if not self._gate.busy:
-                self._release()   # a DirectRecv waiting on the fd was the last one in
+                self._release_if_free()   # a DirectRecv waiting on the fd was the last one in
             raise Closed("subscriber is closed")
 
     def _leave(self) -> None:
         if self._gate.leave():
-            self._release()
+            self._release_if_free()
 
     def recv(self, timeout: float | None = None) -> Message:
         # While one connection is followed, the instance's recv is that
@@ -514,10 +522,14 @@ class TcpSubscriber(Subscriber):
         vars(self).pop("recv", None)
         w = self.__dict__.get("_aio_w")
         if w is not None:
-            w.shutdown()   # a coroutine waiting in arecv looks again and gets dc.Closed
+            # a coroutine waiting in arecv looks again and gets dc.Closed; while its event loop
+            # watches the descriptors, they stay open (closed, their numbers could go to new
+            # descriptors that loop would then stop watching): _TcpWaiter.close releases them
+            w.shutdown()
         self._links.close()      # joins its thread: nothing is attached after this
+        self._links_closed = True
         if not waiting:
-            self._release()
+            self._release_if_free()
             return
         # Wake the waiters, unless the last of them has left and released
         # everything meanwhile (then these descriptors may belong to someone else).
@@ -530,6 +542,17 @@ class TcpSubscriber(Subscriber):
                     c.sock.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+        self._release_if_free()   # when they all left meanwhile
+
+    _links_closed = False
+
+    def _release_if_free(self) -> None:
+        """Releases the descriptors once closed and nobody uses them: no thread inside recv,
+        the connecting thread joined, and no event loop watching them (_TcpWaiter.close)."""
+        w = self.__dict__.get("_aio_w")
+        if self._gate.busy or not self._links_closed or (w is not None and not w.closed):
+            return   # the last of them to let go calls this again
+        self._release()
 
     def _release(self) -> None:
         with self._state:

@@ -377,6 +377,8 @@ class UdpSubscriber(Subscriber):
             p.poll(None if wait is None else wait * 1000 + 0.5)
 
     def _aio_waiter(self) -> _aio.Waiter:
+        if self._closed:
+            raise Closed("subscriber is closed")
         w = self.__dict__.get("_aio_w")
         if w is None:
             w = self._aio_w = _aio.SocketWaiter(self._sock)
@@ -397,7 +399,11 @@ class UdpSubscriber(Subscriber):
                 self._sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-            self._sock.close()
             w = self.__dict__.get("_aio_w")
-            if w is not None:
+            if w is None:
+                self._sock.close()
+            else:
+                # the waiter closes the socket: at once, or, while a coroutine sleeps on it,
+                # once that loop no longer watches it (closed before, its number could go to
+                # a new descriptor that the loop would then stop watching)
                 w.shutdown()
