@@ -1316,3 +1316,80 @@ def test_a_timeout_while_unable_to_connect_says_why(backend):
                 break   # the first attempt may not have failed yet
         assert f"not connected: connecting to 127.0.0.1:{port} failed" in str(err.value)
         assert "refused" in str(err.value)
+
+
+def _control_text(be, text: str) -> bytes:
+    """A control frame holding this JSON text as it is (escapes no encoder would write)."""
+    meta = text.encode()
+    return be.framing.pack_header(2, 1, 0, 0, len(meta), 0, 0) + meta + bytes(-len(meta) % 64)
+
+
+def _hostile_publisher(be, answers):
+    """A listening socket playing a publisher: to every connection it sends the
+    control frames whose JSON texts are answers, then waits for EOF. Returns the
+    server socket and a list that grows by one per connection."""
+    import threading
+    srv = socket.create_server(("127.0.0.1", 0))
+    seen: list[int] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            seen.append(1)
+            with c:
+                c.settimeout(5)
+                try:
+                    for text in answers:
+                        c.sendall(_control_text(be, text))
+                    while c.recv(4096):
+                        pass
+                except OSError:
+                    pass
+
+    threading.Thread(target=serve, daemon=True).start()
+    return srv, seen
+
+
+@pytest.mark.parametrize("nonce,mac", [
+    ("n" * 32, "\\u00e9" * 64),   # hmac.compare_digest raised TypeError on a non-ASCII answer
+    ("\\ud800", "0" * 64),        # a lone surrogate (the python backend's JSON takes it): encoding it raised
+], ids=["non-ascii-answer", "lone-surrogate-nonce"])
+def test_a_hostile_authentication_answer_is_a_failed_handshake(backend, nonce, mac, caplog):
+    """A keyed peer's nonce or answer that is not a short ASCII string raised
+    TypeError or UnicodeEncodeError inside the handshake: on a connecting
+    subscriber that ended its connection thread (never a HandshakeError, never a
+    reconnect: recv only timed out, for ever after). It is a failed handshake now,
+    and the subscriber tries again."""
+    caplog.set_level(logging.WARNING, logger="datacomms")
+    answers = ['{"dc":"hello","v":1,"role":"pub","epoch":"e","nonce":"%s","auth":true}' % nonce,
+               '{"dc":"auth","mac":"%s"}' % mac]
+    srv, seen = _hostile_publisher(backend, answers)
+    with srv, _sub(backend, f"tcp://127.0.0.1:{srv.getsockname()[1]}", key=b"k", backoff_max=0.05) as sub:
+        with pytest.raises(HandshakeError):
+            sub.recv(timeout=5)
+        deadline = time.monotonic() + 10
+        while len(seen) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(seen) >= 2, "the subscriber never connected again"
+    assert "Traceback" not in caplog.text
+
+
+def test_a_hostile_authentication_answer_to_a_publisher_is_logged_and_dropped(backend, caplog):
+    """The same answer from a subscriber ended the publisher's handshake thread
+    with a traceback on stderr: no logged reason, the socket left to the
+    garbage collector."""
+    from datacomms.transports._net import control
+    caplog.set_level(logging.WARNING, logger="datacomms")
+    with _pub(backend, key=b"k") as pub, _raw(pub.address[1]) as s:
+        for obj in ({"dc": "hello", "v": 1, "role": "sub", "epoch": None, "nonce": "n" * 32, "auth": True},
+                    {"dc": "auth", "mac": "\u00e9" * 64}):
+            s.sendall(b"".join(bytes(p) for p in control(backend.framing, obj)))
+        assert _closed_by_peer(s)
+        deadline = time.monotonic() + 5
+        while "key does not match" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert "authentication failed: the peer's key does not match" in caplog.text
+        assert pub.subscribers == 0

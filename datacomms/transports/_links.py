@@ -194,8 +194,9 @@ class Links:
             peer, reader = handshake(conn, self._framing, self.role, self._epoch, self._key, self._hs_timeout,
                                      self._reader_type)
             conn.settimeout(None)
-        except (HandshakeError, OSError) as exc:
-            msg = str(exc) if isinstance(exc, HandshakeError) else f"connection failed: {exc}"
+        except Exception as exc:   # whatever a peer sent, this thread goes on (connect mode: it is the only one)
+            msg = (str(exc) if isinstance(exc, HandshakeError) else f"connection failed: {exc}"
+                   if isinstance(exc, OSError) else f"handshake failed: {type(exc).__name__}: {exc}")
             if not self._stop:
                 log.warning("datacomms tcp: dropping connection %s %s: %s", "from" if server else "to", where, msg)
                 self._on_error(HandshakeError(msg) if not isinstance(exc, HandshakeError) else exc)

@@ -206,6 +206,14 @@ def read_control(sock: Any, reader: Any, what: str, deadline: float | None = Non
             raise HandshakeError(f"peer closed the connection before its {what}")
 
 
+def _token(value: Any) -> bool:
+    """A nonce or an HMAC answer as a peer must send it: a short ASCII string. What a
+    hostile peer sends instead (a non-ASCII answer, which compare_digest refuses
+    with TypeError; a lone surrogate, which cannot be encoded) is a failed
+    handshake, not an exception that ended the connecting side's thread."""
+    return isinstance(value, str) and 0 < len(value) <= 128 and value.isascii()
+
+
 def _mac(key: bytes, role: str, challenge: str, own: str) -> str:
     return hmac.new(key, f"datacomms-auth-v1|{role}|{challenge}|{own}".encode(), hashlib.sha256).hexdigest()
 
@@ -233,7 +241,7 @@ def handshake(sock: Any, framing: Any, role: str, epoch: str | None, key: bytes 
     try:
         sock.sendall(b"".join(control(framing, hello)))
         peer = read_control(sock, reader, "hello", deadline)
-        if peer.get("dc") != "hello" or not isinstance(peer.get("nonce"), str):
+        if peer.get("dc") != "hello" or not _token(peer.get("nonce")):
             raise HandshakeError(f"expected a hello, got {str(peer)[:80]}")
         if peer.get("role") != want:
             raise HandshakeError(f"peer is a {peer.get('role')!r}, this side is a {role!r}: "
@@ -246,7 +254,8 @@ def handshake(sock: Any, framing: Any, role: str, epoch: str | None, key: bytes 
             sock.sendall(b"".join(control(framing, {"dc": "auth", "mac": _mac(key, role, peer["nonce"], nonce)})))
             answer = read_control(sock, reader, "authentication answer", deadline)
             expect = _mac(key, want, nonce, peer["nonce"])
-            if not hmac.compare_digest(str(answer.get("mac", "")), expect):
+            mac = answer.get("mac")
+            if not _token(mac) or not hmac.compare_digest(mac, expect):
                 raise HandshakeError("authentication failed: the peer's key does not match")
     except socket.timeout:
         raise HandshakeError("handshake timed out") from None
