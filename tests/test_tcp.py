@@ -428,6 +428,22 @@ def test_auth_failure_is_clear_on_both_sides(backend, caplog, pub_key, sub_key, 
         assert "authentication failed" in caplog.text   # the publisher's side of the story
 
 
+@pytest.mark.parametrize("key,error", [(123, TypeError), (b"", ValueError), ("", ValueError)])
+@pytest.mark.parametrize("make", [
+    lambda be, key: _pub(be, key=key),
+    lambda be, key: _sub(be, "tcp://127.0.0.1:9", key=key),
+], ids=["pub", "sub"])
+def test_a_key_of_the_wrong_type_or_empty_is_refused_when_made(backend, make, key, error):
+    """key=123 was taken, and hmac refused it inside the first handshake with a
+    TypeError that ended a connecting subscriber's connection thread (recv then
+    only timed out); key=b"" turned on authentication with a secret everyone knows."""
+    import threading
+    before = set(threading.enumerate())
+    with pytest.raises(error, match="key must"):
+        make(backend, key)
+    assert set(threading.enumerate()) <= before   # nothing started and left behind
+
+
 def test_failed_handshake_wakes_a_waiting_recv(backend):
     """A failed handshake only set the error for recv to find, without waking it:
     a recv already waiting sat out its timeout, or dead_after with none (30 s

@@ -219,11 +219,23 @@ def _mac(key: bytes, role: str, challenge: str, own: str) -> str:
 
 
 def resolve_key(key: bytes | str | None) -> bytes | None:
-    """The shared secret: the argument, else $DATACOMMS_KEY, else None (no authentication)."""
+    """The shared secret: the argument, else $DATACOMMS_KEY, else None (no authentication).
+    Checked here, when the endpoint is made: a key of another type was only refused by
+    hmac inside the first handshake (and ended a connecting subscriber's thread), and an
+    empty one is a secret every peer knows."""
     if key is None:
         key = os.environ.get("DATACOMMS_KEY") or None
+    if key is None:
+        return None
     if isinstance(key, str):
         key = key.encode()
+    elif isinstance(key, (bytearray, memoryview)):
+        key = bytes(key)
+    if not isinstance(key, bytes):
+        raise TypeError(f"key must be bytes or str, not {type(key).__name__}")
+    if not key:
+        raise ValueError("key must not be empty (every peer knows an empty secret); "
+                         "key=None means no authentication")
     return key
 
 
