@@ -1409,3 +1409,83 @@ def test_a_hostile_authentication_answer_to_a_publisher_is_logged_and_dropped(ba
             time.sleep(0.02)
         assert "authentication failed: the peer's key does not match" in caplog.text
         assert pub.subscribers == 0
+
+
+_FD_STARVED_PUB = r"""
+import logging, os, resource, sys
+import datacomms as dc
+warned = []
+class Count(logging.Handler):
+    def emit(self, record):
+        if "accept" in record.getMessage() and record.levelno >= logging.WARNING:
+            if not warned:
+                print("ACCEPT-FAILED", flush=True)
+            warned.append(record.getMessage())
+logging.getLogger("datacomms").addHandler(Count())
+pub = dc.Publisher("tcp://127.0.0.1:0", backend=sys.argv[1])
+print("READY", pub.url, flush=True)
+pub.wait_for_subscribers(1, timeout=20)
+# a few descriptors to spare, then none
+n = len(os.listdir("/proc/self/fd")) + 4
+resource.setrlimit(resource.RLIMIT_NOFILE, (n, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+print("LIMITED", flush=True)
+for line in sys.stdin:
+    if line.strip() == "count":
+        print("WARNINGS", len(warned), flush=True)
+    elif line.strip() == "send":
+        for i in range(3):
+            pub.send(i)
+        print("SENT", flush=True)
+    elif line.strip() == "wait2":
+        print("SUBSCRIBERS", pub.wait_for_subscribers(2, timeout=10), flush=True)
+pub.close()
+"""
+
+
+def test_a_publisher_out_of_descriptors_says_so_once_serves_on_and_recovers(backend):
+    """A connection flood up to the publisher's descriptor limit: accept() failed
+    with EMFILE, the listener stayed readable, and the connection thread polled it
+    again at once: a core spun and the log got a warning per turn (about 100,000
+    a second). Now it says so once, leaves the listener alone for a moment between
+    tries, goes on serving its subscriber, and accepts again once descriptors are free."""
+    import subprocess
+    import sys
+    child = subprocess.Popen([sys.executable, "-c", _FD_STARVED_PUB, backend.name], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    flood: list[socket.socket] = []
+    try:
+        def line() -> list[str]:
+            out = child.stdout.readline().split()
+            assert out, "the publisher process exited"
+            return out
+
+        def ask(what: str) -> list[str]:
+            child.stdin.write(what + "\n")
+            child.stdin.flush()
+            return line()
+
+        words = line()
+        assert words[0] == "READY"
+        with _sub(backend, words[1]) as sub:
+            assert line() == ["LIMITED"]
+            for _ in range(12):
+                flood.append(socket.create_connection(("127.0.0.1", sub.address[1]), timeout=5))
+            assert line() == ["ACCEPT-FAILED"]
+            time.sleep(0.5)   # a spinning connection thread warns thousands of times meanwhile
+            count = ask("count")
+            # one; a flood connection whose handshake timed out meanwhile frees a
+            # descriptor, and accepting again and failing again says two more
+            assert count[0] == "WARNINGS" and int(count[1]) <= 3, count
+            assert ask("send") == ["SENT"]
+            assert [sub.recv(timeout=5).data for _ in range(3)] == [0, 1, 2]
+            for s in flood:
+                s.close()
+            flood.clear()
+            with _sub(backend, words[1]):
+                assert ask("wait2") == ["SUBSCRIBERS", "2"]
+    finally:
+        for s in flood:
+            s.close()
+        child.stdin.close()
+        child.wait(10)
+        child.stdout.close()
