@@ -1489,3 +1489,34 @@ def test_a_publisher_out_of_descriptors_says_so_once_serves_on_and_recovers(back
         child.stdin.close()
         child.wait(10)
         child.stdout.close()
+
+
+@pytest.mark.parametrize("version", ["2", "0", '"1"', "null"])
+def test_a_peer_of_another_protocol_version_is_refused_on_both_sides(backend, version, caplog):
+    """A hello's protocol version was never looked at: a peer of another version
+    (with the right key) was taken as a publisher or subscriber of this one. Now
+    the handshake fails, and the other side is told why (an error frame)."""
+    caplog.set_level(logging.WARNING, logger="datacomms")
+    hello = '{"dc":"hello","v":%s,"role":"%%s","epoch":"e","nonce":"%s","auth":false}' % (version, "n" * 32)
+    # against a connecting subscriber
+    srv, seen = _hostile_publisher(backend, [hello % "pub", '{"dc":"start","next_seq":0,"epoch":"e"}'])
+    with srv, _sub(backend, f"tcp://127.0.0.1:{srv.getsockname()[1]}", backoff_max=0.05) as sub:
+        with pytest.raises(HandshakeError, match="protocol version"):
+            sub.recv(timeout=5)
+        assert sub.connected == 0
+    # against a publisher
+    with _pub(backend) as pub, _raw(pub.address[1]) as s:
+        s.sendall(_control_text(backend, hello % "sub"))
+        reader = backend.streamreader.FrameReader(backend.framing, 1 << 16)
+        got = []
+        deadline = time.monotonic() + 5
+        while len(got) < 2 and time.monotonic() < deadline:
+            f = reader.next()
+            if f is not None:
+                got.append(f[0])
+            elif reader.fill(s) == 0:
+                break
+        assert [m["dc"] for m in got] == ["hello", "error"], got
+        assert "protocol version" in got[1]["reason"]
+        assert _closed_by_peer(s) and pub.subscribers == 0
+    assert "protocol version" in caplog.text

@@ -255,6 +255,11 @@ def handshake(sock: Any, framing: Any, role: str, epoch: str | None, key: bytes 
         peer = read_control(sock, reader, "hello", deadline)
         if peer.get("dc") != "hello" or not _token(peer.get("nonce")):
             raise HandshakeError(f"expected a hello, got {str(peer)[:80]}")
+        if type(peer.get("v")) is not int or peer["v"] != PROTOCOL:
+            # a peer of another version reads nothing here the way it means it: it is told why
+            why = f"the peer speaks protocol version {str(peer.get('v'))[:20]}, this side version {PROTOCOL}"
+            sock.sendall(b"".join(control(framing, {"dc": "error", "reason": why})))
+            raise HandshakeError(why)
         if peer.get("role") != want:
             raise HandshakeError(f"peer is a {peer.get('role')!r}, this side is a {role!r}: "
                                  "both ends bind or both connect? (see bind=)")
