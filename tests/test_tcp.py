@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import ssl
@@ -1520,3 +1521,44 @@ def test_a_peer_of_another_protocol_version_is_refused_on_both_sides(backend, ve
         assert "protocol version" in got[1]["reason"]
         assert _closed_by_peer(s) and pub.subscribers == 0
     assert "protocol version" in caplog.text
+
+
+@pytest.mark.parametrize("bind", [False, True], ids=["pub-listens", "sub-listens"])
+@pytest.mark.parametrize("tls_on", ["listening", "connecting"])
+def test_tls_on_one_side_only_is_a_clear_error_on_both(backend, tmp_path, caplog, bind, tls_on):
+    """ssl= on one side only: the connecting side saw "peer closed the connection
+    before its hello" or a bare WRONG_VERSION_NUMBER, the listening side "bad magic"
+    or WRONG_VERSION_NUMBER. Each now says which side uses TLS, within the handshake."""
+    pytest.importorskip("cryptography")
+    cert, key = self_signed(tmp_path)
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(cert, key)
+    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client.load_verify_locations(cert)
+    listen_kw = {"ssl": server} if tls_on == "listening" else {}
+    connect_kw = {"ssl": client} if tls_on == "connecting" else {}
+    caplog.set_level(logging.WARNING, logger="datacomms")
+    if bind:
+        listening = _sub(backend, LOCAL, bind=True, **listen_kw)
+        connecting = _pub(backend, listening.url, bind=False, backoff_max=0.05, **connect_kw)
+    else:
+        listening = _pub(backend, **listen_kw)
+        connecting = _sub(backend, listening.url, backoff_max=0.05, **connect_kw)
+    if tls_on == "listening":
+        said = ("from", "the listening side uses TLS (ssl=) and the connecting side does not"), \
+            ("to", "peer refused the connection: the listening side uses TLS")
+    else:
+        said = ("from", "a TLS handshake: the peer uses TLS (ssl=) and this side does not"), \
+            ("to", "the peer does not answer in TLS (has it no ssl=?)")
+    with listening, connecting:
+        if not bind:
+            with pytest.raises(HandshakeError, match=re.escape(said[1][1])):
+                connecting.recv(timeout=5)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not all(
+                any(f"dropping connection {way} " in r.getMessage() and text in r.getMessage()
+                    for r in caplog.records) for way, text in said):
+            time.sleep(0.02)
+        for way, text in said:
+            assert any(f"dropping connection {way} " in r.getMessage() and text in r.getMessage()
+                       for r in caplog.records), (way, text, caplog.text[-2000:])

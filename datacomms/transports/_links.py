@@ -224,7 +224,7 @@ class Links:
         try:
             sock.setblocking(True)
             tune_tcp(sock, self._heartbeat)
-            conn = tls_wrap(sock, self._ssl, server, self.host, self._hs_timeout, track)
+            conn = tls_wrap(sock, self._ssl, server, self.host, self._hs_timeout, track, self._framing)
             peer, reader = handshake(conn, self._framing, self.role, self._epoch, self._key, self._hs_timeout,
                                      self._reader_type)
             conn.settimeout(None)

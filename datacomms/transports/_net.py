@@ -32,6 +32,7 @@ log = logging.getLogger("datacomms")
 # Control frames are small; a peer announcing more during the handshake is not a datacomms peer.
 HANDSHAKE_MAX_FRAME = 64 * 1024
 PROTOCOL = 1
+_MAGIC = b"DCMF"
 
 
 class HandshakeError(DataCommsError):
@@ -284,26 +285,50 @@ def handshake(sock: Any, framing: Any, role: str, epoch: str | None, key: bytes 
 
 
 def tls_wrap(sock: socket.socket, ctx: _ssl.SSLContext | None, server: bool, host: str,
-             timeout: float, wrapped: Any = None) -> Any:
+             timeout: float, wrapped: Any = None, framing: Any = None) -> Any:
     """The socket wrapped in TLS, handshake done (within timeout s in all: CPython's
     do_handshake keeps one deadline), or sock itself without a context.
     ``wrapped(conn)`` is called before the handshake with the TLS socket, which
     owns the descriptor from then on (sock is detached): shutting conn down (with
-    socket.socket.shutdown) is what ends that handshake from another thread."""
+    socket.socket.shutdown) is what ends that handshake from another thread.
+    With framing, a server first looks at the peer's first bytes: a plain datacomms
+    hello there is answered with an error frame saying this side uses TLS."""
     if ctx is None:
         return sock
     conn = None
+    deadline = time.monotonic() + timeout
+    if server and framing is not None:
+        # a peer without TLS sends its hello (a frame) where a ClientHello belongs:
+        # tell it so in a frame it reads, where it only saw the connection close
+        sock.settimeout(timeout)
+        try:
+            head = sock.recv(len(_MAGIC), socket.MSG_PEEK)
+        except (socket.timeout, OSError) as exc:
+            close_quietly(sock)
+            raise HandshakeError(f"TLS handshake failed: {exc or 'timed out'}") from None
+        if head and _MAGIC.startswith(head):
+            why = "the listening side uses TLS (ssl=) and the connecting side does not"
+            try:
+                sock.sendall(b"".join(control(framing, {"dc": "error", "reason": why})))
+            except OSError:
+                pass
+            close_quietly(sock)
+            raise HandshakeError(f"TLS handshake failed: {why}")
     try:
         conn = ctx.wrap_socket(sock, server_side=server, server_hostname=None if server else host,
                                do_handshake_on_connect=False)
         if wrapped is not None:
             wrapped(conn)
-        conn.settimeout(timeout)
+        conn.settimeout(max(0.0, deadline - time.monotonic()))
         conn.do_handshake()
         return conn
     except (_ssl.SSLError, socket.timeout, OSError) as exc:
         if conn is not None:
             close_quietly(conn)
+        if not server and getattr(exc, "reason", None) == "WRONG_VERSION_NUMBER":
+            # what came back is no TLS record: most likely a datacomms peer's plain hello
+            raise HandshakeError(f"TLS handshake failed: the peer does not answer in TLS (has it no ssl=?): "
+                                 f"{exc}") from None
         raise HandshakeError(f"TLS handshake failed: {exc}") from None
 
 

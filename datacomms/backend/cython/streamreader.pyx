@@ -51,11 +51,14 @@ cdef enum:
 
 cdef bytes _MAGIC = b"DCMF"
 HTTP_STARTS = (b"GET ", b"POST", b"PUT ", b"HEAD", b"DELE", b"OPTI", b"PATC", b"CONN", b"HTTP", b"PRI ")
+TLS_START = b"\x16\x03"   # a TLS handshake record (a ClientHello): the peer has ssl= and this side none
 
 
 def describe_garbage(head: bytes) -> str:
     if head[:4] in HTTP_STARTS:
         return "an HTTP request, not a datacomms peer"
+    if head[:2] == TLS_START:
+        return "a TLS handshake: the peer uses TLS (ssl=) and this side does not"
     return f"not a datacomms frame (first bytes {head[:16]!r})"
 
 
@@ -273,7 +276,7 @@ cdef class FrameReader:
 
     cdef int _fail(self, object exc) except -1:
         cdef bytes head = bytes(self.buf[:4])
-        if self.start == 0 and head in HTTP_STARTS:
+        if self.start == 0 and (head in HTTP_STARTS or head[:2] == TLS_START):
             raise FrameError(describe_garbage(bytes(self.buf[:16]))) from None
         raise FrameError(f"{exc} (first bytes {bytes(self.buf[self.start:self.start + 16])!r})") from None
 

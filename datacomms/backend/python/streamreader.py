@@ -28,12 +28,15 @@ SMALL_COPY = 4096
 
 MAGIC = b"DCMF"
 HTTP_STARTS = (b"GET ", b"POST", b"PUT ", b"HEAD", b"DELE", b"OPTI", b"PATC", b"CONN", b"HTTP", b"PRI ")
+TLS_START = b"\x16\x03"   # a TLS handshake record (a ClientHello): the peer has ssl= and this side none
 _FRAME_LEN = struct.Struct("<Q").unpack_from
 
 
 def describe_garbage(head: bytes) -> str:
     if head[:4] in HTTP_STARTS:
         return "an HTTP request, not a datacomms peer"
+    if head[:2] == TLS_START:
+        return "a TLS handshake: the peer uses TLS (ssl=) and this side does not"
     return f"not a datacomms frame (first bytes {head[:16]!r})"
 
 
@@ -197,7 +200,7 @@ class FrameReader:
                 return None
             data, seq, ts, flags, flen = self.framing.decode(self.buf, self.start, self.max_frame_size)
         except FrameError as exc:
-            if self.start == 0 and bytes(self.buf[:4]) in HTTP_STARTS:
+            if self.start == 0 and (bytes(self.buf[:4]) in HTTP_STARTS or bytes(self.buf[:2]) == TLS_START):
                 raise FrameError(describe_garbage(bytes(self.buf[:16]))) from None
             raise FrameError(f"{exc} (first bytes {bytes(self.buf[self.start:self.start + 16])!r})") from None
         if type(data) is memoryview and data.nbytes <= SMALL_COPY:
