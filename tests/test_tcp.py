@@ -1562,3 +1562,32 @@ def test_tls_on_one_side_only_is_a_clear_error_on_both(backend, tmp_path, caplog
         for way, text in said:
             assert any(f"dropping connection {way} " in r.getMessage() and text in r.getMessage()
                        for r in caplog.records), (way, text, caplog.text[-2000:])
+
+
+def test_a_handshake_thread_that_cannot_start_costs_only_its_connection(backend, monkeypatch, caplog):
+    """Out of threads, starting an accepted connection's handshake thread raised
+    RuntimeError out of the listening side's connection thread, which died: no
+    connection was accepted from then on, and a publisher's heartbeats and reaping
+    (run by that thread) stopped."""
+    import threading
+    from datacomms.transports import _links
+    caplog.set_level(logging.WARNING, logger="datacomms")
+    starved = threading.Event()
+
+    class Thread(threading.Thread):
+        def start(self) -> None:
+            if starved.is_set() and self.name.startswith("datacomms-tcp-handshake"):
+                raise RuntimeError("can't start new thread")
+            super().start()
+
+    monkeypatch.setattr(_links.threading, "Thread", Thread)
+    with _pub(backend) as pub:
+        starved.set()
+        with _raw(pub.address[1]) as s:
+            assert _closed_by_peer(s)
+        assert "cannot start its handshake: can't start new thread" in caplog.text
+        starved.clear()
+        with _sub(backend, pub.url) as sub:
+            assert pub.wait_for_subscribers(1, timeout=5) == 1
+            pub.send(b"after")
+            assert sub.recv(timeout=5).data == b"after"

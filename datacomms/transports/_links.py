@@ -198,7 +198,15 @@ class Links:
             with self._mu:
                 self._pending.add(sock)
                 self._threads.add(t)
-            t.start()
+            try:
+                t.start()
+            except RuntimeError as exc:   # no thread to be had: this connection only, not this thread
+                with self._mu:
+                    self._pending.discard(sock)
+                    self._threads.discard(t)
+                log.warning("datacomms tcp: dropping connection from %s: cannot start its handshake: %s",
+                            address_text(addr), exc)
+                close_quietly(sock)
 
     def _serve(self, sock: socket.socket, addr: Any) -> None:
         """Handshake of one accepted connection (its own thread)."""
