@@ -336,15 +336,19 @@ def _raw(port: int) -> socket.socket:
 
 
 def _closed_by_peer(s: socket.socket, timeout: float = 5.0) -> bool:
-    s.settimeout(timeout)
+    """True once the peer closed s within timeout in all (a peer sending heartbeats
+    kept a timeout per recv from ever running out)."""
+    deadline = time.monotonic() + timeout
     try:
-        while True:
+        while (left := deadline - time.monotonic()) > 0:
+            s.settimeout(left)
             if not s.recv(65536):
                 return True
     except ConnectionResetError:
         return True
     except socket.timeout:
         return False
+    return False
 
 
 def test_garbage_and_http_dropped_others_unaffected(backend, caplog):
@@ -1591,3 +1595,49 @@ def test_a_handshake_thread_that_cannot_start_costs_only_its_connection(backend,
             assert pub.wait_for_subscribers(1, timeout=5) == 1
             pub.send(b"after")
             assert sub.recv(timeout=5).data == b"after"
+
+
+@pytest.mark.parametrize("victim", ["publisher", "listening-subscriber"])
+def test_a_listening_end_with_the_key_is_no_oracle_for_one_without_it(backend, victim, caplog):
+    """The authentication answer did not say which side listened. A peer without
+    the key connected to a keyed publisher (reading its hello's nonce), then to a
+    listening subscriber with the same key posing as a publisher with that nonce:
+    the subscriber's answer was exactly what the publisher expected from a
+    subscriber, and the keyless peer read the publisher's data. A publisher was
+    the same oracle for writing into a listening subscriber. Answers now sign the
+    side too, so a listening end's answer never passes for a connecting one's."""
+    from datacomms.transports._net import HANDSHAKE_MAX_FRAME, FrameReader, control, read_control
+    caplog.set_level(logging.WARNING, logger="datacomms")
+    key = b"k3y"
+
+    def say(s: socket.socket, obj: dict) -> None:
+        s.sendall(b"".join(bytes(p) for p in control(backend.framing, obj)))
+
+    with _pub(backend, key=key) as pub, _sub(backend, LOCAL, bind=True, key=key) as lsub:
+        target, oracle = (pub, lsub) if victim == "publisher" else (lsub, pub)
+        # the role the keyless peer plays to each: the opposite of theirs
+        as_target, as_oracle = ("sub", "pub") if victim == "publisher" else ("pub", "sub")
+        with _raw(target.address[1]) as t, _raw(oracle.address[1]) as o:
+            tr, orr = FrameReader(backend.framing, HANDSHAKE_MAX_FRAME), FrameReader(backend.framing, HANDSHAKE_MAX_FRAME)
+            target_nonce = read_control(t, tr, "hello")["nonce"]
+            oracle_nonce = read_control(o, orr, "hello")["nonce"]
+            say(o, {"dc": "hello", "v": 1, "role": as_oracle, "epoch": "x" if as_oracle == "pub" else None,
+                    "nonce": target_nonce, "auth": True})
+            mac = read_control(o, orr, "authentication answer")["mac"]
+            say(t, {"dc": "hello", "v": 1, "role": as_target, "epoch": "x" if as_target == "pub" else None,
+                    "nonce": oracle_nonce, "auth": True})
+            read_control(t, tr, "authentication answer")
+            say(t, {"dc": "auth", "mac": mac})
+            if victim == "publisher":
+                assert _closed_by_peer(t)
+                assert pub.subscribers == 0
+            else:
+                try:
+                    say(t, {"dc": "start", "next_seq": 0, "epoch": "x"})
+                    t.sendall(backend.framing.encode_bytes(b"written by a peer without the key", 0, time.time_ns()))
+                except (BrokenPipeError, ConnectionResetError):
+                    pass   # refused already
+                assert _closed_by_peer(t)
+                with pytest.raises(dc.Timeout):
+                    lsub.recv(timeout=0.2)
+        assert "the peer's key does not match" in caplog.text

@@ -234,7 +234,7 @@ class Links:
             tune_tcp(sock, self._heartbeat)
             conn = tls_wrap(sock, self._ssl, server, self.host, self._hs_timeout, track, self._framing)
             peer, reader = handshake(conn, self._framing, self.role, self._epoch, self._key, self._hs_timeout,
-                                     self._reader_type)
+                                     self._reader_type, server)
             conn.settimeout(None)
         except Exception as exc:   # whatever a peer sent, this thread goes on (connect mode: it is the only one)
             msg = (str(exc) if isinstance(exc, HandshakeError) else f"connection failed: {exc}"

@@ -215,8 +215,13 @@ def _token(value: Any) -> bool:
     return isinstance(value, str) and 0 < len(value) <= 128 and value.isascii()
 
 
-def _mac(key: bytes, role: str, challenge: str, own: str) -> str:
-    return hmac.new(key, f"datacomms-auth-v1|{role}|{challenge}|{own}".encode(), hashlib.sha256).hexdigest()
+def _mac(key: bytes, role: str, side: str, challenge: str, own: str) -> str:
+    # side ("listen" or "connect") is part of what is signed: without it a listening
+    # subscriber answered, to anyone who connected as a publisher with a publisher's
+    # nonce, the very answer that publisher expects from a subscriber connecting to
+    # it, so a peer without the key could read a keyed publisher (and a publisher
+    # was the same oracle for writing into a listening subscriber)
+    return hmac.new(key, f"datacomms-auth-v2|{role}|{side}|{challenge}|{own}".encode(), hashlib.sha256).hexdigest()
 
 
 def resolve_key(key: bytes | str | None) -> bytes | None:
@@ -241,10 +246,12 @@ def resolve_key(key: bytes | str | None) -> bytes | None:
 
 
 def handshake(sock: Any, framing: Any, role: str, epoch: str | None, key: bytes | None,
-              timeout: float, reader_type: Any = FrameReader) -> tuple[dict[str, Any], Any]:
+              timeout: float, reader_type: Any = FrameReader, server: bool = False) -> tuple[dict[str, Any], Any]:
     """Exchanges hellos (and HMAC answers to each other's nonces when a key is
     set) on a connected socket; returns the peer's hello and the reader (a
-    reader_type), which may already hold frames that followed. Raises HandshakeError."""
+    reader_type), which may already hold frames that followed. server: this
+    side accepted the connection (the answers say which side listened).
+    Raises HandshakeError."""
     deadline = time.monotonic() + timeout
     sock.settimeout(timeout)
     reader = reader_type(framing, HANDSHAKE_MAX_FRAME, chunk=64 * 1024)
@@ -269,9 +276,10 @@ def handshake(sock: Any, framing: Any, role: str, epoch: str | None, key: bytes 
                 "the peer requires a key and none is set here (key= or DATACOMMS_KEY)" if key is None
                 else "this side requires a key and the peer has none"))
         if key is not None:
-            sock.sendall(b"".join(control(framing, {"dc": "auth", "mac": _mac(key, role, peer["nonce"], nonce)})))
+            side, peer_side = ("listen", "connect") if server else ("connect", "listen")
+            sock.sendall(b"".join(control(framing, {"dc": "auth", "mac": _mac(key, role, side, peer["nonce"], nonce)})))
             answer = read_control(sock, reader, "authentication answer", deadline)
-            expect = _mac(key, want, nonce, peer["nonce"])
+            expect = _mac(key, want, peer_side, nonce, peer["nonce"])
             mac = answer.get("mac")
             if not _token(mac) or not hmac.compare_digest(mac, expect):
                 raise HandshakeError("authentication failed: the peer's key does not match")
