@@ -299,3 +299,49 @@ def test_take_frame_refuses_bad_frames(backend, cut):
     with pytest.raises(dc.FrameError):
         take(bad, "a", seen, stats, 128 if cut == "too_big" else 1 << 20)
     assert seen == {} and stats.received == 0
+
+
+def test_room_for_a_frame_grows_with_what_arrives_not_with_what_its_header_says(backend):
+    """A 64-byte header announcing a frame up to max_frame_size made the reader
+    allocate all of it at once: three connections to a listening subscriber that
+    sent a header each (and nothing else) took 3 GB of its memory. Room now grows
+    with the bytes that came (at most 8 times them, at least chunk); once a frame
+    that big came whole, the next one gets its room at once (no regrowing copies)."""
+    import socket
+    import threading
+
+    fr = backend.framing
+    chunk = 1 << 16
+    frame = fr.encode_bytes(np.arange(1 << 20, dtype=np.uint32), 5, 0)   # 4 MiB and 128 bytes
+    a, b = socket.socketpair()
+    with a, b:
+        b.setblocking(False)
+        reader = backend.streamreader.FrameReader(fr, 1 << 30, chunk=chunk)
+        a.sendall(fr.pack_header(0, 0, 0, 0, 0, 1, (1 << 26) - 64))   # announces 64 MiB
+        assert reader.fill_fd(b.fileno()) == 64 and reader.next() is None
+        assert len(reader.buf) <= chunk, len(reader.buf)
+        sent = 64
+        while sent < 2 << 20:
+            piece = min(sent, 1 << 16)   # the stream doubles, in pieces the socket takes at once
+            a.sendall(bytes(piece))
+            sent += piece
+            while reader.end - reader.start < sent:
+                assert reader.fill_fd(b.fileno()) > 0
+                assert reader.next() is None
+                assert len(reader.buf) <= max(chunk, 8 * (reader.end - reader.start)), len(reader.buf)
+    a, b = socket.socketpair()
+    with a, b:
+        b.setblocking(False)
+        reader = backend.streamreader.FrameReader(fr, 1 << 30, chunk=chunk)
+        for seq in range(2):
+            t = threading.Thread(target=a.sendall, args=(frame,))
+            t.start()
+            got = None
+            while got is None:
+                assert reader.wait_fd(b.fileno(), -1, 10) > 0
+                if seq == 1 and reader.end - reader.start < len(frame):
+                    assert len(reader.buf) >= len(frame)   # as big as one that came whole: at once
+                got = reader.next()
+            t.join()
+            assert got[1] == 5 and np.array_equal(got[0], np.arange(1 << 20, dtype=np.uint32))
+            del got

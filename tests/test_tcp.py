@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import ssl
@@ -335,15 +336,19 @@ def _raw(port: int) -> socket.socket:
 
 
 def _closed_by_peer(s: socket.socket, timeout: float = 5.0) -> bool:
-    s.settimeout(timeout)
+    """True once the peer closed s within timeout in all (a peer sending heartbeats
+    kept a timeout per recv from ever running out)."""
+    deadline = time.monotonic() + timeout
     try:
-        while True:
+        while (left := deadline - time.monotonic()) > 0:
+            s.settimeout(left)
             if not s.recv(65536):
                 return True
     except ConnectionResetError:
         return True
     except socket.timeout:
         return False
+    return False
 
 
 def test_garbage_and_http_dropped_others_unaffected(backend, caplog):
@@ -426,6 +431,22 @@ def test_auth_failure_is_clear_on_both_sides(backend, caplog, pub_key, sub_key, 
         while "authentication failed" not in caplog.text and time.monotonic() < deadline:
             time.sleep(0.02)
         assert "authentication failed" in caplog.text   # the publisher's side of the story
+
+
+@pytest.mark.parametrize("key,error", [(123, TypeError), (b"", ValueError), ("", ValueError)])
+@pytest.mark.parametrize("make", [
+    lambda be, key: _pub(be, key=key),
+    lambda be, key: _sub(be, "tcp://127.0.0.1:9", key=key),
+], ids=["pub", "sub"])
+def test_a_key_of_the_wrong_type_or_empty_is_refused_when_made(backend, make, key, error):
+    """key=123 was taken, and hmac refused it inside the first handshake with a
+    TypeError that ended a connecting subscriber's connection thread (recv then
+    only timed out); key=b"" turned on authentication with a secret everyone knows."""
+    import threading
+    before = set(threading.enumerate())
+    with pytest.raises(error, match="key must"):
+        make(backend, key)
+    assert set(threading.enumerate()) <= before   # nothing started and left behind
 
 
 def test_failed_handshake_wakes_a_waiting_recv(backend):
@@ -1402,3 +1423,307 @@ def test_a_timeout_while_unable_to_connect_says_why(backend):
                 break   # the first attempt may not have failed yet
         assert f"not connected: connecting to 127.0.0.1:{port} failed" in str(err.value)
         assert "refused" in str(err.value)
+
+
+def _control_text(be, text: str) -> bytes:
+    """A control frame holding this JSON text as it is (escapes no encoder would write)."""
+    meta = text.encode()
+    return be.framing.pack_header(2, 1, 0, 0, len(meta), 0, 0) + meta + bytes(-len(meta) % 64)
+
+
+def _hostile_publisher(be, answers):
+    """A listening socket playing a publisher: to every connection it sends the
+    control frames whose JSON texts are answers, then waits for EOF. Returns the
+    server socket and a list that grows by one per connection."""
+    import threading
+    srv = socket.create_server(("127.0.0.1", 0))
+    seen: list[int] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            seen.append(1)
+            with c:
+                c.settimeout(5)
+                try:
+                    for text in answers:
+                        c.sendall(_control_text(be, text))
+                    while c.recv(4096):
+                        pass
+                except OSError:
+                    pass
+
+    threading.Thread(target=serve, daemon=True).start()
+    return srv, seen
+
+
+@pytest.mark.parametrize("nonce,mac", [
+    ("n" * 32, "\\u00e9" * 64),   # hmac.compare_digest raised TypeError on a non-ASCII answer
+    ("\\ud800", "0" * 64),        # a lone surrogate (the python backend's JSON takes it): encoding it raised
+], ids=["non-ascii-answer", "lone-surrogate-nonce"])
+def test_a_hostile_authentication_answer_is_a_failed_handshake(backend, nonce, mac, caplog):
+    """A keyed peer's nonce or answer that is not a short ASCII string raised
+    TypeError or UnicodeEncodeError inside the handshake: on a connecting
+    subscriber that ended its connection thread (never a HandshakeError, never a
+    reconnect: recv only timed out, for ever after). It is a failed handshake now,
+    and the subscriber tries again."""
+    caplog.set_level(logging.WARNING, logger="datacomms")
+    answers = ['{"dc":"hello","v":1,"role":"pub","epoch":"e","nonce":"%s","auth":true}' % nonce,
+               '{"dc":"auth","mac":"%s"}' % mac]
+    srv, seen = _hostile_publisher(backend, answers)
+    with srv, _sub(backend, f"tcp://127.0.0.1:{srv.getsockname()[1]}", key=b"k", backoff_max=0.05) as sub:
+        with pytest.raises(HandshakeError):
+            sub.recv(timeout=5)
+        deadline = time.monotonic() + 10
+        while len(seen) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(seen) >= 2, "the subscriber never connected again"
+    assert "Traceback" not in caplog.text
+
+
+def test_a_hostile_authentication_answer_to_a_publisher_is_logged_and_dropped(backend, caplog):
+    """The same answer from a subscriber ended the publisher's handshake thread
+    with a traceback on stderr: no logged reason, the socket left to the
+    garbage collector."""
+    from datacomms.transports._net import control
+    caplog.set_level(logging.WARNING, logger="datacomms")
+    with _pub(backend, key=b"k") as pub, _raw(pub.address[1]) as s:
+        for obj in ({"dc": "hello", "v": 1, "role": "sub", "epoch": None, "nonce": "n" * 32, "auth": True},
+                    {"dc": "auth", "mac": "\u00e9" * 64}):
+            s.sendall(b"".join(bytes(p) for p in control(backend.framing, obj)))
+        assert _closed_by_peer(s)
+        deadline = time.monotonic() + 5
+        while "key does not match" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert "authentication failed: the peer's key does not match" in caplog.text
+        assert pub.subscribers == 0
+
+
+_FD_STARVED_PUB = r"""
+import logging, os, resource, sys
+import datacomms as dc
+warned = []
+class Count(logging.Handler):
+    def emit(self, record):
+        if "accept" in record.getMessage() and record.levelno >= logging.WARNING:
+            if not warned:
+                print("ACCEPT-FAILED", flush=True)
+            warned.append(record.getMessage())
+logging.getLogger("datacomms").addHandler(Count())
+pub = dc.Publisher("tcp://127.0.0.1:0", backend=sys.argv[1])
+print("READY", pub.url, flush=True)
+pub.wait_for_subscribers(1, timeout=20)
+# a few descriptors to spare, then none
+n = len(os.listdir("/proc/self/fd")) + 4
+resource.setrlimit(resource.RLIMIT_NOFILE, (n, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+print("LIMITED", flush=True)
+for line in sys.stdin:
+    if line.strip() == "count":
+        print("WARNINGS", len(warned), flush=True)
+    elif line.strip() == "send":
+        for i in range(3):
+            pub.send(i)
+        print("SENT", flush=True)
+    elif line.strip() == "wait2":
+        print("SUBSCRIBERS", pub.wait_for_subscribers(2, timeout=10), flush=True)
+pub.close()
+"""
+
+
+def test_a_publisher_out_of_descriptors_says_so_once_serves_on_and_recovers(backend):
+    """A connection flood up to the publisher's descriptor limit: accept() failed
+    with EMFILE, the listener stayed readable, and the connection thread polled it
+    again at once: a core spun and the log got a warning per turn (about 100,000
+    a second). Now it says so once, leaves the listener alone for a moment between
+    tries, goes on serving its subscriber, and accepts again once descriptors are free."""
+    import subprocess
+    import sys
+    child = subprocess.Popen([sys.executable, "-c", _FD_STARVED_PUB, backend.name], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    flood: list[socket.socket] = []
+    try:
+        def line() -> list[str]:
+            out = child.stdout.readline().split()
+            assert out, "the publisher process exited"
+            return out
+
+        def ask(what: str) -> list[str]:
+            child.stdin.write(what + "\n")
+            child.stdin.flush()
+            return line()
+
+        words = line()
+        assert words[0] == "READY"
+        with _sub(backend, words[1]) as sub:
+            assert line() == ["LIMITED"]
+            for _ in range(12):
+                flood.append(socket.create_connection(("127.0.0.1", sub.address[1]), timeout=5))
+            assert line() == ["ACCEPT-FAILED"]
+            time.sleep(0.5)   # a spinning connection thread warns thousands of times meanwhile
+            count = ask("count")
+            # one; a flood connection whose handshake timed out meanwhile frees a
+            # descriptor, and accepting again and failing again says two more
+            assert count[0] == "WARNINGS" and int(count[1]) <= 3, count
+            assert ask("send") == ["SENT"]
+            assert [sub.recv(timeout=5).data for _ in range(3)] == [0, 1, 2]
+            for s in flood:
+                s.close()
+            flood.clear()
+            with _sub(backend, words[1]):
+                assert ask("wait2") == ["SUBSCRIBERS", "2"]
+    finally:
+        for s in flood:
+            s.close()
+        child.stdin.close()
+        child.wait(10)
+        child.stdout.close()
+
+
+@pytest.mark.parametrize("version", ["2", "0", '"1"', "null"])
+def test_a_peer_of_another_protocol_version_is_refused_on_both_sides(backend, version, caplog):
+    """A hello's protocol version was never looked at: a peer of another version
+    (with the right key) was taken as a publisher or subscriber of this one. Now
+    the handshake fails, and the other side is told why (an error frame)."""
+    caplog.set_level(logging.WARNING, logger="datacomms")
+    hello = '{"dc":"hello","v":%s,"role":"%%s","epoch":"e","nonce":"%s","auth":false}' % (version, "n" * 32)
+    # against a connecting subscriber
+    srv, seen = _hostile_publisher(backend, [hello % "pub", '{"dc":"start","next_seq":0,"epoch":"e"}'])
+    with srv, _sub(backend, f"tcp://127.0.0.1:{srv.getsockname()[1]}", backoff_max=0.05) as sub:
+        with pytest.raises(HandshakeError, match="protocol version"):
+            sub.recv(timeout=5)
+        assert sub.connected == 0
+    # against a publisher
+    with _pub(backend) as pub, _raw(pub.address[1]) as s:
+        s.sendall(_control_text(backend, hello % "sub"))
+        reader = backend.streamreader.FrameReader(backend.framing, 1 << 16)
+        got = []
+        deadline = time.monotonic() + 5
+        while len(got) < 2 and time.monotonic() < deadline:
+            f = reader.next()
+            if f is not None:
+                got.append(f[0])
+            elif reader.fill(s) == 0:
+                break
+        assert [m["dc"] for m in got] == ["hello", "error"], got
+        assert "protocol version" in got[1]["reason"]
+        assert _closed_by_peer(s) and pub.subscribers == 0
+    assert "protocol version" in caplog.text
+
+
+@pytest.mark.parametrize("bind", [False, True], ids=["pub-listens", "sub-listens"])
+@pytest.mark.parametrize("tls_on", ["listening", "connecting"])
+def test_tls_on_one_side_only_is_a_clear_error_on_both(backend, tmp_path, caplog, bind, tls_on):
+    """ssl= on one side only: the connecting side saw "peer closed the connection
+    before its hello" or a bare WRONG_VERSION_NUMBER, the listening side "bad magic"
+    or WRONG_VERSION_NUMBER. Each now says which side uses TLS, within the handshake."""
+    pytest.importorskip("cryptography")
+    cert, key = self_signed(tmp_path)
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(cert, key)
+    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client.load_verify_locations(cert)
+    listen_kw = {"ssl": server} if tls_on == "listening" else {}
+    connect_kw = {"ssl": client} if tls_on == "connecting" else {}
+    caplog.set_level(logging.WARNING, logger="datacomms")
+    if bind:
+        listening = _sub(backend, LOCAL, bind=True, **listen_kw)
+        connecting = _pub(backend, listening.url, bind=False, backoff_max=0.05, **connect_kw)
+    else:
+        listening = _pub(backend, **listen_kw)
+        connecting = _sub(backend, listening.url, backoff_max=0.05, **connect_kw)
+    if tls_on == "listening":
+        said = ("from", "the listening side uses TLS (ssl=) and the connecting side does not"), \
+            ("to", "peer refused the connection: the listening side uses TLS")
+    else:
+        said = ("from", "a TLS handshake: the peer uses TLS (ssl=) and this side does not"), \
+            ("to", "the peer does not answer in TLS (has it no ssl=?)")
+    with listening, connecting:
+        if not bind:
+            with pytest.raises(HandshakeError, match=re.escape(said[1][1])):
+                connecting.recv(timeout=5)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not all(
+                any(f"dropping connection {way} " in r.getMessage() and text in r.getMessage()
+                    for r in caplog.records) for way, text in said):
+            time.sleep(0.02)
+        for way, text in said:
+            assert any(f"dropping connection {way} " in r.getMessage() and text in r.getMessage()
+                       for r in caplog.records), (way, text, caplog.text[-2000:])
+
+
+def test_a_handshake_thread_that_cannot_start_costs_only_its_connection(backend, monkeypatch, caplog):
+    """Out of threads, starting an accepted connection's handshake thread raised
+    RuntimeError out of the listening side's connection thread, which died: no
+    connection was accepted from then on, and a publisher's heartbeats and reaping
+    (run by that thread) stopped."""
+    import threading
+    from datacomms.transports import _links
+    caplog.set_level(logging.WARNING, logger="datacomms")
+    starved = threading.Event()
+
+    class Thread(threading.Thread):
+        def start(self) -> None:
+            if starved.is_set() and self.name.startswith("datacomms-tcp-handshake"):
+                raise RuntimeError("can't start new thread")
+            super().start()
+
+    monkeypatch.setattr(_links.threading, "Thread", Thread)
+    with _pub(backend) as pub:
+        starved.set()
+        with _raw(pub.address[1]) as s:
+            assert _closed_by_peer(s)
+        assert "cannot start its handshake: can't start new thread" in caplog.text
+        starved.clear()
+        with _sub(backend, pub.url) as sub:
+            assert pub.wait_for_subscribers(1, timeout=5) == 1
+            pub.send(b"after")
+            assert sub.recv(timeout=5).data == b"after"
+
+
+@pytest.mark.parametrize("victim", ["publisher", "listening-subscriber"])
+def test_a_listening_end_with_the_key_is_no_oracle_for_one_without_it(backend, victim, caplog):
+    """The authentication answer did not say which side listened. A peer without
+    the key connected to a keyed publisher (reading its hello's nonce), then to a
+    listening subscriber with the same key posing as a publisher with that nonce:
+    the subscriber's answer was exactly what the publisher expected from a
+    subscriber, and the keyless peer read the publisher's data. A publisher was
+    the same oracle for writing into a listening subscriber. Answers now sign the
+    side too, so a listening end's answer never passes for a connecting one's."""
+    from datacomms.transports._net import HANDSHAKE_MAX_FRAME, FrameReader, control, read_control
+    caplog.set_level(logging.WARNING, logger="datacomms")
+    key = b"k3y"
+
+    def say(s: socket.socket, obj: dict) -> None:
+        s.sendall(b"".join(bytes(p) for p in control(backend.framing, obj)))
+
+    with _pub(backend, key=key) as pub, _sub(backend, LOCAL, bind=True, key=key) as lsub:
+        target, oracle = (pub, lsub) if victim == "publisher" else (lsub, pub)
+        # the role the keyless peer plays to each: the opposite of theirs
+        as_target, as_oracle = ("sub", "pub") if victim == "publisher" else ("pub", "sub")
+        with _raw(target.address[1]) as t, _raw(oracle.address[1]) as o:
+            tr, orr = FrameReader(backend.framing, HANDSHAKE_MAX_FRAME), FrameReader(backend.framing, HANDSHAKE_MAX_FRAME)
+            target_nonce = read_control(t, tr, "hello")["nonce"]
+            oracle_nonce = read_control(o, orr, "hello")["nonce"]
+            say(o, {"dc": "hello", "v": 1, "role": as_oracle, "epoch": "x" if as_oracle == "pub" else None,
+                    "nonce": target_nonce, "auth": True})
+            mac = read_control(o, orr, "authentication answer")["mac"]
+            say(t, {"dc": "hello", "v": 1, "role": as_target, "epoch": "x" if as_target == "pub" else None,
+                    "nonce": oracle_nonce, "auth": True})
+            read_control(t, tr, "authentication answer")
+            say(t, {"dc": "auth", "mac": mac})
+            if victim == "publisher":
+                assert _closed_by_peer(t)
+                assert pub.subscribers == 0
+            else:
+                try:
+                    say(t, {"dc": "start", "next_seq": 0, "epoch": "x"})
+                    t.sendall(backend.framing.encode_bytes(b"written by a peer without the key", 0, time.time_ns()))
+                except (BrokenPipeError, ConnectionResetError):
+                    pass   # refused already
+                assert _closed_by_peer(t)
+                with pytest.raises(dc.Timeout):
+                    lsub.recv(timeout=0.2)
+        assert "the peer's key does not match" in caplog.text

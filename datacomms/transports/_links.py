@@ -10,6 +10,8 @@ nobody else.
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import select
 import socket
@@ -23,6 +25,11 @@ from ._net import (
 )
 
 OnReady = Callable[[Any, dict, Any, Any], None]
+
+# accept() errors that mean this process (or the system) is out of descriptors or memory
+_OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+# how long the listener is left alone after such an error
+ACCEPT_PAUSE = 0.1
 
 
 class Links:
@@ -48,6 +55,8 @@ class Links:
         self.failure: str | None = None   # connect mode: why the last attempt to connect failed
         self._backoff = 0.0
         self._next_try = 0.0
+        self._accept_after = 0.0          # bind mode: when to look at the listener again (0: now)
+        self._accept_failing = False      # bind mode: the last accept ran out of descriptors
         self._pending: set[Any] = set()   # sockets in a handshake
         self._threads: set[threading.Thread] = set()
         self._mu = threading.Lock()
@@ -133,14 +142,24 @@ class Links:
             timeout = self._tick
             if self._want:
                 timeout = min(timeout, max(0.0, self._next_try - now))
+            if self._accept_after:
+                if now >= self._accept_after:
+                    self._accept_after = 0.0   # look at the listener again
+                    poller.register(self.listener, select.POLLIN)
+                else:
+                    timeout = min(timeout, self._accept_after - now)
             for fd, _ in poller.poll(timeout * 1000):
                 if fd == self._rfd:
                     try:
                         os.read(self._rfd, 4096)
                     except BlockingIOError:
                         pass
-                elif self.listener is not None:
-                    self._accept()
+                elif self.listener is not None and not self._accept_after and not self._accept():
+                    # out of descriptors (or memory): the pending connection stays in the
+                    # backlog and the listener readable; polling it again at once spun a
+                    # core and logged a warning per turn (100,000 a second)
+                    poller.unregister(self.listener)
+                    self._accept_after = time.monotonic() + ACCEPT_PAUSE
             now = time.monotonic()
             if self._on_tick is not None and now - last_tick >= self._tick:
                 last_tick = now
@@ -149,22 +168,45 @@ class Links:
                 except Exception:   # never let the service thread die
                     log.exception("datacomms tcp: error in the %s service thread", self.role)
 
-    def _accept(self) -> None:
+    def _accept(self) -> bool:
+        """Accepts every pending connection; False when accepting failed for want of
+        descriptors or memory (the caller waits ACCEPT_PAUSE before trying again)."""
         assert self.listener is not None
         while True:
             try:
                 sock, addr = self.listener.accept()
             except (BlockingIOError, InterruptedError):
-                return
+                if self._accept_failing:
+                    self._accept_failing = False
+                    log.warning("datacomms tcp: accepting connections again")
+                return True
             except OSError as exc:
-                log.warning("datacomms tcp: accept failed: %s", exc)
-                return
+                if exc.errno not in _OUT_OF_RESOURCES:
+                    log.warning("datacomms tcp: accept failed: %s", exc)
+                    return True
+                # once per spell, not once per try: the backlog holds the connections meanwhile
+                log.log(logging.DEBUG if self._accept_failing else logging.WARNING,
+                        "datacomms tcp: cannot accept connections: %s (trying again every %.1f s; the "
+                        "connections already made carry on)", exc, ACCEPT_PAUSE)
+                self._accept_failing = True
+                return False
+            if self._accept_failing:
+                self._accept_failing = False
+                log.warning("datacomms tcp: accepting connections again")
             t = threading.Thread(target=self._serve, args=(sock, addr), daemon=True,
                                  name=f"datacomms-tcp-handshake-{addr[1]}")
             with self._mu:
                 self._pending.add(sock)
                 self._threads.add(t)
-            t.start()
+            try:
+                t.start()
+            except RuntimeError as exc:   # no thread to be had: this connection only, not this thread
+                with self._mu:
+                    self._pending.discard(sock)
+                    self._threads.discard(t)
+                log.warning("datacomms tcp: dropping connection from %s: cannot start its handshake: %s",
+                            address_text(addr), exc)
+                close_quietly(sock)
 
     def _serve(self, sock: socket.socket, addr: Any) -> None:
         """Handshake of one accepted connection (its own thread)."""
@@ -190,12 +232,13 @@ class Links:
         try:
             sock.setblocking(True)
             tune_tcp(sock, self._heartbeat)
-            conn = tls_wrap(sock, self._ssl, server, self.host, self._hs_timeout, track)
+            conn = tls_wrap(sock, self._ssl, server, self.host, self._hs_timeout, track, self._framing)
             peer, reader = handshake(conn, self._framing, self.role, self._epoch, self._key, self._hs_timeout,
-                                     self._reader_type)
+                                     self._reader_type, server)
             conn.settimeout(None)
-        except (HandshakeError, OSError) as exc:
-            msg = str(exc) if isinstance(exc, HandshakeError) else f"connection failed: {exc}"
+        except Exception as exc:   # whatever a peer sent, this thread goes on (connect mode: it is the only one)
+            msg = (str(exc) if isinstance(exc, HandshakeError) else f"connection failed: {exc}"
+                   if isinstance(exc, OSError) else f"handshake failed: {type(exc).__name__}: {exc}")
             if not self._stop:
                 log.warning("datacomms tcp: dropping connection %s %s: %s", "from" if server else "to", where, msg)
                 self._on_error(HandshakeError(msg) if not isinstance(exc, HandshakeError) else exc)

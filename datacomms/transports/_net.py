@@ -32,6 +32,7 @@ log = logging.getLogger("datacomms")
 # Control frames are small; a peer announcing more during the handshake is not a datacomms peer.
 HANDSHAKE_MAX_FRAME = 64 * 1024
 PROTOCOL = 1
+_MAGIC = b"DCMF"
 
 
 class HandshakeError(DataCommsError):
@@ -209,24 +210,51 @@ def read_control(sock: Any, reader: Any, what: str, deadline: float | None = Non
             raise HandshakeError(f"peer closed the connection before its {what}")
 
 
-def _mac(key: bytes, role: str, challenge: str, own: str) -> str:
-    return hmac.new(key, f"datacomms-auth-v1|{role}|{challenge}|{own}".encode(), hashlib.sha256).hexdigest()
+def _token(value: Any) -> bool:
+    """A nonce or an HMAC answer as a peer must send it: a short ASCII string. What a
+    hostile peer sends instead (a non-ASCII answer, which compare_digest refuses
+    with TypeError; a lone surrogate, which cannot be encoded) is a failed
+    handshake, not an exception that ended the connecting side's thread."""
+    return isinstance(value, str) and 0 < len(value) <= 128 and value.isascii()
+
+
+def _mac(key: bytes, role: str, side: str, challenge: str, own: str) -> str:
+    # side ("listen" or "connect") is part of what is signed: without it a listening
+    # subscriber answered, to anyone who connected as a publisher with a publisher's
+    # nonce, the very answer that publisher expects from a subscriber connecting to
+    # it, so a peer without the key could read a keyed publisher (and a publisher
+    # was the same oracle for writing into a listening subscriber)
+    return hmac.new(key, f"datacomms-auth-v2|{role}|{side}|{challenge}|{own}".encode(), hashlib.sha256).hexdigest()
 
 
 def resolve_key(key: bytes | str | None) -> bytes | None:
-    """The shared secret: the argument, else $DATACOMMS_KEY, else None (no authentication)."""
+    """The shared secret: the argument, else $DATACOMMS_KEY, else None (no authentication).
+    Checked here, when the endpoint is made: a key of another type was only refused by
+    hmac inside the first handshake (and ended a connecting subscriber's thread), and an
+    empty one is a secret every peer knows."""
     if key is None:
         key = os.environ.get("DATACOMMS_KEY") or None
+    if key is None:
+        return None
     if isinstance(key, str):
         key = key.encode()
+    elif isinstance(key, (bytearray, memoryview)):
+        key = bytes(key)
+    if not isinstance(key, bytes):
+        raise TypeError(f"key must be bytes or str, not {type(key).__name__}")
+    if not key:
+        raise ValueError("key must not be empty (every peer knows an empty secret); "
+                         "key=None means no authentication")
     return key
 
 
 def handshake(sock: Any, framing: Any, role: str, epoch: str | None, key: bytes | None,
-              timeout: float, reader_type: Any = FrameReader) -> tuple[dict[str, Any], Any]:
+              timeout: float, reader_type: Any = FrameReader, server: bool = False) -> tuple[dict[str, Any], Any]:
     """Exchanges hellos (and HMAC answers to each other's nonces when a key is
     set) on a connected socket; returns the peer's hello and the reader (a
-    reader_type), which may already hold frames that followed. Raises HandshakeError."""
+    reader_type), which may already hold frames that followed. server: this
+    side accepted the connection (the answers say which side listened).
+    Raises HandshakeError."""
     deadline = time.monotonic() + timeout
     sock.settimeout(timeout)
     reader = reader_type(framing, HANDSHAKE_MAX_FRAME, chunk=64 * 1024)
@@ -236,8 +264,13 @@ def handshake(sock: Any, framing: Any, role: str, epoch: str | None, key: bytes 
     try:
         sock.sendall(b"".join(control(framing, hello)))
         peer = read_control(sock, reader, "hello", deadline)
-        if peer.get("dc") != "hello" or not isinstance(peer.get("nonce"), str):
+        if peer.get("dc") != "hello" or not _token(peer.get("nonce")):
             raise HandshakeError(f"expected a hello, got {str(peer)[:80]}")
+        if type(peer.get("v")) is not int or peer["v"] != PROTOCOL:
+            # a peer of another version reads nothing here the way it means it: it is told why
+            why = f"the peer speaks protocol version {str(peer.get('v'))[:20]}, this side version {PROTOCOL}"
+            sock.sendall(b"".join(control(framing, {"dc": "error", "reason": why})))
+            raise HandshakeError(why)
         if peer.get("role") != want:
             raise HandshakeError(f"peer is a {peer.get('role')!r}, this side is a {role!r}: "
                                  "both ends bind or both connect? (see bind=)")
@@ -246,10 +279,12 @@ def handshake(sock: Any, framing: Any, role: str, epoch: str | None, key: bytes 
                 "the peer requires a key and none is set here (key= or DATACOMMS_KEY)" if key is None
                 else "this side requires a key and the peer has none"))
         if key is not None:
-            sock.sendall(b"".join(control(framing, {"dc": "auth", "mac": _mac(key, role, peer["nonce"], nonce)})))
+            side, peer_side = ("listen", "connect") if server else ("connect", "listen")
+            sock.sendall(b"".join(control(framing, {"dc": "auth", "mac": _mac(key, role, side, peer["nonce"], nonce)})))
             answer = read_control(sock, reader, "authentication answer", deadline)
-            expect = _mac(key, want, nonce, peer["nonce"])
-            if not hmac.compare_digest(str(answer.get("mac", "")), expect):
+            expect = _mac(key, want, peer_side, nonce, peer["nonce"])
+            mac = answer.get("mac")
+            if not _token(mac) or not hmac.compare_digest(mac, expect):
                 raise HandshakeError("authentication failed: the peer's key does not match")
     except socket.timeout:
         raise HandshakeError("handshake timed out") from None
@@ -261,26 +296,50 @@ def handshake(sock: Any, framing: Any, role: str, epoch: str | None, key: bytes 
 
 
 def tls_wrap(sock: socket.socket, ctx: _ssl.SSLContext | None, server: bool, host: str,
-             timeout: float, wrapped: Any = None) -> Any:
+             timeout: float, wrapped: Any = None, framing: Any = None) -> Any:
     """The socket wrapped in TLS, handshake done (within timeout s in all: CPython's
     do_handshake keeps one deadline), or sock itself without a context.
     ``wrapped(conn)`` is called before the handshake with the TLS socket, which
     owns the descriptor from then on (sock is detached): shutting conn down (with
-    socket.socket.shutdown) is what ends that handshake from another thread."""
+    socket.socket.shutdown) is what ends that handshake from another thread.
+    With framing, a server first looks at the peer's first bytes: a plain datacomms
+    hello there is answered with an error frame saying this side uses TLS."""
     if ctx is None:
         return sock
     conn = None
+    deadline = time.monotonic() + timeout
+    if server and framing is not None:
+        # a peer without TLS sends its hello (a frame) where a ClientHello belongs:
+        # tell it so in a frame it reads, where it only saw the connection close
+        sock.settimeout(timeout)
+        try:
+            head = sock.recv(len(_MAGIC), socket.MSG_PEEK)
+        except (socket.timeout, OSError) as exc:
+            close_quietly(sock)
+            raise HandshakeError(f"TLS handshake failed: {exc or 'timed out'}") from None
+        if head and _MAGIC.startswith(head):
+            why = "the listening side uses TLS (ssl=) and the connecting side does not"
+            try:
+                sock.sendall(b"".join(control(framing, {"dc": "error", "reason": why})))
+            except OSError:
+                pass
+            close_quietly(sock)
+            raise HandshakeError(f"TLS handshake failed: {why}")
     try:
         conn = ctx.wrap_socket(sock, server_side=server, server_hostname=None if server else host,
                                do_handshake_on_connect=False)
         if wrapped is not None:
             wrapped(conn)
-        conn.settimeout(timeout)
+        conn.settimeout(max(0.0, deadline - time.monotonic()))
         conn.do_handshake()
         return conn
     except (_ssl.SSLError, socket.timeout, OSError) as exc:
         if conn is not None:
             close_quietly(conn)
+        if not server and getattr(exc, "reason", None) == "WRONG_VERSION_NUMBER":
+            # what came back is no TLS record: most likely a datacomms peer's plain hello
+            raise HandshakeError(f"TLS handshake failed: the peer does not answer in TLS (has it no ssl=?): "
+                                 f"{exc}") from None
         raise HandshakeError(f"TLS handshake failed: {exc}") from None
 
 

@@ -9,6 +9,7 @@ cdef class FrameReader:
     cdef public Py_ssize_t chunk
     cdef public bytearray buf
     cdef public Py_ssize_t start, end, need
+    cdef public Py_ssize_t big
     cdef public bytearray spare
     cdef public object epoch
     cdef public dict seen
@@ -16,6 +17,7 @@ cdef class FrameReader:
     cdef public object source
     cdef int64_t rcvtimeo_ns
     cdef int _room(self, Py_ssize_t need) except -1
+    cdef Py_ssize_t _want(self)
     cdef int _fail(self, object exc) except -1
     cdef int _frame(self, dc_header *h) except -1
     cdef object _data(self, const dc_header *h)

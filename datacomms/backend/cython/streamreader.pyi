@@ -5,6 +5,7 @@ from ...message import Message
 
 SMALL_COPY: int
 HTTP_STARTS: tuple[bytes, ...]
+TLS_START: bytes
 
 def describe_garbage(head: bytes) -> str: ...
 

@@ -51,11 +51,14 @@ cdef enum:
 
 cdef bytes _MAGIC = b"DCMF"
 HTTP_STARTS = (b"GET ", b"POST", b"PUT ", b"HEAD", b"DELE", b"OPTI", b"PATC", b"CONN", b"HTTP", b"PRI ")
+TLS_START = b"\x16\x03"   # a TLS handshake record (a ClientHello): the peer has ssl= and this side none
 
 
 def describe_garbage(head: bytes) -> str:
     if head[:4] in HTTP_STARTS:
         return "an HTTP request, not a datacomms peer"
+    if head[:2] == TLS_START:
+        return "a TLS handshake: the peer uses TLS (ssl=) and this side does not"
     return f"not a datacomms frame (first bytes {head[:16]!r})"
 
 
@@ -107,11 +110,20 @@ cdef class FrameReader:
         self.start, self.end = 0, have
         return 0
 
+    cdef Py_ssize_t _want(self):
+        """The room to make from start (see the twin): for a frame whose header is
+        read, all of it once a frame that big came whole before, else up to 8
+        times what has come of it (at least chunk), never all a bare header announces."""
+        cdef Py_ssize_t have = self.end - self.start
+        if self.need <= have:
+            return have + 1
+        return min(self.need, max(self.chunk, self.big, 8 * have))
+
     def fill(self, sock) -> int:
         """One recv_into; returns the byte count (0: the peer closed). Raises
         BlockingIOError (or ssl.SSLWantReadError) when nothing is there."""
         if self.end == PyByteArray_GET_SIZE(self.buf):
-            self._room(max(self.need, self.end - self.start + 1))
+            self._room(self._want())
         n = sock.recv_into(memoryview(self.buf)[self.end:])
         self.end += n
         return n
@@ -123,7 +135,7 @@ cdef class FrameReader:
         cdef ssize_t n
         cdef int err = 0
         if self.end == PyByteArray_GET_SIZE(self.buf):
-            self._room(max(self.need, self.end - self.start + 1))
+            self._room(self._want())
         # the export pins buf (no resize) while the GIL is released
         PyObject_GetBuffer(self.buf, &view, PyBUF_WRITABLE)
         with nogil:
@@ -185,84 +197,92 @@ cdef class FrameReader:
         cdef Py_buffer view
         cdef ssize_t n = -1
         cdef Py_ssize_t total = 0
-        cdef int err = 0, ms, polled = 0, woken = 0
+        cdef int err = 0, ms, polled = 0, woken = 0, grow
         cdef bint skip
         cdef int64_t spin_end, left
         cdef Py_ssize_t missing, space
         cdef int flags
         cdef pollfd fds[2]
-        if self.end == PyByteArray_GET_SIZE(self.buf):
-            self._room(max(self.need, self.end - self.start + 1))
         fds[0].fd = fd
         fds[0].events = POLLIN
         fds[1].fd = wake_fd
         fds[1].events = POLLIN
-        # the export pins buf (no resize) while the GIL is released; _frame made
-        # it hold all of an announced frame (need), so there is room until then
-        PyObject_GetBuffer(self.buf, &view, PyBUF_WRITABLE)
-        with nogil:
-            spin_end = dc_monotonic_ns() + spin_ns
-            skip = poll_first and spin_ns <= 0
-            while True:
-                missing = self.need - (self.end - self.start)
-                if block and ((skip and block == 2) or WAITALL_MIN <= missing):
-                    # a read that waits: for whatever comes first, or, for a
-                    # large frame whose header is in, for all that is missing of
-                    # it (MSG_WAITALL: one call, where poll and a read took turns
-                    # for every piece)
-                    flags = 0
-                    space = view.len - self.end
-                    if not skip and missing <= space:
-                        space, flags = missing, MSG_WAITALL
-                    skip = 0
-                    err = self._bound(fd, deadline)
-                    if err:
+        spin_end = dc_monotonic_ns() + spin_ns
+        skip = poll_first and spin_ns <= 0
+        while True:
+            if self.end == PyByteArray_GET_SIZE(self.buf):
+                self._room(self._want())
+            grow = 0
+            # the export pins buf (no resize) while the GIL is released; a frame
+            # whose header is in and that fills buf comes back here for more room
+            PyObject_GetBuffer(self.buf, &view, PyBUF_WRITABLE)
+            with nogil:
+                while True:
+                    missing = self.need - (self.end - self.start)
+                    if block and ((skip and block == 2) or WAITALL_MIN <= missing):
+                        # a read that waits: for whatever comes first, or, for a
+                        # large frame whose header is in, for all that is missing of
+                        # it (MSG_WAITALL: one call, where poll and a read took turns
+                        # for every piece)
+                        flags = 0
+                        space = view.len - self.end
+                        if not skip and missing <= space:
+                            space, flags = missing, MSG_WAITALL
+                        skip = 0
+                        err = self._bound(fd, deadline)
+                        if err:
+                            break
+                        n = recv(fd, <char *>view.buf + self.end, <size_t>space, flags)
+                        if n > 0:
+                            total += n
+                            self.end += n
+                            if self.need > self.end - self.start:
+                                if self.end < view.len:
+                                    continue   # the rest of a frame already announced
+                                grow = 1   # the buffer is full: room for more of it, with the GIL
+                            break
+                        if n < 0:
+                            err = errno   # EAGAIN: the bound ran out; EINTR: a signal
                         break
-                    n = recv(fd, <char *>view.buf + self.end, <size_t>space, flags)
-                    if n > 0:
-                        total += n
-                        self.end += n
-                        if self.need > self.end - self.start and self.end < view.len:
-                            continue   # the rest of a frame already announced
+                    if skip:
+                        # straight to poll: one system call fewer when nothing is
+                        # there yet (a reply awaited), one more when something is
+                        skip = 0
+                        err = EAGAIN
+                    else:
+                        n = recv(fd, <char *>view.buf + self.end, <size_t>(view.len - self.end), MSG_DONTWAIT)
+                        if n > 0:
+                            total += n
+                            self.end += n
+                            if self.need > self.end - self.start:
+                                polled = 0
+                                if self.end < view.len:
+                                    continue   # the rest of a frame already announced
+                                grow = 1   # the buffer is full: room for more of it, with the GIL
+                            break
+                        if n == 0:
+                            break
+                        err = errno
+                    if (err != EAGAIN and err != EINTR) or polled:
                         break
-                    if n < 0:
-                        err = errno   # EAGAIN: the bound ran out; EINTR: a signal
-                    break
-                if skip:
-                    # straight to poll: one system call fewer when nothing is
-                    # there yet (a reply awaited), one more when something is
-                    skip = 0
-                    err = EAGAIN
-                else:
-                    n = recv(fd, <char *>view.buf + self.end, <size_t>(view.len - self.end), MSG_DONTWAIT)
-                    if n > 0:
-                        total += n
-                        self.end += n
-                        if self.need > self.end - self.start and self.end < view.len:
-                            polled = 0
-                            continue   # the rest of a frame already announced
+                    if spin_ns > 0 and total == 0 and dc_monotonic_ns() < spin_end:
+                        sched_yield()
+                        continue
+                    ms = -1
+                    if deadline >= 0:
+                        left = deadline - dc_monotonic_ns()
+                        ms = 0 if left <= 0 else <int>min((left + 999999) // 1000000, 2000000000)
+                    fds[0].revents = 0
+                    fds[1].revents = 0
+                    if poll(fds, 2 if wake_fd >= 0 else 1, ms) <= 0:
                         break
-                    if n == 0:
+                    polled = 1
+                    if fds[1].revents and not fds[0].revents:
+                        woken = 1
                         break
-                    err = errno
-                if (err != EAGAIN and err != EINTR) or polled:
-                    break
-                if spin_ns > 0 and total == 0 and dc_monotonic_ns() < spin_end:
-                    sched_yield()
-                    continue
-                ms = -1
-                if deadline >= 0:
-                    left = deadline - dc_monotonic_ns()
-                    ms = 0 if left <= 0 else <int>min((left + 999999) // 1000000, 2000000000)
-                fds[0].revents = 0
-                fds[1].revents = 0
-                if poll(fds, 2 if wake_fd >= 0 else 1, ms) <= 0:
-                    break
-                polled = 1
-                if fds[1].revents and not fds[0].revents:
-                    woken = 1
-                    break
-        PyBuffer_Release(&view)
+            PyBuffer_Release(&view)
+            if not grow:
+                break
         if total > 0:
             return total
         if n == 0:
@@ -273,7 +293,7 @@ cdef class FrameReader:
 
     cdef int _fail(self, object exc) except -1:
         cdef bytes head = bytes(self.buf[:4])
-        if self.start == 0 and head in HTTP_STARTS:
+        if self.start == 0 and (head in HTTP_STARTS or head[:2] == TLS_START):
             raise FrameError(describe_garbage(bytes(self.buf[:16]))) from None
         raise FrameError(f"{exc} (first bytes {bytes(self.buf[self.start:self.start + 16])!r})") from None
 
@@ -296,9 +316,9 @@ cdef class FrameReader:
             except FrameError as exc:
                 self._fail(exc)
         if h.frame_len > <uint64_t>have:
-            # frame_len is at most max_frame_size: safe to allocate for
+            # frame_len is at most max_frame_size; room is made as the frame comes (_want)
             self.need = <Py_ssize_t>h.frame_len
-            self._room(self.need)
+            self._room(self._want())
             return 0
         return 1
 
@@ -317,6 +337,8 @@ cdef class FrameReader:
     cdef void _consume(self, uint64_t frame_len):
         self.start += <Py_ssize_t>frame_len
         self.need = 0
+        if <Py_ssize_t>frame_len > self.big:
+            self.big = <Py_ssize_t>frame_len
         if self.start == self.end and _free(self.buf):
             self.start = self.end = 0
 

@@ -28,12 +28,15 @@ SMALL_COPY = 4096
 
 MAGIC = b"DCMF"
 HTTP_STARTS = (b"GET ", b"POST", b"PUT ", b"HEAD", b"DELE", b"OPTI", b"PATC", b"CONN", b"HTTP", b"PRI ")
+TLS_START = b"\x16\x03"   # a TLS handshake record (a ClientHello): the peer has ssl= and this side none
 _FRAME_LEN = struct.Struct("<Q").unpack_from
 
 
 def describe_garbage(head: bytes) -> str:
     if head[:4] in HTTP_STARTS:
         return "an HTTP request, not a datacomms peer"
+    if head[:2] == TLS_START:
+        return "a TLS handshake: the peer uses TLS (ssl=) and this side does not"
     return f"not a datacomms frame (first bytes {head[:16]!r})"
 
 
@@ -76,6 +79,7 @@ class FrameReader:
         self.end = 0
         self.spare: bytearray | None = None
         self.need = 0  # bytes the frame at start needs, once its header is read
+        self.big = 0   # the largest frame that came whole (room for one that big is made at once)
         self.epoch: str | None = None
         self.seen: dict[str, int] = {}
         self.expect: int | None = None
@@ -102,9 +106,20 @@ class FrameReader:
             self.buf = new
         self.start, self.end = 0, have
 
+    def _want(self) -> int:
+        """The room to make from start: for a frame whose header is read, all of it
+        once a frame that big came whole before, else up to 8 times what has come
+        of it (at least chunk). A header costs its sender 64 bytes: allocating all
+        it announced at once let a peer that had sent nothing else take up to
+        max_frame_size (1 GiB) per connection (3 connections, 3 GB)."""
+        have = self.end - self.start
+        if self.need <= have:
+            return have + 1
+        return min(self.need, max(self.chunk, self.big, 8 * have))
+
     def _prepare(self) -> memoryview:
         if self.end == len(self.buf):
-            self._room(max(self.need, self.end - self.start + 1))
+            self._room(self._want())
         return memoryview(self.buf)[self.end:]
 
     def fill(self, sock: Any) -> int:
@@ -152,8 +167,8 @@ class FrameReader:
             if n > 0:
                 total += n
                 polled = False
-                if self.need > self.end - self.start and self.end < len(self.buf):
-                    continue   # the rest of a frame already announced
+                if self.need > self.end - self.start:
+                    continue   # the rest of a frame already announced (fill_fd makes room for it)
                 return total
             if n == 0:
                 return total or 0
@@ -193,17 +208,19 @@ class FrameReader:
                 if _FRAME_LEN(self.buf, self.start + 40)[0] > have:
                     self.need = self.framing.unpack_header(self.buf, self.start, self.max_frame_size)[7]
             if have < self.need:
-                self._room(self.need)
+                self._room(self._want())
                 return None
             data, seq, ts, flags, flen = self.framing.decode(self.buf, self.start, self.max_frame_size)
         except FrameError as exc:
-            if self.start == 0 and bytes(self.buf[:4]) in HTTP_STARTS:
+            if self.start == 0 and (bytes(self.buf[:4]) in HTTP_STARTS or bytes(self.buf[:2]) == TLS_START):
                 raise FrameError(describe_garbage(bytes(self.buf[:16]))) from None
             raise FrameError(f"{exc} (first bytes {bytes(self.buf[self.start:self.start + 16])!r})") from None
         if type(data) is memoryview and data.nbytes <= SMALL_COPY:
             data = data.tobytes()
         self.start += flen
         self.need = 0
+        if flen > self.big:
+            self.big = flen
         if self.start == self.end and buffer_free(self.buf):
             self.start = self.end = 0
         return data, seq, ts, flags
