@@ -588,6 +588,24 @@ def test_a_wildcard_subscriber_over_publishers_that_come_and_go_keeps_a_bounded_
         assert len(sub._queue.seen) == 3
 
 
+@pytest.mark.parametrize("first", [0, 7])
+def test_latest_counts_the_gaps_among_a_new_publishers_messages_it_passes_over(backend, first) -> None:
+    """The first latest() of a publisher nothing was taken from yet: of its frames
+    first .. first+5 (first+2 and first+3 dropped on the way), it returns the newest
+    and passes over three; the two dropped among them are lost. They were counted
+    nowhere: the first message recorded of a publisher had no seq before it."""
+    from test_zenohq import Sample, frame
+    with dc.Subscriber(local(key(), free_port()), backend=backend) as sub:
+        for seq in (0, 1, 4, 5):
+            sub._queue.on_sample(Sample(frame(backend, seq, first + seq), pub="ab"))
+        msg = sub.latest(timeout=5)
+        assert (msg.seq, msg.data) == (first + 5, 5)
+        assert (sub.stats.received, sub.stats.skipped, sub.stats.lost) == (1, 3, 2)
+        sub._queue.on_sample(Sample(frame(backend, 7, first + 7), pub="ab"))
+        assert sub.recv(timeout=5).seq == first + 7
+        assert (sub.stats.received, sub.stats.skipped, sub.stats.lost) == (2, 3, 3)
+
+
 def test_latest_skips_and_big_arrays(backend) -> None:
     port, k = free_port(), key()
     with dc.Subscriber(local(k, port), backend=backend) as sub, \

@@ -511,7 +511,19 @@ class ZenohSubscriber(pubsub.Subscriber):
             # Only headers are read to pick: the newest fresh frame that decodes is the
             # answer, and the fresh frames before it count as skipped, per publisher
             # (on its next message), so no gap reads as loss.
-            fresh = [item for item in items if self._is_news(item[0], item[1])]
+            fresh = []
+            oldest: dict[Any, int] = {}
+            for item in items:
+                seq = self._news_seq(item[0], item[1])
+                if seq is not None:
+                    fresh.append(item)
+                    oldest.setdefault(item[1], seq)
+            # a publisher nothing was taken from yet: its count starts at its oldest frame
+            # here, so what was dropped among those passed over and the one returned is lost
+            seen = self._queue.seen
+            for src, seq in oldest.items():
+                if src not in seen:
+                    self.stats.lost_through(src, seq - 1, 0, seq)
             pending = self._queue.pending_skip
             while fresh:
                 payload, source, key = fresh.pop()
@@ -524,18 +536,19 @@ class ZenohSubscriber(pubsub.Subscriber):
                 for src, k in older.items():  # that one was bad after all: try the one before
                     pending[src] -= k
 
-    def _is_news(self, payload: bytes, source: Any) -> bool:
-        """Whether a frame has a valid header and a seq its source has not handed out."""
+    def _news_seq(self, payload: bytes, source: Any) -> int | None:
+        """The seq of a frame with a valid header and a seq its source has not handed
+        out; None for any other."""
         try:
             seq = self._unpack_header(payload, 0, self._max_frame)[2]
         except FrameError:
             self._queue.bad_frames += 1
-            return False
+            return None
         last = self._queue.seen.get(source)
         if last is not None and seq <= last:
             self._queue.duplicates += 1
-            return False
-        return True
+            return None
+        return seq
 
     @property
     def overflows(self) -> int:
