@@ -3,6 +3,7 @@ decoding, and a clear FrameError for every kind of bad input."""
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime
 import decimal
@@ -291,6 +292,25 @@ def test_json_with_buffers_nested_too_deep_is_a_frame_error_on_both_backends(bac
         assert same(decoder.framing.decode(frame)[0], ok)
     with pytest.raises(dc.FrameError, match="nested deeper than 254"):
         backend.framing.encode(_nested(254, list, np.arange(3)), 0, 0)
+
+
+class _Dict(dict):
+    pass
+
+
+class _List(list):
+    pass
+
+
+@pytest.mark.parametrize("value", [_Dict(a=np.arange(3)), {"x": _List([np.arange(2.0), b"yz"])},
+                                   collections.OrderedDict(a=np.ones(2, np.uint8)), _Dict(k=(np.zeros(1),))],
+                         ids=["dict-subclass", "list-subclass", "ordereddict", "tuple-in-subclass"])
+def test_arrays_inside_dict_and_list_subclasses_travel_as_buffers_on_both_backends(backend, value):
+    """The cython backend wrote them as JSON lists (orjson's numpy option), the python one
+    refused them: both now send them as buffers, as in a plain dict or list."""
+    frame = frame_of(backend, value)
+    for decoder in map(dc.backend.get, AVAILABLE):
+        assert same(decoder.framing.decode(frame)[0], value)
 
 
 @pytest.mark.parametrize("value", [{0: np.zeros(2)}, {"a": [{1.5: b"x"}]}, {None: {"b": np.ones(1)}}])

@@ -271,11 +271,10 @@ def plain_json(o: Any) -> Any:
 def has_buffers(obj: Any, depth: int = 0) -> bool:
     """True when a JSON-like value holds an array or a bytes-like object anywhere inside;
     FrameError for lists and dicts nested deeper than any JSON document may be."""
-    t = type(obj)
-    if t is dict or t is list or t is tuple:
+    if isinstance(obj, (dict, list, tuple)):   # subclasses too: JSON writes them as their base
         if depth >= JSON_MAX_DEPTH:
             raise too_deep()
-        return any(has_buffers(v, depth + 1) for v in (obj.values() if t is dict else obj))
+        return any(has_buffers(v, depth + 1) for v in (obj.values() if isinstance(obj, dict) else obj))
     return isinstance(obj, (np.ndarray, bytes, bytearray, memoryview))
 
 
@@ -286,10 +285,9 @@ def extract_buffers(obj: Any) -> tuple[Any, list[list[Any]], list[Any]]:
     bufs: list[Any] = []
 
     def walk(o: Any, path: list[Any]) -> Any:
-        t = type(o)
-        if (t is dict or t is list or t is tuple) and len(path) >= JSON_MAX_DEPTH:
+        if isinstance(o, (dict, list, tuple)) and len(path) >= JSON_MAX_DEPTH:
             raise too_deep()
-        if t is dict:
+        if isinstance(o, dict):
             out = {}
             for k, v in o.items():
                 held = len(table)
@@ -297,7 +295,7 @@ def extract_buffers(obj: Any) -> tuple[Any, list[list[Any]], list[Any]]:
                 if len(table) > held and not isinstance(k, str):  # JSON would make it a string: no path
                     raise FrameError(f"a dict key holding an array or bytes must be a string, not {type(k).__name__}")
             return out
-        if t is list or t is tuple:
+        if isinstance(o, (list, tuple)):
             return [walk(v, path + [i]) for i, v in enumerate(o)]
         if isinstance(o, np.ndarray):
             a = contiguous(o)

@@ -227,14 +227,14 @@ cdef bint has_buffers(object o, int depth=0) except -1:
     cdef type t = type(o)
     if t is float or t is int or t is str or t is bool or o is None:
         return False
-    if t is dict:
+    if t is dict or (t is not list and t is not tuple and isinstance(o, dict)):   # an OrderedDict too
         if depth >= MAX_DEPTH:
             raise _too_deep()
         for v in (<dict>o).values():
             if has_buffers(v, depth + 1):
                 return True
         return False
-    if t is list or t is tuple:
+    if t is list or t is tuple or isinstance(o, (list, tuple)):
         if depth >= MAX_DEPTH:
             raise _too_deep()
         for v in o:
