@@ -132,12 +132,19 @@ _MAX_DEPTH = _meta.JSON_MAX_DEPTH
 
 def _too_deep(text: bytes) -> bool:
     """Whether a JSON text nests arrays and objects deeper than _meta.JSON_MAX_DEPTH
-    (exact for valid JSON; cheap unless it has that many brackets at all)."""
+    (exact for valid JSON; cheap unless it has that many brackets at all). The levels are
+    summed a megabyte at a time: a peer's meta may be as large as a frame."""
     if text.count(b"[") + text.count(b"{") <= _MAX_DEPTH:
         return False
-    steps = np.frombuffer(_STRING.sub(b"", text).translate(None, _NOT_BRACKETS), np.uint8)
-    return bool(steps.size) and int(np.cumsum(np.where((steps == 91) | (steps == 123), 1, -1)).max()) \
-        > _MAX_DEPTH
+    brackets = _STRING.sub(b"", text).translate(None, _NOT_BRACKETS)
+    depth = 0
+    for start in range(0, len(brackets), 1 << 20):
+        steps = np.frombuffer(brackets, np.uint8, min(1 << 20, len(brackets) - start), start)
+        levels = np.cumsum(np.where((steps == 91) | (steps == 123), 1, -1), dtype=np.int64) + depth
+        if int(levels.max()) > _MAX_DEPTH:
+            return True
+        depth = int(levels[-1])
+    return False
 
 
 def _int_or_float(s: str) -> Any:
