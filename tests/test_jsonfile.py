@@ -55,6 +55,18 @@ def test_roundtrip_document_is_plain_json(tmp_path: Path, backend) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["s.json"]  # no temp file left
 
 
+class _Dict(dict):
+    pass
+
+
+def test_arrays_inside_a_dict_subclass_are_written_as_lists_on_both_backends(tmp_path: Path, backend) -> None:
+    """The cython backend wrote them as lists (orjson's numpy option), the python one refused them."""
+    path = tmp_path / "s.json"
+    with dc.Publisher(url_of(path), backend=backend) as pub:
+        pub.send(_Dict(arr=np.arange(3, dtype=np.int16), inner=[_Dict(b=np.ones(2))]))
+    assert json.loads(path.read_text())["data"] == {"arr": [0, 1, 2], "inner": [{"b": [1.0, 1.0]}]}
+
+
 def test_bytes_refused(tmp_path: Path, backend) -> None:
     with dc.Publisher(url_of(tmp_path / "s.json"), backend=backend) as pub:
         with pytest.raises(dc.FrameError, match="no bytes"):
