@@ -313,6 +313,17 @@ def test_arrays_inside_dict_and_list_subclasses_travel_as_buffers_on_both_backen
         assert same(decoder.framing.decode(frame)[0], value)
 
 
+def test_arrays_inside_a_dataclass_travel_as_buffers_on_both_backends(backend):
+    """A dataclass is written as the dict of its fields; the arrays in it went as JSON lists
+    on the cython backend and were refused on the python one."""
+    value = [_Joint(1.5, [np.arange(3, dtype=np.int16), b"q"]), {"j": _Joint(np.ones((2, 2)), [])}]
+    frame = frame_of(backend, value)
+    want = [{"position": 1.5, "limits": [np.arange(3, dtype=np.int16), b"q"]}, {"j": {"position": np.ones((2, 2)),
+                                                                                     "limits": []}}]
+    for decoder in map(dc.backend.get, AVAILABLE):
+        assert same(decoder.framing.decode(frame)[0], want)
+
+
 @pytest.mark.parametrize("value", [{0: np.zeros(2)}, {"a": [{1.5: b"x"}]}, {None: {"b": np.ones(1)}}])
 def test_a_buffer_under_a_key_that_is_not_a_string_is_a_frame_error(backend, value):
     """docs/frame-format.md: dict keys holding buffers must be strings. Both backends used to

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -59,12 +60,18 @@ class _Dict(dict):
     pass
 
 
-def test_arrays_inside_a_dict_subclass_are_written_as_lists_on_both_backends(tmp_path: Path, backend) -> None:
+@dataclasses.dataclass
+class _Pose:
+    xyz: object
+
+
+def test_arrays_inside_a_dict_subclass_or_a_dataclass_are_written_as_lists_on_both_backends(tmp_path: Path, backend) -> None:
     """The cython backend wrote them as lists (orjson's numpy option), the python one refused them."""
     path = tmp_path / "s.json"
     with dc.Publisher(url_of(path), backend=backend) as pub:
-        pub.send(_Dict(arr=np.arange(3, dtype=np.int16), inner=[_Dict(b=np.ones(2))]))
-    assert json.loads(path.read_text())["data"] == {"arr": [0, 1, 2], "inner": [{"b": [1.0, 1.0]}]}
+        pub.send(_Dict(arr=np.arange(3, dtype=np.int16), inner=[_Dict(b=np.ones(2))], pose=_Pose(np.zeros(1))))
+    assert json.loads(path.read_text())["data"] == {"arr": [0, 1, 2], "inner": [{"b": [1.0, 1.0]}],
+                                                    "pose": {"xyz": [0.0]}}
 
 
 def test_bytes_refused(tmp_path: Path, backend) -> None:

@@ -271,11 +271,23 @@ def plain_json(o: Any) -> Any:
 def has_buffers(obj: Any, depth: int = 0) -> bool:
     """True when a JSON-like value holds an array or a bytes-like object anywhere inside;
     FrameError for lists and dicts nested deeper than any JSON document may be."""
+    t = type(obj)
+    if t is float or t is int or t is str or t is bool or obj is None:
+        return False
     if isinstance(obj, (dict, list, tuple)):   # subclasses too: JSON writes them as their base
         if depth >= JSON_MAX_DEPTH:
             raise too_deep()
         return any(has_buffers(v, depth + 1) for v in (obj.values() if isinstance(obj, dict) else obj))
-    return isinstance(obj, (np.ndarray, bytes, bytearray, memoryview))
+    if isinstance(obj, (np.ndarray, bytes, bytearray, memoryview)):
+        return True
+    if is_dataclass_type(t):   # written as the dict of its fields: so are its buffers
+        return has_buffers(json_value(obj), depth)
+    return False
+
+
+def is_dataclass_type(t: type) -> bool:
+    """Whether instances of t are dataclass instances (t itself not a metaclass)."""
+    return hasattr(t, "__dataclass_fields__") and not issubclass(t, type)
 
 
 def extract_buffers(obj: Any) -> tuple[Any, list[list[Any]], list[Any]]:
@@ -309,6 +321,8 @@ def extract_buffers(obj: Any) -> tuple[Any, list[list[Any]], list[Any]]:
             table.append([path, None, None, m.nbytes])
             bufs.append(m)
             return None
+        if is_dataclass_type(type(o)):
+            return walk(json_value(o), path)
         return o
 
     skeleton = walk(obj, [])

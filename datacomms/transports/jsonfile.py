@@ -32,7 +32,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from .. import _aio, pubsub
-from ..backend._meta import has_buffers
+from ..backend._meta import has_buffers, is_dataclass_type, json_value
 from ..errors import Closed, FrameError
 from ..message import Message
 from . import _files
@@ -56,6 +56,8 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, (bytes, bytearray, memoryview)):
         raise FrameError("json:// writes plain JSON, which has no bytes; send text or numbers, "
                          "or use hdf5:// / shm:// for binary payloads")
+    if is_dataclass_type(type(obj)):
+        return _jsonable(json_value(obj))
     return obj
 
 

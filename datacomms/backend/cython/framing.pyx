@@ -49,6 +49,7 @@ cdef int _OPTS = orjson.OPT_SERIALIZE_NUMPY
 cdef object _json_value = _meta.json_value   # numpy scalars: the same values as the python backend
 cdef object _plain_json = _meta.plain_json
 cdef object _too_deep = _meta.too_deep
+cdef object is_dataclass_type = _meta.is_dataclass_type
 cdef bytes _ZEROS = bytes(64)
 cdef object _ndarray = np.ndarray
 cdef object _frombuffer = np.frombuffer
@@ -241,7 +242,23 @@ cdef bint has_buffers(object o, int depth=0) except -1:
             if has_buffers(v, depth + 1):
                 return True
         return False
-    return isinstance(o, (_ndarray, bytes, bytearray, memoryview))
+    if isinstance(o, (_ndarray, bytes, bytearray, memoryview)):
+        return True
+    if _dataclass(t):   # orjson would write its arrays as lists: they go as buffers instead
+        return has_buffers(_json_value(o), depth)
+    return False
+
+
+cdef dict _DATACLASS = {}   # type -> whether it is a dataclass: a lookup costs a tenth of the check
+
+
+cdef bint _dataclass(type t) except -1:
+    cdef object known = _DATACLASS.get(t)
+    if known is None:
+        known = bool(is_dataclass_type(t))
+        if len(_DATACLASS) < 256:
+            _DATACLASS[t] = known
+    return known is True
 
 
 cdef object _byte_view(object obj):
