@@ -4,6 +4,7 @@ two backends' JSON decoders and encoders accept, refuse and read alike."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 
 import numpy as np
@@ -140,9 +141,21 @@ _edge_scalars = (json_scalars | st.integers(-(2**64), 2**65) | st.floats() | st.
                                 .map(datetime.timezone)))
 _keys = st.text(max_size=4) | st.integers(-(2**64), 2**65) | st.floats() | st.booleans() | st.none() \
     | st.sampled_from([np.int64(7), np.float32(0.25), np.bool_(False)])
-edge_values = st.recursive(_edge_scalars | arrays.filter(lambda a: a.size < 8),
+
+
+class _Dict(dict):
+    pass
+
+
+@dataclasses.dataclass
+class _Box:
+    item: object
+
+
+edge_values = st.recursive(_edge_scalars | arrays.filter(lambda a: a.size < 8) | st.binary(max_size=4),
                            lambda kids: st.lists(kids, max_size=4) | st.tuples(kids)
-                           | st.dictionaries(_keys, kids, max_size=4), max_leaves=10)
+                           | st.dictionaries(_keys, kids, max_size=4) | st.dictionaries(_keys, kids, max_size=3).map(_Dict)
+                           | kids.map(_Box), max_leaves=10)
 
 
 def _canon(v):
