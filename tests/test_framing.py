@@ -3,6 +3,7 @@ decoding, and a clear FrameError for every kind of bad input."""
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime
 import decimal
@@ -170,11 +171,18 @@ ODD_JSON = [
     ({np.int64(7): 1, np.float64(0.5): 2, np.float32(0.25): 3, np.bool_(False): 4},
      {"7": 1, "0.5": 2, "0.25": 3, "false": 4}),
     ({float("nan"): 1}, {"null": 1}), ({2 ** 64 - 1: 0}, {str(2 ** 64 - 1): 0}),
+    # float keys as Python prints them: orjson wrote "1e-9", "0.000038536333326653204"
+    ({1e-09: 1, 3.8536333326653204e-05: 2, 1e16: 3}, {"1e-09": 1, "3.8536333326653204e-05": 2, "1e+16": 3}),
     (uuid.UUID(int=5), "00000000-0000-0000-0000-000000000005"), (_Colour.RED, [1, 2]),
     (datetime.datetime(2021, 1, 2, 3, 4, 5), "2021-01-02T03:04:05"),
     (datetime.datetime(2021, 1, 2, 3, 4, 5, 120, tzinfo=datetime.timezone.utc), "2021-01-02T03:04:05.000120+00:00"),
     (datetime.datetime(2021, 1, 2, 3, 4, 5, tzinfo=datetime.timezone(-datetime.timedelta(hours=3, seconds=15))),
      "2021-01-02T03:04:05-03:00"),
+    # an offset's seconds round it to the nearest minute, 30 away from zero, as orjson writes it
+    (datetime.datetime(2021, 1, 2, tzinfo=datetime.timezone(datetime.timedelta(hours=1, seconds=30))),
+     "2021-01-02T00:00:00+01:01"),
+    (datetime.datetime(2021, 1, 2, tzinfo=datetime.timezone(-datetime.timedelta(hours=3, seconds=45))),
+     "2021-01-02T00:00:00-03:01"),
     ({datetime.date(2021, 1, 2): datetime.time(3, 4, 5, 7)}, {"2021-01-02": "03:04:05.000007"}),
     (_Joint(1.5, [np.float32(0.1), (2, 3)]), {"position": 1.5, "limits": [0.1, [2, 3]]}),
 ]
@@ -218,10 +226,125 @@ def test_numbers_beyond_64_bits_decode_alike_on_both_backends(backend, text, exp
     assert got == expected and type(got) is type(expected)
 
 
-@pytest.mark.parametrize("text", [b"NaN", b"[Infinity]", b"-Infinity", b"1e400", b"[1" + b"0" * 400 + b".0]"])
+@pytest.mark.parametrize("text", [b"NaN", b"[Infinity]", b"-Infinity", b"1e400", b"[1" + b"0" * 400 + b".0]",
+                                  b"[1" + b"0" * 400 + b"]", b"-" + b"9" * 310])
 def test_json_without_a_finite_number_is_a_frame_error_on_both_backends(backend, text):
+    """An integer too large even for a float too: the python backend used to read it as inf."""
     with pytest.raises(dc.FrameError):
         backend.framing.loads_json(text)
+
+
+def json_frame(body: bytes, flags: int = 0) -> bytes:
+    """A kind-2 frame around a JSON text, as any peer may send it."""
+    head = dc.backend.get("python").framing.pack_header(2, flags, 1, 2, len(body), 0, 0)
+    return head + body + bytes(-len(body) % 64)
+
+
+@pytest.mark.parametrize("body", [b'{"x":"\\ud800"}', b'"\\udc00"', b'["\\ud800\\u0041"]', b'"\\uDFFF\\ud800"',
+                                  b'{"\\ud83d":1}', b'["a","b\\ud800"]', b'{"a":"\\udf69","a":0}'])
+@pytest.mark.parametrize("flags", [0, 1], ids=["data", "control"])
+def test_a_lone_surrogate_escape_is_a_frame_error_on_both_backends(backend, body, flags):
+    """orjson refuses an escaped surrogate that is not half of a pair; the python backend
+    used to read it into a str that neither backend can encode again."""
+    with pytest.raises(dc.FrameError, match="surrogate"):
+        backend.framing.decode(json_frame(body, flags))
+
+
+def test_escaped_surrogate_pairs_and_escaped_backslashes_read_alike(backend):
+    text = b'{"p":"\\ud83d\\ude00","P":"\\uD83D\\uDE00","b":"\\\\ud800"}'
+    assert backend.framing.decode(json_frame(text))[0] == {"p": "\U0001F600", "P": "\U0001F600", "b": "\\ud800"}
+
+
+def _nested(depth: int, kind: type = list, leaf: object = None) -> object:
+    value = leaf
+    for _ in range(depth):
+        value = [value] if kind is list else {"k": value}
+    return value
+
+
+@pytest.mark.parametrize("kind", [list, dict])
+def test_json_nested_254_deep_is_the_limit_on_both_backends(backend, kind):
+    """docs/frame-format.md: 254 levels of arrays and objects, written or read. orjson writes
+    no deeper and read up to 1024; the python backend wrote up to ~990 and read as deep as
+    its stack allowed (RecursionError past it)."""
+    deepest, deeper = _nested(254, kind, 1), _nested(255, kind, 1)
+    frame = frame_of(backend, deepest)
+    for decoder in map(dc.backend.get, AVAILABLE):
+        assert decoder.framing.decode(frame)[0] == deepest
+    with pytest.raises(dc.FrameError, match="nested deeper than 254"):
+        backend.framing.encode(deeper, 0, 0)
+    text = b'{"k":' * 255 + b"1" + b"}" * 255 if kind is dict else b"[" * 255 + b"1" + b"]" * 255  # another encoder's
+    with pytest.raises(dc.FrameError, match="nested deeper than 254"):
+        backend.framing.decode(json_frame(text))
+    with pytest.raises(dc.FrameError, match="nested deeper than 254"):
+        backend.framing.decode(json_frame(b"[" * 1000 + b"]" * 1000, flags=1))
+    # brackets inside strings are no nesting
+    flat = {"s": "[{" * 300 + "\\\"[" * 10}
+    assert backend.framing.decode(frame_of(backend, flat))[0] == flat
+
+
+def test_json_with_buffers_nested_too_deep_is_a_frame_error_on_both_backends(backend):
+    """A kind 3 meta nests the data one level deeper ({"data": ...}): the same limit holds for
+    the whole meta, on both backends."""
+    ok = _nested(253, list, np.arange(3))
+    frame = frame_of(backend, ok)
+    for decoder in map(dc.backend.get, AVAILABLE):
+        assert same(decoder.framing.decode(frame)[0], ok)
+    with pytest.raises(dc.FrameError, match="nested deeper than 254"):
+        backend.framing.encode(_nested(254, list, np.arange(3)), 0, 0)
+
+
+class _Dict(dict):
+    pass
+
+
+class _List(list):
+    pass
+
+
+@pytest.mark.parametrize("value", [_Dict(a=np.arange(3)), {"x": _List([np.arange(2.0), b"yz"])},
+                                   collections.OrderedDict(a=np.ones(2, np.uint8)), _Dict(k=(np.zeros(1),))],
+                         ids=["dict-subclass", "list-subclass", "ordereddict", "tuple-in-subclass"])
+def test_arrays_inside_dict_and_list_subclasses_travel_as_buffers_on_both_backends(backend, value):
+    """The cython backend wrote them as JSON lists (orjson's numpy option), the python one
+    refused them: both now send them as buffers, as in a plain dict or list."""
+    frame = frame_of(backend, value)
+    for decoder in map(dc.backend.get, AVAILABLE):
+        assert same(decoder.framing.decode(frame)[0], value)
+
+
+def test_arrays_inside_a_dataclass_travel_as_buffers_on_both_backends(backend):
+    """A dataclass is written as the dict of its fields; the arrays in it went as JSON lists
+    on the cython backend and were refused on the python one."""
+    value = [_Joint(1.5, [np.arange(3, dtype=np.int16), b"q"]), {"j": _Joint(np.ones((2, 2)), [])}]
+    frame = frame_of(backend, value)
+    want = [{"position": 1.5, "limits": [np.arange(3, dtype=np.int16), b"q"]}, {"j": {"position": np.ones((2, 2)),
+                                                                                     "limits": []}}]
+    for decoder in map(dc.backend.get, AVAILABLE):
+        assert same(decoder.framing.decode(frame)[0], want)
+
+
+@pytest.mark.parametrize("value", [{0: np.zeros(2)}, {"a": [{1.5: b"x"}]}, {None: {"b": np.ones(1)}}])
+def test_a_buffer_under_a_key_that_is_not_a_string_is_a_frame_error(backend, value):
+    """docs/frame-format.md: dict keys holding buffers must be strings. Both backends used to
+    write a frame whose buffer path no decoder could follow."""
+    with pytest.raises(dc.FrameError, match="must be a string"):
+        backend.framing.encode(value, 0, 0)
+
+
+@pytest.mark.parametrize("kind", [list, dict, tuple])
+def test_very_deep_values_are_frame_errors_not_crashes(backend, kind):
+    """The compiled backend looked for buffers by C recursion, without a limit: a list nested
+    100,000 deep crashed the process. The python backend raised RecursionError."""
+    value: object = None
+    for _ in range(100_000):
+        value = {"k": value} if kind is dict else kind([value])
+    with pytest.raises(dc.FrameError, match="nested deeper than 254"):
+        backend.framing.encode(value, 0, 0)
+    with pytest.raises(dc.FrameError, match="nested deeper than 254"):
+        backend.framing.encode([np.zeros(1), value], 0, 0)
+    with pytest.raises(dc.FrameError, match="nested deeper than 254"):
+        backend.framing.encode_bytes(value, 0, 0)
 
 
 def _patch(frame: bytes, offset: int, fmt: str, value: int) -> bytes:

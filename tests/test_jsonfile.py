@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -53,6 +54,24 @@ def test_roundtrip_document_is_plain_json(tmp_path: Path, backend) -> None:
     doc = json.loads(path.read_text())
     assert doc == {"seq": 0, "timestamp_ns": msg.timestamp_ns, "data": msg.data}
     assert [p.name for p in tmp_path.iterdir()] == ["s.json"]  # no temp file left
+
+
+class _Dict(dict):
+    pass
+
+
+@dataclasses.dataclass
+class _Pose:
+    xyz: object
+
+
+def test_arrays_inside_a_dict_subclass_or_a_dataclass_are_written_as_lists_on_both_backends(tmp_path: Path, backend) -> None:
+    """The cython backend wrote them as lists (orjson's numpy option), the python one refused them."""
+    path = tmp_path / "s.json"
+    with dc.Publisher(url_of(path), backend=backend) as pub:
+        pub.send(_Dict(arr=np.arange(3, dtype=np.int16), inner=[_Dict(b=np.ones(2))], pose=_Pose(np.zeros(1))))
+    assert json.loads(path.read_text())["data"] == {"arr": [0, 1, 2], "inner": [{"b": [1.0, 1.0]}],
+                                                    "pose": {"xyz": [0.0]}}
 
 
 def test_bytes_refused(tmp_path: Path, backend) -> None:

@@ -153,6 +153,13 @@ def view_array(buf: Any, offset: int, nbytes: int, dt: np.dtype, shape: tuple[in
 # one rule.
 
 _INT_MIN, _INT_MAX = -(1 << 63), (1 << 64) - 1   # orjson's range, an int64 or a uint64
+# The deepest nesting of arrays and objects a JSON document may have, written or read, on both
+# backends: orjson writes no deeper (docs/frame-format.md).
+JSON_MAX_DEPTH = 254
+
+
+def too_deep() -> FrameError:
+    return FrameError(f"JSON nested deeper than {JSON_MAX_DEPTH} arrays and objects")
 
 
 def json_value(o: Any) -> Any:
@@ -194,15 +201,18 @@ def json_value(o: Any) -> Any:
 
 def _iso(o: datetime.date | datetime.time) -> str:
     """An RFC 3339 text of o as orjson writes it: its isoformat, but a UTC offset to the
-    minute (seconds of it are cut off), and no time of day with a zone."""
+    nearest minute (its seconds from 30 up round it away from zero, its microseconds are
+    left out), and no time of day with a zone."""
     if isinstance(o, datetime.time) and o.tzinfo is not None:
         raise TypeError("a datetime.time with a tzinfo has no JSON form")
     off = o.utcoffset() if isinstance(o, datetime.datetime) else None
     if off is None or not (off.seconds % 60 or off.microseconds):
         return o.isoformat()
-    total = int(off.total_seconds())
-    sign, total = ("+" if total >= 0 else "-"), abs(total)
-    return f"{o.replace(tzinfo=None).isoformat()}{sign}{total // 3600:02d}:{total % 3600 // 60:02d}"
+    sign, secs = ("-", 86400 - off.seconds) if off.days < 0 and off.seconds else ("+", off.seconds)
+    hours, minutes = secs // 3600, secs // 60 % 60
+    if secs % 60 >= 30:
+        minutes += 1   # as orjson does, even to "+23:60"
+    return f"{o.replace(tzinfo=None).isoformat()}{sign}{hours:02d}:{minutes:02d}"
 
 
 def _json_int(o: int) -> int:
@@ -258,14 +268,26 @@ def plain_json(o: Any) -> Any:
     return plain_json(v)
 
 
-def has_buffers(obj: Any) -> bool:
-    """True when a JSON-like value holds an array or a bytes-like object anywhere inside."""
+def has_buffers(obj: Any, depth: int = 0) -> bool:
+    """True when a JSON-like value holds an array or a bytes-like object anywhere inside;
+    FrameError for lists and dicts nested deeper than any JSON document may be."""
     t = type(obj)
-    if t is dict:
-        return any(has_buffers(v) for v in obj.values())
-    if t is list or t is tuple:
-        return any(has_buffers(v) for v in obj)
-    return isinstance(obj, (np.ndarray, bytes, bytearray, memoryview))
+    if t is float or t is int or t is str or t is bool or obj is None:
+        return False
+    if isinstance(obj, (dict, list, tuple)):   # subclasses too: JSON writes them as their base
+        if depth >= JSON_MAX_DEPTH:
+            raise too_deep()
+        return any(has_buffers(v, depth + 1) for v in (obj.values() if isinstance(obj, dict) else obj))
+    if isinstance(obj, (np.ndarray, bytes, bytearray, memoryview)):
+        return True
+    if is_dataclass_type(t):   # written as the dict of its fields: so are its buffers
+        return has_buffers(json_value(obj), depth)
+    return False
+
+
+def is_dataclass_type(t: type) -> bool:
+    """Whether instances of t are dataclass instances (t itself not a metaclass)."""
+    return hasattr(t, "__dataclass_fields__") and not issubclass(t, type)
 
 
 def extract_buffers(obj: Any) -> tuple[Any, list[list[Any]], list[Any]]:
@@ -275,10 +297,17 @@ def extract_buffers(obj: Any) -> tuple[Any, list[list[Any]], list[Any]]:
     bufs: list[Any] = []
 
     def walk(o: Any, path: list[Any]) -> Any:
-        t = type(o)
-        if t is dict:
-            return {k: walk(v, path + [k]) for k, v in o.items()}
-        if t is list or t is tuple:
+        if isinstance(o, (dict, list, tuple)) and len(path) >= JSON_MAX_DEPTH:
+            raise too_deep()
+        if isinstance(o, dict):
+            out = {}
+            for k, v in o.items():
+                held = len(table)
+                out[k] = walk(v, path + [k])
+                if len(table) > held and not isinstance(k, str):  # JSON would make it a string: no path
+                    raise FrameError(f"a dict key holding an array or bytes must be a string, not {type(k).__name__}")
+            return out
+        if isinstance(o, (list, tuple)):
             return [walk(v, path + [i]) for i, v in enumerate(o)]
         if isinstance(o, np.ndarray):
             a = contiguous(o)
@@ -292,6 +321,8 @@ def extract_buffers(obj: Any) -> tuple[Any, list[list[Any]], list[Any]]:
             table.append([path, None, None, m.nbytes])
             bufs.append(m)
             return None
+        if is_dataclass_type(type(o)):
+            return walk(json_value(o), path)
         return o
 
     skeleton = walk(obj, [])

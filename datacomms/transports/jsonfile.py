@@ -32,7 +32,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from .. import _aio, pubsub
-from ..backend._meta import has_buffers
+from ..backend._meta import has_buffers, is_dataclass_type, json_value
 from ..errors import Closed, FrameError
 from ..message import Message
 from . import _files
@@ -45,10 +45,9 @@ _OPEN_WRITE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0
 def _jsonable(obj: Any) -> Any:
     """Arrays to nested lists; bytes refused (JSON has no bytes). Only called when
     the value holds a buffer, so plain dicts of numbers go to the encoder untouched."""
-    t = type(obj)
-    if t is dict:
+    if isinstance(obj, dict):   # subclasses too, as has_buffers looks into them
         return {k: _jsonable(v) for k, v in obj.items()}
-    if t is list or t is tuple:
+    if isinstance(obj, (list, tuple)):
         return [_jsonable(v) for v in obj]
     if isinstance(obj, np.ndarray):
         if obj.dtype.hasobject or obj.dtype.fields is not None:
@@ -57,6 +56,8 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, (bytes, bytearray, memoryview)):
         raise FrameError("json:// writes plain JSON, which has no bytes; send text or numbers, "
                          "or use hdf5:// / shm:// for binary payloads")
+    if is_dataclass_type(type(obj)):
+        return _jsonable(json_value(obj))
     return obj
 
 

@@ -7,6 +7,6 @@ cdef int read_header(const uint8_t *p, Py_ssize_t have, uint64_t max_frame, dc_h
 cpdef bytes dumps_json(object obj)
 cpdef object loads_json(object b)
 cpdef tuple encode(object data, uint64_t seq, int64_t timestamp_ns, int flags=*)
-cdef bint has_buffers(object o) except -1
+cdef bint has_buffers(object o, int depth=*) except -1
 cdef void write_small(uint8_t *o, int kind, int flags, uint64_t seq, int64_t ts, const char *body,
                       Py_ssize_t body_len, uint32_t meta_len, uint32_t nbufs, uint64_t payload_len) noexcept nogil

@@ -9,7 +9,7 @@ length checks in dc_header_unpack.
 """
 
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
-from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
 from libc.string cimport memcpy, memset
 
@@ -38,13 +38,18 @@ MAX_FRAME_SIZE_LIMIT = 1 << 62
 # part is cheaper to hand around than three for small messages.
 cdef enum:
     INLINE_RAW_MAX = 4096
+    MAX_DEPTH = 254   # _meta.JSON_MAX_DEPTH: orjson writes no deeper, and reads up to 1024
 
 cdef object _dumps = orjson.dumps
 cdef object _loads = orjson.loads
 cdef object _array_spec = _meta.array_spec
-cdef int _OPTS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+# not OPT_NON_STR_KEYS: orjson writes float keys its own way (1e-9, 0.000038536333326653204),
+# where the format says Python's repr (1e-09, 3.8536333326653204e-05): plain_json writes them
+cdef int _OPTS = orjson.OPT_SERIALIZE_NUMPY
 cdef object _json_value = _meta.json_value   # numpy scalars: the same values as the python backend
 cdef object _plain_json = _meta.plain_json
+cdef object _too_deep = _meta.too_deep
+cdef object is_dataclass_type = _meta.is_dataclass_type
 cdef bytes _ZEROS = bytes(64)
 cdef object _ndarray = np.ndarray
 cdef object _frombuffer = np.frombuffer
@@ -148,10 +153,10 @@ cdef int _header_at(const char *base, Py_ssize_t length, Py_ssize_t offset, uint
 
 cpdef bytes dumps_json(object obj):
     # Plain orjson first: the options cost about 40% more on a small dict, and
-    # only numpy scalars, float subclasses or non-string keys need them. numpy
+    # only numpy scalars or float subclasses need them. numpy
     # scalars are orjson's own (OPT_SERIALIZE_NUMPY: five times faster than a
     # default called for each; _meta.json_value writes them the same way). What
-    # orjson refuses even so (an integer beyond 64 bits, a numpy scalar as a key)
+    # orjson refuses even so (an integer beyond 64 bits, a key that is not a string)
     # goes through _meta.plain_json, the rule the python backend follows too.
     try:
         return _dumps(obj)
@@ -166,31 +171,94 @@ cpdef bytes dumps_json(object obj):
     except FrameError:
         raise
     except (TypeError, ValueError, RecursionError) as exc:
+        if str(exc) == "Recursion limit reached":   # orjson's words for deeper than MAX_DEPTH
+            exc = _too_deep()
         raise FrameError(f"cannot encode {type(obj).__name__} as JSON: {exc}") from None
 
 
+cdef int check_depth(const unsigned char *p, Py_ssize_t n) except -1:
+    """FrameError when the JSON text at p nests arrays and objects deeper than MAX_DEPTH
+    (exact for valid JSON; a count of brackets first, the scan only past it)."""
+    cdef Py_ssize_t i, opens = 0
+    cdef int depth = 0
+    cdef bint in_string = False
+    cdef unsigned char c
+    for i in range(n):
+        opens += p[i] == b'[' or p[i] == b'{'
+    if opens <= MAX_DEPTH:
+        return 0
+    i = 0
+    while i < n:
+        c = p[i]
+        if in_string:
+            if c == b'\\':
+                i += 1
+            elif c == b'"':
+                in_string = False
+        elif c == b'"':
+            in_string = True
+        elif c == b'[' or c == b'{':
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise _too_deep()
+        elif c == b']' or c == b'}':
+            depth -= 1
+        i += 1
+    return 0
+
+
 cpdef object loads_json(object b):
+    # shorter than MAX_DEPTH, a text cannot be too deep: a level takes a byte
+    if type(b) is not bytes or PyBytes_GET_SIZE(b) > MAX_DEPTH:
+        if type(b) is not bytes:
+            b = bytes(b)
+        if PyBytes_GET_SIZE(b) > MAX_DEPTH:
+            try:
+                check_depth(<const unsigned char *>PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b))
+            except FrameError as exc:
+                raise FrameError(f"bad JSON in frame: {exc}") from None
     try:
         return _loads(b)
     except (ValueError, RecursionError) as exc:
         raise FrameError(f"bad JSON in frame: {exc}") from None
 
 
-cdef bint has_buffers(object o) except -1:
+cdef bint has_buffers(object o, int depth=0) except -1:
+    # FrameError past the depth no JSON document may have: C recursion stays bounded
     cdef type t = type(o)
     if t is float or t is int or t is str or t is bool or o is None:
         return False
-    if t is dict:
+    if t is dict or (t is not list and t is not tuple and isinstance(o, dict)):   # an OrderedDict too
+        if depth >= MAX_DEPTH:
+            raise _too_deep()
         for v in (<dict>o).values():
-            if has_buffers(v):
+            if has_buffers(v, depth + 1):
                 return True
         return False
-    if t is list or t is tuple:
+    if t is list or t is tuple or isinstance(o, (list, tuple)):
+        if depth >= MAX_DEPTH:
+            raise _too_deep()
         for v in o:
-            if has_buffers(v):
+            if has_buffers(v, depth + 1):
                 return True
         return False
-    return isinstance(o, (_ndarray, bytes, bytearray, memoryview))
+    if isinstance(o, (_ndarray, bytes, bytearray, memoryview)):
+        return True
+    if _dataclass(t):   # orjson would write its arrays as lists: they go as buffers instead
+        return has_buffers(_json_value(o), depth)
+    return False
+
+
+cdef dict _DATACLASS = {}   # type -> whether it is a dataclass: a lookup costs a tenth of the check
+
+
+cdef bint _dataclass(type t) except -1:
+    cdef object known = _DATACLASS.get(t)
+    if known is None:
+        known = bool(is_dataclass_type(t))
+        if len(_DATACLASS) < 256:
+            _DATACLASS[t] = known
+    return known is True
 
 
 cdef object _byte_view(object obj):

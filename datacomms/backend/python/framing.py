@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import struct
 from typing import Any
 
@@ -102,29 +103,54 @@ def dumps_json(obj: Any) -> bytes:
     # json writes plain JSON types and their subclasses itself, numpy scalars and the like
     # through _meta.json_value, and more than 64-bit integers, which a look at the text finds;
     # what it refuses even so (NaN, keys that are not plain) goes through plain_json, as on the
-    # cython backend.
+    # cython backend. Deeper than orjson writes is refused, as there.
     try:
         try:
             out = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False,
                              default=_meta.json_value).encode("utf-8")
             if _long_number(out, False):
                 _meta.plain_json(obj)  # raises for an integer beyond 64 bits
-            return out
         except FrameError:
             raise
         except (TypeError, ValueError):
-            return json.dumps(_meta.plain_json(obj), separators=(",", ":"), ensure_ascii=False,
-                              allow_nan=False).encode("utf-8")
+            out = json.dumps(_meta.plain_json(obj), separators=(",", ":"), ensure_ascii=False,
+                             allow_nan=False).encode("utf-8")
     except FrameError:
         raise
     except (TypeError, ValueError, OverflowError, RecursionError) as exc:
         raise FrameError(f"cannot encode {type(obj).__name__} as JSON: {exc}") from None
+    if len(out) > _MAX_DEPTH and _too_deep(out):
+        raise FrameError(f"cannot encode {type(obj).__name__} as JSON: {_meta.too_deep()}")
+    return out
+
+
+# A JSON string, to be cut out of a text before its brackets are counted.
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(i for i in range(256) if i not in b"[]{}")
+_MAX_DEPTH = _meta.JSON_MAX_DEPTH
+
+
+def _too_deep(text: bytes) -> bool:
+    """Whether a JSON text nests arrays and objects deeper than _meta.JSON_MAX_DEPTH
+    (exact for valid JSON; cheap unless it has that many brackets at all). The levels are
+    summed a megabyte at a time: a peer's meta may be as large as a frame."""
+    if text.count(b"[") + text.count(b"{") <= _MAX_DEPTH:
+        return False
+    brackets = _STRING.sub(b"", text).translate(None, _NOT_BRACKETS)
+    depth = 0
+    for start in range(0, len(brackets), 1 << 20):
+        steps = np.frombuffer(brackets, np.uint8, min(1 << 20, len(brackets) - start), start)
+        levels = np.cumsum(np.where((steps == 91) | (steps == 123), 1, -1), dtype=np.int64) + depth
+        if int(levels.max()) > _MAX_DEPTH:
+            return True
+        depth = int(levels[-1])
+    return False
 
 
 def _int_or_float(s: str) -> Any:
     # as orjson reads: an integer beyond the 64-bit range becomes a float
     v = int(s)
-    return v if -(1 << 63) <= v < (1 << 64) else float(s)
+    return v if -(1 << 63) <= v < (1 << 64) else _finite_float(s)
 
 
 def _finite_float(s: str) -> float:
@@ -143,14 +169,40 @@ _DECODER = json.JSONDecoder(parse_constant=_no_constant)
 _EXACT = json.JSONDecoder(parse_constant=_no_constant, parse_int=_int_or_float, parse_float=_finite_float)
 
 
+# An escape in a JSON text (backslashes appear nowhere else).
+_ESCAPE = re.compile(rb"\\(?:u([0-9a-fA-F]{4})|.)", re.DOTALL)
+
+
+def _lone_surrogate(text: bytes) -> bool:
+    """Whether a valid JSON text escapes a surrogate that is not a high one right before
+    a low one: orjson refuses it, json would read it into a str no encoder can write."""
+    high_end = -1   # where a high surrogate's escape ended, while its low half is awaited
+    for m in _ESCAPE.finditer(text):
+        code = int(m.group(1), 16) if m.group(1) else -1
+        if high_end >= 0:
+            if m.start() != high_end or not 0xDC00 <= code <= 0xDFFF:
+                return True
+            high_end = -1
+        elif 0xD800 <= code <= 0xDBFF:
+            high_end = m.end()
+        elif 0xDC00 <= code <= 0xDFFF:
+            return True
+    return high_end >= 0
+
+
 def loads_json(b: Any) -> Any:
     try:
         # decode explicitly: json.loads(bytes) would guess UTF-16/32 from NUL bytes, where orjson refuses
         raw = bytes(b)
         s = raw.decode("utf-8")
-        return (_EXACT if _long_number(raw, True) else _DECODER).decode(s)
-    except (ValueError, RecursionError) as exc:
+        if len(raw) > _MAX_DEPTH and _too_deep(raw):
+            raise _meta.too_deep()
+        value = (_EXACT if _long_number(raw, True) else _DECODER).decode(s)
+    except (ValueError, RecursionError) as exc:   # FrameError is a ValueError
         raise FrameError(f"bad JSON in frame: {exc}") from None
+    if (b"\\ud" in raw or b"\\uD" in raw) and _lone_surrogate(raw):   # a surrogate's escape starts so
+        raise FrameError("bad JSON in frame: a string holds a lone surrogate escape (\\ud800-\\udfff)")
+    return value
 
 
 def _bytes_view(obj: Any) -> memoryview:
