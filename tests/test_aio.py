@@ -577,6 +577,34 @@ def test_closing_a_subscriber_whose_wait_was_left_in_a_closed_loop_releases_its_
     del task
 
 
+def test_shm_close_while_the_waiter_switches_to_the_wake_socket(backend, shm_name, monkeypatch) -> None:
+    """A close() from another thread that lands while _aio_waiter() replaces the directory
+    waiter with the wake socket (the publisher just appeared): the new socket is closed at
+    once and the wait gets dc.Closed, instead of the socket staying open until the
+    subscriber is collected."""
+    from datacomms import _aio
+    url = f"shm://{shm_name}"
+    sub = dc.Subscriber(url, backend=backend)
+    sub._aio_waiter()   # the directory waiter: no publisher yet
+    made: list[Any] = []
+
+    class CloseLandsHere(_aio.WakeSocket):
+        def __init__(self, *args: Any) -> None:
+            super().__init__(*args)
+            made.append(self)
+            t = threading.Thread(target=sub.close)
+            t.start()
+            t.join(10)
+
+    with dc.Publisher(url, backend=backend):
+        with pytest.raises(dc.Timeout):
+            sub.recv(timeout=0)   # attaches
+        monkeypatch.setattr(_aio, "WakeSocket", CloseLandsHere)
+        with pytest.raises(dc.Closed):
+            sub._aio_waiter()
+    assert len(made) == 1 and made[0].sock.fileno() == -1
+
+
 def test_a_child_forked_during_a_wait_leaves_the_parents_wait_alone(backend) -> None:
     """A child forked (os.fork in a coroutine) while the parent's arecv sleeps ends its copy of
     that wait when it leaves asyncio.run; the parent's wait must still be woken by its

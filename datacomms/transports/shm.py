@@ -563,9 +563,17 @@ class ShmSubscriber(Subscriber):
                 w = self._aio_w = _aio.DirWaiter(SHM_DIR, _ATTACH_POLL_S)
             return w
         if not isinstance(w, _aio.WakeSocket):
-            if w is not None:
-                w.close()
-            w = self._aio_w = _aio.WakeSocket(self._reader.async_prepare)
+            new = _aio.WakeSocket(self._reader.async_prepare)
+            with self._lock:   # a close() from another thread meanwhile must not miss the new socket
+                closed, old = self._closed, self._aio_w
+                if not closed:
+                    self._aio_w = new
+            if closed:
+                new.close()
+                raise Closed(self._why_closed)
+            if old is not None and old is not new:
+                old.close()   # the directory waiter (no sleep uses it: one waiting coroutine at a time)
+            w = new
         return w
 
     def close(self) -> None:
