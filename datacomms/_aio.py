@@ -33,7 +33,9 @@ from .message import Message
 
 
 # Guards a waiter's hand-over between the loop that sleeps on it and a close() from any thread.
-_guard = threading.Lock()
+# Reentrant: an abandoned sleep's finally (see _sleep) runs when its coroutine is collected, which
+# may happen in a thread that holds the guard.
+_guard = threading.RLock()
 
 
 class Waiter:
@@ -353,10 +355,14 @@ async def _sleep(waiter: Waiter, seconds: float | None) -> None:
         # nothing (its owner's close() then closes the waiter itself: see shutdown). In a child
         # forked meanwhile, the loop's epoll instance and the waiter's descriptors are still
         # the parent's: unregistering or draining them here would take the parent's wake-ups.
-        if not loop.is_closed() and os.getpid() == pid:
+        if os.getpid() != pid:
+            pass
+        elif not loop.is_closed():
             for fd in added:
                 loop.remove_reader(fd)
             _settle(waiter)
+        else:
+            _abandon(waiter, wake_threadsafe)
 
 
 def _settle(waiter: Waiter) -> None:
@@ -368,6 +374,19 @@ def _settle(waiter: Waiter) -> None:
             # under the guard: a shutdown() from now on closes the descriptors itself, and
             # must not close them while they are read (or let a new file take their number)
             waiter.drain()
+    if doomed:
+        waiter.close()
+
+
+def _abandon(waiter: Waiter, wake: Callable[[], bool]) -> None:
+    """After a sleep whose loop was closed under it: when no other sleeper took the waiter
+    since, a later shutdown() closes it itself; one that came already (its wake-up scheduled
+    just before the loop closed, so it left the closing to this sleeper) is finished here."""
+    with _guard:
+        if waiter._wake is not wake:
+            return
+        waiter._wake = None
+        doomed = waiter._doomed
     if doomed:
         waiter.close()
 

@@ -577,6 +577,42 @@ def test_closing_a_subscriber_whose_wait_was_left_in_a_closed_loop_releases_its_
     del task
 
 
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+@pytest.mark.parametrize("transport", ["shm", "json"])
+def test_a_close_whose_wake_up_a_closing_loop_never_ran_releases_the_fds(transport, loop, backend, tmp_path,
+                                                                         shm_name) -> None:
+    """close() schedules the wake-up in the loop that sleeps, and that loop is closed before it
+    runs it: the wait's finally, when its coroutine is collected, closes the waiter (the
+    directory waiter: a bare inotify descriptor). The collection here happens while the thread
+    holds the waiters' guard, as it may when it comes at any allocation: no deadlock."""
+    from datacomms import _aio
+    if loop == "uvloop" and uvloop is None:
+        pytest.skip("uvloop is not installed (pip install '.[test]')")
+    new_loop = uvloop.new_event_loop if loop == "uvloop" else asyncio.new_event_loop
+    new_loop().close()   # libuv's first loop keeps a few descriptors for good
+    fds_before = _open_fds()
+    # shm: a subscriber before its publisher sleeps on the directory waiter too
+    url = f"json://{tmp_path / 'late.json'}" if transport == "json" else f"shm://{shm_name}"
+    sub = dc.Subscriber(url, backend=backend)
+    ending = new_loop()
+    task = ending.create_task(sub.arecv())
+    ending.run_until_complete(asyncio.sleep(0.02))
+    assert not task.done()
+    sub.close()      # the wake-up is scheduled in the still-open loop ...
+    ending.close()   # ... which is closed before it runs it
+    del task, ending
+
+    def collect_holding_the_guard() -> None:
+        with _aio._guard:
+            gc.collect()
+
+    t = threading.Thread(target=collect_holding_the_guard, daemon=True)
+    t.start()
+    t.join(10)
+    assert not t.is_alive(), "collecting the abandoned wait deadlocked on the guard"
+    assert _open_fds() <= fds_before
+
+
 def test_shm_close_while_the_waiter_switches_to_the_wake_socket(backend, shm_name, monkeypatch) -> None:
     """A close() from another thread that lands while _aio_waiter() replaces the directory
     waiter with the wake socket (the publisher just appeared): the new socket is closed at
