@@ -478,15 +478,29 @@ async def send(pub: Any, data: Any, timeout: float | None) -> int:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, functools.partial(pub.send, data, timeout))
     deadline = _deadline(timeout)
-    # one sleeper per descriptor: concurrent asends on one publisher take turns
-    lock = pub.__dict__.get("_aio_send_lock")
-    if lock is None or lock[0] is not asyncio.get_running_loop():
-        lock = pub.__dict__["_aio_send_lock"] = (asyncio.get_running_loop(), asyncio.Lock())
-    async with lock[1]:
-        while True:
-            waiter.arm()
-            seq = pub._send_nowait(data)   # the re-check after announcing the sleep
-            if seq is not None:
-                return seq
-            await _nap(waiter, deadline, f"asend timed out waiting for a slow subscriber of {pub.url} "
-                                         "(on_full='block')")
+    # one sleeper per descriptor: concurrent asends of one loop take turns; while they do, an
+    # asend from another loop (another thread) waits on a worker thread of its own loop instead,
+    # in the blocking send (two loops sleeping on one waiter would clear each other's wake-up hook)
+    loop = asyncio.get_running_loop()
+    with _guard:
+        turns = pub.__dict__.get("_aio_send_turns")   # [loop, its asyncio.Lock, asends of it in progress]
+        if turns is None or turns[2] == 0 or turns[0].is_closed():
+            turns = pub.__dict__["_aio_send_turns"] = [loop, asyncio.Lock(), 0]
+        mine = turns[0] is loop
+        if mine:
+            turns[2] += 1
+    if not mine:
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        return await loop.run_in_executor(None, functools.partial(pub.send, data, left))
+    try:
+        async with turns[1]:
+            while True:
+                waiter.arm()
+                seq = pub._send_nowait(data)   # the re-check after announcing the sleep
+                if seq is not None:
+                    return seq
+                await _nap(waiter, deadline, f"asend timed out waiting for a slow subscriber of {pub.url} "
+                                             "(on_full='block')")
+    finally:
+        with _guard:
+            turns[2] -= 1

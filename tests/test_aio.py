@@ -800,6 +800,73 @@ def test_cancelled_block_mode_asend_sends_nothing(backend, shm_name, transport) 
     assert nxt == sent
 
 
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+@pytest.mark.parametrize("transport", ["shm", "tcp"])
+def test_asends_from_two_loops_never_sleep_on_one_waiter(backend, shm_name, transport, loop, monkeypatch) -> None:
+    """Two event loops in two threads asend on one full block-mode publisher: while one sleeps
+    on the publisher's waiter, the other does not sleep on it too (each would clear the other's
+    wake-up hook: a lost wake-up); it waits in a blocking send on a worker thread. Both sends
+    arrive once room comes."""
+    from datacomms import _aio
+    if loop == "uvloop" and uvloop is None:
+        pytest.skip("uvloop is not installed (pip install '.[test]')")
+    sleeping: list[Any] = []
+    most = [0]
+    real_sleep = _aio._sleep
+
+    async def counted_sleep(waiter: Any, seconds: Any) -> None:
+        sleeping.append(waiter)
+        most[0] = max(most[0], sleeping.count(waiter))
+        try:
+            await real_sleep(waiter, seconds)
+        finally:
+            sleeping.remove(waiter)
+
+    monkeypatch.setattr(_aio, "_sleep", counted_sleep)
+    pair = _BlockPair(transport, backend, shm_name)
+    blocking: list[Any] = []
+    real_send = pair.pub.send
+
+    def send(data: Any, timeout: Any = None) -> int:
+        if timeout != 0:
+            blocking.append(data)
+        return real_send(data, timeout)
+
+    pair.pub.send = send
+    done: list[Any] = []
+
+    def asend_in_own_loop(data: bytes) -> None:
+        try:
+            done.append(run(pair.pub.asend(data, timeout=30), loop))
+        except BaseException as e:
+            done.append(e)
+
+    def until(what: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + 10
+        while not what():
+            assert time.monotonic() < deadline and len(done) < 2, done
+            time.sleep(0.002)
+
+    threads = []
+    try:
+        sent = pair.fill()
+        for data in (b"first", b"second"):
+            threads.append(threading.Thread(target=asend_in_own_loop, args=(data,)))
+            threads[-1].start()
+            if data == b"first":
+                until(lambda: len(sleeping) == 1)
+            else:
+                until(lambda: most[0] > 1 or blocking)
+        got = [bytes((pair.sub.recv(timeout=30)).data) for _ in range(sent + 2)]
+    finally:
+        for t in threads:
+            t.join(30)
+        pair.close()
+    assert most[0] == 1
+    assert blocking == [b"second"]
+    assert sorted(got[sent:]) == [b"first", b"second"] and sorted(done) == [sent, sent + 1]
+
+
 @pytest.mark.parametrize("transport", ["shm", "tcp"])
 def test_closing_the_publisher_ends_a_waiting_asend(backend, shm_name, transport) -> None:
     """An asend waiting for room raises dc.Closed when another task closes its publisher."""
