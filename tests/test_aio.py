@@ -382,6 +382,30 @@ def test_a_nan_timeout_is_refused(backend, shm_name) -> None:
     run(main())
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_nan_timeout_is_refused_by_recv_latest_and_send(transport, backend, tmp_path, shm_name) -> None:
+    """The synchronous calls refuse NaN alike on every transport, with a message there or
+    not (it was a ValueError on shm, a dc.Timeout on tcp and udp, a wait for ever on json)."""
+    if transport.startswith("zenoh"):
+        pytest.importorskip("zenoh")
+    nan = float("nan")
+    pub, sub = _idle_pair(transport, backend, tmp_path, shm_name)
+    if pub is None:   # hdf5: a publisher of another file
+        pub = dc.Publisher(f"hdf5://{tmp_path / 'written.h5'}", backend=backend)
+    try:
+        for call in (sub.recv, sub.latest, lambda timeout: pub.send(b"x", timeout)):
+            with pytest.raises(ValueError, match="nan"):
+                call(timeout=nan)
+        if transport == "shm":   # a message there, and a subscriber attached to it
+            pub.send(b"y")
+            for call in (sub.recv, sub.latest):
+                with pytest.raises(ValueError, match="nan"):
+                    call(timeout=nan)
+    finally:
+        sub.close()
+        pub.close()
+
+
 # ------------------------------------------------------------------ async for, closing, late publisher
 
 
