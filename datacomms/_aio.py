@@ -33,7 +33,9 @@ from .message import Message
 
 
 # Guards a waiter's hand-over between the loop that sleeps on it and a close() from any thread.
-_guard = threading.Lock()
+# Reentrant: an abandoned sleep's finally (see _sleep) runs when its coroutine is collected, which
+# may happen in a thread that holds the guard.
+_guard = threading.RLock()
 
 
 class Waiter:
@@ -353,10 +355,14 @@ async def _sleep(waiter: Waiter, seconds: float | None) -> None:
         # nothing (its owner's close() then closes the waiter itself: see shutdown). In a child
         # forked meanwhile, the loop's epoll instance and the waiter's descriptors are still
         # the parent's: unregistering or draining them here would take the parent's wake-ups.
-        if not loop.is_closed() and os.getpid() == pid:
+        if os.getpid() != pid:
+            pass
+        elif not loop.is_closed():
             for fd in added:
                 loop.remove_reader(fd)
             _settle(waiter)
+        else:
+            _abandon(waiter, wake_threadsafe)
 
 
 def _settle(waiter: Waiter) -> None:
@@ -368,6 +374,19 @@ def _settle(waiter: Waiter) -> None:
             # under the guard: a shutdown() from now on closes the descriptors itself, and
             # must not close them while they are read (or let a new file take their number)
             waiter.drain()
+    if doomed:
+        waiter.close()
+
+
+def _abandon(waiter: Waiter, wake: Callable[[], bool]) -> None:
+    """After a sleep whose loop was closed under it: when no other sleeper took the waiter
+    since, a later shutdown() closes it itself; one that came already (its wake-up scheduled
+    just before the loop closed, so it left the closing to this sleeper) is finished here."""
+    with _guard:
+        if waiter._wake is not wake:
+            return
+        waiter._wake = None
+        doomed = waiter._doomed
     if doomed:
         waiter.close()
 
@@ -459,15 +478,29 @@ async def send(pub: Any, data: Any, timeout: float | None) -> int:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, functools.partial(pub.send, data, timeout))
     deadline = _deadline(timeout)
-    # one sleeper per descriptor: concurrent asends on one publisher take turns
-    lock = pub.__dict__.get("_aio_send_lock")
-    if lock is None or lock[0] is not asyncio.get_running_loop():
-        lock = pub.__dict__["_aio_send_lock"] = (asyncio.get_running_loop(), asyncio.Lock())
-    async with lock[1]:
-        while True:
-            waiter.arm()
-            seq = pub._send_nowait(data)   # the re-check after announcing the sleep
-            if seq is not None:
-                return seq
-            await _nap(waiter, deadline, f"asend timed out waiting for a slow subscriber of {pub.url} "
-                                         "(on_full='block')")
+    # one sleeper per descriptor: concurrent asends of one loop take turns; while they do, an
+    # asend from another loop (another thread) waits on a worker thread of its own loop instead,
+    # in the blocking send (two loops sleeping on one waiter would clear each other's wake-up hook)
+    loop = asyncio.get_running_loop()
+    with _guard:
+        turns = pub.__dict__.get("_aio_send_turns")   # [loop, its asyncio.Lock, asends of it in progress]
+        if turns is None or turns[2] == 0 or turns[0].is_closed():
+            turns = pub.__dict__["_aio_send_turns"] = [loop, asyncio.Lock(), 0]
+        mine = turns[0] is loop
+        if mine:
+            turns[2] += 1
+    if not mine:
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        return await loop.run_in_executor(None, functools.partial(pub.send, data, left))
+    try:
+        async with turns[1]:
+            while True:
+                waiter.arm()
+                seq = pub._send_nowait(data)   # the re-check after announcing the sleep
+                if seq is not None:
+                    return seq
+                await _nap(waiter, deadline, f"asend timed out waiting for a slow subscriber of {pub.url} "
+                                             "(on_full='block')")
+    finally:
+        with _guard:
+            turns[2] -= 1

@@ -17,3 +17,8 @@ class Closed(DataCommsError):
 
 class FrameError(DataCommsError, ValueError):
     """Malformed, oversized or unencodable data."""
+
+
+# Every recv, latest and send with a timeout refuses NaN before anything else, alike on every
+# transport (a deadline at NaN never comes, or comes at once, or becomes undefined in C).
+NAN_TIMEOUT = "timeout must be a number of seconds or None, not nan"

@@ -382,6 +382,30 @@ def test_a_nan_timeout_is_refused(backend, shm_name) -> None:
     run(main())
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_nan_timeout_is_refused_by_recv_latest_and_send(transport, backend, tmp_path, shm_name) -> None:
+    """The synchronous calls refuse NaN alike on every transport, with a message there or
+    not (it was a ValueError on shm, a dc.Timeout on tcp and udp, a wait for ever on json)."""
+    if transport.startswith("zenoh"):
+        pytest.importorskip("zenoh")
+    nan = float("nan")
+    pub, sub = _idle_pair(transport, backend, tmp_path, shm_name)
+    if pub is None:   # hdf5: a publisher of another file
+        pub = dc.Publisher(f"hdf5://{tmp_path / 'written.h5'}", backend=backend)
+    try:
+        for call in (sub.recv, sub.latest, lambda timeout: pub.send(b"x", timeout)):
+            with pytest.raises(ValueError, match="nan"):
+                call(timeout=nan)
+        if transport == "shm":   # a message there, and a subscriber attached to it
+            pub.send(b"y")
+            for call in (sub.recv, sub.latest):
+                with pytest.raises(ValueError, match="nan"):
+                    call(timeout=nan)
+    finally:
+        sub.close()
+        pub.close()
+
+
 # ------------------------------------------------------------------ async for, closing, late publisher
 
 
@@ -577,6 +601,70 @@ def test_closing_a_subscriber_whose_wait_was_left_in_a_closed_loop_releases_its_
     del task
 
 
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+@pytest.mark.parametrize("transport", ["shm", "json"])
+def test_a_close_whose_wake_up_a_closing_loop_never_ran_releases_the_fds(transport, loop, backend, tmp_path,
+                                                                         shm_name) -> None:
+    """close() schedules the wake-up in the loop that sleeps, and that loop is closed before it
+    runs it: the wait's finally, when its coroutine is collected, closes the waiter (the
+    directory waiter: a bare inotify descriptor). The collection here happens while the thread
+    holds the waiters' guard, as it may when it comes at any allocation: no deadlock."""
+    from datacomms import _aio
+    if loop == "uvloop" and uvloop is None:
+        pytest.skip("uvloop is not installed (pip install '.[test]')")
+    new_loop = uvloop.new_event_loop if loop == "uvloop" else asyncio.new_event_loop
+    new_loop().close()   # libuv's first loop keeps a few descriptors for good
+    fds_before = _open_fds()
+    # shm: a subscriber before its publisher sleeps on the directory waiter too
+    url = f"json://{tmp_path / 'late.json'}" if transport == "json" else f"shm://{shm_name}"
+    sub = dc.Subscriber(url, backend=backend)
+    ending = new_loop()
+    task = ending.create_task(sub.arecv())
+    ending.run_until_complete(asyncio.sleep(0.02))
+    assert not task.done()
+    sub.close()      # the wake-up is scheduled in the still-open loop ...
+    ending.close()   # ... which is closed before it runs it
+    del task, ending
+
+    def collect_holding_the_guard() -> None:
+        with _aio._guard:
+            gc.collect()
+
+    t = threading.Thread(target=collect_holding_the_guard, daemon=True)
+    t.start()
+    t.join(10)
+    assert not t.is_alive(), "collecting the abandoned wait deadlocked on the guard"
+    assert _open_fds() <= fds_before
+
+
+def test_shm_close_while_the_waiter_switches_to_the_wake_socket(backend, shm_name, monkeypatch) -> None:
+    """A close() from another thread that lands while _aio_waiter() replaces the directory
+    waiter with the wake socket (the publisher just appeared): the new socket is closed at
+    once and the wait gets dc.Closed, instead of the socket staying open until the
+    subscriber is collected."""
+    from datacomms import _aio
+    url = f"shm://{shm_name}"
+    sub = dc.Subscriber(url, backend=backend)
+    sub._aio_waiter()   # the directory waiter: no publisher yet
+    made: list[Any] = []
+
+    class CloseLandsHere(_aio.WakeSocket):
+        def __init__(self, *args: Any) -> None:
+            super().__init__(*args)
+            made.append(self)
+            t = threading.Thread(target=sub.close)
+            t.start()
+            t.join(10)
+
+    with dc.Publisher(url, backend=backend):
+        with pytest.raises(dc.Timeout):
+            sub.recv(timeout=0)   # attaches
+        monkeypatch.setattr(_aio, "WakeSocket", CloseLandsHere)
+        with pytest.raises(dc.Closed):
+            sub._aio_waiter()
+    assert len(made) == 1 and made[0].sock.fileno() == -1
+
+
 def test_a_child_forked_during_a_wait_leaves_the_parents_wait_alone(backend) -> None:
     """A child forked (os.fork in a coroutine) while the parent's arecv sleeps ends its copy of
     that wait when it leaves asyncio.run; the parent's wait must still be woken by its
@@ -734,6 +822,73 @@ def test_cancelled_block_mode_asend_sends_nothing(backend, shm_name, transport) 
     assert during == threads
     assert got == [(i, payload) for i in range(sent)]
     assert nxt == sent
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+@pytest.mark.parametrize("transport", ["tcp"])   # an shm publisher is used from one thread at a time
+def test_asends_from_two_loops_never_sleep_on_one_waiter(backend, shm_name, transport, loop, monkeypatch) -> None:
+    """Two event loops in two threads asend on one full block-mode publisher: while one sleeps
+    on the publisher's waiter, the other does not sleep on it too (each would clear the other's
+    wake-up hook: a lost wake-up); it waits in a blocking send on a worker thread. Both sends
+    arrive once room comes."""
+    from datacomms import _aio
+    if loop == "uvloop" and uvloop is None:
+        pytest.skip("uvloop is not installed (pip install '.[test]')")
+    sleeping: list[Any] = []
+    most = [0]
+    real_sleep = _aio._sleep
+
+    async def counted_sleep(waiter: Any, seconds: Any) -> None:
+        sleeping.append(waiter)
+        most[0] = max(most[0], sleeping.count(waiter))
+        try:
+            await real_sleep(waiter, seconds)
+        finally:
+            sleeping.remove(waiter)
+
+    monkeypatch.setattr(_aio, "_sleep", counted_sleep)
+    pair = _BlockPair(transport, backend, shm_name)
+    blocking: list[Any] = []
+    real_send = pair.pub.send
+
+    def send(data: Any, timeout: Any = None) -> int:
+        if timeout != 0:
+            blocking.append(data)
+        return real_send(data, timeout)
+
+    pair.pub.send = send
+    done: list[Any] = []
+
+    def asend_in_own_loop(data: bytes) -> None:
+        try:
+            done.append(run(pair.pub.asend(data, timeout=30), loop))
+        except BaseException as e:
+            done.append(e)
+
+    def until(what: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + 10
+        while not what():
+            assert time.monotonic() < deadline and len(done) < 2, done
+            time.sleep(0.002)
+
+    threads = []
+    try:
+        sent = pair.fill()
+        for data in (b"first", b"second"):
+            threads.append(threading.Thread(target=asend_in_own_loop, args=(data,)))
+            threads[-1].start()
+            if data == b"first":
+                until(lambda: len(sleeping) == 1)
+            else:
+                until(lambda: most[0] > 1 or blocking)
+        got = [bytes((pair.sub.recv(timeout=30)).data) for _ in range(sent + 2)]
+    finally:
+        for t in threads:
+            t.join(30)
+        pair.close()
+    assert most[0] == 1
+    assert blocking == [b"second"]
+    assert sorted(got[sent:]) == [b"first", b"second"] and sorted(done) == [sent, sent + 1]
 
 
 @pytest.mark.parametrize("transport", ["shm", "tcp"])

@@ -37,7 +37,7 @@ from typing import Any
 from .. import _aio
 from .. import backend as _backend
 from ..backend import _segment as S
-from ..errors import Closed, DataCommsError, Timeout
+from ..errors import Closed, NAN_TIMEOUT, DataCommsError, Timeout
 from ..message import Message
 from ..pubsub import Publisher, Subscriber
 from ..url import parse
@@ -533,11 +533,15 @@ class ShmSubscriber(Subscriber):
 
     def recv(self, timeout: float | None = None, copy: bool = True) -> Message:  # until attached
         if self._reader is None:
+            if timeout is not None and timeout != timeout:
+                raise ValueError(NAN_TIMEOUT)
             timeout = self._attach_wait(timeout)
         return self._reader.recv(timeout, copy)
 
     def latest(self, timeout: float | None = None, copy: bool = True) -> Message:  # until attached
         if self._reader is None:
+            if timeout is not None and timeout != timeout:
+                raise ValueError(NAN_TIMEOUT)
             timeout = self._attach_wait(timeout)
         return self._reader.latest(timeout, copy)
 
@@ -563,9 +567,17 @@ class ShmSubscriber(Subscriber):
                 w = self._aio_w = _aio.DirWaiter(SHM_DIR, _ATTACH_POLL_S)
             return w
         if not isinstance(w, _aio.WakeSocket):
-            if w is not None:
-                w.close()
-            w = self._aio_w = _aio.WakeSocket(self._reader.async_prepare)
+            new = _aio.WakeSocket(self._reader.async_prepare)
+            with self._lock:   # a close() from another thread meanwhile must not miss the new socket
+                closed, old = self._closed, self._aio_w
+                if not closed:
+                    self._aio_w = new
+            if closed:
+                new.close()
+                raise Closed(self._why_closed)
+            if old is not None and old is not new:
+                old.close()   # the directory waiter (no sleep uses it: one waiting coroutine at a time)
+            w = new
         return w
 
     def close(self) -> None:

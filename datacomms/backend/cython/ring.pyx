@@ -20,7 +20,7 @@ import socket
 
 import numpy as np
 
-from ...errors import Closed, DataCommsError, FrameError, Timeout
+from ...errors import Closed, NAN_TIMEOUT, DataCommsError, FrameError, Timeout
 from .. import _meta
 from .._segment import SLOT_SIZE
 from ._csrc cimport (
@@ -162,6 +162,8 @@ cdef class Writer:
 
     def send(self, data, timeout=None):
         """Writes data as the next record and returns its seq."""
+        if timeout is not None and timeout != timeout:
+            raise ValueError(NAN_TIMEOUT)
         if not self.has_view or self.closing:
             raise Closed("this publisher is closed")
         # close() from another thread meanwhile keeps the buffer until this call is out of it

@@ -14,7 +14,7 @@ import socket
 
 import numpy as np
 
-from ...errors import Closed, DataCommsError, FrameError, Timeout
+from ...errors import Closed, NAN_TIMEOUT, DataCommsError, FrameError, Timeout
 from .._segment import SLOT_SIZE, OFF_SLOTS
 from ._csrc cimport (
     DC_OK, DC_RING_EMPTY, DC_RING_LAPPED, DC_RING_OFF_DATA_WORD, DC_RING_OFF_DATA_SLEEPERS, dc_async_prepare,
@@ -159,6 +159,8 @@ cdef class Reader:
 
     def recv(self, timeout=None, bint copy=True):
         """The next record as a Message; see the transport for the semantics."""
+        if timeout is not None and timeout != timeout:
+            raise ValueError(NAN_TIMEOUT)
         if not self.has_view or self.closing:
             raise Closed("this subscriber is closed")
         # close() from another thread meanwhile keeps the buffer until this call is out of it
@@ -172,6 +174,8 @@ cdef class Reader:
 
     def latest(self, timeout=None, bint copy=True):
         """The newest record not yet received, counting the ones passed over as skipped."""
+        if timeout is not None and timeout != timeout:
+            raise ValueError(NAN_TIMEOUT)
         if not self.has_view or self.closing:
             raise Closed("this subscriber is closed")
         self.busy += 1

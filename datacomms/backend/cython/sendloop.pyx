@@ -21,7 +21,7 @@ from libc.string cimport memcpy, strerror
 import os
 import threading
 
-from ...errors import Closed, DataCommsError, Timeout
+from ...errors import Closed, NAN_TIMEOUT, DataCommsError, Timeout
 from ._csrc cimport (
     DC_SL_OK, DC_SL_TIMEOUT, DC_SL_NOMEM, DC_SL_STOPPED, DC_SL_FULL, dc_sl_msg, dc_sl_info, dc_sl_init,
     dc_sl_msg_new, dc_sl_msg_inline, dc_sl_add, dc_sl_remove, dc_sl_push, dc_sl_push_if_room, dc_sl_arm_room,
@@ -141,6 +141,8 @@ cdef class SendLoop:
         """Numbers data with next_seq, queues it on every connection (send_data)
         and returns its seq. A Timeout still uses the seq (the other
         connections have the frame); an encoding error does not."""
+        if timeout is not None and timeout != timeout:
+            raise ValueError(NAN_TIMEOUT)
         cdef uint64_t seq
         self._lock_pub()
         try:

@@ -27,7 +27,7 @@ from posix.fcntl cimport fcntl, F_GETFL, F_SETFL, O_NONBLOCK
 from posix.time cimport timeval
 from posix.unistd cimport read
 
-from ...errors import Closed, FrameError, Timeout
+from ...errors import Closed, NAN_TIMEOUT, FrameError, Timeout
 from ..._message cimport make_message
 from ._csrc cimport (
     DC_OK, MSG_DONTWAIT, MSG_WAITALL, POLLIN, SO_RCVTIMEO, SOL_SOCKET, dc_header, dc_header_unpack, dc_monotonic_ns, poll,
@@ -430,6 +430,8 @@ cdef class DirectRecv:
         self.retired = False
 
     def recv(self, timeout=None):
+        if timeout is not None and timeout != timeout:
+            raise ValueError(NAN_TIMEOUT)
         cdef int64_t deadline = -1, now, until
         cdef Py_ssize_t n
         cdef bint waited = False

@@ -13,7 +13,7 @@ from collections import deque
 from cpython.time cimport time_ns
 from libc.stdint cimport uint64_t
 
-from ...errors import Closed, FrameError, Timeout
+from ...errors import Closed, NAN_TIMEOUT, FrameError, Timeout
 from ..python.zenohq import ENCODING, KEYS_KEPT, _closed, _timed_out
 from .framing cimport encode
 from .streamreader cimport take_frame
@@ -41,6 +41,8 @@ cdef class Sender:
         self.busy = 0
 
     def send(self, data, timeout=None):
+        if timeout is not None and timeout != timeout:
+            raise ValueError(NAN_TIMEOUT)
         cdef uint64_t seq = self.seq
         cdef tuple frame
         cdef list parts
@@ -247,6 +249,8 @@ cdef class SampleQueue:
         return msg
 
     def recv(self, timeout=None):
+        if timeout is not None and timeout != timeout:
+            raise ValueError(NAN_TIMEOUT)
         cdef object deadline = None if timeout is None else _monotonic() + timeout
         cdef tuple item
         while True:

@@ -19,7 +19,7 @@ import time
 from collections import deque
 from typing import Any, Callable
 
-from ...errors import Closed, Timeout
+from ...errors import Closed, NAN_TIMEOUT, Timeout
 from . import framing as _framing
 
 IOV_MAX = 512
@@ -173,6 +173,8 @@ class SendLoop:
         """Numbers data with next_seq, queues it on every connection (send_data)
         and returns its seq. A Timeout still uses the seq (the other
         connections have the frame); an encoding error does not."""
+        if timeout is not None and timeout != timeout:
+            raise ValueError(NAN_TIMEOUT)
         try:
             with self._publishing:
                 if self.sealed:
