@@ -472,13 +472,19 @@ def test_failed_handshake_wakes_a_waiting_recv(backend):
         assert pub.subscribers == 0
 
 
-def test_tls_round_trip_and_failure(backend, tmp_path, caplog):
+def _tls_contexts(tmp_path):
+    """A server and a client ssl.SSLContext over a throwaway self-signed certificate."""
     pytest.importorskip("cryptography")
     cert, key = self_signed(tmp_path)
     server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server.load_cert_chain(cert, key)
     client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     client.load_verify_locations(cert)
+    return server, client
+
+
+def test_tls_round_trip_and_failure(backend, tmp_path, caplog):
+    server, client = _tls_contexts(tmp_path)
     arr = np.random.default_rng(1).integers(0, 255, 2 << 20, dtype=np.uint8)
     with _pub(backend, ssl=server, on_full="block") as pub, _sub(backend, pub.url, ssl=client) as sub:
         pub.wait_for_subscribers(1, timeout=5)
@@ -1601,12 +1607,7 @@ def test_tls_on_one_side_only_is_a_clear_error_on_both(backend, tmp_path, caplog
     """ssl= on one side only: the connecting side saw "peer closed the connection
     before its hello" or a bare WRONG_VERSION_NUMBER, the listening side "bad magic"
     or WRONG_VERSION_NUMBER. Each now says which side uses TLS, within the handshake."""
-    pytest.importorskip("cryptography")
-    cert, key = self_signed(tmp_path)
-    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server.load_cert_chain(cert, key)
-    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    client.load_verify_locations(cert)
+    server, client = _tls_contexts(tmp_path)
     listen_kw = {"ssl": server} if tls_on == "listening" else {}
     connect_kw = {"ssl": client} if tls_on == "connecting" else {}
     caplog.set_level(logging.WARNING, logger="datacomms")
