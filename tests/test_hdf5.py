@@ -366,7 +366,11 @@ def test_damaged_or_misshapen_files_are_frame_errors(tmp_path: Path, backend) ->
         f.create_group("seq")
         f["timestamp_ns"] = np.arange(3)
         f["data"] = np.arange(3)
-    for name in ("dir", "superblock", "headers", "version", "nocolumns", "seqgroup"):
+    deep = tmp_path / "deepcolumns.h5"   # json.loads of it raised RecursionError
+    deep.write_bytes(good.read_bytes())
+    with h5py.File(deep, "a", libver="latest") as f:
+        f.attrs["datacomms_columns"] = "[" * 100_000 + "]" * 100_000
+    for name in ("dir", "superblock", "headers", "version", "nocolumns", "seqgroup", "deepcolumns"):
         url = url_of(tmp_path / f"{name}.h5")
         with dc.Subscriber(url, backend=backend) as sub:
             with pytest.raises(dc.FrameError, match="not a datacomms HDF5 recording"):
