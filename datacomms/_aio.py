@@ -28,7 +28,7 @@ import time
 from typing import Any, Callable
 
 from .backend._segment import wake_address
-from .errors import DataCommsError, Timeout
+from .errors import DataCommsError, Timeout, check_timeout
 from .message import Message
 
 
@@ -428,8 +428,7 @@ def _deadline(timeout: float | None) -> float | None:
     the loop's timer for it would disorder every other timer of that loop."""
     if timeout is None:
         return None
-    if math.isnan(timeout):
-        raise ValueError("timeout must be a number of seconds or None, not NaN")
+    check_timeout(timeout)
     return time.monotonic() + max(timeout, 0.0)
 
 

@@ -22,3 +22,10 @@ class FrameError(DataCommsError, ValueError):
 # Every recv, latest and send with a timeout refuses NaN before anything else, alike on every
 # transport (a deadline at NaN never comes, or comes at once, or becomes undefined in C).
 NAN_TIMEOUT = "timeout must be a number of seconds or None, not nan"
+
+
+def check_timeout(timeout: object) -> None:
+    """ValueError for a NaN timeout (the pure-Python code's check; the compiled modules
+    make the same one inline)."""
+    if timeout is not None and timeout != timeout:
+        raise ValueError(NAN_TIMEOUT)

@@ -373,10 +373,10 @@ def test_a_nan_timeout_is_refused(backend, shm_name) -> None:
                 dc.Publisher(f"shm://{shm_name}", backend=backend, on_full="block") as pub, \
                 dc.Subscriber(f"shm://{shm_name}", backend=backend):
             for wait in (sub.arecv, sub.alatest):
-                with pytest.raises(ValueError, match="NaN"):
+                with pytest.raises(ValueError, match="not nan"):
                     await asyncio.wait_for(wait(timeout=float("nan")), 10)   # a bound against a hang
             _fill(pub, b"x" * 1000)
-            with pytest.raises(ValueError, match="NaN"):
+            with pytest.raises(ValueError, match="not nan"):
                 await asyncio.wait_for(pub.asend(b"x" * 1000, timeout=float("nan")), 10)
 
     run(main())

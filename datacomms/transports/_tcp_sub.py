@@ -18,7 +18,7 @@ from typing import Any
 from .. import _aio
 from .. import backend as _backend
 from .. import url as _url
-from ..errors import Closed, NAN_TIMEOUT, FrameError, Timeout
+from ..errors import Closed, check_timeout, FrameError, Timeout
 from ..message import Message
 from ..pubsub import Subscriber
 from ._links import Links
@@ -478,8 +478,7 @@ class TcpSubscriber(Subscriber):
             self._release_if_free()
 
     def recv(self, timeout: float | None = None) -> Message:
-        if timeout is not None and timeout != timeout:
-            raise ValueError(NAN_TIMEOUT)
+        check_timeout(timeout)
         # While one connection is followed, the instance's recv is that
         # connection's DirectRecv.recv (see _conns_changed), which takes a
         # buffered message, or waits on the socket and takes one, in one
@@ -510,8 +509,7 @@ class TcpSubscriber(Subscriber):
             pass
 
     def latest(self, timeout: float | None = None) -> Message:
-        if timeout is not None and timeout != timeout:
-            raise ValueError(NAN_TIMEOUT)
+        check_timeout(timeout)
         self._enter()
         try:
             return self._next(timeout, newest=True)

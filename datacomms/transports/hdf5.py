@@ -49,7 +49,7 @@ from typing import Any, Iterable
 import h5py
 
 from .. import _aio, pubsub
-from ..errors import Closed, NAN_TIMEOUT, DataCommsError, FrameError
+from ..errors import Closed, check_timeout, DataCommsError, FrameError
 from ..message import Message
 from . import _files
 from ._h5layout import (
@@ -340,8 +340,7 @@ class Hdf5Publisher(pubsub.Publisher):
 
     def send(self, data: Any, timeout: float | None = None) -> int:
         """Appends data; returns its seq. Never waits on readers (timeout is unused)."""
-        if timeout is not None and timeout != timeout:
-            raise ValueError(NAN_TIMEOUT)
+        check_timeout(timeout)
         with self._lock:
             self._check()
             if self._f is None:
@@ -356,8 +355,7 @@ class Hdf5Publisher(pubsub.Publisher):
         """Appends a batch in one write per dataset (the fast path for loggers). All
         items share one timestamp_ns; returns the last seq (-1 for an empty batch).
         The batch is validated first: on FrameError nothing of it is recorded."""
-        if timeout is not None and timeout != timeout:
-            raise ValueError(NAN_TIMEOUT)
+        check_timeout(timeout)
         items = list(items)
         if not items:
             return -1
@@ -626,14 +624,12 @@ class Hdf5Subscriber(pubsub.Subscriber):
         return Message(data, seq, ts)
 
     def recv(self, timeout: float | None = None) -> Message:
-        if timeout is not None and timeout != timeout:
-            raise ValueError(NAN_TIMEOUT)
+        check_timeout(timeout)
         return self._deliver(_files.wait_for(self._poll_next, timeout, self.poll_interval, self.url,
                                              self._sync_waiter))
 
     def latest(self, timeout: float | None = None) -> Message:
-        if timeout is not None and timeout != timeout:
-            raise ValueError(NAN_TIMEOUT)
+        check_timeout(timeout)
         return self._deliver(_files.wait_for(self._poll_latest, timeout, self.poll_interval, self.url,
                                              self._sync_waiter))
 

@@ -33,7 +33,7 @@ import numpy as np
 
 from .. import _aio, pubsub
 from ..backend._meta import has_buffers, is_dataclass_type, json_value
-from ..errors import Closed, NAN_TIMEOUT, FrameError
+from ..errors import Closed, check_timeout, FrameError
 from ..message import Message
 from . import _files
 
@@ -161,8 +161,7 @@ class JsonPublisher(pubsub.Publisher):
 
     def send(self, data: Any, timeout: float | None = None) -> int:
         """Replaces the document with data; returns its seq. timeout is unused (never waits)."""
-        if timeout is not None and timeout != timeout:
-            raise ValueError(NAN_TIMEOUT)
+        check_timeout(timeout)
         with self._lock:
             if self._closed:
                 raise Closed(f"publisher on {self.url} is closed")
@@ -176,8 +175,7 @@ class JsonPublisher(pubsub.Publisher):
         """Publishes a batch in one write: every item takes a seq, but only the last
         becomes the document (a latest-value file keeps one value), so a subscriber
         counts the others as lost. Returns the last seq; -1 for an empty batch."""
-        if timeout is not None and timeout != timeout:
-            raise ValueError(NAN_TIMEOUT)
+        check_timeout(timeout)
         items = list(items)
         with self._lock:
             if self._closed:
@@ -318,13 +316,11 @@ class JsonSubscriber(pubsub.Subscriber):
     _last_seq: int | None = None
 
     def recv(self, timeout: float | None = None) -> Message:
-        if timeout is not None and timeout != timeout:
-            raise ValueError(NAN_TIMEOUT)
+        check_timeout(timeout)
         return self._take(timeout, as_skipped=False)
 
     def latest(self, timeout: float | None = None) -> Message:
-        if timeout is not None and timeout != timeout:
-            raise ValueError(NAN_TIMEOUT)
+        check_timeout(timeout)
         return self._take(timeout, as_skipped=True)
 
     def _aio_waiter(self) -> _aio.Waiter:

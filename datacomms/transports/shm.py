@@ -37,7 +37,7 @@ from typing import Any
 from .. import _aio
 from .. import backend as _backend
 from ..backend import _segment as S
-from ..errors import Closed, NAN_TIMEOUT, DataCommsError, Timeout
+from ..errors import Closed, check_timeout, DataCommsError, Timeout
 from ..message import Message
 from ..pubsub import Publisher, Subscriber
 from ..url import parse
@@ -533,15 +533,13 @@ class ShmSubscriber(Subscriber):
 
     def recv(self, timeout: float | None = None, copy: bool = True) -> Message:  # until attached
         if self._reader is None:
-            if timeout is not None and timeout != timeout:
-                raise ValueError(NAN_TIMEOUT)
+            check_timeout(timeout)
             timeout = self._attach_wait(timeout)
         return self._reader.recv(timeout, copy)
 
     def latest(self, timeout: float | None = None, copy: bool = True) -> Message:  # until attached
         if self._reader is None:
-            if timeout is not None and timeout != timeout:
-                raise ValueError(NAN_TIMEOUT)
+            check_timeout(timeout)
             timeout = self._attach_wait(timeout)
         return self._reader.latest(timeout, copy)
 

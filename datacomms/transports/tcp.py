@@ -26,7 +26,7 @@ from typing import Any
 from .. import _aio
 from .. import backend as _backend
 from .. import url as _url
-from ..errors import Closed, NAN_TIMEOUT
+from ..errors import Closed, check_timeout
 from ..pubsub import Publisher
 from ._links import Links
 from ._net import (
@@ -163,8 +163,7 @@ class TcpPublisher(Publisher):
         """Queues data for every attached subscriber and returns its seq. In block
         mode waits up to timeout for room (then dc.Timeout; the seq is used).
         (__init__ binds send to the send loop's publish, which does exactly this.)"""
-        if timeout is not None and timeout != timeout:
-            raise ValueError(NAN_TIMEOUT)
+        check_timeout(timeout)
         return self._loop.publish(data, timeout)
 
     def _send_may_wait(self) -> bool:

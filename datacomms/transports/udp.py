@@ -27,7 +27,7 @@ from typing import Any
 from .. import _aio
 from .. import backend as _backend
 from .. import url as _url
-from ..errors import Closed, NAN_TIMEOUT, DataCommsError, FrameError, Timeout
+from ..errors import Closed, check_timeout, DataCommsError, FrameError, Timeout
 from ..message import Message
 from ..pubsub import Publisher, Subscriber
 from ._net import (
@@ -166,8 +166,7 @@ class UdpPublisher(Publisher):
 
     def send(self, data: Any, timeout: float | None = None) -> int:
         """Sends one datagram and returns its seq (a datagram the kernel refused is lost, as UDP is)."""
-        if timeout is not None and timeout != timeout:
-            raise ValueError(NAN_TIMEOUT)
+        check_timeout(timeout)
         if self._closed:
             raise Closed("publisher is closed")
         with self._lock:
@@ -387,13 +386,11 @@ class UdpSubscriber(Subscriber):
         return w
 
     def recv(self, timeout: float | None = None) -> Message:
-        if timeout is not None and timeout != timeout:
-            raise ValueError(NAN_TIMEOUT)
+        check_timeout(timeout)
         return self._next(timeout, newest=False)
 
     def latest(self, timeout: float | None = None) -> Message:
-        if timeout is not None and timeout != timeout:
-            raise ValueError(NAN_TIMEOUT)
+        check_timeout(timeout)
         return self._next(timeout, newest=True)
 
     def close(self) -> None:

@@ -32,7 +32,7 @@ from typing import Any
 from .. import _aio
 from .. import backend as _backend
 from .. import pubsub
-from ..errors import Closed, NAN_TIMEOUT, DataCommsError, FrameError, Timeout
+from ..errors import Closed, check_timeout, DataCommsError, FrameError, Timeout
 from ..message import Message
 from ..backend.python.zenohq import ENCODING as _ENCODING  # + the publisher id in hex
 from . import zenohsession
@@ -505,8 +505,7 @@ class ZenohSubscriber(pubsub.Subscriber):
 
     def latest(self, timeout: float | None = None) -> Message:
         """The newest queued message; the ones passed over count as skipped."""
-        if timeout is not None and timeout != timeout:
-            raise ValueError(NAN_TIMEOUT)
+        check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             items = self._queue.get_all(deadline, timeout)

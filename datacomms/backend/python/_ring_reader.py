@@ -7,7 +7,7 @@ import socket
 import time
 from typing import Any, Callable
 
-from ...errors import Closed, NAN_TIMEOUT, FrameError, Timeout
+from ...errors import Closed, check_timeout, FrameError, Timeout
 from ...message import Message
 from .. import _segment as S
 from . import framing
@@ -181,14 +181,12 @@ class Reader(_Guarded):
 
     def recv(self, timeout: float | None = None, copy: bool = True) -> Message:
         """The next record as a Message; see the transport for the semantics."""
-        if timeout is not None and timeout != timeout:
-            raise ValueError(NAN_TIMEOUT)
+        check_timeout(timeout)
         return self._guarded(self._recv, timeout, copy)
 
     def latest(self, timeout: float | None = None, copy: bool = True) -> Message:
         """The newest record not yet received, counting the ones passed over as skipped."""
-        if timeout is not None and timeout != timeout:
-            raise ValueError(NAN_TIMEOUT)
+        check_timeout(timeout)
         return self._guarded(self._latest, timeout, copy)
 
     def _recv(self, timeout: float | None, copy: bool) -> Message:

@@ -33,7 +33,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ...errors import Closed, NAN_TIMEOUT, DataCommsError, FrameError, Timeout
+from ...errors import Closed, check_timeout, DataCommsError, FrameError, Timeout
 from .. import _meta
 from .. import _segment as S
 from . import framing
@@ -339,8 +339,7 @@ class Writer(_Guarded):
 
     def send(self, data: Any, timeout: float | None = None) -> int:
         """Writes data as the next record and returns its seq."""
-        if timeout is not None and timeout != timeout:
-            raise ValueError(NAN_TIMEOUT)
+        check_timeout(timeout)
         return self._guarded(self._send, data, timeout)
 
     def loan(self, shape: Any, dtype: Any, timeout: float | None = None) -> "Loan":

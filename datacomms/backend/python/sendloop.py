@@ -19,7 +19,7 @@ import time
 from collections import deque
 from typing import Any, Callable
 
-from ...errors import Closed, NAN_TIMEOUT, Timeout
+from ...errors import Closed, check_timeout, Timeout
 from . import framing as _framing
 
 IOV_MAX = 512
@@ -173,8 +173,7 @@ class SendLoop:
         """Numbers data with next_seq, queues it on every connection (send_data)
         and returns its seq. A Timeout still uses the seq (the other
         connections have the frame); an encoding error does not."""
-        if timeout is not None and timeout != timeout:
-            raise ValueError(NAN_TIMEOUT)
+        check_timeout(timeout)
         try:
             with self._publishing:
                 if self.sealed:

@@ -18,7 +18,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from ...errors import Closed, NAN_TIMEOUT, FrameError, Timeout
+from ...errors import Closed, check_timeout, FrameError, Timeout
 from ...message import Message
 from . import framing as _framing
 
@@ -324,8 +324,7 @@ class DirectRecv:
         self.retired = False
 
     def recv(self, timeout: float | None = None) -> Message:
-        if timeout is not None and timeout != timeout:
-            raise ValueError(NAN_TIMEOUT)
+        check_timeout(timeout)
         if self.retired:
             return self.slow(timeout, None, None)
         deadline = None

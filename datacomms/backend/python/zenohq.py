@@ -26,7 +26,7 @@ import time
 from collections import deque
 from typing import Any
 
-from ...errors import Closed, NAN_TIMEOUT, FrameError, Timeout
+from ...errors import Closed, check_timeout, FrameError, Timeout
 from ...message import Message
 from .framing import encode
 from .streamreader import take_frame
@@ -70,8 +70,7 @@ class Sender:
 
     def send(self, data: Any, timeout: float | None = None) -> int:
         """Publishes data as one frame; returns its seq (timeout: unused, zenoh decides)."""
-        if timeout is not None and timeout != timeout:
-            raise ValueError(NAN_TIMEOUT)
+        check_timeout(timeout)
         if self.closed:
             raise Closed(f"publisher on {self.name} is closed{self.why}")
         seq = self.seq
@@ -285,8 +284,7 @@ class SampleQueue:
 
     def recv(self, timeout: float | None = None) -> Message:
         """The next message in arrival order, waiting up to timeout (None: no limit)."""
-        if timeout is not None and timeout != timeout:
-            raise ValueError(NAN_TIMEOUT)
+        check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             msg = self.accept(*self.get(deadline, timeout))
