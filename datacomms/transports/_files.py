@@ -10,7 +10,7 @@ from typing import Any, Callable, TypeVar
 
 from .. import _aio
 from .. import backend as _backend
-from ..errors import Closed, DataCommsError, Timeout
+from ..errors import Closed, DataCommsError, Timeout, check_timeout
 from ..url import parse
 
 T = TypeVar("T")
@@ -53,7 +53,8 @@ def wait_for(poll: Callable[[], T | None], timeout: float | None, interval: floa
     With get_waiter (called before each sleep; it returns an _aio.DirWaiter on
     the file's directory) it sleeps until the directory changes instead
     (inotify), looking again at least every ``waiter.slice`` seconds; where the
-    waiter cannot watch, every interval."""
+    waiter cannot watch, every interval. A NaN timeout is a ValueError."""
+    check_timeout(timeout)
     result = poll()
     if result is not None:
         return result

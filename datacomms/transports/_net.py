@@ -24,7 +24,7 @@ from typing import Any
 
 # FrameReader lives with its compiled twin in the backends; the Python one is
 # also the reader of handshakes when no other is given, and stays importable here
-from ..backend.python.streamreader import FrameReader, buffer_free as _buffer_free, describe_garbage  # noqa: F401
+from ..backend.python.streamreader import MAGIC, FrameReader, buffer_free as _buffer_free, describe_garbage  # noqa: F401
 from ..errors import Closed, DataCommsError, FrameError, Timeout
 
 log = logging.getLogger("datacomms")
@@ -32,7 +32,6 @@ log = logging.getLogger("datacomms")
 # Control frames are small; a peer announcing more during the handshake is not a datacomms peer.
 HANDSHAKE_MAX_FRAME = 64 * 1024
 PROTOCOL = 1
-_MAGIC = b"DCMF"
 
 
 class HandshakeError(DataCommsError):
@@ -313,11 +312,11 @@ def tls_wrap(sock: socket.socket, ctx: _ssl.SSLContext | None, server: bool, hos
         # tell it so in a frame it reads, where it only saw the connection close
         sock.settimeout(timeout)
         try:
-            head = sock.recv(len(_MAGIC), socket.MSG_PEEK)
+            head = sock.recv(len(MAGIC), socket.MSG_PEEK)
         except (socket.timeout, OSError) as exc:
             close_quietly(sock)
             raise HandshakeError(f"TLS handshake failed: {exc or 'timed out'}") from None
-        if head and _MAGIC.startswith(head):
+        if head and MAGIC.startswith(head):
             why = "the listening side uses TLS (ssl=) and the connecting side does not"
             try:
                 sock.sendall(b"".join(control(framing, {"dc": "error", "reason": why})))

@@ -333,6 +333,7 @@ class TcpSubscriber(Subscriber):
     def _next(self, timeout: float | None, newest: bool, said: float | None = None) -> Message:
         """The next (newest: the newest) message within timeout; said: the
         timeout the caller gave, for the error message."""
+        check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
         looked = False  # timeout=0 still reads what the sockets hold before giving up
         while True:
@@ -478,7 +479,6 @@ class TcpSubscriber(Subscriber):
             self._release_if_free()
 
     def recv(self, timeout: float | None = None) -> Message:
-        check_timeout(timeout)
         # While one connection is followed, the instance's recv is that
         # connection's DirectRecv.recv (see _conns_changed), which takes a
         # buffered message, or waits on the socket and takes one, in one
@@ -509,7 +509,6 @@ class TcpSubscriber(Subscriber):
             pass
 
     def latest(self, timeout: float | None = None) -> Message:
-        check_timeout(timeout)
         self._enter()
         try:
             return self._next(timeout, newest=True)

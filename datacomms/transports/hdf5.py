@@ -624,12 +624,10 @@ class Hdf5Subscriber(pubsub.Subscriber):
         return Message(data, seq, ts)
 
     def recv(self, timeout: float | None = None) -> Message:
-        check_timeout(timeout)
         return self._deliver(_files.wait_for(self._poll_next, timeout, self.poll_interval, self.url,
                                              self._sync_waiter))
 
     def latest(self, timeout: float | None = None) -> Message:
-        check_timeout(timeout)
         return self._deliver(_files.wait_for(self._poll_latest, timeout, self.poll_interval, self.url,
                                              self._sync_waiter))
 

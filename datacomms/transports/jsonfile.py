@@ -316,11 +316,9 @@ class JsonSubscriber(pubsub.Subscriber):
     _last_seq: int | None = None
 
     def recv(self, timeout: float | None = None) -> Message:
-        check_timeout(timeout)
         return self._take(timeout, as_skipped=False)
 
     def latest(self, timeout: float | None = None) -> Message:
-        check_timeout(timeout)
         return self._take(timeout, as_skipped=True)
 
     def _aio_waiter(self) -> _aio.Waiter:

@@ -340,6 +340,7 @@ class UdpSubscriber(Subscriber):
             pass
 
     def _next(self, timeout: float | None, newest: bool) -> Message:
+        check_timeout(timeout)
         if self._closed:
             raise Closed("subscriber is closed")
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
@@ -386,11 +387,9 @@ class UdpSubscriber(Subscriber):
         return w
 
     def recv(self, timeout: float | None = None) -> Message:
-        check_timeout(timeout)
         return self._next(timeout, newest=False)
 
     def latest(self, timeout: float | None = None) -> Message:
-        check_timeout(timeout)
         return self._next(timeout, newest=True)
 
     def close(self) -> None:
